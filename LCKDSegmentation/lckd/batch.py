@@ -1,0 +1,160 @@
+"""`lckd batch`: every case of a BraTS-layout folder, sharded over processes or torchrun ranks.
+
+Each process handles cases[k::n]; a bad case is recorded and the batch goes on. Each
+process writes its own summary part (CSV) and, under torchrun, rank 0 waits for the
+others and merges the parts into `summary.csv` (files, not pickled objects, cross ranks).
+"""
+from __future__ import annotations
+
+import csv
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+from .errors import InputError, LCKDError
+
+FIELDS = ("case", "modalities", "NCR_ml", "ED_ml", "ET_ml", "TC_ml", "WT_ml", "seconds", "status", "message")
+
+
+@dataclass
+class Shard:
+    """Which share of the cases this process takes: cases[index::count]."""
+
+    index: int = 0
+    count: int = 1
+
+    @classmethod
+    def parse(cls, text: str | None) -> "Shard":
+        if not text:
+            return cls()
+        try:
+            k, n = (int(v) for v in text.split("/"))
+        except ValueError:
+            raise InputError(f"--shard must look like K/N (for example 0/4), got '{text}'") from None
+        if n < 1 or not 0 <= k < n:
+            raise InputError(f"--shard {text}: need N >= 1 and 0 <= K < N")
+        return cls(k, n)
+
+    def take(self, items: Sequence) -> list:
+        return list(items[self.index::self.count])
+
+
+def distributed_rank() -> tuple[int, int, int]:
+    """(rank, world size, local rank) from torchrun's environment; (0, 1, 0) otherwise."""
+    return (int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)),
+            int(os.environ.get("LOCAL_RANK", 0)))
+
+
+def output_path(out_dir: Path, case_id: str, fmt: str) -> Path:
+    return out_dir / f"{case_id}.{fmt}"
+
+
+def write_summary(rows: Sequence[dict], path: Path) -> None:
+    from .imageio import atomic_path
+
+    with atomic_path(path) as tmp:
+        with open(tmp, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=FIELDS)
+            w.writeheader()
+            w.writerows(rows)
+
+
+def print_summary(rows: Sequence[dict]) -> None:
+    print(f"\n{'case':<28}{'modalities':<22}{'ET':>8}{'TC':>8}{'WT':>8}{'s':>7}  status")
+    for r in rows:
+        vols = "".join(f"{r[k]:>8}" for k in ("ET_ml", "TC_ml", "WT_ml"))
+        print(f"{r['case'][:27]:<28}{r['modalities'][:21]:<22}{vols}{r['seconds']:>7}  {r['status']}"
+              + (f": {r['message']}" if r["message"] else ""))
+    done = sum(r["status"] == "ok" for r in rows)
+    failed = sum(r["status"] == "error" for r in rows)
+    skipped = sum(r["status"] == "skipped" for r in rows)
+    print(f"{done} segmented, {skipped} skipped (already done), {failed} failed")
+
+
+def _segment_case(seg, case, out_path: Path, args) -> dict:
+    from .output import write_labelmap
+
+    row = dict.fromkeys(FIELDS, "")
+    row.update(case=case.case_id, modalities="+".join(case.images))
+    t = time.perf_counter()
+    try:
+        res = seg.segment(case.images, labels=args.labels, register=args.register,
+                          postprocess=args.postprocess, overlap=args.overlap, sw_batch_size=args.sw_batch_size)
+        write_labelmap(res.labelmap, out_path, args.labels)
+        row.update({f"{k}_ml": f"{v:.2f}" for k, v in res.volumes_ml.items()})
+        row.update(status="ok", message="; ".join(res.warnings))
+    except LCKDError as e:
+        row.update(status="error", message=str(e))
+    row["seconds"] = f"{time.perf_counter() - t:.1f}"
+    return row
+
+
+def run_batch(args) -> int:
+    """Run `lckd batch`; returns the exit status (1 if any case failed)."""
+    from tqdm import tqdm
+
+    from .datasets import find_cases
+    from .inference import Segmenter
+    from .labels import check_convention
+
+    check_convention(args.labels)
+    out_dir = Path(args.output_dir)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise LCKDError(f"cannot create output folder '{out_dir}': {e.strerror or e}") from None
+    rank, world, local_rank = distributed_rank()
+    shard = Shard.parse(args.shard)
+    if world > 1:
+        if shard.count > 1:
+            raise InputError("use either torchrun or --shard, not both")
+        shard = Shard(rank, world)
+    cases = shard.take(find_cases(args.input_dir))
+    device = args.device
+    if world > 1 and device in ("auto", "cuda", "gpu"):
+        import torch
+        if torch.cuda.is_available():
+            device = f"cuda:{local_rank % torch.cuda.device_count()}"
+    seg = Segmenter.load(args.model, device=device, threads=args.threads)
+    rows = []
+    for case in tqdm(cases, desc=f"segmenting (share {shard.index + 1}/{shard.count})" if shard.count > 1
+                     else "segmenting", unit="case", file=sys.stderr):
+        out_path = output_path(out_dir, case.case_id, args.format)
+        if out_path.exists() and not args.overwrite:
+            row = dict.fromkeys(FIELDS, "")
+            row.update(case=case.case_id, modalities="+".join(case.images), status="skipped",
+                       message="output exists")
+            rows.append(row)
+            continue
+        rows.append(_segment_case(seg, case, out_path, args))
+
+    part = out_dir / ("summary.csv" if shard.count == 1 else f"summary-part-{shard.index}-of-{shard.count}.csv")
+    write_summary(rows, part)
+    if world > 1:
+        rows = _merge_parts(out_dir, rank, world)
+    if rank == 0:
+        print_summary(rows)
+        print(f"summary: {out_dir / 'summary.csv' if world > 1 or shard.count == 1 else part}")
+    return 1 if any(r["status"] == "error" for r in rows) else 0
+
+
+def _merge_parts(out_dir: Path, rank: int, world: int) -> list:
+    """Wait for every rank's part (a gloo barrier), then rank 0 merges them into summary.csv."""
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        dist.init_process_group("gloo")
+    dist.barrier()
+    rows: list = []
+    if rank == 0:
+        for k in range(world):
+            with open(out_dir / f"summary-part-{k}-of-{world}.csv", newline="") as f:
+                rows += list(csv.DictReader(f))
+        rows.sort(key=lambda r: r["case"])
+        write_summary(rows, out_dir / "summary.csv")
+    dist.barrier()
+    dist.destroy_process_group()
+    return rows

@@ -1,0 +1,234 @@
+"""The `lckd` command line: segment, batch, info, phantom, demo, train, evaluate.
+
+Heavy modules (torch, MONAI) are imported inside the commands so `lckd --help` is instant.
+Every user-facing failure is an LCKDError: printed as one line, exit status 1.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Callable, Sequence
+
+from .errors import LCKDError
+from .labels import CONVENTIONS, check_convention
+
+EPILOG = """examples:
+  lckd demo                                   segment the bundled sample case
+  lckd segment --t2 t2.nii.gz --flair flair.nii.gz -o seg.nii.gz
+  lckd segment --t1ce t1c.nrrd -o seg.seg.nrrd --labels brats2023
+  lckd batch /data/BraTS2021 /out --device cuda
+  lckd info
+"""
+
+
+def _progress_bar(enabled: bool) -> tuple[Callable[[float, str], None], Callable[[], None]]:
+    """A tqdm bar driven by (fraction, message) callbacks, and a function that closes it."""
+    if not enabled:
+        return (lambda f, m: None), (lambda: None)
+    from tqdm import tqdm
+
+    bar = tqdm(total=100, unit="%", bar_format="{desc:<28}{percentage:3.0f}%|{bar}| {elapsed}", file=sys.stderr)
+
+    def update(fraction: float, message: str) -> None:
+        bar.set_description_str(message[:28])
+        bar.n = int(round(100 * fraction))
+        bar.refresh()
+
+    return update, bar.close
+
+
+def _add_model_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default=None,
+                   help="registry name, model card (.json) or folder (default: the bundled model)")
+    p.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N, mps")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads for PyTorch (default: all cores)")
+
+
+def _add_segment_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--labels", default="brats2018", metavar="{" + ",".join(CONVENTIONS) + "}",
+                   help="label values: brats2018 (1 core, 2 oedema, 4 enhancing; default) or brats2023 (enhancing = 3)")
+    p.add_argument("--postprocess", action="store_true",
+                   help="drop tiny components; relabel ET under 500 voxels as core (BraTS-style clean-up)")
+    p.add_argument("--register", action="store_true",
+                   help="rigidly co-register the inputs onto the reference first (mutual information)")
+    p.add_argument("--overlap", type=float, default=None, help="sliding-window overlap (default: the model card's)")
+    p.add_argument("--sw-batch-size", type=int, default=1, help="windows per network call (more is faster on GPUs)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="lckd", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG,
+        description="Brain-tumour segmentation from any subset of T1, T1ce, T2 and FLAIR (LCKD network).")
+    from . import __version__
+    parser.add_argument("--version", action="version", version=f"lckd {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("segment", help="segment one case from any subset of scans",
+                       description="Segment one case. Give any non-empty subset of the four scans "
+                                   "(NIfTI, NRRD, MHA, or a DICOM series folder).")
+    for mod, flag in (("T1", "--t1"), ("T1ce", "--t1ce"), ("T2", "--t2"), ("FLAIR", "--flair")):
+        p.add_argument(flag, dest=mod, metavar="FILE", help=f"{mod} image")
+    p.add_argument("-o", "--output", required=True,
+                   help="output labelmap (.nii.gz, .nrrd, .mha) or Slicer segmentation (.seg.nrrd)")
+    p.add_argument("--probabilities", metavar="DIR", help="also write ET/TC/WT probability maps into DIR")
+    p.add_argument("--reference", default=None,
+                   help="modality whose grid the output uses (default: T1ce, FLAIR, T1, T2, first given)")
+    _add_model_options(p)
+    _add_segment_options(p)
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_segment)
+
+    p = sub.add_parser("batch", help="segment every case of a BraTS-layout folder",
+                       description="Segment every case folder under IN_DIR (BraTS 2018-2021 or 2023 layout), "
+                                   "with whatever modalities each case has. Cases already done are skipped. "
+                                   "Under torchrun each rank takes its share; --shard K/N does the same for "
+                                   "schedulers that start N independent processes.")
+    p.add_argument("input_dir")
+    p.add_argument("output_dir")
+    p.add_argument("--format", default="nii.gz", choices=["nii.gz", "seg.nrrd", "nrrd"], help="output file type")
+    p.add_argument("--shard", default=None, metavar="K/N", help="process only share K (0-based) of N")
+    p.add_argument("--overwrite", action="store_true", help="redo cases whose output exists")
+    _add_model_options(p)
+    _add_segment_options(p)
+    p.set_defaults(func=cmd_batch)
+
+    p = sub.add_parser("info", help="show a model card", description="Show a model card in readable form.")
+    p.add_argument("--model", default=None, help="registry name, model card (.json) or folder")
+    p.add_argument("--list", action="store_true", help="list the models of the registry")
+    p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("phantom", help="write synthetic BraTS-like phantom cases",
+                       description="Write N synthetic phantom cases (4 modalities + ground truth).")
+    p.add_argument("output_dir")
+    p.add_argument("-n", type=int, default=1, help="number of cases (default 1)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--layout", default="brats2023", choices=["brats2018", "brats2023"])
+    p.add_argument("--shape", default="155,240,240", help="z,y,x voxels (default BraTS 155,240,240)")
+    p.set_defaults(func=cmd_phantom)
+
+    for name, module, adder in (("demo", "lckd.demo", "add_demo_parser"),
+                                ("train", "lckd.training.command", "add_train_parser"),
+                                ("evaluate", "lckd.evaluate", "add_evaluate_parser")):
+        _add_lazy(sub, name, module, adder)
+    return parser
+
+
+def _add_lazy(sub, name: str, module: str, adder: str) -> None:
+    """Register a subcommand defined in another module (imported only if present)."""
+    import importlib
+
+    try:
+        getattr(importlib.import_module(module), adder)(sub)
+    except ImportError as e:  # a missing optional part must not break the other commands
+        p = sub.add_parser(name, help=f"(unavailable: {e})")
+        p.set_defaults(func=lambda args, e=e: _unavailable(name, e))
+
+
+def _unavailable(name: str, e: Exception) -> int:
+    raise LCKDError(f"'lckd {name}' is unavailable: {e}")
+
+
+def print_volumes(volumes: dict, modalities: Sequence[str]) -> None:
+    print(f"modalities used: {', '.join(modalities)}")
+    print(f"{'region':<34}{'volume (mL)':>12}")
+    names = {"NCR": "necrotic / non-enhancing core (NCR)", "ED": "peritumoral oedema (ED)",
+             "ET": "enhancing tumour (ET)", "TC": "tumour core (TC = NCR+ET)", "WT": "whole tumour (WT)"}
+    for key in ("NCR", "ED", "ET", "TC", "WT"):
+        print(f"{names[key]:<34}{volumes[key]:>12.2f}")
+
+
+def cmd_segment(args) -> int:
+    from pathlib import Path
+
+    from .imageio import write_image
+    from .inference import Segmenter
+    from .output import check_output_path, write_labelmap
+
+    inputs = {m: getattr(args, m) for m in ("T1", "T1ce", "T2", "FLAIR") if getattr(args, m)}
+    if not inputs:
+        raise LCKDError("no input image given: use at least one of --t1, --t1ce, --t2, --flair")
+    check_output_path(args.output)
+    check_convention(args.labels)
+    update, close = _progress_bar(not args.quiet)
+    try:
+        seg = Segmenter.load(args.model, device=args.device, threads=args.threads)
+        res = seg.segment(inputs, reference=args.reference, labels=args.labels, register=args.register,
+                          probabilities=bool(args.probabilities), postprocess=args.postprocess,
+                          overlap=args.overlap, sw_batch_size=args.sw_batch_size, progress=update)
+    finally:
+        close()
+    for w in res.warnings:
+        print(f"warning: {w}", file=sys.stderr)
+    write_labelmap(res.labelmap, args.output, args.labels)
+    if args.probabilities:
+        import SimpleITK as sitk
+        for i, region in enumerate(("ET", "TC", "WT")):
+            write_image(sitk.VectorIndexSelectionCast(res.probabilities, i),
+                        Path(args.probabilities) / f"probability_{region}.nii.gz")
+    print_volumes(res.volumes_ml, res.modalities)
+    print(f"wrote {args.output}  ({res.timings['total']:.1f} s on {seg.device.type})")
+    return 0
+
+
+def cmd_batch(args) -> int:
+    from .batch import run_batch
+
+    return run_batch(args)
+
+
+def cmd_info(args) -> int:
+    from .modelcard import card_summary, read_card
+    from .registry import list_models, resolve_model
+
+    if args.list:
+        for e in list_models():
+            print(f"{e.name:<28}{'bundled' if e.bundled else 'download'}  {e.description}")
+        return 0
+    card = read_card(resolve_model(args.model, allow_download=False))
+    for k, v in card_summary(card).items():
+        print(f"{k + ':':<22}{v}")
+    if card.description:
+        print(f"\n{card.description}")
+    table = card.evaluation.get("per_subset", {})
+    if table:
+        print(f"\nexpected Dice per modality subset ({card.evaluation.get('data', 'held-out cases')}):")
+        print(f"{'subset':<22}{'ET':>7}{'TC':>7}{'WT':>7}")
+        for key, row in table.items():
+            print(f"{key:<22}" + "".join(f"{row.get(r, float('nan')):>7.3f}" for r in ("ET", "TC", "WT")))
+    return 0
+
+
+def cmd_phantom(args) -> int:
+    from .phantom import write_phantom_dataset
+
+    try:
+        shape = tuple(int(s) for s in args.shape.split(","))
+        assert len(shape) == 3 and min(shape) >= 16
+    except (ValueError, AssertionError):
+        raise LCKDError(f"--shape must be three integers >= 16 as z,y,x, got '{args.shape}'") from None
+    if args.n < 1:
+        raise LCKDError("-n must be at least 1")
+    paths = write_phantom_dataset(args.output_dir, args.n, seed=args.seed, shape=shape, layout=args.layout,
+                                  progress=True)
+    print(f"wrote {len(paths)} phantom case(s) to {args.output_dir}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except LCKDError as e:
+        print(f"lckd {args.command}: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,222 @@
+"""The inference pipeline: any subset of scans in, labelmap + region volumes out.
+
+validate -> reference grid (resample or register the others) -> canonical orientation and
+model spacing -> brain crop -> z-score -> sliding window (MONAI, Gaussian blending) ->
+regions -> labels -> back onto the reference geometry.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Mapping, Union
+
+import numpy as np
+import SimpleITK as sitk
+import torch
+from monai.inferers import sliding_window_inference
+
+from . import geometry, labels as labels_mod, validation
+from .errors import Cancelled, InputError
+from .imageio import read_image
+from .modalities import REFERENCE_PREFERENCE, canonical
+from .modelcard import ModelCard, load_model
+from .network import LCKDNet
+from .preprocess import prepare_case
+from .registry import resolve_model
+
+ImageLike = Union[str, Path, sitk.Image]
+Progress = Callable[[float, str], None]
+
+
+def pick_device(device: str = "auto") -> torch.device:
+    """'auto' picks CUDA, then Apple MPS, then CPU; otherwise the named device (checked)."""
+    if device in (None, "", "auto"):
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        mps = getattr(torch.backends, "mps", None)
+        if mps is not None and mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if device in ("gpu", "cuda") and not torch.cuda.is_available():
+        raise InputError("device 'cuda' requested but no CUDA GPU is available to PyTorch "
+                         f"(torch {torch.__version__}); use --device cpu or install a CUDA build of torch")
+    try:
+        return torch.device("cuda" if device == "gpu" else device)
+    except RuntimeError:
+        raise InputError(f"unknown device '{device}': use auto, cpu, cuda, cuda:N or mps") from None
+
+
+@dataclass
+class SegmentationResult:
+    """Output of `Segmenter.segment`."""
+
+    labelmap: sitk.Image                      # uint8 on the reference geometry
+    volumes_ml: dict                          # NCR, ED, ET, TC, WT
+    modalities: tuple                         # canonical names used
+    reference: str                            # modality whose grid the output uses
+    label_convention: str
+    probabilities: sitk.Image | None = None   # 3-component float32 (ET, TC, WT) or None
+    warnings: list = field(default_factory=list)
+    timings: dict = field(default_factory=dict)
+
+
+def _windows_count(shape, roi, overlap: float) -> int:
+    """Number of sliding-window positions MONAI uses for `shape` (for progress only)."""
+    n = 1
+    for s, r in zip(shape, roi):
+        step = max(int(r * (1 - overlap)), 1)
+        n *= 1 if s <= r else math.ceil((s - r) / step) + 1
+    return n
+
+
+class Segmenter:
+    """A loaded model plus the pipeline around it. Load once, segment many cases."""
+
+    def __init__(self, net: LCKDNet, card: ModelCard, device: torch.device):
+        self.net = net
+        self.card = card
+        self.device = device
+
+    @classmethod
+    def load(cls, model: str | Path | None = None, device: str = "auto",
+             threads: int | None = None, progress: Progress | None = None) -> "Segmenter":
+        """Load a model (None = bundled default; registry name; card path) onto a device."""
+        if threads:
+            torch.set_num_threads(int(threads))
+        dev = pick_device(device)
+        net, card = load_model(resolve_model(model, progress=progress), device=dev)
+        return cls(net, card, dev)
+
+    # -- steps -------------------------------------------------------------------------
+    def _read_inputs(self, inputs: Mapping[str, ImageLike]) -> tuple[dict, dict]:
+        if not inputs:
+            raise InputError("no input image given: provide at least one of T1, T1ce, T2, FLAIR")
+        images, sources = {}, {}
+        for key, value in inputs.items():
+            if value is None:
+                continue
+            mod = canonical(key)
+            if mod in images:
+                raise InputError(f"modality {mod} given twice ('{key}' and another alias)")
+            if isinstance(value, sitk.Image):
+                images[mod], sources[mod] = read_image(value, what=mod), f"<{mod} image in memory>"
+            else:
+                images[mod], sources[mod] = read_image(value, what=mod), str(value)
+        if not images:
+            raise InputError("no input image given: provide at least one of T1, T1ce, T2, FLAIR")
+        return images, sources
+
+    def _harmonise(self, images: dict, reference: str, register: bool, progress: Progress) -> tuple[dict, list]:
+        ref = images[reference]
+        out, notes = {}, []
+        if register and len(images) > 1:
+            from .registration import register_inputs
+            progress(0.05, "co-registering inputs")
+            out, _ = register_inputs(images, reference)
+            return out, notes
+        for mod, img in images.items():
+            out[mod] = img if geometry.same_grid(img, ref) else geometry.resample_onto(img, ref)
+        return out, notes
+
+    def segment(self, inputs: Mapping[str, ImageLike], *, reference: str | None = None,
+                labels: str = "brats2018", register: bool = False, probabilities: bool = False,
+                postprocess: bool = False, overlap: float | None = None, sw_batch_size: int = 1,
+                progress: Progress | None = None, cancel=None) -> SegmentationResult:
+        """Segment one case from any non-empty subset of scans (files or SimpleITK images)."""
+        t0 = time.perf_counter()
+        timings = {}
+        report = progress or (lambda f, m: None)
+        labels_mod.check_convention(labels)
+
+        def check_cancel() -> None:
+            if cancel is not None and cancel.is_set():
+                raise Cancelled("cancelled")
+
+        report(0.0, "reading inputs")
+        images, sources = self._read_inputs(inputs)
+        warnings: list = []
+        for mod, img in images.items():
+            warnings += validation.check_image(img, mod, sources[mod])
+        if reference is None:
+            reference = next(m for m in REFERENCE_PREFERENCE if m in images)
+        else:
+            reference = canonical(reference)
+            if reference not in images:
+                raise InputError(f"reference modality {reference} is not among the inputs ({', '.join(images)})")
+        warnings += validation.check_inputs(images, sources, reference=reference)
+        timings["read"] = time.perf_counter() - t0
+        check_cancel()
+
+        t = time.perf_counter()
+        images, notes = self._harmonise(images, reference, register, report)
+        warnings += notes
+        ref_img = images[reference]
+        spacing = self.card.spacing
+        model_imgs = {m: geometry.to_model_grid(img, spacing) for m, img in images.items()}
+        grid = model_imgs[reference]
+        arrays = {m: sitk.GetArrayFromImage(img) for m, img in model_imgs.items()}
+        order = self.net.modalities
+        case = prepare_case(arrays, order, self.card.preprocessing.get("clip_percentiles", (0.5, 99.5)))
+        timings["preprocess"] = time.perf_counter() - t
+        check_cancel()
+
+        t = time.perf_counter()
+        probs_crop = self.predict(case.x, case.present, overlap=overlap, sw_batch_size=sw_batch_size,
+                                  progress=report, cancel=cancel)
+        timings["network"] = time.perf_counter() - t
+
+        t = time.perf_counter()
+        probs = geometry.paste(probs_crop, case.box, case.mask.shape, fill=0).astype(np.float32)
+        probs *= case.mask  # nothing outside the brain
+        if geometry.same_grid(grid, ref_img):
+            prob_ref = probs
+        else:
+            prob_ref = np.stack([sitk.GetArrayFromImage(geometry.resample_onto(self._like(p, grid), ref_img))
+                                 for p in probs])
+        label = labels_mod.regions_to_labels(prob_ref, labels)
+        if postprocess:
+            label = labels_mod.postprocess(label, labels)
+        label_img = self._like(label, ref_img)
+        prob_img = None
+        if probabilities:
+            prob_img = sitk.GetImageFromArray(np.moveaxis(prob_ref, 0, -1).astype(np.float32), isVector=True)
+            prob_img.CopyInformation(ref_img)
+        volumes = labels_mod.region_volumes_ml(label, ref_img.GetSpacing(), labels)
+        timings["postprocess"] = time.perf_counter() - t
+        timings["total"] = time.perf_counter() - t0
+        report(1.0, "done")
+        return SegmentationResult(label_img, volumes, tuple(m for m in order if m in arrays), reference,
+                                  labels, prob_img, warnings, timings)
+
+    @staticmethod
+    def _like(array: np.ndarray, ref: sitk.Image) -> sitk.Image:
+        img = sitk.GetImageFromArray(array)
+        img.CopyInformation(ref)
+        return img
+
+    def predict(self, x: np.ndarray, present, *, overlap: float | None = None, sw_batch_size: int = 1,
+                progress: Progress | None = None, cancel=None) -> np.ndarray:
+        """Region probabilities (3, d, h, w) for normalised arrays x (M, d, h, w) of present scans."""
+        roi = tuple(int(r) for r in self.card.patch_size)
+        ov = float(self.card.overlap if overlap is None else overlap)
+        total = _windows_count(x.shape[1:], roi, ov)
+        done = [0]
+        dev = self.device
+        mask = torch.as_tensor(np.asarray(present), dtype=torch.bool, device=dev)
+        report = progress or (lambda f, m: None)
+
+        def predictor(batch: torch.Tensor) -> torch.Tensor:
+            if cancel is not None and cancel.is_set():
+                raise Cancelled("cancelled")
+            out = torch.sigmoid(self.net(batch, mask).logits.float())
+            done[0] += batch.shape[0]
+            report(0.1 + 0.85 * min(done[0] / total, 1.0), f"window {min(done[0], total)}/{total}")
+            return out
+
+        inp = torch.from_numpy(np.ascontiguousarray(x[None])).to(dev)
+        with torch.inference_mode(), torch.autocast(dev.type, enabled=dev.type == "cuda"):
+            out = sliding_window_inference(inp, roi, sw_batch_size, predictor, overlap=ov, mode="gaussian",
+                                           sw_device=dev, device=torch.device("cpu"))
+        return out[0].float().numpy()

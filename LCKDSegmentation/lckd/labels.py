@@ -1,0 +1,78 @@
+"""BraTS regions (ET, TC, WT) <-> label values, post-processing, and region volumes."""
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage
+
+from .errors import InputError
+
+#: Label values of the tumour classes in each convention.
+CONVENTIONS: dict[str, dict[str, int]] = {
+    "brats2018": {"NCR": 1, "ED": 2, "ET": 4},   # BraTS 2018-2021
+    "brats2023": {"NCR": 1, "ED": 2, "ET": 3},   # BraTS 2023+
+}
+REGIONS = ("ET", "TC", "WT")
+CLASS_NAMES = {
+    "NCR": "necrotic / non-enhancing tumour core",
+    "ED": "peritumoral oedema",
+    "ET": "enhancing tumour",
+}
+
+
+def check_convention(name: str) -> dict[str, int]:
+    """Label values of a convention, or an InputError naming the valid ones."""
+    if name not in CONVENTIONS:
+        raise InputError(f"unknown label convention '{name}': use one of {', '.join(CONVENTIONS)}")
+    return CONVENTIONS[name]
+
+
+def labels_to_regions(label: np.ndarray, convention: str = "brats2018") -> np.ndarray:
+    """(3, ...) bool array of the nested regions ET, TC = ET + NCR, WT = TC + ED."""
+    v = check_convention(convention)
+    et = label == v["ET"]
+    tc = et | (label == v["NCR"])
+    wt = tc | (label == v["ED"])
+    return np.stack([et, tc, wt])
+
+
+def regions_to_labels(probs: np.ndarray, convention: str = "brats2018", threshold: float = 0.5) -> np.ndarray:
+    """Labels from (3, ...) region probabilities, enforcing the nesting ET in TC in WT."""
+    v = check_convention(convention)
+    wt = probs[2] > threshold
+    tc = wt & (probs[1] > threshold)
+    et = tc & (probs[0] > threshold)
+    out = np.zeros(probs.shape[1:], dtype=np.uint8)
+    out[wt] = v["ED"]
+    out[tc] = v["NCR"]
+    out[et] = v["ET"]
+    return out
+
+
+def postprocess(label: np.ndarray, convention: str = "brats2018", *, min_component_voxels: int = 50,
+                min_et_voxels: int = 500) -> np.ndarray:
+    """Optional clean-up as BraTS entries do: drop tumour components smaller than
+    `min_component_voxels`; if fewer than `min_et_voxels` ET voxels remain, call them core
+    (small ET predictions are mostly false positives, and an empty ET scores Dice 1 on cases
+    without enhancement)."""
+    v = check_convention(convention)
+    out = label.copy()
+    comps, n = ndimage.label(out > 0)
+    if n:
+        sizes = ndimage.sum_labels(np.ones_like(comps), comps, index=np.arange(1, n + 1))
+        small = np.flatnonzero(sizes < min_component_voxels) + 1
+        out[np.isin(comps, small)] = 0
+    et = out == v["ET"]
+    if 0 < int(et.sum()) < min_et_voxels:
+        out[et] = v["NCR"]
+    return out
+
+
+def region_volumes_ml(label: np.ndarray, spacing, convention: str = "brats2018") -> dict[str, float]:
+    """Volumes in mL of NCR, ED, ET and the nested regions TC and WT."""
+    v = check_convention(convention)
+    voxel_ml = float(np.prod(spacing)) / 1000.0
+    counts = {k: int((label == val).sum()) for k, val in v.items()}
+    out = {k: counts[k] * voxel_ml for k in ("NCR", "ED", "ET")}
+    out["TC"] = (counts["NCR"] + counts["ET"]) * voxel_ml
+    out["WT"] = (counts["NCR"] + counts["ET"] + counts["ED"]) * voxel_ml
+    return out

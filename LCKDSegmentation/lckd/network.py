@@ -1,0 +1,326 @@
+"""The LCKD network: one shared encoder applied per present modality, a decoder over all slots.
+
+Missing-modality rule (our choice, documented in README "Method"): only the scans that are
+present are encoded, so the cost grows with the number of scans. Every missing modality's
+slot, at the bottleneck and at every skip level, is filled with the mean of the present
+modalities' features at that level. The authors' code encodes a zero image for a missing
+scan and fills only the bottleneck; filling the skips from the present scans too means the
+decoder never sees features of an empty image, and nothing is computed for absent scans.
+
+Two configurations share this code: ``paper`` (the authors' 3D ResNet-50 + ASPP design,
+about 43.7 M parameters) and ``lite`` (the CPU default).
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import NamedTuple, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .modalities import MODALITIES
+
+Triple = tuple  # (d, h, w) integers
+
+
+@dataclass(frozen=True)
+class NetConfig:
+    """Architecture of an LCKD network (stored verbatim in the model card)."""
+
+    name: str
+    modalities: tuple = MODALITIES
+    stem_channels: int = 64
+    stem_kernel: int = 7
+    stem_stride: Triple = (1, 2, 2)
+    stem_pool: bool = True            # 3x3x3 max-pool (stride 2) after the stem, as ResNet does
+    block: str = "bottleneck"         # "bottleneck" (x4 expansion) or "basic"
+    stage_blocks: tuple = (3, 4, 6, 3)
+    stage_widths: tuple = (64, 128, 256, 320)
+    stage_strides: tuple = (1, 2, 2, 2)
+    feature_channels: int = 256       # per-modality bottleneck channels (distillation space)
+    aspp_dilations: tuple = (1, 2, 4, 8)
+    decoder_widths: tuple = (256, 128, 64, 32)
+    weight_std: bool = True
+    out_channels: int = 3             # sigmoid regions ET, TC, WT
+    negative_slope: float = 0.01
+
+    @property
+    def expansion(self) -> int:
+        return 4 if self.block == "bottleneck" else 1
+
+    def to_dict(self) -> dict:
+        """JSON-friendly form (tuples become lists)."""
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "NetConfig":
+        """Inverse of `to_dict`; unknown keys are an error so a mismatched card is refused."""
+        known = set(cls.__dataclass_fields__)
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown architecture fields: {sorted(unknown)}")
+        return cls(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items()})
+
+
+PAPER = NetConfig(name="paper")
+
+# The CPU default. Most of the paper model's cost is at full and half resolution; `lite`
+# starts with a stride-2 stem and finishes with a trilinear x2 upsampling of the logits (as
+# the paper model does in-plane), and keeps few channels per level. Measured on 2 cores:
+# about 25x cheaper per voxel than `paper` (Testing/benchmarks/benchmark_speed.py).
+LITE = NetConfig(
+    name="lite",
+    stem_channels=16,
+    stem_kernel=3,
+    stem_stride=(2, 2, 2),
+    stem_pool=False,
+    block="basic",
+    stage_blocks=(1, 1, 1, 1),
+    stage_widths=(24, 32, 48, 64),
+    stage_strides=(2, 2, 2, 2),
+    feature_channels=48,
+    aspp_dilations=(1, 2, 3),
+    decoder_widths=(48, 32, 24, 16),
+    weight_std=True,
+)
+
+CONFIGS = {"paper": PAPER, "lite": LITE}
+
+
+class WSConv3d(nn.Conv3d):
+    """3D convolution with weight standardisation (zero mean, unit variance per output filter)."""
+
+    def standardised_weight(self) -> torch.Tensor:
+        w = self.weight
+        flat = w.flatten(1)
+        mean = flat.mean(1).view(-1, 1, 1, 1, 1)
+        std = torch.sqrt(flat.var(1, unbiased=False) + 1e-10).view(-1, 1, 1, 1, 1)
+        return (w - mean) / std
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.conv3d(x, self.standardised_weight(), self.bias, self.stride, self.padding, self.dilation, self.groups)
+
+
+def _conv(cfg: NetConfig, cin: int, cout: int, k: int = 3, stride=1, dilation: int = 1, bias: bool = False) -> nn.Conv3d:
+    cls = WSConv3d if cfg.weight_std else nn.Conv3d
+    pad = dilation * (k // 2)
+    return cls(cin, cout, k, stride=stride, padding=pad, dilation=dilation, bias=bias)
+
+
+def _norm_act(cfg: NetConfig, c: int) -> nn.Sequential:
+    return nn.Sequential(nn.InstanceNorm3d(c, affine=True), nn.LeakyReLU(cfg.negative_slope, inplace=True))
+
+
+def _conv_norm_act(cfg: NetConfig, cin: int, cout: int, k: int = 3, stride=1, dilation: int = 1) -> nn.Sequential:
+    return nn.Sequential(_conv(cfg, cin, cout, k, stride, dilation), *_norm_act(cfg, cout))
+
+
+class BasicBlock(nn.Module):
+    """Two 3x3x3 convolutions with a residual connection (projection when the shape changes)."""
+
+    def __init__(self, cfg: NetConfig, cin: int, width: int, stride: int = 1):
+        super().__init__()
+        cout = width
+        self.conv1 = _conv_norm_act(cfg, cin, width, 3, stride)
+        self.conv2 = _conv(cfg, width, cout, 3)
+        self.norm2 = nn.InstanceNorm3d(cout, affine=True)
+        self.short = None
+        if stride != 1 or cin != cout:
+            self.short = nn.Sequential(_conv(cfg, cin, cout, 1, stride), nn.InstanceNorm3d(cout, affine=True))
+        self.act = nn.LeakyReLU(cfg.negative_slope, inplace=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        res = x if self.short is None else self.short(x)
+        return self.act(self.norm2(self.conv2(self.conv1(x))) + res)
+
+
+class Bottleneck(nn.Module):
+    """ResNet bottleneck: 1x1 reduce, 3x3x3 (strided), 1x1 expand x4, residual."""
+
+    def __init__(self, cfg: NetConfig, cin: int, width: int, stride: int = 1):
+        super().__init__()
+        cout = width * 4
+        self.body = nn.Sequential(
+            _conv_norm_act(cfg, cin, width, 1),
+            _conv_norm_act(cfg, width, width, 3, stride),
+            _conv(cfg, width, cout, 1),
+            nn.InstanceNorm3d(cout, affine=True),
+        )
+        self.short = None
+        if stride != 1 or cin != cout:
+            self.short = nn.Sequential(_conv(cfg, cin, cout, 1, stride), nn.InstanceNorm3d(cout, affine=True))
+        self.act = nn.LeakyReLU(cfg.negative_slope, inplace=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        res = x if self.short is None else self.short(x)
+        return self.act(self.body(x) + res)
+
+
+class ASPP(nn.Module):
+    """Atrous spatial pyramid pooling: dilated branches plus a global-pool branch.
+
+    The global branch has no instance norm: normalising a 1x1x1 map is undefined, which is
+    what forced the authors to patch PyTorch for batch size 1.
+    """
+
+    def __init__(self, cfg: NetConfig, channels: int):
+        super().__init__()
+        self.branches = nn.ModuleList(
+            _conv_norm_act(cfg, channels, channels, 1 if d == 1 else 3, 1, d) for d in cfg.aspp_dilations
+        )
+        self.global_branch = nn.Sequential(nn.Conv3d(channels, channels, 1, bias=True),
+                                           nn.LeakyReLU(cfg.negative_slope, inplace=True))
+        self.project = _conv_norm_act(cfg, channels * (len(cfg.aspp_dilations) + 1), channels, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        g = self.global_branch(x.mean(dim=(2, 3, 4), keepdim=True)).expand_as(x)
+        return self.project(torch.cat([b(x) for b in self.branches] + [g], dim=1))
+
+
+class Encoder(nn.Module):
+    """Shared single-modality encoder: returns skip features (fine to coarse) and the bottleneck."""
+
+    def __init__(self, cfg: NetConfig):
+        super().__init__()
+        self.stem = _conv_norm_act(cfg, 1, cfg.stem_channels, cfg.stem_kernel, cfg.stem_stride)
+        self.pool = nn.MaxPool3d(3, 2, 1) if cfg.stem_pool else None
+        block = Bottleneck if cfg.block == "bottleneck" else BasicBlock
+        stages, cin = [], cfg.stem_channels
+        for n, width, stride in zip(cfg.stage_blocks, cfg.stage_widths, cfg.stage_strides):
+            blocks = []
+            for i in range(n):
+                blocks.append(block(cfg, cin, width, stride if i == 0 else 1))
+                cin = width * cfg.expansion
+            stages.append(nn.Sequential(*blocks))
+        self.stages = nn.ModuleList(stages)
+        self.reduce = _conv_norm_act(cfg, cin, cfg.feature_channels, 1)
+        self.aspp = ASPP(cfg, cfg.feature_channels)
+        self.skip_channels = [cfg.stem_channels] + [w * cfg.expansion for w in cfg.stage_widths[:-1]]
+
+    def forward(self, x: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
+        x = self.stem(x)
+        skips = [x]
+        if self.pool is not None:
+            x = self.pool(x)
+        for i, stage in enumerate(self.stages):
+            x = stage(x)
+            if i < len(self.stages) - 1:
+                skips.append(x)
+        return skips, self.aspp(self.reduce(x))
+
+
+class Decoder(nn.Module):
+    """Transposed-conv upsampling over the concatenated modality slots, with squeezed skips."""
+
+    def __init__(self, cfg: NetConfig, skip_channels: Sequence[int], scales: Sequence[int]):
+        super().__init__()
+        m = len(cfg.modalities)
+        cin = cfg.feature_channels * m
+        self.ups, self.squeezes, self.blocks = nn.ModuleList(), nn.ModuleList(), nn.ModuleList()
+        # decoder stage i upsamples to skip level len(skips)-1-i
+        for width, skip_c, scale in zip(cfg.decoder_widths, reversed(skip_channels), reversed(scales)):
+            self.ups.append(nn.ConvTranspose3d(cin, width, scale, stride=scale, bias=False))
+            self.squeezes.append(_conv_norm_act(cfg, skip_c * m, width, 1))
+            self.blocks.append(BasicBlock(cfg, width, width))
+            cin = width
+        self.head = nn.Conv3d(cin, cfg.out_channels, 1)
+
+    def forward(self, bottleneck: torch.Tensor, skips: list[torch.Tensor]) -> torch.Tensor:
+        x = bottleneck
+        for up, squeeze, block, skip in zip(self.ups, self.squeezes, self.blocks, reversed(skips)):
+            x = block(up(x) + squeeze(skip))
+        return self.head(x)
+
+
+class LCKDOutput(NamedTuple):
+    """Network output: region logits and the per-modality bottleneck features."""
+
+    logits: torch.Tensor      # (B, 3, D, H, W): ET, TC, WT (apply sigmoid)
+    features: torch.Tensor    # (B, M, C, d, h, w): bottleneck of each present modality (zeros where absent)
+    present: torch.Tensor     # (B, M) bool
+
+
+def fill_missing(feats: torch.Tensor, present: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Scatter encodings of present (sample, modality) pairs into (B, M, ...) slots.
+
+    Returns (filled, scattered): `scattered` holds zeros in missing slots; in `filled`
+    each missing slot holds the mean of that sample's present modalities.
+    """
+    b, m = present.shape
+    flat = present.reshape(-1)
+    scattered = feats.new_zeros((b * m,) + tuple(feats.shape[1:]))
+    scattered = scattered.index_copy(0, flat.nonzero().squeeze(1), feats)
+    scattered = scattered.view((b, m) + tuple(feats.shape[1:]))
+    mask = present.view((b, m) + (1,) * (feats.dim() - 1))
+    mean = scattered.sum(1, keepdim=True) / mask.sum(1, keepdim=True).to(feats.dtype)
+    return torch.where(mask, scattered, mean), scattered
+
+
+class LCKDNet(nn.Module):
+    """LCKD segmentation network for any non-empty subset of its modalities."""
+
+    def __init__(self, cfg: NetConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.encoder = Encoder(cfg)
+        pool = 2 if cfg.stem_pool else 1
+        scales = [s * (pool if i == 0 else 1) for i, s in enumerate(cfg.stage_strides)]
+        self.decoder = Decoder(cfg, self.encoder.skip_channels, scales)
+        self.stem_stride = tuple(cfg.stem_stride)
+        total = 1
+        for s in scales:
+            total *= s
+        # input sizes must divide by this (per axis); forward pads to it
+        self.size_multiple = tuple(total * s for s in self.stem_stride)
+
+    @property
+    def modalities(self) -> tuple:
+        return tuple(self.cfg.modalities)
+
+    def forward(self, x: torch.Tensor, present: torch.Tensor | None = None) -> LCKDOutput:
+        """x: (B, M, D, H, W) in the model's modality order; present: (B, M) bool or (M,).
+
+        Absent channels are never read. Every sample needs at least one present modality.
+        """
+        b, m = x.shape[:2]
+        if m != len(self.modalities):
+            raise ValueError(f"expected {len(self.modalities)} modality channels, got {m}")
+        if present is None:
+            present = torch.ones(b, m, dtype=torch.bool, device=x.device)
+        present = present.to(device=x.device, dtype=torch.bool)
+        if present.dim() == 1:
+            present = present.unsqueeze(0).expand(b, m)
+        if not bool(present.any(1).all()):
+            raise ValueError("every sample needs at least one present modality")
+        size = tuple(x.shape[2:])
+        pads = [(-n) % k for n, k in zip(size, self.size_multiple)]
+        if any(pads):
+            x = F.pad(x, (0, pads[2], 0, pads[1], 0, pads[0]))
+
+        singles = x[present].unsqueeze(1)            # (P, 1, D, H, W): present scans only
+        skips, bottleneck = self.encoder(singles)
+        filled_skips = [fill_missing(s, present)[0].flatten(1, 2) for s in skips]
+        filled, scattered = fill_missing(bottleneck, present)
+        logits = self.decoder(filled.flatten(1, 2), filled_skips)
+        if self.stem_stride != (1, 1, 1):
+            logits = F.interpolate(logits, scale_factor=self.stem_stride, mode="trilinear", align_corners=False)
+        if any(pads):
+            logits = logits[:, :, : size[0], : size[1], : size[2]]
+        return LCKDOutput(logits, scattered, present)
+
+
+def build_network(config: str | NetConfig | dict) -> LCKDNet:
+    """Build a network from a config name ('paper', 'lite'), a NetConfig or its dict form."""
+    if isinstance(config, str):
+        if config not in CONFIGS:
+            raise ValueError(f"unknown network configuration '{config}': use one of {sorted(CONFIGS)}")
+        config = CONFIGS[config]
+    elif isinstance(config, dict):
+        config = NetConfig.from_dict(config)
+    return LCKDNet(config)
+
+
+def count_parameters(net: nn.Module) -> int:
+    """Number of trainable parameters."""
+    return sum(p.numel() for p in net.parameters() if p.requires_grad)

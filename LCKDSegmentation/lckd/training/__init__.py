@@ -1,0 +1,1 @@
+"""LCKD training: loss, teacher election, schedule, checkpoints, distributed."""
