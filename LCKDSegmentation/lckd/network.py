@@ -294,7 +294,9 @@ class LCKDNet(nn.Module):
         if not bool(present.any(1).all()):
             raise ValueError("every sample needs at least one present modality")
         size = tuple(x.shape[2:])
-        pads = [(-n) % k for n, k in zip(size, self.size_multiple)]
+        # pad to a multiple of the total stride, and to at least two bottleneck voxels per
+        # axis (instance norm is undefined on a single voxel)
+        pads = [max((-n) % k, 2 * k - n) for n, k in zip(size, self.size_multiple)]
         if any(pads):
             x = F.pad(x, (0, pads[2], 0, pads[1], 0, pads[0]))
 
