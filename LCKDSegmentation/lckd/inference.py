@@ -100,10 +100,8 @@ class Segmenter:
             mod = canonical(key)
             if mod in images:
                 raise InputError(f"modality {mod} given twice ('{key}' and another alias)")
-            if isinstance(value, sitk.Image):
-                images[mod], sources[mod] = read_image(value, what=mod), f"<{mod} image in memory>"
-            else:
-                images[mod], sources[mod] = read_image(value, what=mod), str(value)
+            images[mod] = read_image(value, what=mod)
+            sources[mod] = f"<{mod} image in memory>" if isinstance(value, sitk.Image) else str(value)
         if not images:
             raise InputError("no input image given: provide at least one of T1, T1ce, T2, FLAIR")
         return images, sources
@@ -166,6 +164,7 @@ class Segmenter:
         probs_crop = self.predict(case.x, case.present, overlap=overlap, sw_batch_size=sw_batch_size,
                                   progress=report, cancel=cancel)
         timings["network"] = time.perf_counter() - t
+        check_cancel()
 
         t = time.perf_counter()
         probs = geometry.paste(probs_crop, case.box, case.mask.shape, fill=0).astype(np.float32)
