@@ -1,0 +1,338 @@
+"""Segmentation logic: volume nodes in, segmentation node + volumes table out, via the worker.
+
+Usable without the GUI and without a Slicer application: it works on the scene given to
+it (`SegmentationLogic(scene)`; inside Slicer the default is `slicer.mrmlScene`). Both the
+GUI and the console go through the warm background worker; the GUI polls a `SegmentJob`
+from a timer, `segment()` and `batch()` wait for it.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+from lckd.modalities import canonical, subset_key
+
+from . import output, volumeio
+from .selection import SelectionError, validate_selection
+from .workerclient import WorkerClient, WorkerError
+
+log = logging.getLogger("LCKDSegmentation")
+
+Progress = Callable[[float, str], None]
+
+
+class SegmentationFailed(RuntimeError):
+    """The worker could not segment the inputs; `kind` is its error name (InputError, WorkerDied, ...)."""
+
+    def __init__(self, message: str, kind: str = "Error"):
+        super().__init__(message)
+        self.kind = kind
+
+
+class SegmentationCancelled(SegmentationFailed):
+    """The job was cancelled; nothing in the scene was changed."""
+
+
+@dataclass
+class SegmentJob:
+    """One segmentation request in flight."""
+
+    request_id: str
+    volumes: dict                 # canonical modality -> volume node
+    reference: str
+    output_segmentation: Any      # node chosen by the caller, or None for a new one
+    keep_other_segments: bool
+    show3d: bool
+    temp_dir: str
+    started: float = field(default_factory=time.monotonic)
+    fraction: float = 0.0
+    message: str = "queued"
+    done: bool = False
+    cancel_requested: float | None = None
+    reply: dict | None = None     # the worker's result or error message
+    segmentation: Any = None      # the output node, once imported
+
+    @property
+    def failed(self) -> bool:
+        return self.done and self.reply is not None and self.reply.get("event") == "error"
+
+    @property
+    def seconds(self) -> float:
+        return time.monotonic() - self.started
+
+
+class SegmentationLogic:
+    """All the module does, callable from the Python console (see README examples)."""
+
+    #: Seconds a cancelled job may take to stop before its worker is killed.
+    cancel_grace = 10.0
+    poll_interval = 0.05
+    #: Label convention requested from the core; segments keep these label values.
+    labels = "brats2018"
+
+    def __init__(self, scene: Any = None, python: str | None = None):
+        self._scene = scene
+        self.python = python
+        self.worker: WorkerClient | None = None
+        # Jobs in flight by request id: whoever polls the worker (GUI timer, console call)
+        # hands each reply to its job, so a console call never swallows the GUI's replies.
+        self._active: dict = {}
+
+    # -- scene seam --------------------------------------------------------------------
+    @property
+    def scene(self):
+        """The scene worked on: the one given, else Slicer's application scene."""
+        if self._scene is not None:
+            return self._scene
+        import slicer
+        scene = getattr(slicer, "mrmlScene", None)
+        if scene is None:
+            raise RuntimeError("no MRML scene: create the logic with SegmentationLogic(scene) outside the Slicer app")
+        return scene
+
+    def setScene(self, scene: Any) -> None:
+        self._scene = scene
+
+    # -- worker ------------------------------------------------------------------------
+    def startWorker(self, model: str | None = None, device: str = "auto") -> WorkerClient:
+        """Start (or keep) a worker for this model and device; the model loads in the background."""
+        if self.worker is not None and (self.worker.model, self.worker.device) != (model, device):
+            if self._active:
+                raise RuntimeError("A segmentation is running; wait for it or cancel it before changing model or device.")
+            self.worker.stop()
+            self.worker = None
+        if self.worker is None:
+            self.worker = WorkerClient(model=model, device=device, python=self.python)
+        self.worker.start()
+        return self.worker
+
+    def shutdown(self) -> None:
+        """Stop the worker (module cleanup, tests); jobs still running end as cancelled."""
+        for job in list(self._active.values()):
+            job.reply = {"id": job.request_id, "event": "error", "error": "Cancelled", "message": "shut down"}
+            self._finish(job)
+        if self.worker is not None:
+            self.worker.stop()
+            self.worker = None
+
+    def expectedDice(self, modalities) -> dict | None:
+        """The model card's validation Dice {ET, TC, WT} for this subset, once the worker is ready."""
+        info = self.worker.info if self.worker is not None else None
+        if not info or not modalities:
+            return None
+        return info.get("model", {}).get("per_subset", {}).get(subset_key(modalities))
+
+    # -- one case, asynchronous (GUI) --------------------------------------------------
+    def startSegment(self, volumes: Mapping[str, Any], outputSegmentation: Any = None, device: str = "auto",
+                     model: str | None = None, reference: str | None = None, keepOtherSegments: bool = False,
+                     register: bool = False, postprocess: bool = False, show3D: bool = True) -> SegmentJob:
+        """Check the selection, hand the volumes to the worker and return at once.
+
+        Raises `SelectionError` (a ValueError) for bad selections; the scene is unchanged.
+        """
+        chosen, ref = validate_selection(volumes, reference, self.scene)
+        if outputSegmentation is not None and not outputSegmentation.IsA("vtkMRMLSegmentationNode"):
+            raise SelectionError(f"Output '{outputSegmentation.GetName()}' is not a segmentation node.")
+        temp_dir = tempfile.mkdtemp(prefix="lckd-")
+        try:
+            inputs = {m: str(volumeio.write_volume(node, Path(temp_dir) / f"{m}.nrrd")) for m, node in chosen.items()}
+            worker = self.startWorker(model, device)
+            rid = worker.send("segment", inputs=inputs, options={
+                "output": str(Path(temp_dir) / "label.nrrd"), "reference": ref, "labels": self.labels,
+                "register": bool(register), "postprocess": bool(postprocess)})
+        except Exception:
+            shutil.rmtree(temp_dir, ignore_errors=True)
+            raise
+        job = SegmentJob(rid, chosen, ref, outputSegmentation, bool(keepOtherSegments), bool(show3D), temp_dir)
+        self._active[rid] = job
+        return job
+
+    def pollJob(self, job: SegmentJob) -> list[dict]:
+        """Handle what the worker said since the last call; imports the result when it arrives.
+
+        Returns every message seen (including ones not about this job, e.g. 'ready').
+        """
+        if job.done:
+            return []
+        messages = self.worker.poll() if self.worker is not None else []
+        for msg in messages:
+            self._dispatch(msg)
+        if not job.done and job.cancel_requested is not None \
+                and time.monotonic() - job.cancel_requested > self.cancel_grace:
+            self.worker.kill(cancel=True)  # it did not stop in time; the next request starts a new one
+        return messages
+
+    def _dispatch(self, msg: dict) -> None:
+        """Apply one worker message to the job it belongs to, if any."""
+        job = self._active.get(str(msg.get("id")))
+        if job is None:
+            return
+        event = msg.get("event")
+        if event == "progress":
+            job.fraction, job.message = float(msg.get("fraction", 0.0)), str(msg.get("message", ""))
+        elif event == "result" and job.cancel_requested is not None:
+            # Finished before the cancel reached the worker: the user asked for nothing to change.
+            job.reply = {"id": job.request_id, "event": "error", "error": "Cancelled", "message": "cancelled"}
+            self._finish(job)
+        elif event == "result":
+            try:
+                job.segmentation = self._importResult(job, msg)
+                job.reply = msg
+            except Exception as e:  # a result we cannot import is a failed job, not a crash
+                job.reply = {"id": job.request_id, "event": "error", "error": type(e).__name__, "message": str(e)}
+            self._finish(job)
+        elif event == "error":
+            job.reply = msg
+            self._finish(job)
+
+    def cancelJob(self, job: SegmentJob) -> None:
+        """Ask the worker to stop this job; `pollJob` reports it as cancelled, the scene is untouched."""
+        if job.done or job.cancel_requested is not None:
+            return
+        job.cancel_requested = time.monotonic()
+        if self.worker is not None and self.worker.running:
+            self.worker.cancel(job.request_id)
+
+    def _finish(self, job: SegmentJob) -> None:
+        job.done = True
+        self._active.pop(job.request_id, None)
+        shutil.rmtree(job.temp_dir, ignore_errors=True)
+
+    def _importResult(self, job: SegmentJob, reply: dict):
+        scene = self.scene
+        labelmap = volumeio.read_labelmap(reply["output"])
+        reference_node = job.volumes[job.reference]
+        node = job.output_segmentation
+        created = node is None or not scene.IsNodePresent(node)
+        if created:
+            name = scene.GenerateUniqueName(f"{reference_node.GetName()} tumour segmentation")
+            node = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", name)
+        try:
+            self._fillOutput(job, reply, node, labelmap)
+        except Exception:
+            if created:  # leave no half-made node behind
+                scene.RemoveNode(node)
+            raise
+        return node
+
+    def _fillOutput(self, job: SegmentJob, reply: dict, node, labelmap) -> None:
+        from lckd.labels import CONVENTIONS  # needs scipy: only once the worker proved dependencies are there
+
+        scene = self.scene
+        reference_node = job.volumes[job.reference]
+        if node.GetDisplayNode() is None:
+            node.CreateDefaultDisplayNodes()
+        # The labelmap carries the reference volume's world geometry (see volumeio.write_volume).
+        node.SetReferenceImageGeometryParameterFromVolumeNode(labelmap)
+        node.SetNodeReferenceID(node.GetReferenceImageGeometryReferenceRole(), reference_node.GetID())
+        output.fill_segmentation(node, labelmap, CONVENTIONS[reply.get("labels", self.labels)], job.keep_other_segments)
+        modalities = list(reply.get("modalities") or job.volumes)
+        model = (self.worker.info or {}).get("model", {}).get("name", "") if self.worker else ""
+        node.SetAttribute("LCKD.Modalities", "+".join(modalities))
+        node.SetAttribute("LCKD.Reference", job.reference)
+        node.SetAttribute("LCKD.Model", model)
+        output.update_volumes_table(scene, node, reply.get("volumes_ml", {}), modalities, model)
+        if job.show3d:
+            node.CreateClosedSurfaceRepresentation()
+
+    # -- one case, synchronous (console) -----------------------------------------------
+    def segment(self, volumes: Mapping[str, Any], outputSegmentation: Any = None, device: str = "auto",
+                model: str | None = None, reference: str | None = None, keepOtherSegments: bool = False,
+                register: bool = False, postprocess: bool = False, show3D: bool = True,
+                progress: Progress | None = None, timeout: float | None = None):
+        """Segment one case and return the segmentation node (blocks until done).
+
+        `volumes` maps modality names (T1, T1ce, T2, FLAIR or aliases) to volume nodes;
+        any non-empty subset. A new segmentation node is created unless
+        `outputSegmentation` is given; re-running into it replaces the tumour segments and
+        keeps other segments only with `keepOtherSegments`. Raises `SelectionError` for a
+        bad selection and `SegmentationFailed` if the worker fails (scene unchanged).
+        """
+        job = self.startSegment(volumes, outputSegmentation, device, model, reference, keepOtherSegments,
+                                register, postprocess, show3D)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not job.done:
+            for msg in self.pollJob(job):
+                self._report(msg, job.request_id, progress)
+            if job.done:
+                break
+            if deadline is not None and time.monotonic() > deadline and job.cancel_requested is None:
+                self.cancelJob(job)
+            time.sleep(self.poll_interval)
+        if job.failed:
+            raise self._failure(job.reply)
+        return job.segmentation
+
+    @staticmethod
+    def _report(msg: dict, request_id: str, progress: Progress | None) -> None:
+        event = msg.get("event")
+        if event == "progress" and msg.get("id") == request_id and progress is not None:
+            progress(float(msg.get("fraction", 0.0)), str(msg.get("message", "")))
+        elif event == "log":
+            log.log(logging.WARNING if msg.get("level") == "warning" else logging.INFO, "LCKD: %s", msg.get("message"))
+
+    @staticmethod
+    def _failure(reply: dict) -> SegmentationFailed:
+        kind, message = str(reply.get("error", "Error")), str(reply.get("message", "segmentation failed"))
+        cls = SegmentationCancelled if kind == "Cancelled" else SegmentationFailed
+        return cls(message, kind)
+
+    # -- many cases (console) ----------------------------------------------------------
+    def batch(self, inputDir: str | Path, outputDir: str | Path, device: str = "auto", model: str | None = None,
+              modalities=None, writeNifti: bool = False, register: bool = False, postprocess: bool = False,
+              progress: Progress | None = None) -> dict:
+        """Segment every case of a BraTS-layout folder; write `<case>.seg.nrrd` (and `<case>.nii.gz`).
+
+        `modalities` restricts the scans used (e.g. ["T1ce", "FLAIR"]); by default every
+        scan a case has is used. Nothing is added to the scene. Returns a summary (also
+        written to `<outputDir>/lckd-batch-summary.json`); one failing case does not stop
+        the others.
+        """
+        from lckd.datasets import find_cases
+
+        cases = find_cases(Path(inputDir))
+        if not cases:
+            raise SelectionError(f"No cases found in '{inputDir}' (expected BraTS-layout case folders).")
+        wanted = None if modalities is None else {canonical(m) for m in modalities}
+        out_dir = Path(outputDir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        worker = self.startWorker(model, device)
+        summary: dict = {"inputDir": str(inputDir), "outputDir": str(out_dir), "cases": [],
+                         "succeeded": 0, "failed": 0}
+        t0 = time.monotonic()
+        for index, case in enumerate(cases):
+            record = self._batchCase(worker, case, wanted, out_dir, writeNifti, register, postprocess)
+            summary["cases"].append(record)
+            summary["succeeded" if record["status"] == "ok" else "failed"] += 1
+            if progress is not None:
+                progress((index + 1) / len(cases), f"{case.case_id}: {record['status']}")
+        summary["seconds"] = round(time.monotonic() - t0, 3)
+        (out_dir / "lckd-batch-summary.json").write_text(json.dumps(summary, indent=2))
+        return summary
+
+    def _batchCase(self, worker: WorkerClient, case, wanted, out_dir: Path, write_nifti: bool,
+                   register: bool, postprocess: bool) -> dict:
+        images = {m: str(p) for m, p in case.images.items() if wanted is None or m in wanted}
+        record: dict = {"case": case.case_id, "modalities": list(images)}
+        if not images:
+            return {**record, "status": "failed", "error": "none of the requested modalities is present"}
+        seg_path = out_dir / f"{case.case_id}.seg.nrrd"
+        nifti_path = out_dir / f"{case.case_id}.nii.gz"
+        started = time.monotonic()
+        try:
+            # The worker writes both files with the core's writers (as `lckd segment` does).
+            reply = worker.request("segment", on_event=self._dispatch, inputs=images, options={
+                "output": [str(seg_path)] + ([str(nifti_path)] if write_nifti else []),
+                "labels": self.labels, "register": bool(register), "postprocess": bool(postprocess)})
+        except WorkerError as e:
+            return {**record, "status": "failed", "error": str(e), "errorKind": e.kind}
+        return {**record, "status": "ok", "segmentation": str(seg_path),
+                "labelmap": str(nifti_path) if write_nifti else None,
+                "modalities": reply.get("modalities", list(images)), "volumes_ml": reply.get("volumes_ml", {}),
+                "warnings": reply.get("warnings", []), "seconds": round(time.monotonic() - started, 3)}

@@ -1,0 +1,51 @@
+"""Register the bundled sample case(s) with Slicer's Sample Data module.
+
+Every BraTS-layout case folder under `<resources>/SampleData/` becomes one Sample Data
+entry; nothing here names files, so replacing the bundled case needs no code change. Node
+names are the file names (e.g. `BraTS-GLI-00001-000-t1c`), which the module's
+auto-assignment maps to the right modality selectors.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+CATEGORY = "LCKD Segmentation"
+
+
+def sample_cases() -> list:
+    """`lckd.datasets.CaseFiles` of the bundled sample folder ([] if there is none)."""
+    from lckd.datasets import find_cases
+    from lckd.errors import LCKDError
+    from lckd.resources import resources_dir
+
+    try:
+        folder = resources_dir() / "SampleData"
+        return find_cases(folder) if folder.is_dir() else []
+    except LCKDError as e:
+        logging.warning("LCKD Segmentation: no sample data registered (%s)", e)
+        return []
+
+
+def node_name(path: Path) -> str:
+    name = path.name
+    for suffix in (".nii.gz", ".nii", ".nrrd", ".mha"):
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return path.stem
+
+
+def register(thumbnail: str | None = None) -> list[str]:
+    """Add the sample cases to Sample Data (call after Slicer's start-up); returns their names."""
+    import SampleData
+
+    names = []
+    for case in sample_cases():
+        files = [case.images[m] for m in case.images]
+        SampleData.SampleDataLogic.registerCustomSampleDataSource(
+            category=CATEGORY, sampleName=case.case_id, thumbnailFileName=thumbnail,
+            uris=[Path(p).resolve().as_uri() for p in files],   # file:// URLs: copied into the cache, offline
+            fileNames=[Path(p).name for p in files], nodeNames=[node_name(Path(p)) for p in files],
+            loadFileType="VolumeFile")
+        names.append(case.case_id)
+    return names

@@ -1,0 +1,379 @@
+"""BraTS dataset layouts: discover cases, read labels, write cases, train/val/test splits.
+
+Layouts (``<root>/<case>/<file>``):
+
+* ``brats2018`` (BraTS 2018-2021): ``<case>_t1.nii.gz``, ``_t1ce``, ``_t2``, ``_flair``,
+  ``_seg``; labels 1 necrotic / non-enhancing core, 2 oedema, 4 enhancing.
+* ``brats2023`` (BraTS 2023+): ``<case>-t1n.nii.gz``, ``-t1c``, ``-t2w``, ``-t2f``, ``-seg``;
+  labels 1 NCR, 2 ED, 3 ET.
+
+In memory, label maps always use the 2018 convention (ET = 4); conversion happens only
+when reading or writing files.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import os
+import re
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Iterable, Mapping, Sequence
+
+import numpy as np
+
+from .errors import InputError, OutputError
+from .modalities import MODALITIES, canonical
+
+if TYPE_CHECKING:
+    import SimpleITK as sitk
+
+__all__ = ["CaseFiles", "LAYOUTS", "SPLITS", "find_cases", "read_label", "write_case",
+           "case_file_name", "load_split", "write_split", "make_split"]
+
+LAYOUTS: tuple[str, ...] = ("brats2018", "brats2023")
+SPLITS: tuple[str, ...] = ("train", "val", "test")
+
+# File-name suffix of each modality and of the label map, per layout.
+_SUFFIX = {
+    "brats2018": {"T1": "t1", "T1ce": "t1ce", "T2": "t2", "FLAIR": "flair", "seg": "seg"},
+    "brats2023": {"T1": "t1n", "T1ce": "t1c", "T2": "t2w", "FLAIR": "t2f", "seg": "seg"},
+}
+_SEPARATOR = {"brats2018": "_", "brats2023": "-"}
+_LAYOUT_OF_SEPARATOR = {"_": "brats2018", "-": "brats2023"}
+# Label values allowed in each layout's files; 2023 stores ET as 3.
+_FILE_LABELS = {"brats2018": (0, 1, 2, 4), "brats2023": (0, 1, 2, 3)}
+_NIFTI = re.compile(r"^(?P<stem>.+)\.nii(\.gz)?$", re.IGNORECASE)
+_STEM = re.compile(r"^(?P<prefix>.+)(?P<sep>[_-])(?P<suffix>[A-Za-z0-9]+)$")
+_CASE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+@dataclass
+class CaseFiles:
+    """The files of one case folder."""
+
+    case_id: str
+    images: dict[str, Path]     # canonical modality -> file (only those present)
+    label: Path | None
+    layout: str                 # "brats2018" | "brats2023"
+
+
+# --------------------------------------------------------------------------- discovery
+
+def find_cases(root: str | Path) -> list[CaseFiles]:
+    """Every case folder directly under ``root`` (sorted by id) holding at least one scan.
+
+    Accepts ``.nii.gz`` and ``.nii``; cases may lack some modalities; files and folders
+    that do not follow a BraTS naming are ignored. ``root`` may also be a single case
+    folder. Raises InputError if ``root`` is missing or holds no case.
+    """
+    root = Path(root).expanduser()
+    if not root.exists():
+        raise InputError(f"dataset folder not found: {root}")
+    if not root.is_dir():
+        raise InputError(f"dataset path is not a folder: {root}")
+    cases = []
+    for folder in sorted(p for p in _list_dir(root) if p.is_dir() and not _hidden(p)):
+        case = _scan_case_folder(folder)
+        if case is not None:
+            cases.append(case)
+    if not cases:  # the user may have pointed at one case folder
+        case = _scan_case_folder(root)
+        if case is not None:
+            cases.append(case)
+    if not cases:
+        raise InputError(
+            f"no BraTS case found under {root}: expected <case>/<case>_t1.nii.gz "
+            "(2018-2021 layout) or <case>/<case>-t1n.nii.gz (2023 layout)")
+    return sorted(cases, key=lambda c: c.case_id)
+
+
+def _scan_case_folder(folder: Path) -> CaseFiles | None:
+    """Parse one folder; None if it holds no BraTS-named scan."""
+    found: dict[str, tuple[int, Path, str]] = {}   # key -> (preference, path, layout)
+    for path in sorted(_list_dir(folder)):
+        # Hidden files include our own temporary files and macOS '._' resource forks.
+        parsed = None if _hidden(path) else _parse_file_name(path)
+        if parsed is None or not path.is_file():
+            continue
+        key, layout, prefix = parsed
+        # Prefer files named after the folder, then .nii.gz over .nii.
+        pref = (0 if prefix == folder.name else 2) + (0 if path.name.lower().endswith(".gz") else 1)
+        if key not in found or pref < found[key][0]:
+            found[key] = (pref, path, layout)
+    images = {m: found[m][1] for m in MODALITIES if m in found}
+    if not images:
+        return None
+    label = found["seg"][1] if "seg" in found else None
+    # The label's naming decides the layout (it decides how labels are converted).
+    layout_votes = [found["seg"][2]] if "seg" in found else [found[m][2] for m in images]
+    layout = max(LAYOUTS, key=layout_votes.count)
+    return CaseFiles(case_id=folder.name, images=images, label=label, layout=layout)
+
+
+def _parse_file_name(path: Path) -> tuple[str, str, str] | None:
+    """('T1ce' | 'seg', layout, prefix) for a BraTS-style NIfTI name, else None."""
+    m = _NIFTI.match(path.name)
+    if not m:
+        return None
+    s = _STEM.match(m.group("stem"))
+    if not s:
+        return None
+    suffix = s.group("suffix").lower()
+    layout = _LAYOUT_OF_SEPARATOR[s.group("sep")]
+    if suffix in ("seg", "label", "labels"):
+        return "seg", layout, s.group("prefix")
+    try:
+        return canonical(suffix), layout, s.group("prefix")
+    except InputError:
+        return None
+
+
+def case_file_name(case_id: str, key: str, layout: str) -> str:
+    """File name of a modality ('T1ce', aliases ok) or of the label ('seg') in a layout."""
+    _check_layout(layout)
+    k = "seg" if key == "seg" else canonical(key)
+    return f"{case_id}{_SEPARATOR[layout]}{_SUFFIX[layout][k]}.nii.gz"
+
+
+# --------------------------------------------------------------------------- labels
+
+def read_label(path: str | Path, layout: str) -> np.ndarray:
+    """Read a label map and return it in the 2018 convention (ET = 4), uint8, (z, y, x)."""
+    _check_layout(layout)
+    import SimpleITK as sitk
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"label file not found: {path}")
+    try:
+        arr = sitk.GetArrayFromImage(sitk.ReadImage(str(path)))
+    except RuntimeError as exc:
+        raise InputError(f"cannot read label file {path}: {_first_line(exc)}") from None
+    return _to_2018(arr, layout, str(path))
+
+
+def _to_2018(arr: np.ndarray, layout: str, where: str) -> np.ndarray:
+    """File label values of ``layout`` -> 2018 convention; InputError on foreign values."""
+    if arr.dtype.kind == "f":
+        if not np.all(np.isfinite(arr)) or not np.all(arr == np.round(arr)):
+            raise InputError(f"label map {where} has non-integer values")
+    values = np.unique(arr)
+    bad = sorted(set(values.tolist()) - set(_FILE_LABELS[layout]))
+    if bad:
+        raise InputError(f"label map {where} has values {bad} not allowed in the {layout} "
+                         f"convention (allowed: {list(_FILE_LABELS[layout])})")
+    out = arr.astype(np.uint8)
+    if layout == "brats2023":
+        out[out == 3] = 4
+    return out
+
+
+def _from_2018(arr: np.ndarray, layout: str, where: str) -> np.ndarray:
+    """2018 convention -> file values of ``layout`` (ET 4 -> 3 for 2023)."""
+    values = set(np.unique(arr).tolist())
+    bad = sorted(values - set(_FILE_LABELS["brats2018"]))
+    if bad:
+        raise InputError(f"label map for {where} has values {bad}; expected the BraTS 2018 "
+                         "convention (0, 1 NCR, 2 ED, 4 ET)")
+    out = arr.astype(np.uint8)
+    if layout == "brats2023":
+        out[out == 4] = 3
+    return out
+
+
+# --------------------------------------------------------------------------- writing
+
+def write_case(
+    out_root: str | Path,
+    case_id: str,
+    images: Mapping[str, "sitk.Image"],
+    label: "sitk.Image | None",
+    layout: str = "brats2018",
+) -> Path:
+    """Write one case folder ``out_root/case_id`` in ``layout``; returns the folder.
+
+    ``label`` is in the 2018 convention (ET = 4) and is written in the layout's own (ET = 3
+    for 2023), as uint8. Each file is written to a temporary name in the same folder and
+    renamed, so a failure never leaves a partial file behind.
+    """
+    import SimpleITK as sitk
+
+    _check_layout(layout)
+    if not _CASE_ID.match(case_id or ""):
+        raise InputError(f"invalid case id '{case_id}': use letters, digits, '.', '_' or '-'")
+    if not images and label is None:
+        raise InputError(f"nothing to write for case {case_id}: no image and no label")
+    names = [case_file_name(case_id, m, layout) for m in images]   # checks the modalities
+    if len(set(names)) != len(names):
+        raise InputError(f"case {case_id}: the same modality is given twice "
+                         f"({', '.join(str(m) for m in images)})")
+    folder = Path(out_root).expanduser() / case_id
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"cannot create case folder {folder}: {exc.strerror or exc}") from None
+    for name, img in zip(names, images.values()):
+        _write_atomic(img, folder / name)
+    if label is not None:
+        arr = _from_2018(sitk.GetArrayFromImage(label), layout, case_id)
+        out = sitk.GetImageFromArray(arr)
+        out.CopyInformation(label)
+        _write_atomic(out, folder / case_file_name(case_id, "seg", layout))
+    return folder
+
+
+def _write_atomic(image: "sitk.Image", path: Path) -> None:
+    """Write via a temporary file in the same folder, then rename (atomic on one filesystem)."""
+    import SimpleITK as sitk
+
+    # SimpleITK picks the format from the extension, so the temp name keeps '.nii.gz'.
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix="-" + path.name, dir=path.parent)
+    os.close(fd)
+    try:
+        sitk.WriteImage(image, tmp, True)
+        os.replace(tmp, path)
+    except (RuntimeError, OSError) as exc:
+        _remove_quietly(tmp)
+        raise OutputError(f"cannot write {path}: {_first_line(exc)}") from None
+    except BaseException:
+        _remove_quietly(tmp)
+        raise
+
+
+# --------------------------------------------------------------------------- splits
+
+def load_split(csv_path: str | Path) -> dict[str, list[str]]:
+    """Read a ``case_id,split`` CSV into {'train': [...], 'val': [...], 'test': [...]}."""
+    path = Path(csv_path).expanduser()
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except FileNotFoundError:
+        raise InputError(f"split file not found: {path}") from None
+    except OSError as exc:
+        raise InputError(f"cannot read split file {path}: {exc.strerror or exc}") from None
+    rows = list(csv.reader(io.StringIO(text)))
+    rows = [r for r in rows if any(c.strip() for c in r)]
+    if not rows or [c.strip().lower() for c in rows[0][:2]] != ["case_id", "split"]:
+        raise InputError(f"split file {path} must start with the header 'case_id,split'")
+    out: dict[str, list[str]] = {s: [] for s in SPLITS}
+    seen: set[str] = set()
+    for lineno, row in enumerate(rows[1:], start=2):
+        if len(row) < 2:
+            raise InputError(f"split file {path}, line {lineno}: expected 'case_id,split'")
+        case_id, split = row[0].strip(), row[1].strip().lower()
+        if split not in out:
+            raise InputError(f"split file {path}, line {lineno}: unknown split '{row[1].strip()}' "
+                             f"(use {', '.join(SPLITS)})")
+        if case_id in seen:
+            raise InputError(f"split file {path}, line {lineno}: case '{case_id}' listed twice")
+        seen.add(case_id)
+        out[split].append(case_id)
+    return out
+
+
+def write_split(csv_path: str | Path, splits: Mapping[str, Sequence[str]]) -> None:
+    """Write splits as a ``case_id,split`` CSV (atomically); splits must be disjoint."""
+    path = Path(csv_path).expanduser()
+    unknown = sorted(set(splits) - set(SPLITS))
+    if unknown:
+        raise InputError(f"unknown split name(s) {unknown} for {path}: use {', '.join(SPLITS)}")
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["case_id", "split"])
+    seen: set[str] = set()
+    for split in SPLITS:
+        for case_id in splits.get(split, ()):
+            if case_id in seen:
+                raise InputError(f"case '{case_id}' is in more than one split (writing {path})")
+            seen.add(case_id)
+            writer.writerow([case_id, split])
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix="-" + path.name, dir=path.parent)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
+                f.write(buf.getvalue())
+            os.replace(tmp, path)
+        except BaseException:
+            _remove_quietly(tmp)
+            raise
+    except OSError as exc:
+        raise OutputError(f"cannot write split file {path}: {exc.strerror or exc}") from None
+
+
+def make_split(case_ids: Iterable[str], fractions: Sequence[float] = (0.7, 0.15, 0.15),
+               seed: int = 0) -> dict[str, list[str]]:
+    """Deterministic, disjoint train/val/test split (independent of the input order).
+
+    Sizes are rounded; each split with a non-zero fraction gets at least one case when
+    there are enough cases. Lists are sorted.
+    """
+    ids = list(case_ids)
+    if len(set(ids)) != len(ids):
+        dup = sorted({i for i in ids if ids.count(i) > 1})
+        raise InputError(f"duplicate case ids in split: {dup[:5]}")
+    fr = np.asarray(fractions, dtype=float)
+    if fr.shape != (3,) or np.any(fr < 0) or not np.isclose(fr.sum(), 1.0, atol=1e-6):
+        raise InputError(f"split fractions must be three non-negative numbers summing to 1, "
+                         f"got {tuple(fractions)}")
+    order = sorted(ids)
+    perm = np.random.default_rng(seed).permutation(len(order))
+    shuffled = [order[i] for i in perm]
+    counts = _split_counts(len(order), fr)
+    out, start = {}, 0
+    for split, k in zip(SPLITS, counts):
+        out[split] = sorted(shuffled[start:start + k])
+        start += k
+    return out
+
+
+def _split_counts(n: int, fr: np.ndarray) -> list[int]:
+    """Sizes of val and test by rounding, train takes the rest; no empty non-zero split."""
+    val, test = (int(round(n * f)) for f in fr[1:])
+    if n >= int(np.count_nonzero(fr)):
+        val = max(val, 1) if fr[1] > 0 else 0
+        test = max(test, 1) if fr[2] > 0 else 0
+        while fr[0] > 0 and n - val - test < 1:   # keep at least one training case
+            if val >= test and val > 1:
+                val -= 1
+            elif test > 1:
+                test -= 1
+            else:
+                break
+    val = min(val, n)
+    test = min(test, n - val)
+    return [n - val - test, val, test]
+
+
+# --------------------------------------------------------------------------- helpers
+
+def _list_dir(folder: Path) -> list[Path]:
+    try:
+        return list(folder.iterdir())
+    except OSError as exc:
+        raise InputError(f"cannot list folder {folder}: {exc.strerror or exc}") from None
+
+
+def _hidden(path: Path) -> bool:
+    return path.name.startswith(".")
+
+
+def _check_layout(layout: str) -> None:
+    if layout not in LAYOUTS:
+        raise InputError(f"unknown dataset layout '{layout}': use one of {', '.join(LAYOUTS)}")
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    # SimpleITK messages start with a source location; the last line says what happened.
+    return (lines[-1] if lines else type(exc).__name__)[:300]
+
+
+def _remove_quietly(path: str | Path) -> None:
+    try:
+        os.remove(path)
+    except OSError:
+        pass

@@ -1,0 +1,225 @@
+"""15-subset evaluation: Dice and HD95 of ET, TC and WT for every modality subset (`lckd evaluate`).
+
+Each case is read and preprocessed once (all of its scans, on the model grid, cropped to the
+brain), then segmented with each of the 15 subsets by `Segmenter.predict`, so evaluation uses
+exactly the sliding-window path of inference. Metrics are computed on the model grid (for
+1 mm BraTS data that is the files' own grid) with MONAI's `compute_dice` and
+`compute_hausdorff_distance` (95th percentile, voxel spacing in mm).
+
+Empty regions (BraTS rule): reference and prediction both empty -> Dice 1, HD95 0; exactly
+one empty -> Dice 0, HD95 = `HD95_PENALTY` (373.13 mm, the diagonal of the BraTS volume).
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import time
+import warnings
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+
+from .labels import REGIONS, labels_to_regions, regions_to_labels
+from .modalities import MODALITIES, all_subsets, subset_key
+
+HD95_PENALTY = 373.13
+EMPTY_RULE = ("both empty: Dice 1, HD95 0; one empty: Dice 0, HD95 "
+              f"{HD95_PENALTY} mm (BraTS convention)")
+
+
+def predicted_regions(probs: np.ndarray) -> np.ndarray:
+    """Binary ET/TC/WT (3, ...) from probabilities, through the labels so nesting holds as in inference."""
+    return labels_to_regions(regions_to_labels(probs))
+
+
+def region_metrics(pred: np.ndarray, true: np.ndarray, spacing_zyx: Sequence[float] | None = None,
+                   hd95: bool = True) -> dict[str, float]:
+    """Dice (and HD95 in mm when `hd95`) per region for boolean (3, z, y, x) arrays."""
+    from monai.metrics import compute_dice, compute_hausdorff_distance
+
+    p = torch.from_numpy(np.ascontiguousarray(pred, dtype=np.float32))[None]
+    t = torch.from_numpy(np.ascontiguousarray(true, dtype=np.float32))[None]
+    dice = compute_dice(p, t, include_background=True, ignore_empty=False)[0]
+    out = {r: float(dice[i]) for i, r in enumerate(REGIONS)}
+    if hd95:
+        for i, r in enumerate(REGIONS):
+            pe, te = not pred[i].any(), not true[i].any()
+            if pe and te:
+                out[f"HD95_{r}"] = 0.0
+            elif pe or te:
+                out[f"HD95_{r}"] = HD95_PENALTY
+            else:
+                with warnings.catch_warnings():   # MONAI 1.5+ warns about its own internal argument
+                    warnings.simplefilter("ignore", FutureWarning)
+                    hd = compute_hausdorff_distance(p[:, i:i + 1], t[:, i:i + 1], include_background=True,
+                                                    percentile=95, spacing=list(spacing_zyx or (1, 1, 1)))
+                out[f"HD95_{r}"] = float(hd.flatten()[0])
+    return out
+
+
+METRIC_KEYS = list(REGIONS) + [f"HD95_{r}" for r in REGIONS]
+
+
+def evaluate_cases(segmenter, cases, subsets: Sequence[Sequence[str]] | None = None, *,
+                   overlap: float | None = None,
+                   progress: Callable[[int, int, str], None] | None = None) -> dict:
+    """Run every subset on every loaded case (lckd.training.data.LoadedCase); returns the report dict."""
+    order = list(segmenter.net.modalities)
+    subsets = [tuple(s) for s in (subsets or all_subsets(order))]
+    rows, total, done = [], len(cases) * len(subsets), 0
+    for case in cases:
+        spacing_zyx = tuple(reversed(case.spacing))
+        x = case.x.astype(np.float32, copy=False)
+        for sub in subsets:
+            present = np.array([m in sub for m in order], dtype=bool) & case.present
+            if not present.any():
+                continue
+            probs = segmenter.predict(x, present, overlap=overlap)
+            metrics = region_metrics(predicted_regions(probs), case.regions, spacing_zyx)
+            rows.append({"case_id": case.case_id, "subset": subset_key(sub), **metrics})
+            done += 1
+            if progress:
+                progress(done, total, f"{case.case_id} {subset_key(sub)}")
+    return summarise(rows, [subset_key(s) for s in subsets])
+
+
+def summarise(rows: list[dict], subset_keys: Sequence[str]) -> dict:
+    """Average per-case rows into per-subset rows and a mean over subsets."""
+    per_subset = {}
+    for key in subset_keys:
+        sel = [r for r in rows if r["subset"] == key]
+        if sel:
+            per_subset[key] = {k: float(np.mean([r[k] for r in sel])) for k in METRIC_KEYS}
+            per_subset[key]["cases"] = len(sel)
+    mean = {k: float(np.mean([v[k] for v in per_subset.values()])) for k in METRIC_KEYS} if per_subset else {}
+    return {"per_subset": per_subset, "mean": mean, "per_case": rows,
+            "cases": sorted({r["case_id"] for r in rows}), "empty_rule": EMPTY_RULE,
+            "metric_grid": "model grid (brain crop)", "hd95_unit": "mm"}
+
+
+def format_table(report: dict, markdown: bool = True) -> str:
+    """The per-subset table (plus the mean) as Markdown or plain text."""
+    head = ["subset", "Dice ET", "Dice TC", "Dice WT", "HD95 ET", "HD95 TC", "HD95 WT"]
+    lines = []
+    items = list(report["per_subset"].items()) + ([("mean", report["mean"])] if report.get("mean") else [])
+    body = [[k] + [f"{v[r]:.3f}" for r in REGIONS] + [f"{v['HD95_' + r]:.1f}" for r in REGIONS] for k, v in items]
+    if markdown:
+        lines.append("| " + " | ".join(head) + " |")
+        lines.append("|" + "|".join(["---"] + ["---:"] * 6) + "|")
+        lines += ["| " + " | ".join(b) + " |" for b in body]
+    else:
+        widths = [max(len(h), *(len(b[i]) for b in body)) for i, h in enumerate(head)]
+        lines.append("  ".join(h.ljust(w) for h, w in zip(head, widths)))
+        lines += ["  ".join(c.ljust(w) for c, w in zip(b, widths)) for b in body]
+    return "\n".join(lines)
+
+
+def write_report(report: dict, out_dir: str | Path, stem: str = "evaluation") -> list[Path]:
+    """Write `<stem>.csv` (15 subset rows), `<stem>.md` and `<stem>.json` atomically."""
+    from .imageio import atomic_path
+
+    out = Path(out_dir)
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["subset", "cases"] + [f"dice_{r}" for r in REGIONS] + [f"hd95_{r}" for r in REGIONS])
+    for key, v in report["per_subset"].items():
+        w.writerow([key, v["cases"]] + [f"{v[r]:.4f}" for r in REGIONS] + [f"{v['HD95_' + r]:.2f}" for r in REGIONS])
+    texts = {
+        f"{stem}.csv": buf.getvalue(),
+        f"{stem}.md": format_table(report) + f"\n\nCases: {len(report['cases'])}. Empty regions: "
+                                             f"{report['empty_rule']}. HD95 in mm.\n",
+        f"{stem}.json": json.dumps(report, indent=2) + "\n",
+    }
+    paths = []
+    for name, text in texts.items():
+        with atomic_path(out / name, what="evaluation report") as tmp:
+            Path(tmp).write_text(text)
+        paths.append(out / name)
+    return paths
+
+
+def card_evaluation(report: dict, description: str) -> dict:
+    """The model card's `evaluation` field: per-subset Dice/HD95 without the per-case rows."""
+    return {"description": description, "cases": len(report["cases"]),
+            "per_subset": report["per_subset"], "mean": report["mean"], "empty_rule": report["empty_rule"]}
+
+
+# --------------------------------------------------------------------------- command line
+
+def add_evaluate_parser(subparsers) -> argparse.ArgumentParser:
+    """Register `lckd evaluate`."""
+    p = subparsers.add_parser(
+        "evaluate", help="Dice and HD95 for all 15 modality subsets on a labelled data set",
+        description="Segment every case of a BraTS-layout folder with each of the 15 modality subsets and "
+                    "report Dice and HD95 (ET, TC, WT) per subset, as a table, CSV, Markdown and JSON. "
+                    + EMPTY_RULE + ".")
+    p.add_argument("data", metavar="DATA_DIR", help="BraTS 2018-2021 / 2023 layout folder (or phantom folder)")
+    p.add_argument("--model", default=None, help="registry name, model card (.json) or folder (default: bundled)")
+    p.add_argument("--split", default=None, metavar="CSV", help="split file (case_id,split); default: all cases")
+    p.add_argument("--subset", default="test", choices=["train", "val", "test"], help="split to evaluate")
+    p.add_argument("--cases", type=int, default=None, help="evaluate only the first N cases")
+    p.add_argument("--out", default=None, metavar="DIR", help="write evaluation.csv/.md/.json here")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N, mps")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: all cores)")
+    p.add_argument("--overlap", type=float, default=None, help="sliding-window overlap (default: the card's)")
+    p.add_argument("--update-card", action="store_true",
+                   help="store the table in the model card's `evaluation` field (re-saves the model)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=run_evaluate)
+    return p
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    """`lckd evaluate`: print the table, write the reports; exit status 0."""
+    from .inference import Segmenter
+    from .training.data import load_cases, select_cases
+    from .training.presets import TrainConfig
+
+    t0 = time.perf_counter()
+    seg = Segmenter.load(args.model, device=args.device, threads=args.threads)
+    files = [f for f in select_cases(args.data, args.split, args.subset) if f.label is not None]
+    if not files:
+        from .errors import InputError
+        raise InputError(f"no labelled case under {args.data}: evaluation needs the cases' label maps")
+    if args.cases:
+        files = files[: args.cases]
+    cfg = TrainConfig(spacing=tuple(seg.card.spacing),
+                      clip_percentiles=tuple(seg.card.preprocessing.get("clip_percentiles", (0.5, 99.5))))
+    bar = None
+    if not args.quiet:
+        from tqdm.auto import tqdm
+        bar = tqdm(total=len(files) * 15, desc="evaluate", unit="run")
+    report = None
+    try:
+        loaded = load_cases(files, cfg, seg.net.modalities, dtype=np.float32)
+
+        def progress(done: int, total: int, msg: str) -> None:
+            if bar is not None:
+                bar.n = done
+                bar.set_postfix_str(msg)
+                bar.refresh()
+
+        report = evaluate_cases(seg, loaded, overlap=args.overlap, progress=progress)
+    finally:
+        if bar is not None:
+            bar.close()
+    report["model"] = {"name": seg.card.name, "version": seg.card.version}
+    report["data"] = str(args.data)
+    report["seconds"] = round(time.perf_counter() - t0, 1)
+    print(format_table(report, markdown=False))
+    if args.out:
+        for p in write_report(report, args.out):
+            print(f"wrote {p}")
+    if args.update_card:
+        from .modelcard import save_model
+        from .registry import resolve_model
+        card_path = Path(resolve_model(args.model))
+        seg.card.evaluation = card_evaluation(report, f"{len(report['cases'])} cases of {args.data}"
+                                              + (f" ({args.subset} split of {args.split})" if args.split else ""))
+        save_model(seg.net, seg.card, card_path.parent)
+        print(f"updated {card_path}")
+    return 0

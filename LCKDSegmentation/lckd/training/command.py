@@ -1,0 +1,109 @@
+"""`lckd train`: argument parsing and the entry point (also runnable as `python -m lckd.training.command`)."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .presets import PRESETS, TrainConfig
+
+EXAMPLES = """examples:
+  lckd train /data/phantoms --split split.csv --preset cpu --out runs/lite
+  lckd train /data/BraTS2021 --split split.csv --preset paper --device cuda --out runs/paper
+  torchrun --nproc_per_node=4 -m lckd.cli train /data/BraTS2021 --split split.csv --preset paper --out runs/p4
+  lckd train /data/phantoms --split split.csv --out runs/lite --resume
+"""
+
+
+def _triple(text: str) -> tuple:
+    parts = [int(p) for p in text.replace("x", ",").split(",") if p]
+    return tuple(parts * 3) if len(parts) == 1 else tuple(parts)
+
+
+def add_train_parser(subparsers) -> argparse.ArgumentParser:
+    """Register `lckd train`."""
+    p = subparsers.add_parser(
+        "train", help="train an LCKD model (teacher election + cross-modal distillation)",
+        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EXAMPLES,
+        description="Train an LCKD network on a BraTS-layout folder (2018-2021 or 2023 names, or phantoms). "
+                    "Warm-up with all modalities, then a random 1-3 of the 4 per sample; teachers are elected "
+                    "on the split's val cases; the final model and its card go to --out. Under torchrun "
+                    "it uses DistributedDataParallel (NCCL on GPUs, gloo on CPU).")
+    p.add_argument("data", metavar="DATA_DIR", help="folder of case folders")
+    p.add_argument("--split", metavar="CSV", default=None,
+                   help="case_id,split file (train/val/test); without it every case trains and no election runs")
+    p.add_argument("--preset", choices=sorted(PRESETS), default="cpu", help="hyper-parameter preset (default: cpu)")
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder (model, checkpoint, log)")
+    p.add_argument("--name", default="lckd-model", help="model name (file names and card)")
+    p.add_argument("--version", default="0.1.0", help="model version for the card")
+    p.add_argument("--description", default="", help="model card description")
+    p.add_argument("--data-description", default="", help="what the training data is (for the card)")
+    p.add_argument("--resume", action="store_true", help="continue from DIR/checkpoint exactly where it stopped")
+    p.add_argument("--stop-at", type=int, default=None, metavar="STEP",
+                   help="stop after STEP steps (checkpoint kept; continue later with --resume)")
+    g = p.add_argument_group("overrides of the preset")
+    g.add_argument("--network", choices=["paper", "lite"], default=None)
+    g.add_argument("--patch", type=_triple, default=None, metavar="ZxYxX", help="e.g. 64 or 80x160x160")
+    g.add_argument("--batch", type=int, default=None, help="samples per step and process")
+    g.add_argument("--warmup-steps", type=int, default=None)
+    g.add_argument("--missing-steps", type=int, default=None)
+    g.add_argument("--optimizer", choices=["sgd", "adamw"], default=None)
+    g.add_argument("--lr", type=float, default=None)
+    g.add_argument("--momentum", type=float, default=None, help="SGD momentum (Nesterov)")
+    g.add_argument("--kd-weight", type=float, default=None)
+    g.add_argument("--fixed-teachers", default=None, metavar="MODS",
+                   help="distil from these modalities without election, e.g. T2 (ablation)")
+    g.add_argument("--election-every", type=int, default=None, metavar="N", help="0 = never elect")
+    g.add_argument("--election-cases", type=int, default=None)
+    g.add_argument("--final-eval-cases", type=int, default=None)
+    g.add_argument("--checkpoint-every", type=int, default=None)
+    g.add_argument("--seed", type=int, default=None)
+    p.add_argument("--device", default="cpu", help="cpu (default), cuda, auto")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads per process (default: all cores)")
+    p.add_argument("--no-final-eval", action="store_true", help="skip the 15-subset validation table at the end")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=run_train)
+    return p
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    """The preset with the command line's overrides applied."""
+    from ..modalities import parse_subset
+    fixed = parse_subset(args.fixed_teachers) if args.fixed_teachers else None
+    return PRESETS[args.preset].with_overrides(
+        network=args.network, patch=args.patch, batch=args.batch, warmup_steps=args.warmup_steps,
+        missing_steps=args.missing_steps, optimizer=args.optimizer, lr=args.lr, momentum=args.momentum, kd_weight=args.kd_weight,
+        fixed_teachers=fixed, election_every=args.election_every, election_cases=args.election_cases,
+        final_eval_cases=args.final_eval_cases, checkpoint_every=args.checkpoint_every, seed=args.seed)
+
+
+def run_train(args: argparse.Namespace) -> int:
+    """`lckd train`: exit status 0 when the run (or its part up to --stop-at) finished."""
+    from .trainer import RunOptions, Trainer, close_distributed
+
+    cfg = config_from_args(args)
+    opts = RunOptions(data=args.data, out=args.out, split=args.split, name=args.name, version=args.version,
+                      description=args.description, data_description=args.data_description,
+                      device=args.device, threads=args.threads, resume=args.resume, stop_at=args.stop_at,
+                      progress=not args.quiet, final_eval=not args.no_final_eval)
+    try:
+        Trainer(cfg, opts).train()
+    finally:
+        close_distributed()
+    return 0
+
+
+def main(argv=None) -> int:
+    """Stand-alone entry point: `python -m lckd.training.command DATA --out DIR ...`."""
+    from ..errors import LCKDError
+    parser = argparse.ArgumentParser(prog="lckd")
+    add_train_parser(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["train"] + list(sys.argv[1:] if argv is None else argv))
+    try:
+        return args.func(args)
+    except LCKDError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,179 @@
+"""Training data: read cases once onto the model grid, cache them, and sample augmented patches.
+
+Every case goes through the same `prepare_case` as inference (brain crop, clipping, z-score),
+so the network sees at training time exactly what it sees when deployed. Cases are cached in
+memory (float16: half the memory, ample precision for z-scores) so a step costs only the
+network.
+
+Sampling is a pure function of (seed, rank, step): the generator for step `s` is
+`np.random.default_rng([seed, rank, s])`. A resumed run therefore draws exactly the batches
+the uninterrupted run would have drawn, with no sampler state to store.
+"""
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import SimpleITK as sitk
+import torch
+import torch.nn.functional as F
+
+from .. import geometry
+from ..datasets import CaseFiles, find_cases, load_split, read_label
+from ..errors import InputError
+from ..imageio import read_image
+from ..labels import labels_to_regions
+from ..preprocess import prepare_case
+from .presets import TrainConfig
+
+
+@dataclass
+class LoadedCase:
+    """One case on the model grid, cropped to the brain and normalised."""
+
+    case_id: str
+    x: np.ndarray            # (M, d, h, w) normalised scans (float16 in the training cache)
+    present: np.ndarray      # (M,) bool: scans the case has
+    regions: np.ndarray      # (3, d, h, w) bool ET, TC, WT (empty if the case has no label)
+    spacing: tuple           # (x, y, z) mm of the model grid
+
+
+def select_cases(root: str | Path, split_csv: str | Path | None, split: str) -> list[CaseFiles]:
+    """Cases of one split ('train', 'val', 'test'); without a split file, every case."""
+    cases = find_cases(root)
+    if split_csv is None:
+        return cases
+    ids = set(load_split(split_csv)[split])
+    chosen = [c for c in cases if c.case_id in ids]
+    missing = ids - {c.case_id for c in chosen}
+    if missing:
+        raise InputError(f"split file {split_csv}: {len(missing)} '{split}' case(s) not found under {root}, "
+                         f"e.g. {sorted(missing)[0]}")
+    return chosen
+
+
+def load_case(case: CaseFiles, order: Sequence[str], spacing: Sequence[float],
+              clip_percentiles: Sequence[float] = (0.5, 99.5), dtype=np.float32) -> LoadedCase:
+    """Read a case's scans and label, bring them onto the model grid, crop and normalise."""
+    images = {m: read_image(p, what=f"{case.case_id} {m}") for m, p in case.images.items()}
+    ref_mod = next(m for m in order if m in images)
+    ref = images[ref_mod]
+    images = {m: img if geometry.same_grid(img, ref) else geometry.resample_onto(img, ref)
+              for m, img in images.items()}
+    model = {m: geometry.to_model_grid(img, spacing) for m, img in images.items()}
+    arrays = {m: sitk.GetArrayFromImage(img) for m, img in model.items()}
+    prepared = prepare_case(arrays, order, clip_percentiles)
+    shape = prepared.x.shape[1:]
+    if case.label is not None:
+        lab = sitk.GetImageFromArray(read_label(case.label, case.layout))
+        lab.CopyInformation(ref)
+        lab = sitk.DICOMOrient(lab, "LPS")
+        grid = model[ref_mod]
+        if not geometry.same_grid(lab, grid):
+            lab = geometry.resample_onto(lab, grid, label=True)
+        regions = labels_to_regions(sitk.GetArrayFromImage(lab)[prepared.box])
+    else:
+        regions = np.zeros((3,) + shape, dtype=bool)
+    return LoadedCase(case.case_id, prepared.x.astype(dtype), prepared.present, regions,
+                      tuple(model[ref_mod].GetSpacing()))
+
+
+def load_cases(cases: Sequence[CaseFiles], cfg: TrainConfig, order: Sequence[str], progress: bool = False,
+               dtype=np.float16) -> list[LoadedCase]:
+    """Load (and cache) several cases, with an optional progress bar."""
+    it = cases
+    if progress:
+        from tqdm.auto import tqdm
+        it = tqdm(cases, desc="loading cases", unit="case", leave=False)
+    return [load_case(c, order, cfg.spacing, cfg.clip_percentiles, dtype) for c in it]
+
+
+def subset_choices(available: np.ndarray, full: bool) -> list[np.ndarray]:
+    """Presence masks a sample may get: all available scans (warm-up), else each non-empty
+    proper subset of them (1 to 3 of 4, as the paper's missing-modality phase)."""
+    idx = np.flatnonzero(available)
+    if full or len(idx) == 1:
+        return [available.copy()]
+    out = []
+    for k in range(1, len(idx)):
+        for combo in itertools.combinations(idx, k):
+            mask = np.zeros_like(available)
+            mask[list(combo)] = True
+            out.append(mask)
+    return out
+
+
+def _crop(array: np.ndarray, start: Sequence[int], size: Sequence[int]) -> np.ndarray:
+    """array[..., start:start+size] along the last 3 axes, zero-padded where it leaves the array."""
+    lead = array.shape[:-3]
+    out = np.zeros(lead + tuple(size), dtype=array.dtype)
+    src, dst = [], []
+    for s, n, dim in zip(start, size, array.shape[-3:]):
+        lo, hi = max(s, 0), min(s + n, dim)
+        src.append(slice(lo, max(hi, lo)))
+        dst.append(slice(lo - s, lo - s + max(hi - lo, 0)))
+    out[(Ellipsis,) + tuple(dst)] = array[(Ellipsis,) + tuple(src)]
+    return out
+
+
+class PatchSampler:
+    """Augmented training batches: tumour-centred or random crops, scaling, flips, modality dropping."""
+
+    def __init__(self, cases: Sequence[LoadedCase], cfg: TrainConfig, rank: int = 0):
+        if not cases:
+            raise InputError("no training case for this process: give more training cases than processes")
+        self.cases = list(cases)
+        self.cfg = cfg
+        self.rank = rank
+        # a sample of tumour voxels per case, for tumour-centred crops
+        self.tumour = []
+        for c in self.cases:
+            pts = np.argwhere(c.regions[2])
+            if len(pts) > 4000:
+                pts = pts[np.random.default_rng(0).choice(len(pts), 4000, replace=False)]
+            self.tumour.append(pts)
+
+    def rng(self, step: int) -> np.random.Generator:
+        return np.random.default_rng([self.cfg.seed, self.rank, int(step)])
+
+    def batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(x (B, M, *patch) float32, target (B, 3, *patch) float32, present (B, M) bool) for `step`."""
+        rng = self.rng(step)
+        full = step < self.cfg.warmup_steps
+        xs, ys, ps = [], [], []
+        for _ in range(self.cfg.batch):
+            x, y, p = self._sample(rng, full)
+            xs.append(x), ys.append(y), ps.append(p)
+        return torch.stack(xs), torch.stack(ys), torch.from_numpy(np.stack(ps))
+
+    def _sample(self, rng: np.random.Generator, full: bool) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
+        cfg = self.cfg
+        i = int(rng.integers(len(self.cases)))
+        case = self.cases[i]
+        shape = case.x.shape[1:]
+        patch = np.asarray(cfg.patch)
+        scale = rng.uniform(*cfg.scale_range)
+        size = np.maximum(np.round(patch * scale).astype(int), 8)
+        if rng.random() < cfg.centred_fraction and len(self.tumour[i]):
+            centre = self.tumour[i][int(rng.integers(len(self.tumour[i])))]
+        else:
+            centre = np.array([rng.integers(0, n) for n in shape])
+        # keep the crop inside the volume where it fits, so padding appears only for small volumes
+        start = centre - size // 2
+        start = np.where(size <= shape, np.clip(start, 0, np.asarray(shape) - size), (np.asarray(shape) - size) // 2)
+        x = torch.from_numpy(_crop(case.x, start, size).astype(np.float32))
+        y = torch.from_numpy(_crop(case.regions, start, size).astype(np.float32))
+        if tuple(size) != tuple(patch):
+            x = F.interpolate(x[None], size=tuple(patch), mode="trilinear", align_corners=False)[0]
+            y = F.interpolate(y[None], size=tuple(patch), mode="nearest")[0]
+        if cfg.flip:
+            dims = [d + 1 for d in range(3) if rng.random() < 0.5]
+            if dims:
+                x, y = x.flip(dims), y.flip(dims)
+        choices = subset_choices(case.present, full)
+        present = choices[int(rng.integers(len(choices)))]
+        x = x * torch.from_numpy(present.astype(np.float32)).view(-1, 1, 1, 1)  # absent scans are zeros
+        return x.contiguous(), y.contiguous(), present

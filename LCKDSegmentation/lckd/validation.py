@@ -1,0 +1,203 @@
+"""Checks on input images before segmentation: refuse the unusable, warn about the suspicious.
+
+Errors (`InputError`, one line naming the modality and file): not a scalar 3D volume, a
+degenerate volume (fewer than `MIN_AXIS_VOXELS` voxels along an axis), NaN or infinite
+voxels, an empty or constant image, inputs whose physical extents do not overlap the
+reference. Warnings (returned as strings for the caller to show): an image that looks
+like a label map, the same file or the same voxels given for two modalities, an input on
+a different grid than the reference (it will be resampled), an input covering little of
+the reference's extent.
+
+Size policy: a volume smaller than the network's patch is padded and works, so only
+volumes that are not really 3D are refused: fewer than 4 voxels along any axis is a slice
+or a line (and 4 is the least that trilinear resampling and brain cropping handle sensibly).
+"""
+from __future__ import annotations
+
+import os
+from typing import Mapping
+
+import numpy as np
+import SimpleITK as sitk
+
+from .errors import InputError
+from .geometry import extents_overlap, physical_bounds, same_grid
+from .imageio import check_shape
+from .modalities import REFERENCE_PREFERENCE
+
+__all__ = ["MIN_AXIS_VOXELS", "LABELMAP_MAX_VALUES", "check_image", "check_inputs", "validate_inputs",
+           "same_grid", "choose_reference"]
+
+#: Fewest voxels along any axis for an image to count as a 3D volume.
+MIN_AXIS_VOXELS = 4
+#: An integer-valued image with at most this many distinct values (all in 0..255) looks like a label map.
+LABELMAP_MAX_VALUES = 8
+#: Warn when an input's bounding box covers less than this fraction of the reference's.
+MIN_COVERAGE = 0.5
+
+
+def _label(what: str, source: str | None) -> str:
+    return f"{what} '{source}'" if source else what
+
+
+def check_image(image: sitk.Image, what: str, source: str | None) -> list[str]:
+    """Check one input image; raise `InputError` if unusable, return warnings otherwise.
+
+    `what` is the modality (or role) and `source` the file or node it came from; both are
+    named in every message. Fast on a BraTS volume (a few numpy passes over a view).
+    """
+    label = _label(what, source)
+    size = tuple(image.GetSize())
+    check_shape(image.GetDimension(), size, image.GetNumberOfComponentsPerPixel(), label, image.GetPixelID())
+    if image.GetDimension() != 3:
+        # check_shape lets a 4D image with one time point through for read_image to squeeze;
+        # an in-memory image must already be 3D.
+        raise InputError(f"{label} is a {image.GetDimension()}D image (size {'x'.join(map(str, size))}); "
+                         "a 3D volume is needed")
+    if min(size) < MIN_AXIS_VOXELS:
+        raise InputError(f"{label} is too small ({'x'.join(map(str, size))} voxels): at least "
+                         f"{MIN_AXIS_VOXELS} voxels along each axis are needed for a 3D volume")
+
+    arr = sitk.GetArrayViewFromImage(image)
+    if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+        n_nan = int(np.count_nonzero(np.isnan(arr)))
+        n_inf = int(np.count_nonzero(np.isinf(arr)))
+        parts = [f"{n} {kind}" for n, kind in ((n_nan, "NaN"), (n_inf, "infinite")) if n]
+        raise InputError(f"{label} has {' and '.join(parts)} voxel value{'s' if n_nan + n_inf > 1 else ''} "
+                         f"(of {arr.size}); fix or re-export the image")
+    lo, hi = arr.min(), arr.max()
+    if lo == hi:
+        if lo == 0:
+            raise InputError(f"{label} is empty (every voxel is 0)")
+        raise InputError(f"{label} has the same value ({float(lo):g}) in every voxel; it holds no image")
+
+    warnings: list[str] = []
+    values = _few_small_integers(arr, float(lo), float(hi))
+    if values is not None:
+        shown = ",".join(str(v) for v in values)
+        warnings.append(f"{label} looks like a label map (values {shown}), not an MR image")
+    return warnings
+
+
+def _few_small_integers(arr: np.ndarray, lo: float, hi: float) -> list[int] | None:
+    """The distinct values if `arr` holds at most LABELMAP_MAX_VALUES integers in 0..255, else None."""
+    if lo < 0 or hi > 255:
+        return None
+    flat = arr.reshape(-1)
+    # Quick rejection on a strided sample: any real MR image has many distinct values.
+    sample = flat[:: max(1, flat.size // 200_000)]
+    if np.unique(sample).size > LABELMAP_MAX_VALUES:
+        return None
+    ints = flat.astype(np.uint8)
+    if flat.dtype.kind == "f" and not np.array_equal(ints, flat):
+        return None
+    counts = np.bincount(ints, minlength=256)
+    values = np.flatnonzero(counts)
+    if values.size > LABELMAP_MAX_VALUES:
+        return None
+    return [int(v) for v in values]
+
+
+def choose_reference(names, reference: str | None = None) -> str:
+    """The reference modality: `reference` if given, else the first of REFERENCE_PREFERENCE present."""
+    names = list(names)
+    if not names:
+        raise InputError("no input image given: give at least one of T1, T1ce, T2, FLAIR")
+    if reference is not None:
+        if reference not in names:
+            raise InputError(f"reference '{reference}' is not among the inputs ({', '.join(names)})")
+        return reference
+    return next((m for m in REFERENCE_PREFERENCE if m in names), names[0])
+
+
+def _fmt(values) -> str:
+    return "x".join(f"{float(v):.3g}" for v in values)
+
+
+def _grid_differences(a: sitk.Image, ref: sitk.Image, tol: float = 1e-4) -> list[str]:
+    parts = []
+    if a.GetSize() != ref.GetSize():
+        parts.append(f"size {_fmt(a.GetSize())} vs {_fmt(ref.GetSize())}")
+    if not np.allclose(a.GetSpacing(), ref.GetSpacing(), atol=tol):
+        parts.append(f"spacing {_fmt(a.GetSpacing())} vs {_fmt(ref.GetSpacing())} mm")
+    if not np.allclose(a.GetDirection(), ref.GetDirection(), atol=tol):
+        parts.append("orientation differs")
+    shift = float(np.linalg.norm(np.subtract(a.GetOrigin(), ref.GetOrigin())))
+    if shift > tol * 100:
+        parts.append(f"origin {shift:.3g} mm apart")
+    return parts
+
+
+def _same_file(a: str | None, b: str | None) -> bool:
+    if not a or not b:
+        return False
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False  # not files (e.g. Slicer node names) or gone
+
+
+def _same_voxels(a: sitk.Image, b: sitk.Image) -> bool:
+    if a.GetSize() != b.GetSize() or a.GetNumberOfComponentsPerPixel() != b.GetNumberOfComponentsPerPixel():
+        return False
+    va, vb = sitk.GetArrayViewFromImage(a), sitk.GetArrayViewFromImage(b)
+    step = max(1, va.size // 10_000)
+    # Cheap sample first: different scans differ almost everywhere.
+    if not np.array_equal(va.reshape(-1)[::step], vb.reshape(-1)[::step]):
+        return False
+    return bool(np.array_equal(va, vb))
+
+
+def check_inputs(images: Mapping[str, sitk.Image], sources: Mapping[str, str | None],
+                 *, reference: str | None = None) -> list[str]:
+    """Check the inputs against each other; raise `InputError` if unusable, return warnings.
+
+    `images` and `sources` are keyed by modality; the reference is `reference` or the
+    first present in REFERENCE_PREFERENCE (T1ce, FLAIR, T1, T2).
+    """
+    names = list(images)
+    ref = choose_reference(names, reference)
+    ref_img = images[ref]
+    warnings: list[str] = []
+
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            if _same_file(sources.get(a), sources.get(b)):
+                warnings.append(f"{a} and {b} are the same file '{sources.get(a)}'")
+            elif _same_voxels(images[a], images[b]):
+                warnings.append(f"{_label(a, sources.get(a))} and {_label(b, sources.get(b))} have identical "
+                                "voxel values: the same scan given twice?")
+
+    ref_lo, ref_hi = physical_bounds(ref_img)
+    for m in names:
+        if m == ref:
+            continue
+        img = images[m]
+        if not extents_overlap(img, ref_img):
+            lo, hi = physical_bounds(img)
+            gap = np.maximum(0.0, np.maximum(lo - ref_hi, ref_lo - hi))
+            raise InputError(f"{_label(m, sources.get(m))} and {_label(ref, sources.get(ref))} do not overlap in "
+                             f"physical space (their extents are {float(np.linalg.norm(gap)):.0f} mm apart); "
+                             "are they scans of the same patient and session?")
+        if same_grid(img, ref_img):
+            continue
+        diffs = _grid_differences(img, ref_img)
+        warnings.append(f"{m} is on a different grid than {ref} ({'; '.join(diffs) or 'small differences'}); "
+                        f"resampled onto {ref}")
+        lo, hi = physical_bounds(img)
+        inter = np.clip(np.minimum(hi, ref_hi) - np.maximum(lo, ref_lo), 0, None)
+        coverage = float(np.prod(inter) / np.prod(ref_hi - ref_lo))
+        if coverage < MIN_COVERAGE:
+            warnings.append(f"{_label(m, sources.get(m))} covers only {100 * coverage:.0f}% of {ref}'s extent; "
+                            "outside it that scan is treated as empty")
+    return warnings
+
+
+def validate_inputs(images: Mapping[str, sitk.Image], sources: Mapping[str, str | None],
+                    *, reference: str | None = None) -> list[str]:
+    """`check_image` on each input, then `check_inputs`; returns all warnings."""
+    warnings: list[str] = []
+    for m, img in images.items():
+        warnings += check_image(img, m, sources.get(m))
+    warnings += check_inputs(images, sources, reference=reference)
+    return warnings

@@ -1,0 +1,309 @@
+"""Slicer module Logic, headless, on real MRML classes from `slicer-core`.
+
+Volume nodes come from a phantom case written to NIfTI with an oblique direction and
+anisotropic spacing and read back the way Slicer loads files. The Logic runs the warm
+worker with the bundled model; its result is compared voxel for voxel with what the
+`lckd segment` CLI writes for the same files.
+"""
+from __future__ import annotations
+
+import math
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+MODULE_DIR = Path(__file__).resolve().parents[2] / "LCKDSegmentation"
+sys.path.insert(0, str(MODULE_DIR))
+
+slicer = pytest.importorskip("slicer")
+vtk = pytest.importorskip("vtk")
+sitk = pytest.importorskip("SimpleITK")
+
+from lckd.labels import CONVENTIONS  # noqa: E402
+from lckd.segments import SEGMENTS  # noqa: E402
+from LCKDSegmentationLib import volumeio  # noqa: E402
+from LCKDSegmentationLib.logic import SegmentationCancelled, SegmentationFailed, SegmentationLogic  # noqa: E402
+from LCKDSegmentationLib.output import TABLE_ROLE, VOLUME_COLUMN  # noqa: E402
+from LCKDSegmentationLib.selection import (DuplicateVolumeError, LabelmapInputError, NoInputError,  # noqa: E402
+                                           SelectionError)
+
+#: Realistic series names: also what the GUI auto-assigns from.
+NAMES = {"T1": "T1 MPRAGE pre", "T1ce": "AX T1 POST GD", "T2": "t2_tse_tra", "FLAIR": "Sag 3D FLAIR"}
+
+
+def _oblique_direction() -> tuple:
+    """Rz(25 deg) @ Rx(10 deg), SimpleITK row-major order: a non-identity, non-axis-aligned frame."""
+    a, b = math.radians(25), math.radians(10)
+    rz = np.array([[math.cos(a), -math.sin(a), 0], [math.sin(a), math.cos(a), 0], [0, 0, 1]])
+    rx = np.array([[1, 0, 0], [0, math.cos(b), -math.sin(b)], [0, math.sin(b), math.cos(b)]])
+    return tuple((rz @ rx).ravel())
+
+
+@pytest.fixture(scope="module")
+def case_files(tmp_path_factory):
+    from lckd.phantom import make_phantom
+
+    folder = tmp_path_factory.mktemp("slicer-case")
+    phantom = make_phantom(5, shape=(64, 80, 80), spacing=(1.2, 0.9, 2.0),
+                           direction=_oblique_direction(), origin=(-40.0, 25.0, -60.0))
+    images, _ = phantom.to_sitk()
+    files = {}
+    for mod, img in images.items():
+        files[mod] = folder / f"{mod}.nii.gz"
+        sitk.WriteImage(img, str(files[mod]))
+    return files
+
+
+_RULES_REGISTERED = []
+
+
+@pytest.fixture(scope="module", autouse=True)
+def conversion_rules():
+    # Real Slicer registers these at start-up; slicer-core does not (once per process).
+    if not _RULES_REGISTERED:
+        factory = slicer.vtkSegmentationConverterFactory.GetInstance()
+        factory.RegisterConverterRule(slicer.vtkBinaryLabelmapToClosedSurfaceConversionRule())
+        factory.RegisterConverterRule(slicer.vtkClosedSurfaceToBinaryLabelmapConversionRule())
+        _RULES_REGISTERED.append(True)
+
+
+@pytest.fixture(scope="module")
+def logic():
+    lg = SegmentationLogic()
+    lg.startWorker(device="cpu")
+    yield lg
+    lg.shutdown()
+
+
+@pytest.fixture
+def scene(logic):
+    sc = slicer.vtkMRMLScene()
+    logic.setScene(sc)
+    return sc
+
+
+def load_volume(scene, path: Path, name: str, labelmap: bool = False):
+    """Read a file into a new volume node, as Slicer's loadVolume does."""
+    node = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode" if labelmap else "vtkMRMLScalarVolumeNode", name)
+    storage = slicer.vtkMRMLVolumeArchetypeStorageNode()
+    storage.SetFileName(str(path))
+    assert storage.ReadData(node)
+    return node
+
+
+@pytest.fixture
+def volumes(scene, case_files):
+    return {m: load_volume(scene, p, NAMES[m]) for m, p in case_files.items()}
+
+
+def scene_state(scene) -> list:
+    """Everything a refused or cancelled run must leave as it was."""
+    state = []
+    for i in range(scene.GetNumberOfNodes()):
+        node = scene.GetNthNode(i)
+        extra = None
+        if node.IsA("vtkMRMLSegmentationNode"):
+            seg = node.GetSegmentation()
+            extra = [seg.GetNthSegmentID(k) for k in range(seg.GetNumberOfSegments())]
+        state.append((node.GetID(), node.GetClassName(), node.GetName(), extra))
+    return state
+
+
+def exported_labels(seg_node, reference_node) -> np.ndarray:
+    """The segmentation as BraTS 2018 labels on the reference grid (export numbers segments 1..n)."""
+    label_node = slicer.vtkMRMLLabelMapVolumeNode()
+    seg_node.GetScene().AddNode(label_node)
+    ids = vtk.vtkStringArray()
+    for spec in SEGMENTS:
+        ids.InsertNextValue(spec.key)
+    assert slicer.vtkSlicerSegmentationsModuleLogic.ExportSegmentsToLabelmapNode(seg_node, ids, label_node,
+                                                                                 reference_node)
+    order = np.array([0] + [CONVENTIONS["brats2018"][s.key] for s in SEGMENTS], dtype=np.uint8)
+    arr = order[slicer.util.arrayFromVolume(label_node)]
+    m1, m2 = vtk.vtkMatrix4x4(), vtk.vtkMatrix4x4()
+    label_node.GetIJKToRASMatrix(m1)
+    reference_node.GetIJKToRASMatrix(m2)
+    np.testing.assert_allclose(slicer.util.arrayFromVTKMatrix(m1), slicer.util.arrayFromVTKMatrix(m2), atol=1e-6)
+    seg_node.GetScene().RemoveNode(label_node)
+    return arr
+
+
+def cli_labels(files: dict, mods, out: Path) -> np.ndarray:
+    from lckd.cli import main
+
+    argv = ["segment", "-o", str(out), "--device", "cpu", "-q"]
+    for m in mods:
+        argv += ["--" + m.lower(), str(files[m])]
+    assert main(argv) == 0
+    return sitk.GetArrayFromImage(sitk.ReadImage(str(out)))
+
+
+@pytest.mark.parametrize("mods", [("T1ce", "FLAIR"), ("T2",)], ids=["T1ce+FLAIR", "T2"])
+def test_segment_matches_cli_voxel_for_voxel(logic, scene, volumes, case_files, tmp_path, mods):
+    chosen = {m: volumes[m] for m in mods}
+    seg = logic.segment(chosen, device="cpu")
+    reference = chosen[mods[0]]  # T1ce, else T2: the default reference order
+
+    # three named, coloured, coded segments
+    segmentation = seg.GetSegmentation()
+    assert [segmentation.GetNthSegmentID(i) for i in range(segmentation.GetNumberOfSegments())] == \
+        [s.key for s in SEGMENTS]
+    for spec in SEGMENTS:
+        segment = segmentation.GetSegment(spec.key)
+        assert segment.GetName() == spec.name
+        np.testing.assert_allclose(segment.GetColor(), spec.color, atol=1e-6)
+        terminology = vtk.reference("")
+        assert segment.GetTag(segment.GetTerminologyEntryTagName(), terminology)
+        assert str(terminology) == spec.terminology
+        assert segment.GetLabelValue() == CONVENTIONS["brats2018"][spec.key]
+
+    # voxel for voxel what the CLI writes, on the reference volume's grid
+    ours = exported_labels(seg, reference)
+    theirs = cli_labels(case_files, mods, tmp_path / "cli.nii.gz")
+    assert ours.shape == theirs.shape == slicer.util.arrayFromVolume(reference).shape
+    assert np.array_equal(ours, theirs)
+
+    # volumes table: five regions in mL, and the modalities used
+    table = seg.GetNodeReference(TABLE_ROLE)
+    assert table is not None and table.GetNumberOfRows() == 5
+    voxel_ml = float(np.prod(reference.GetSpacing())) / 1000.0
+    expected = {"NCR": (theirs == 1).sum(), "ED": (theirs == 2).sum(), "ET": (theirs == 4).sum()}
+    expected.update(TC=expected["NCR"] + expected["ET"], WT=(theirs > 0).sum())
+    rows = {table.GetCellText(r, 1): float(table.GetCellText(r, 2)) for r in range(5)}
+    for key, count in expected.items():
+        assert rows[key] == pytest.approx(count * voxel_ml, rel=1e-4, abs=1e-6)
+    assert table.GetCellText(0, 3) == "+".join(mods)
+    assert table.GetColumnName(2) == VOLUME_COLUMN
+    assert seg.GetAttribute("LCKD.Modalities") == "+".join(mods)
+
+
+def test_running_twice_replaces_segments_and_keeps_others_only_if_asked(logic, scene, volumes):
+    chosen = {"FLAIR": volumes["FLAIR"]}
+    seg = logic.segment(chosen, device="cpu", show3D=False)
+    before = scene_state(scene)
+    again = logic.segment(chosen, outputSegmentation=seg, device="cpu", show3D=False)
+    assert again is seg
+    assert scene_state(scene) == before  # no new segmentation, table or any other node
+    assert seg.GetSegmentation().GetNumberOfSegments() == 3
+
+    seg.GetSegmentation().AddEmptySegment("mine", "my annotation", (0.2, 0.2, 1.0))
+    logic.segment(chosen, outputSegmentation=seg, device="cpu", keepOtherSegments=True, show3D=False)
+    ids = [seg.GetSegmentation().GetNthSegmentID(i) for i in range(seg.GetSegmentation().GetNumberOfSegments())]
+    assert sorted(ids) == sorted(["mine"] + [s.key for s in SEGMENTS])
+    logic.segment(chosen, outputSegmentation=seg, device="cpu", show3D=False)
+    assert seg.GetSegmentation().GetSegment("mine") is None
+    assert seg.GetSegmentation().GetNumberOfSegments() == 3
+    assert scene.GetNodesByClass("vtkMRMLTableNode").GetNumberOfItems() == 1
+
+
+@pytest.mark.parametrize("what", ["nothing", "all empty", "same node twice", "labelmap", "unknown modality",
+                                  "reference not given"])
+def test_bad_selections_raise_and_change_nothing(logic, scene, volumes, case_files, what):
+    labelmap = load_volume(scene, case_files["T2"], "a labelmap", labelmap=True)
+    before = scene_state(scene)
+    cases = {
+        "nothing": ({}, {}, NoInputError),
+        "all empty": ({"T1": None, "T1ce": None, "T2": None, "FLAIR": None}, {}, NoInputError),
+        "same node twice": ({"T1": volumes["T1"], "T2": volumes["T1"]}, {}, DuplicateVolumeError),
+        "labelmap": ({"T1ce": volumes["T1ce"], "FLAIR": labelmap}, {}, LabelmapInputError),
+        "unknown modality": ({"DWI": volumes["T1"]}, {}, SelectionError),
+        "reference not given": ({"T1": volumes["T1"]}, {"reference": "FLAIR"}, SelectionError),
+    }
+    selection, kwargs, error = cases[what]
+    with pytest.raises(error) as info:
+        logic.segment(selection, device="cpu", **kwargs)
+    assert isinstance(info.value, ValueError) and str(info.value)
+    assert scene_state(scene) == before
+
+
+def test_cancel_leaves_the_scene_untouched(logic, scene, volumes):
+    before = scene_state(scene)
+    job = logic.startSegment({"T1ce": volumes["T1ce"], "T2": volumes["T2"]}, device="cpu")
+    while not job.done and job.message == "queued":
+        logic.pollJob(job)
+        time.sleep(0.01)
+    logic.cancelJob(job)
+    while not job.done:
+        logic.pollJob(job)
+        time.sleep(0.01)
+    assert job.failed and job.reply["error"] == "Cancelled"
+    assert job.segmentation is None and scene_state(scene) == before
+    assert not Path(job.temp_dir).exists()
+    with pytest.raises(SegmentationCancelled):
+        logic.segment({"T1": volumes["T1"]}, device="cpu", timeout=0.0)
+    assert scene_state(scene) == before
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="POSIX signals")
+def test_worker_killed_mid_run_fails_clearly_and_the_next_run_works(logic, scene, volumes):
+    before = scene_state(scene)
+    job = logic.startSegment({"T1ce": volumes["T1ce"]}, device="cpu", show3D=False)
+    while not job.done and job.message == "queued":
+        logic.pollJob(job)
+        time.sleep(0.01)
+    old_pid = logic.worker.pid
+    os.kill(old_pid, signal.SIGKILL)
+    while not job.done:
+        logic.pollJob(job)
+        time.sleep(0.01)
+    assert job.failed and job.reply["error"] == "WorkerDied" and "SIGKILL" in job.reply["message"]
+    assert scene_state(scene) == before
+    error = logic._failure(job.reply)  # what segment() raises for it
+    assert isinstance(error, SegmentationFailed) and error.kind == "WorkerDied" and "stopped unexpectedly" in str(error)
+    seg = logic.segment({"T1ce": volumes["T1ce"]}, device="cpu", show3D=False)  # starts a new worker
+    assert seg.GetSegmentation().GetNumberOfSegments() == 3 and logic.worker.pid != old_pid
+
+
+def test_batch_writes_seg_nrrd_and_nifti(logic, tmp_path):
+    import slicerio
+    from lckd.datasets import write_case
+    from lckd.phantom import make_phantom
+
+    in_dir, out_dir = tmp_path / "in", tmp_path / "out"
+    for i, layout in enumerate(("brats2018", "brats2023")):
+        images, label = make_phantom(10 + i, shape=(48, 64, 64)).to_sitk()
+        write_case(in_dir, f"case{i}", {m: images[m] for m in ("T1ce", "FLAIR")}, label, layout=layout)
+    before = scene_state(logic.scene)
+    summary = logic.batch(in_dir, out_dir, device="cpu", writeNifti=True)
+    assert summary["succeeded"] == 2 and summary["failed"] == 0
+    assert (out_dir / "lckd-batch-summary.json").is_file()
+    for record in summary["cases"]:
+        seg = slicerio.read_segmentation(record["segmentation"])
+        assert [s["name"] for s in seg["segments"]] == [s.name for s in SEGMENTS]
+        labels = sitk.GetArrayFromImage(sitk.ReadImage(record["labelmap"]))
+        assert set(np.unique(labels)) <= {0, 1, 2, 4}
+        assert set(record["modalities"]) == {"T1ce", "FLAIR"}
+    assert scene_state(logic.scene) == before  # batch leaves the scene alone
+    only = logic.batch(in_dir, tmp_path / "out2", device="cpu", modalities=["FLAIR"])
+    assert all(r["modalities"] == ["FLAIR"] for r in only["cases"])
+
+
+def test_write_volume_keeps_world_geometry(scene, case_files, tmp_path):
+    node = load_volume(scene, case_files["T1"], "t1")
+    original = sitk.ReadImage(str(case_files["T1"]))
+    out = volumeio.write_volume(node, tmp_path / "t1.nrrd")
+    back = sitk.ReadImage(str(out))
+    assert np.array_equal(sitk.GetArrayFromImage(back), sitk.GetArrayFromImage(original))
+    np.testing.assert_allclose(back.GetDirection(), original.GetDirection(), atol=1e-5)
+    np.testing.assert_allclose(back.GetOrigin(), original.GetOrigin(), atol=1e-4)
+    np.testing.assert_allclose(back.GetSpacing(), original.GetSpacing(), atol=1e-6)
+    # under a linear transform, the file holds where the volume is shown (RAS +10 in R = LPS -10 in x)
+    transform = scene.AddNewNodeByClass("vtkMRMLLinearTransformNode")
+    matrix = vtk.vtkMatrix4x4()
+    matrix.SetElement(0, 3, 10.0)
+    transform.SetMatrixTransformToParent(matrix)
+    node.SetAndObserveTransformNodeID(transform.GetID())
+    moved = sitk.ReadImage(str(volumeio.write_volume(node, tmp_path / "moved.nrrd")))
+    np.testing.assert_allclose(np.subtract(moved.GetOrigin(), original.GetOrigin()), (-10.0, 0, 0), atol=1e-4)
+
+
+def test_logic_needs_a_scene_outside_slicer():
+    if getattr(slicer, "mrmlScene", None) is not None:
+        pytest.skip("running inside the Slicer application")
+    with pytest.raises(RuntimeError, match="SegmentationLogic\\(scene\\)"):
+        SegmentationLogic().scene

@@ -1,0 +1,176 @@
+"""Extension packaging: CMake lists, catalog entry, Qt Designer file, icon, requirements.
+
+Slicer cannot be built here, so these tests read the files the build uses and check them
+against what the module imports and loads.
+"""
+from __future__ import annotations
+
+import ast
+import json
+import re
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+MODULE = ROOT / "LCKDSegmentation"
+MODULE_PY = MODULE / "LCKDSegmentation.py"
+UI_FILE = MODULE / "Resources" / "UI" / "LCKDSegmentation.ui"
+CATALOG = ROOT / "LCKDSegmentation.json"
+SCHEMA = ROOT.parent / "shared" / "schemas" / "slicer-extension-catalog-entry-schema-v1.0.2.json"
+GLUE = [MODULE_PY] + sorted((MODULE / "LCKDSegmentationLib").glob("*.py"))
+
+
+def cmake_sets(path: Path) -> dict[str, list[str]]:
+    """`set(NAME a b c)` blocks of a CMakeLists.txt, with ${MODULE_NAME} expanded."""
+    text = re.sub(r"#[^\n]*", "", path.read_text())
+    sets = {}
+    for name, body in re.findall(r"\bset\(\s*(\w+)\s+(.*?)\)", text, flags=re.S):
+        sets[name] = re.findall(r'"[^"]*"|[^\s"]+', body)
+    module_name = sets.get("MODULE_NAME", [""])[0]
+    return {k: [v.replace("${MODULE_NAME}", module_name).strip('"') for v in vals] for k, vals in sets.items()}
+
+
+@pytest.fixture(scope="module")
+def module_cmake():
+    return cmake_sets(MODULE / "CMakeLists.txt")
+
+
+@pytest.fixture(scope="module")
+def extension_cmake():
+    return cmake_sets(ROOT / "CMakeLists.txt")
+
+
+def _files(folder: Path, pattern: str = "*") -> set[str]:
+    return {p.relative_to(MODULE).as_posix() for p in folder.rglob(pattern)
+            if p.is_file() and "__pycache__" not in p.parts}
+
+
+def test_every_python_file_is_listed(module_cmake):
+    listed = set(module_cmake["MODULE_PYTHON_SCRIPTS"])
+    on_disk = _files(MODULE, "*.py")
+    assert not on_disk - listed, f"add to MODULE_PYTHON_SCRIPTS in LCKDSegmentation/CMakeLists.txt: {sorted(on_disk - listed)}"
+    assert not listed - on_disk, f"listed but missing: {sorted(listed - on_disk)}"
+
+
+def test_every_resource_is_listed(module_cmake):
+    listed = set(module_cmake["MODULE_PYTHON_RESOURCES"])
+    on_disk = _files(MODULE / "Resources") | {"requirements.txt"}
+    assert on_disk == listed, f"missing: {sorted(on_disk - listed)}, stale: {sorted(listed - on_disk)}"
+    bundled = set(module_cmake["LCKD_BUNDLED_RESOURCES"])
+    runtime = {p.relative_to(ROOT / "Resources").as_posix()
+               for folder in ("models", "SampleData") for p in (ROOT / "Resources" / folder).rglob("*") if p.is_file()}
+    assert runtime == bundled, (f"LCKD_BUNDLED_RESOURCES must list the run-time files of Resources/: "
+                                f"missing {sorted(runtime - bundled)}, stale {sorted(bundled - runtime)}")
+
+
+def _imported_modules(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(), filename=str(path))
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:  # relative import inside LCKDSegmentationLib
+                base = "LCKDSegmentationLib" + (f".{node.module}" if node.module else "")
+                names.add(base)
+                names.update(f"LCKDSegmentationLib.{a.name}" for a in node.names if not node.module)
+            elif node.module:
+                names.add(node.module)
+                names.update(f"{node.module}.{a.name}" for a in node.names)
+    return names
+
+
+def test_everything_the_module_imports_or_loads_is_listed(module_cmake):
+    scripts = set(module_cmake["MODULE_PYTHON_SCRIPTS"])
+    resources = set(module_cmake["MODULE_PYTHON_RESOURCES"])
+    for path in GLUE:
+        for name in _imported_modules(path):
+            if name.split(".")[0] not in ("lckd", "LCKDSegmentationLib"):
+                continue
+            parts = name.split(".")
+            candidates = {"/".join(parts) + ".py", "/".join(parts) + "/__init__.py"}
+            if (MODULE / ("/".join(parts) + ".py")).exists() or (MODULE / "/".join(parts)).is_dir():
+                assert candidates & scripts, f"{path.name} imports {name}, not listed in CMakeLists"
+        for loaded in re.findall(r"resourcePath\(\s*[\"']([^\"']+)", path.read_text()):
+            assert f"Resources/{loaded}" in resources, f"{path.name} loads {loaded}, not listed"
+    assert "Resources/Icons/LCKDSegmentation.png" in resources  # sampledata thumbnail, module icon
+
+
+def test_extension_metadata_and_catalog_entry(extension_cmake):
+    jsonschema = pytest.importorskip("jsonschema")
+    for key in ("EXTENSION_HOMEPAGE", "EXTENSION_CATEGORY", "EXTENSION_CONTRIBUTORS", "EXTENSION_DESCRIPTION",
+                "EXTENSION_ICONURL", "EXTENSION_SCREENSHOTURLS", "EXTENSION_DEPENDS"):
+        assert extension_cmake.get(key) and all(extension_cmake[key]), key
+    assert extension_cmake["EXTENSION_CATEGORY"] == ["Segmentation"]
+    assert re.search(r"add_subdirectory\(\s*LCKDSegmentation\s*\)", (ROOT / "CMakeLists.txt").read_text())
+    icon_path = extension_cmake["EXTENSION_ICONURL"][0].split("/main/", 1)[1]
+    assert (ROOT / icon_path).is_file(), "EXTENSION_ICONURL must point at a file of this repository"
+
+    entry = json.loads(CATALOG.read_text())
+    if SCHEMA.is_file():
+        jsonschema.Draft7Validator(json.loads(SCHEMA.read_text())).validate(entry)
+    assert entry["category"] == "Segmentation"
+    assert entry["build_dependencies"] == extension_cmake["EXTENSION_DEPENDS"]
+    assert entry["scm_url"].removesuffix(".git") == extension_cmake["EXTENSION_HOMEPAGE"][0]
+
+
+def test_ui_parses_and_has_every_widget_the_code_uses():
+    root = ET.parse(UI_FILE).getroot()
+    widgets = {w.get("name") for w in root.iter("widget")}
+    source = MODULE_PY.read_text()
+    used = set(re.findall(r"self\.ui\.(\w+)", source))
+    # widget names reached through the module's name tables (getattr(self.ui, name))
+    for node in ast.parse(source).body:
+        if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id in ("SELECTORS", "CHECKBOXES", "COMBOBOXES")
+                                                for t in node.targets):
+            used.update(ast.literal_eval(node.value).values())
+    used.add("outputSegmentationSelector")
+    assert used - {"setMRMLScene"}, "found no widget lookups: the test's parser is out of date"
+    missing = used - widgets
+    assert not missing, f"LCKDSegmentation.ui lacks widgets the code uses: {sorted(missing)}"
+    receivers = {c.findtext("receiver") for c in root.iter("connection")}
+    mrml = {w.get("name") for w in root.iter("widget") if w.get("class", "").startswith("qMRML") and w.get("class") != "qMRMLWidget"}
+    assert mrml <= receivers, f"MRML widgets without a scene connection: {sorted(mrml - receivers)}"
+
+
+def test_icon_is_a_128_pixel_png():
+    from PIL import Image
+
+    with Image.open(MODULE / "Resources" / "Icons" / "LCKDSegmentation.png") as img:
+        assert img.format == "PNG" and img.size == (128, 128)
+
+
+def test_requirements_use_compatible_release_pins():
+    sys.path.insert(0, str(MODULE))
+    from LCKDSegmentationLib import dependencies
+
+    reqs = dependencies.read_requirements()
+    names = {dependencies.distribution_name(r).lower() for r in reqs}
+    assert {"monai", "safetensors", "simpleitk"} <= names
+    assert all("~=" in r and "==" not in r for r in reqs), reqs
+    assert dependencies.REQUIREMENTS_FILE == MODULE / "requirements.txt"
+    assert dependencies.missing_packages(reqs) == []  # this environment has them all
+    assert dependencies.missing_packages(["no-such-package-lckd~=1.0"]) == ["no-such-package-lckd~=1.0"]
+    assert dependencies.missing_packages(["monai~=99.0"]) == ["monai~=99.0"]  # too old counts as missing
+
+
+def test_slicer_glue_never_imports_torch():
+    code = ("import sys; sys.path.insert(0, sys.argv[1]); "
+            "import LCKDSegmentationLib.logic, LCKDSegmentationLib.dependencies, LCKDSegmentationLib.sampledata; "
+            "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'monai', 'qt', 'ctk')); "
+            "print(bad); sys.exit(1 if bad else 0)")
+    run = subprocess.run([sys.executable, "-c", code, str(MODULE)], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stdout + run.stderr
+    for path in GLUE:
+        imports = {n.split(".")[0] for n in _imported_modules(path)}
+        assert "torch" not in imports, f"{path.name} imports torch"
+
+
+def test_python_39_syntax():
+    for path in GLUE + [MODULE / "lckd" / "worker.py"]:
+        ast.parse(path.read_text(), filename=str(path), feature_version=(3, 9))
+        assert "from __future__ import annotations" in path.read_text() or path.name == "__init__.py", path

@@ -1,0 +1,89 @@
+"""LCKD loss and teacher election: values, the detached teacher, mixed subsets, hand-made tables."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from lckd.modalities import MODALITIES
+from lckd.training.data import subset_choices
+from lckd.training.election import elect
+from lckd.training.losses import distillation_loss, lckd_loss, segmentation_loss, soft_dice_loss
+
+
+def _target(seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return (torch.rand(2, 3, 8, 8, 8, generator=g) > 0.7).float()
+
+
+def test_segmentation_loss_is_small_for_a_perfect_and_large_for_a_wrong_prediction():
+    y = _target()
+    perfect = (y * 2 - 1) * 20.0
+    assert segmentation_loss(perfect, y).item() < 0.01
+    assert segmentation_loss(-perfect, y).item() > 1.9          # Dice ~1 plus a large BCE
+    neutral = segmentation_loss(torch.zeros_like(y), y).item()  # p = 0.5 everywhere
+    assert math.isclose(neutral, soft_dice_loss(torch.zeros_like(y), y).item() + math.log(2), rel_tol=1e-5)
+
+
+def test_dice_of_an_empty_region_predicted_empty_is_perfect():
+    y = torch.zeros(1, 3, 4, 4, 4)
+    assert soft_dice_loss(torch.full_like(y, -30.0), y).item() < 1e-6
+
+
+def _features(seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(2, 4, 5, 2, 2, 2, generator=g).requires_grad_(True)
+
+
+def test_kd_weight_zero_gives_the_segmentation_loss_alone():
+    y, f = _target(), _features()
+    present = torch.ones(2, 4, dtype=torch.bool)
+    total, seg, kd = lckd_loss(torch.zeros_like(y), y, f, present, [1], kd_weight=0.0)
+    assert kd.item() == 0.0 and total.item() == seg.item()
+    total, seg, kd = lckd_loss(torch.zeros_like(y), y, f, present, [1], kd_weight=0.1)
+    assert kd.item() > 0 and math.isclose(total.item(), seg.item() + 0.1 * kd.item(), rel_tol=1e-6)
+
+
+def test_distillation_gradient_reaches_students_only():
+    f = _features()
+    present = torch.tensor([[True, True, False, True], [True, True, True, True]])
+    distillation_loss(f, present, teachers=[1]).backward()
+    g = f.grad
+    assert g[:, 1].abs().sum() == 0                # the teacher (T1ce) is detached
+    assert g[0, 2].abs().sum() == 0                # absent in sample 0: no term
+    for b, s in ((0, 0), (0, 3), (1, 0), (1, 2), (1, 3)):
+        assert g[b, s].abs().sum() > 0
+
+
+def test_distillation_is_per_sample_and_needs_a_present_teacher():
+    f = _features()
+    # sample 0 lacks the teacher, sample 1 has only the teacher: no pair anywhere
+    present = torch.tensor([[True, False, True, False], [False, True, False, False]])
+    assert distillation_loss(f, present, teachers=[1]).item() == 0.0
+    # two teachers present together distil into each other (each detached in its own role)
+    present = torch.tensor([[False, True, False, True], [False, False, False, True]])
+    loss = distillation_loss(f, present, teachers=[1, 3])
+    expected = ((f[0, 3] - f[0, 1]).abs().mean() + (f[0, 1] - f[0, 3]).abs().mean()) / 2
+    assert torch.allclose(loss, expected)
+
+
+def test_election_picks_the_best_modality_per_region_and_unites_them():
+    table = {"T1": {"ET": 0.10, "TC": 0.30, "WT": 0.50},
+             "T1ce": {"ET": 0.70, "TC": 0.65, "WT": 0.55},
+             "T2": {"ET": 0.05, "TC": 0.30, "WT": 0.70},
+             "FLAIR": {"ET": 0.08, "TC": 0.35, "WT": 0.80}}
+    assert elect(table, MODALITIES) == ["T1ce", "FLAIR"]
+    table["T2"]["TC"] = 0.9
+    assert elect(table, MODALITIES) == ["T1ce", "T2", "FLAIR"]
+    single = {m: {"ET": 0.5, "TC": 0.5, "WT": 0.5} for m in MODALITIES}
+    assert elect(single, MODALITIES) == ["T1"]    # ties go to the first in the model's order
+
+
+def test_missing_phase_draws_one_to_three_of_four():
+    full = np.ones(4, dtype=bool)
+    choices = subset_choices(full, full=False)
+    assert len(choices) == 14 and all(1 <= c.sum() <= 3 for c in choices)
+    assert [c.sum() for c in subset_choices(full, full=True)] == [4]
+    only_two = np.array([True, False, False, True])
+    assert sorted(int(c.sum()) for c in subset_choices(only_two, full=False)) == [1, 1]
