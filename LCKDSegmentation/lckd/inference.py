@@ -111,8 +111,8 @@ class Segmenter:
         out, notes = {}, []
         if register and len(images) > 1:
             from .registration import register_inputs
-            progress(0.05, "co-registering inputs")
-            out, _ = register_inputs(images, reference)
+            out, _ = register_inputs(images, reference, warnings=notes,
+                                     progress=lambda f, m: progress(0.1 * f, m))
             return out, notes
         for mod, img in images.items():
             out[mod] = img if geometry.same_grid(img, ref) else geometry.resample_onto(img, ref)

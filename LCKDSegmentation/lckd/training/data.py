@@ -27,6 +27,7 @@ from ..errors import InputError
 from ..imageio import read_image
 from ..labels import labels_to_regions
 from ..preprocess import prepare_case
+from .augment import augment_intensities
 from .presets import TrainConfig
 
 
@@ -175,5 +176,7 @@ class PatchSampler:
                 x, y = x.flip(dims), y.flip(dims)
         choices = subset_choices(case.present, full)
         present = choices[int(rng.integers(len(choices)))]
+        if cfg.intensity_augment:
+            x = augment_intensities(x, present, rng)
         x = x * torch.from_numpy(present.astype(np.float32)).view(-1, 1, 1, 1)  # absent scans are zeros
         return x.contiguous(), y.contiguous(), present

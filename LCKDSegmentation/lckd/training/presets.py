@@ -27,6 +27,7 @@ class TrainConfig:
     centred_fraction: float = 0.5         # share of tumour-centred crops
     scale_range: tuple = (0.9, 1.1)
     flip: bool = True
+    intensity_augment: bool = True        # per-modality contrast, gamma, bias, blur, noise (training/augment.py)
     final_eval_cases: int = 0             # validation cases for the card's 15-subset table (0 = all)
     checkpoint_every: int = 500
     seed: int = 0

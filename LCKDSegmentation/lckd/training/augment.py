@@ -1,0 +1,83 @@
+"""Per-sample intensity augmentation of normalised training patches.
+
+The cached cases are already z-scored (as inference sees them), so augmentations that model
+acquisition differences are applied to the normalised values and, where they change an
+image's distribution the way a different scanner would (bias field, gamma), followed by a
+fresh z-score over the patch's brain voxels, as inference would do. Each modality gets its
+own draws: real protocols differ per sequence. Background (0 outside the brain) stays 0.
+
+Everything is drawn from the sampler's per-step generator, so augmentation keeps the
+"batches are a function of (seed, rank, step)" promise that makes resume exact.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+# probability of each transform per modality, and its range
+P_CONTRAST, CONTRAST, SHIFT = 0.8, (0.75, 1.25), (-0.25, 0.25)
+P_GAMMA, GAMMA = 0.3, (0.7, 1.5)
+P_BIAS, BIAS_STD = 0.3, (0.1, 0.35)
+P_NOISE, NOISE = 0.3, (0.0, 0.15)
+P_BLUR, BLUR = 0.2, (0.5, 1.0)
+
+
+def _restandardise(v: torch.Tensor, brain: torch.Tensor) -> torch.Tensor:
+    vals = v[brain]
+    if vals.numel() < 2:
+        return v
+    return (v - vals.mean()) / vals.std().clamp_min(1e-6)
+
+
+def _gaussian_blur(v: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Separable 3D Gaussian blur of a (D, H, W) tensor (replicate padding)."""
+    r = max(1, int(round(2.5 * sigma)))
+    k = torch.exp(-0.5 * (torch.arange(-r, r + 1, dtype=v.dtype) / sigma) ** 2)
+    k = k / k.sum()
+    out = v[None, None]
+    for axis in range(3):
+        shape = [1, 1, 1, 1, 1]
+        shape[2 + axis] = k.numel()
+        pad = [0, 0, 0, 0, 0, 0]
+        pad[2 * (2 - axis)] = pad[2 * (2 - axis) + 1] = r
+        out = F.conv3d(F.pad(out, pad, mode="replicate"), k.view(shape))
+    return out[0, 0]
+
+
+def _smooth_field(shape: tuple, gen: torch.Generator) -> torch.Tensor:
+    """Zero-mean, unit-std smooth random field (a 4^3 lattice, trilinearly upsampled)."""
+    coarse = torch.randn((1, 1, 4, 4, 4), generator=gen)
+    field = F.interpolate(coarse, size=shape, mode="trilinear", align_corners=True)[0, 0]
+    return (field - field.mean()) / field.std().clamp_min(1e-6)
+
+
+def augment_intensities(x: torch.Tensor, present: np.ndarray, rng: np.random.Generator) -> torch.Tensor:
+    """Augment the present channels of a (M, D, H, W) normalised patch; returns a new tensor."""
+    gen = torch.Generator().manual_seed(int(rng.integers(2 ** 62)))
+    out = x.clone()
+    for c in np.flatnonzero(present):
+        v = out[c]
+        brain = v != 0
+        if not bool(brain.any()):
+            continue
+        restandardise = False
+        if rng.random() < P_BIAS:
+            lo = v[brain].min()
+            v = lo + (v - lo) * torch.exp(float(rng.uniform(*BIAS_STD)) * _smooth_field(v.shape, gen))
+            restandardise = True
+        if rng.random() < P_GAMMA:
+            lo, hi = v[brain].min(), v[brain].max()
+            span = (hi - lo).clamp_min(1e-6)
+            v = lo + span * ((v - lo) / span).clamp(0, 1) ** float(rng.uniform(*GAMMA))
+            restandardise = True
+        if rng.random() < P_BLUR:
+            v = _gaussian_blur(v, float(rng.uniform(*BLUR)))
+        if restandardise:
+            v = _restandardise(v, brain)
+        if rng.random() < P_CONTRAST:
+            v = v * float(rng.uniform(*CONTRAST)) + float(rng.uniform(*SHIFT))
+        if rng.random() < P_NOISE:
+            v = v + float(rng.uniform(*NOISE)) * torch.randn(v.shape, generator=gen)
+        out[c] = torch.where(brain, v, torch.zeros((), dtype=v.dtype))
+    return out
