@@ -67,8 +67,10 @@ PAPER = NetConfig(name="paper")
 
 # The CPU default. Most of the paper model's cost is at full and half resolution; `lite`
 # starts with a stride-2 stem and finishes with a trilinear x2 upsampling of the logits (as
-# the paper model does in-plane), and keeps few channels per level. Measured on 2 cores:
-# about 25x cheaper per voxel than `paper` (Testing/benchmarks/benchmark_speed.py).
+# the paper model does in-plane), and keeps few channels per level. Its last stage keeps
+# stride 1, so the bottleneck is at 1/16 like the paper's (4^3 voxels for a 64^3 training
+# patch): at 1/32 a 64^3 patch leaves 2^3 bottleneck voxels, instance norm makes every
+# modality's feature nearly the same there, and distillation has nothing to act on.
 LITE = NetConfig(
     name="lite",
     stem_channels=16,
@@ -78,7 +80,7 @@ LITE = NetConfig(
     block="basic",
     stage_blocks=(1, 1, 1, 1),
     stage_widths=(24, 32, 48, 64),
-    stage_strides=(2, 2, 2, 2),
+    stage_strides=(2, 2, 2, 1),
     feature_channels=48,
     aspp_dilations=(1, 2, 3),
     decoder_widths=(48, 32, 24, 16),

@@ -7,7 +7,7 @@ import numpy as np
 import torch
 
 from lckd.modalities import MODALITIES
-from lckd.training.data import subset_choices
+from lckd.training.data import draw_subset, subset_choices
 from lckd.training.election import elect
 from lckd.training.losses import distillation_loss, lckd_loss, segmentation_loss, soft_dice_loss
 
@@ -87,3 +87,13 @@ def test_missing_phase_draws_one_to_three_of_four():
     assert [c.sum() for c in subset_choices(full, full=True)] == [4]
     only_two = np.array([True, False, False, True])
     assert sorted(int(c.sum()) for c in subset_choices(only_two, full=False)) == [1, 1]
+
+
+def test_the_number_of_kept_scans_is_uniform_then_the_scans():
+    choices = subset_choices(np.ones(4, dtype=bool), full=False)
+    rng = np.random.default_rng(0)
+    draws = [draw_subset(choices, rng) for _ in range(6000)]
+    counts = np.bincount([int(d.sum()) for d in draws], minlength=4)[1:]
+    assert np.all(np.abs(counts / len(draws) - 1 / 3) < 0.03), counts
+    singles = np.bincount([int(np.flatnonzero(d)[0]) for d in draws if d.sum() == 1], minlength=4)
+    assert np.all(np.abs(singles / len(draws) - 1 / 12) < 0.02), singles

@@ -107,6 +107,19 @@ def subset_choices(available: np.ndarray, full: bool) -> list[np.ndarray]:
     return out
 
 
+def draw_subset(choices: Sequence[np.ndarray], rng: np.random.Generator) -> np.ndarray:
+    """One presence mask: first how many scans to keep (uniform), then which ones.
+
+    Drawing the count first gives each single scan 1/12 of the missing-modality samples
+    (1/14 if all 14 subsets were equally likely): single scans are the hardest inputs and
+    a third of the 15 subsets a model is judged on.
+    """
+    counts = sorted({int(c.sum()) for c in choices})
+    k = counts[int(rng.integers(len(counts)))]
+    pool = [c for c in choices if int(c.sum()) == k]
+    return pool[int(rng.integers(len(pool)))]
+
+
 def _crop(array: np.ndarray, start: Sequence[int], size: Sequence[int]) -> np.ndarray:
     """array[..., start:start+size] along the last 3 axes, zero-padded where it leaves the array."""
     lead = array.shape[:-3]
@@ -174,8 +187,7 @@ class PatchSampler:
             dims = [d + 1 for d in range(3) if rng.random() < 0.5]
             if dims:
                 x, y = x.flip(dims), y.flip(dims)
-        choices = subset_choices(case.present, full)
-        present = choices[int(rng.integers(len(choices)))]
+        present = draw_subset(subset_choices(case.present, full), rng)
         if cfg.intensity_augment:
             x = augment_intensities(x, present, rng)
         x = x * torch.from_numpy(present.astype(np.float32)).view(-1, 1, 1, 1)  # absent scans are zeros

@@ -4,6 +4,11 @@ Each single modality is run through `Segmenter.predict` (the inference sliding w
 a one-hot presence mask; Dice per region is averaged over the cases; for each region the
 best modality is elected (ties go to the earlier modality in the model's order) and the
 teacher set is the union (1 to 3 modalities).
+
+Each region is scored on its own sigmoid output (thresholded at 0.5), as the authors'
+election does, not through the nested labels of inference: the question is which scan
+shows a region best, and nesting would let a modality's weak whole-tumour output (T1ce's,
+early in training) veto the enhancing tumour it sees well.
 """
 from __future__ import annotations
 
@@ -11,7 +16,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ..evaluate import predicted_regions, region_metrics
+from ..evaluate import region_metrics
 from ..labels import REGIONS
 from .data import LoadedCase
 
@@ -44,7 +49,7 @@ def single_modality_table(segmenter, cases: Sequence[LoadedCase]) -> dict[str, d
             present = np.zeros(len(order), dtype=bool)
             present[i] = True
             probs = segmenter.predict(case.x.astype(np.float32, copy=False), present)
-            scores.append(region_metrics(predicted_regions(probs), case.regions, hd95=False))
+            scores.append(region_metrics(probs > 0.5, case.regions, hd95=False))
         table[mod] = {r: float(np.mean([s[r] for s in scores])) if scores else 0.0 for r in REGIONS}
     return table
 

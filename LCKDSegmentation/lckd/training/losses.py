@@ -26,12 +26,14 @@ def segmentation_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tenso
 
 
 def distillation_loss(features: torch.Tensor, present: torch.Tensor, teachers: Sequence[int]) -> torch.Tensor:
-    """Mean L1 between each present teacher's detached bottleneck and every other present modality's.
+    """L1 between each present teacher's detached bottleneck and every other present modality's.
 
     features: (B, M, C, d, h, w) (zeros where absent); present: (B, M) bool; teachers:
     modality indices. Pairs are formed within a sample only (a batch may mix subsets); the
-    teacher side is detached, so the gradient reaches the students alone. Returns 0 (with
-    a graph) when no sample has a teacher and another modality present.
+    teacher side is detached, so the gradient reaches the students alone. As in the
+    authors' code, the pair terms (each a mean absolute difference) are summed, so a sample
+    with more students gets more distillation; the sum is averaged over the batch. Returns
+    0 (with a graph) when no sample has a teacher and another modality present.
     """
     terms = []
     for b in range(features.shape[0]):
@@ -45,7 +47,7 @@ def distillation_loss(features: torch.Tensor, present: torch.Tensor, teachers: S
                     terms.append((features[b, s] - target).abs().mean())
     if not terms:
         return features.sum() * 0.0
-    return torch.stack(terms).mean()
+    return torch.stack(terms).sum() / features.shape[0]
 
 
 def lckd_loss(logits: torch.Tensor, target: torch.Tensor, features: torch.Tensor, present: torch.Tensor,
