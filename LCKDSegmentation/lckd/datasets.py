@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import csv
 import io
-import os
 import re
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, Mapping, Sequence
@@ -24,6 +22,7 @@ from typing import TYPE_CHECKING, Iterable, Mapping, Sequence
 import numpy as np
 
 from .errors import InputError, OutputError
+from .imageio import atomic_path, write_image
 from .modalities import MODALITIES, canonical
 
 if TYPE_CHECKING:
@@ -215,31 +214,13 @@ def write_case(
     except OSError as exc:
         raise OutputError(f"cannot create case folder {folder}: {exc.strerror or exc}") from None
     for name, img in zip(names, images.values()):
-        _write_atomic(img, folder / name)
+        write_image(img, folder / name, what=f"case {case_id} image")
     if label is not None:
         arr = _from_2018(sitk.GetArrayFromImage(label), layout, case_id)
         out = sitk.GetImageFromArray(arr)
         out.CopyInformation(label)
-        _write_atomic(out, folder / case_file_name(case_id, "seg", layout))
+        write_image(out, folder / case_file_name(case_id, "seg", layout), what=f"case {case_id} label")
     return folder
-
-
-def _write_atomic(image: "sitk.Image", path: Path) -> None:
-    """Write via a temporary file in the same folder, then rename (atomic on one filesystem)."""
-    import SimpleITK as sitk
-
-    # SimpleITK picks the format from the extension, so the temp name keeps '.nii.gz'.
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix="-" + path.name, dir=path.parent)
-    os.close(fd)
-    try:
-        sitk.WriteImage(image, tmp, True)
-        os.replace(tmp, path)
-    except (RuntimeError, OSError) as exc:
-        _remove_quietly(tmp)
-        raise OutputError(f"cannot write {path}: {_first_line(exc)}") from None
-    except BaseException:
-        _remove_quietly(tmp)
-        raise
 
 
 # --------------------------------------------------------------------------- splits
@@ -289,18 +270,8 @@ def write_split(csv_path: str | Path, splits: Mapping[str, Sequence[str]]) -> No
                 raise InputError(f"case '{case_id}' is in more than one split (writing {path})")
             seen.add(case_id)
             writer.writerow([case_id, split])
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix="-" + path.name, dir=path.parent)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-                f.write(buf.getvalue())
-            os.replace(tmp, path)
-        except BaseException:
-            _remove_quietly(tmp)
-            raise
-    except OSError as exc:
-        raise OutputError(f"cannot write split file {path}: {exc.strerror or exc}") from None
+    with atomic_path(path, what="split file") as tmp:
+        Path(tmp).write_text(buf.getvalue(), encoding="utf-8")
 
 
 def make_split(case_ids: Iterable[str], fractions: Sequence[float] = (0.7, 0.15, 0.15),
@@ -371,9 +342,3 @@ def _first_line(exc: BaseException) -> str:
     # SimpleITK messages start with a source location; the last line says what happened.
     return (lines[-1] if lines else type(exc).__name__)[:300]
 
-
-def _remove_quietly(path: str | Path) -> None:
-    try:
-        os.remove(path)
-    except OSError:
-        pass

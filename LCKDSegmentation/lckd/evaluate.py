@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from .labels import REGIONS, labels_to_regions, regions_to_labels
-from .modalities import MODALITIES, all_subsets, subset_key
+from .modalities import all_subsets, subset_key
 
 HD95_PENALTY = 373.13
 EMPTY_RULE = ("both empty: Dice 1, HD95 0; one empty: Dice 0, HD95 "

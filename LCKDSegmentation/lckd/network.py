@@ -12,7 +12,7 @@ about 43.7 M parameters) and ``lite`` (the CPU default).
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import NamedTuple, Sequence
 
 import torch

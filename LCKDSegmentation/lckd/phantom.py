@@ -152,9 +152,16 @@ class PhantomCase:
     seed: int = 0
     info: dict = field(default_factory=dict)   # generation parameters (for debugging)
 
-    def to_sitk(self) -> tuple[dict[str, "sitk.Image"], "sitk.Image"]:
-        """The scans and the label map as SimpleITK images carrying the case geometry."""
+    def to_sitk(self, integer: bool = False) -> tuple[dict[str, "sitk.Image"], "sitk.Image"]:
+        """The scans and the label map as SimpleITK images carrying the case geometry.
+
+        ``integer`` rounds the scans to int16, the pixel type of BraTS files (a quarter of
+        the float32 file size, since noise does not compress).
+        """
         import SimpleITK as sitk
+
+        def scan(arr: np.ndarray) -> np.ndarray:
+            return np.clip(np.rint(arr), 0, np.iinfo(np.int16).max).astype(np.int16) if integer else arr
 
         def wrap(arr: np.ndarray) -> "sitk.Image":
             img = sitk.GetImageFromArray(arr)
@@ -163,7 +170,7 @@ class PhantomCase:
             img.SetDirection(self.direction)
             return img
 
-        return {m: wrap(a) for m, a in self.images.items()}, wrap(self.label)
+        return {m: wrap(scan(a)) for m, a in self.images.items()}, wrap(self.label)
 
 
 def make_phantom(
@@ -249,7 +256,7 @@ def write_phantom_dataset(
     paths = []
     for s in seeds:
         case = make_phantom(s, shape, spacing, randomize_appearance=randomize_appearance)
-        images, label = case.to_sitk()
+        images, label = case.to_sitk(integer=True)
         case_id = f"BraTS-PHANTOM-{s:05d}-000" if layout == "brats2023" else f"PHANTOM-{s:05d}"
         paths.append(write_case(out_dir, case_id, images, label, layout=layout))
     return paths
@@ -476,8 +483,11 @@ def _add_tumour(tissue: np.ndarray, brain: np.ndarray, qz: np.ndarray, qy: np.nd
     t_centre = centre + u * semi
     rim0 = rng.uniform(2.0, 4.0)
     has_necrosis = rng.uniform() > 0.15
-    necrosis_frac = rng.uniform(0.45, 1.0)
-    oedema_radius = radius0 * rng.uniform(1.2, 2.0) + rng.uniform(2.0, 8.0)
+    # Necrosis fills most of the core inside the rim (NCR is about a third of TC, as in
+    # BraTS glioblastomas), and the oedema reaches 1-6 mm plus up to 80 % of the core's
+    # radius beyond it (whole tumour ~100 mL median, as in BraTS).
+    necrosis_frac = rng.uniform(0.75, 1.0)
+    oedema_radius = radius0 * rng.uniform(1.1, 1.8) + rng.uniform(1.0, 6.0)
     oedema_centre = t_centre + rng.uniform(-0.3, 0.3, 3) * radius0
     radius = max(radius0, 3.0 * grid.voxel_q)
     rim = max(rim0, 1.3 * grid.voxel_q)

@@ -123,7 +123,7 @@ def main() -> None:
 
     base = rows[0]["seconds"]
     print(f"\nOne BraTS-size phantom (240x240x155), {args.threads} CPU threads, whole pipeline per run")
-    print(f"| network | modalities | parameters | end to end (s) | network (s) | time / default | peak RSS (MB) |")
+    print("| network | modalities | parameters | end to end (s) | network (s) | time / default | peak RSS (MB) |")
     print("|---|---|---:|---:|---:|---:|---:|")
     for r in rows:
         name = {"lite": "lite (default)", "paper": "paper (untrained)", "segresnet": "MONAI SegResNet"}[r["kind"]]

@@ -5,7 +5,6 @@ import json
 import shutil
 
 import numpy as np
-import pytest
 import SimpleITK as sitk
 
 from lckd.cli import main

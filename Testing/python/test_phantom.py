@@ -257,3 +257,16 @@ def test_default_phantom_statistics_match_the_real_case():
     # The same ordering of bright tails as in the real case: T2 (CSF) has the longest.
     tails = {m: np.mean([p[m]["rel"][2] for p in phantoms]) for m in MODALITIES}
     assert max(tails, key=tails.get) == max(MODALITIES, key=lambda m: r[m]["rel"][2]) == "T2"
+
+
+def test_tumour_volumes_are_brats_like():
+    """Region volumes over seeds sit where BraTS glioma cohorts do (median WT ~100 mL,
+    TC ~30 mL, ET ~20 mL, necrosis about a third of the core), not trivially large."""
+    vols = []
+    for seed in range(200, 224):
+        label = make_phantom(seed, (78, 120, 120), (2.0, 2.0, 2.0)).label
+        ml = {k: float((label == v).sum()) * 8 / 1000 for k, v in (("NCR", 1), ("ED", 2), ("ET", 4))}
+        vols.append((ml["ET"], ml["ET"] + ml["NCR"], ml["ET"] + ml["NCR"] + ml["ED"], ml["NCR"]))
+    et, tc, wt, ncr = np.median(np.array(vols), axis=0)
+    assert 60 < wt < 150 and 15 < tc < 60 and 8 < et < 35, (et, tc, wt)
+    assert 0.2 < np.median([v[3] / v[1] for v in vols]) < 0.5
