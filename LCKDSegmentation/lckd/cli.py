@@ -18,6 +18,7 @@ EPILOG = """examples:
   lckd segment --t1ce t1c.nrrd -o seg.seg.nrrd --labels brats2023
   lckd batch /data/BraTS2021 /out --device cuda
   lckd info
+  lckd split /data/BraTS2021 -o split.csv && lckd train /data/BraTS2021 --split split.csv --preset paper --out run
 """
 
 
@@ -105,6 +106,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--layout", default="brats2023", choices=["brats2018", "brats2023"])
     p.add_argument("--shape", default="155,240,240", help="z,y,x voxels (default BraTS 155,240,240)")
     p.set_defaults(func=cmd_phantom)
+
+    p = sub.add_parser("split", help="write a train/val/test split file for a data folder",
+                       description="Write a case_id,split CSV (train / val / test) for the cases under DATA_DIR, "
+                                   "for `lckd train --split` and `lckd evaluate --split`. Deterministic for a seed.")
+    p.add_argument("data_dir")
+    p.add_argument("-o", "--output", required=True, help="CSV file to write")
+    p.add_argument("--fractions", default="0.7,0.15,0.15", help="train,val,test fractions (default 0.7,0.15,0.15)")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_split)
 
     for name, module, adder in (("demo", "lckd.demo", "add_demo_parser"),
                                 ("train", "lckd.training.command", "add_train_parser"),
@@ -195,6 +205,20 @@ def cmd_info(args) -> int:
         print(f"{'subset':<22}{'ET':>7}{'TC':>7}{'WT':>7}")
         for key, row in table.items():
             print(f"{key:<22}" + "".join(f"{row.get(r, float('nan')):>7.3f}" for r in ("ET", "TC", "WT")))
+    return 0
+
+
+def cmd_split(args) -> int:
+    from .datasets import find_cases, make_split, write_split
+
+    try:
+        fractions = [float(f) for f in args.fractions.split(",")]
+    except ValueError:
+        raise LCKDError(f"--fractions must be three numbers like 0.7,0.15,0.15, got '{args.fractions}'") from None
+    cases = find_cases(args.data_dir)
+    splits = make_split([c.case_id for c in cases], fractions, seed=args.seed)
+    write_split(args.output, splits)
+    print(f"wrote {args.output}: " + ", ".join(f"{len(v)} {k}" for k, v in splits.items()))
     return 0
 
 

@@ -7,7 +7,7 @@ import SimpleITK as sitk
 
 from conftest import SMALL
 from lckd.cli import main
-from lckd.datasets import find_cases
+from lckd.datasets import find_cases, load_split
 from lckd.phantom import make_phantom
 
 
@@ -82,6 +82,13 @@ def test_phantom_command_writes_readable_cases(tmp_path, capsys):
     assert [c.case_id for c in cases] == ["PHANTOM-00005", "PHANTOM-00006"]
     assert all(len(c.images) == 4 and c.label is not None for c in cases)
     assert main(["phantom", str(tmp_path / "x"), "--shape", "4,4"]) == 1
+
+    # a split file for the folder, which `lckd train --split` reads back
+    assert main(["split", str(tmp_path / "ph"), "-o", str(tmp_path / "split.csv"), "--fractions", "0.5,0.5,0"]) == 0
+    splits = load_split(tmp_path / "split.csv")
+    assert sorted(splits["train"] + splits["val"]) == ["PHANTOM-00005", "PHANTOM-00006"]
+    assert len(splits["train"]) == 1 and not splits["test"]
+    assert main(["split", str(tmp_path / "ph"), "-o", str(tmp_path / "s2.csv"), "--fractions", "0.5,0.6,0"]) == 1
 
 
 def test_demo_writes_labelmap_png_and_dice(tmp_path, capsys):
