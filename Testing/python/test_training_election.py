@@ -1,10 +1,13 @@
 """End to end: a short LCKD run on phantoms elects T1ce for ET and TC and FLAIR for WT.
 
-Whole-brain phantoms at 1.5 mm (104 x 160 x 160 voxels, the BraTS field of view), trained
-on that grid with 48^3 patches for 3000 steps (300 with all four scans), elections at steps
-0, 1500 and 3000 on three validation cases: a few minutes on 2 CPU cores. Measured with
-these seeds: at step 3000, T1ce alone scores Dice ET 0.59 / TC 0.57 (next best 0.27 / 0.51)
-and FLAIR alone WT 0.85 (T2 0.82).
+Whole-brain phantoms at 1.5 mm (104 x 160 x 160 voxels, the BraTS field of view), 36 for
+training and 4 for the elections, trained on that grid with 48^3 patches for 3000 steps
+(600 with all four scans): several minutes on 2 CPU cores (3000 steps at about 11 per second). The number of training phantoms
+matters more than the number of steps: with 9 of them T1ce alone still trailed T2 for the
+tumour core after 5000 steps (TC 0.61 vs 0.67, two seeds), because the T1ce-only pathway
+sees too few tumours to generalise. With 48 (the ablation's setting) the step-3000 election
+gave T1ce ET 0.81 / TC 0.86 (next best 0.26 / 0.46) and FLAIR WT 0.82 (T2 0.75); this test's
+setting (36 + 4) passes, with T2 still sharing the step-1500 vote.
 """
 from __future__ import annotations
 
@@ -17,16 +20,17 @@ from lckd.training.trainer import RunOptions, Trainer
 
 SPACING = 1.5
 SHAPE = tuple(int(round(n / SPACING)) for n in (155, 240, 240))
+N_TRAIN, N_VAL = 36, 4
 
 
 @pytest.mark.slow
 def test_short_training_elects_t1ce_for_the_core_and_flair_for_the_whole_tumour(tmp_path):
-    ids = [p.name for p in write_phantom_dataset(tmp_path / "data", 12, seed=900, shape=SHAPE,
+    ids = [p.name for p in write_phantom_dataset(tmp_path / "data", N_TRAIN + N_VAL, seed=900, shape=SHAPE,
                                                  spacing=(SPACING,) * 3)]
-    write_split(tmp_path / "split.csv", {"train": ids[:9], "val": ids[9:]})
-    cfg = TrainConfig(patch=(48, 48, 48), batch=2, warmup_steps=300, missing_steps=2700, optimizer="adamw",
-                      lr=3e-3, election_every=1500, election_cases=0, checkpoint_every=10 ** 9, seed=1,
-                      spacing=(SPACING,) * 3)
+    write_split(tmp_path / "split.csv", {"train": ids[:N_TRAIN], "val": ids[N_TRAIN:]})
+    cfg = TrainConfig(patch=(48, 48, 48), batch=2, warmup_steps=600, missing_steps=2400, optimizer="adamw",
+                      lr=2e-3, weight_decay=1e-4, election_every=1500, election_cases=0, election_box=0,
+                      checkpoint_every=10 ** 9, seed=0, spacing=(SPACING,) * 3)
     opts = RunOptions(data=str(tmp_path / "data"), split=str(tmp_path / "split.csv"), out=str(tmp_path / "run"),
                       progress=False, final_eval=False, threads=2, log=lambda s: None)
     trainer = Trainer(cfg, opts)
