@@ -2,8 +2,8 @@
 
 Whole-brain phantoms at 1.5 mm (104 x 160 x 160 voxels, the BraTS field of view), 36 for
 training and 4 for the elections, trained on that grid with 48^3 patches for 3000 steps
-(600 with all four scans): several minutes on 2 CPU cores (3000 steps at about 11 per second). The number of training phantoms
-matters more than the number of steps: with 9 of them T1ce alone still trailed T2 for the
+(600 with all four scans; about 11 steps per second on 2 idle CPU cores). The number of
+training phantoms matters more than the number of steps: with 9 of them T1ce alone still trailed T2 for the
 tumour core after 5000 steps (TC 0.61 vs 0.67, two seeds), because the T1ce-only pathway
 sees too few tumours to generalise. With 48 (the ablation's setting) the step-3000 election
 gave T1ce ET 0.81 / TC 0.86 (next best 0.26 / 0.46) and FLAIR WT 0.82 (T2 0.75); this test's
