@@ -113,3 +113,21 @@ def test_paper_configuration_matches_the_authors_size():
 
 def test_lite_is_much_smaller_than_paper():
     assert count_parameters(build_network("lite")) < count_parameters(build_network("paper")) / 20
+
+
+@pytest.mark.parametrize("cin,cout,k,stride,pad,dil", [(16, 16, 3, 1, 1, 1), (16, 24, 3, 2, 1, 1),
+                                                       (16, 24, 1, 2, 0, 1), (8, 8, 3, 1, 2, 2)])
+def test_inference_convolution_matches_pytorch(cin, cout, k, stride, pad, dil):
+    """The oneDNN shortcut used for CPU inference computes what F.conv3d computes."""
+    import torch.nn.functional as F
+
+    from lckd.network import conv3d
+
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(1, cin, 17, 18, 19, generator=gen)
+    w, b = torch.randn(cout, cin, k, k, k, generator=gen), torch.randn(cout, generator=gen)
+    with torch.inference_mode():
+        fast = conv3d(x, w, b, (stride,) * 3, (pad,) * 3, (dil,) * 3, 1)
+    ref = F.conv3d(x, w, b, stride, pad, dil)
+    assert fast.shape == ref.shape
+    torch.testing.assert_close(fast, ref, rtol=1e-4, atol=1e-3)
