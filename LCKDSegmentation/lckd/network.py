@@ -12,7 +12,7 @@ about 43.7 M parameters) and ``lite`` (the CPU default).
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import NamedTuple, Sequence
 
 import torch
@@ -44,6 +44,7 @@ class NetConfig:
     weight_std: bool = True
     out_channels: int = 3             # sigmoid regions ET, TC, WT
     negative_slope: float = 0.01
+    bottleneck_head: bool = False     # training-only region head on the fused bottleneck (see LCKDNet)
 
     @property
     def expansion(self) -> int:
@@ -255,6 +256,7 @@ class LCKDOutput(NamedTuple):
     logits: torch.Tensor      # (B, 3, D, H, W): ET, TC, WT (apply sigmoid)
     features: torch.Tensor    # (B, M, C, d, h, w): bottleneck of each present modality (zeros where absent)
     present: torch.Tensor     # (B, M) bool
+    bottleneck_logits: torch.Tensor | None = None  # (B, 3, d, h, w): training with bottleneck_head only
 
 
 def fill_missing(feats: torch.Tensor, present: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -274,7 +276,13 @@ def fill_missing(feats: torch.Tensor, present: torch.Tensor) -> tuple[torch.Tens
 
 
 class LCKDNet(nn.Module):
-    """LCKD segmentation network for any non-empty subset of its modalities."""
+    """LCKD segmentation network for any non-empty subset of its modalities.
+
+    With ``bottleneck_head`` a 1x1x1 convolution predicts the regions from the fused
+    bottleneck, in training mode only (deep supervision of the distillation space). Without
+    it the skips alone can carry the segmentation, and distillation then has a trivial
+    minimum: a bottleneck that no longer depends on the modality (README "Method notes").
+    """
 
     def __init__(self, cfg: NetConfig):
         super().__init__()
@@ -283,6 +291,8 @@ class LCKDNet(nn.Module):
         pool = 2 if cfg.stem_pool else 1
         scales = [s * (pool if i == 0 else 1) for i, s in enumerate(cfg.stage_strides)]
         self.decoder = Decoder(cfg, self.encoder.skip_channels, scales)
+        self.bottleneck_head = (nn.Conv3d(cfg.feature_channels * len(cfg.modalities), cfg.out_channels, 1)
+                                if cfg.bottleneck_head else None)
         self.stem_stride = tuple(cfg.stem_stride)
         total = 1
         for s in scales:
@@ -320,23 +330,28 @@ class LCKDNet(nn.Module):
         skips, bottleneck = self.encoder(singles)
         filled_skips = [fill_missing(s, present)[0].flatten(1, 2) for s in skips]
         filled, scattered = fill_missing(bottleneck, present)
-        logits = self.decoder(filled.flatten(1, 2), filled_skips)
+        fused = filled.flatten(1, 2)
+        logits = self.decoder(fused, filled_skips)
+        coarse = self.bottleneck_head(fused) if self.bottleneck_head is not None and self.training else None
         if self.stem_stride != (1, 1, 1):
             logits = F.interpolate(logits, scale_factor=self.stem_stride, mode="trilinear", align_corners=False)
         if any(pads):
             logits = logits[:, :, : size[0], : size[1], : size[2]]
-        return LCKDOutput(logits, scattered, present)
+        return LCKDOutput(logits, scattered, present, coarse)
 
 
-def build_network(config: str | NetConfig | dict) -> LCKDNet:
-    """Build a network from a config name ('paper', 'lite'), a NetConfig or its dict form."""
+def build_network(config: str | NetConfig | dict, **changes) -> LCKDNet:
+    """Build a network from a config name ('paper', 'lite'), a NetConfig or its dict form.
+
+    `changes` replace fields of the configuration (e.g. ``bottleneck_head=True``).
+    """
     if isinstance(config, str):
         if config not in CONFIGS:
             raise ValueError(f"unknown network configuration '{config}': use one of {sorted(CONFIGS)}")
         config = CONFIGS[config]
     elif isinstance(config, dict):
         config = NetConfig.from_dict(config)
-    return LCKDNet(config)
+    return LCKDNet(replace(config, **changes) if changes else config)
 
 
 def count_parameters(net: nn.Module) -> int:

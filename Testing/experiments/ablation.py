@@ -1,22 +1,27 @@
-"""Ablation of LCKD's two ingredients on phantoms, with equal budgets.
+"""Ablation of LCKD's two ingredients on phantoms, with equal budgets, over several seeds.
 
-    python Testing/experiments/ablation.py --out ablation-results
+    python Testing/experiments/ablation.py --out ablation-results --seeds 0,1,2
 
-Three runs share the data, the schedule, the seed and the number of steps:
+Every run shares the data, the schedule and the number of steps; for each training seed:
   (a) LCKD: teachers elected on the validation split, distillation weight 0.1;
   (b) no distillation: the same run with distillation weight 0 (no teachers);
   (c) a fixed teacher chosen at random (seeded) among the scans (a) did not elect, no
       election: does electing the teacher matter, or would any teacher do?
   (d) LCKD with ten times the distillation weight (1.0): is the paper's 0.1 too weak to
-      matter at this scale? (not part of the paper's ablation; `--no-extra` skips it).
-Each model is evaluated on held-out phantom cases with all 15 modality subsets. Besides
-the mean over the 15 subsets, the script reports what distillation is for: for each
-region, the mean Dice over the subsets that lack the teacher (a) elected for that region
-(e.g. ET over the 7 subsets without T1ce).
+      matter at this scale? (not part of the paper's ablation).
+`--arms` picks the runs (default all four; (c) needs (a)). Every run trains with the
+bottleneck head (`--bottleneck-weight`, default 0.5; 0 is the paper's design, where the
+distillation collapses the bottleneck: README "Method notes"). Each model is evaluated on
+held-out phantom cases with all 15 modality subsets. Besides the mean over the 15 subsets,
+the script reports what distillation is for: for each region, the mean Dice over the
+subsets that lack the teacher (a) elected for that region (e.g. ET over the 7 subsets
+without T1ce), and the bottleneck spread (the mean distillation distance between two
+modalities' features; near 0 = collapsed).
 
 To keep the trainings within an hour or so on 2 CPU cores, the phantoms are made at
 1.5 mm (104 x 160 x 160 voxels, the same brain as a 1 mm BraTS case) and the models train
-on that grid with 48^3 patches (72 mm).
+on that grid with 48^3 patches (72 mm). A finished run keeps its result in
+WORK/run-<arm>-s<seed>/result.json and is not trained again, so seeds can be added later.
 Everything is printed at the end and written as ablation.md / ablation.json under --out.
 """
 from __future__ import annotations
@@ -53,10 +58,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--warmup-steps", type=int, default=600)
     p.add_argument("--missing-steps", type=int, default=5400)
     p.add_argument("--election-every", type=int, default=1000)
-    p.add_argument("--seed", type=int, default=0, help="training seed, shared by the three runs")
+    p.add_argument("--bottleneck-weight", type=float, default=0.5,
+                   help="weight of the bottleneck head's loss in every run (0: no head, the paper's design)")
+    p.add_argument("--seeds", default="0", help="training seeds, comma-separated; every arm runs with each")
+    p.add_argument("--arms", default="a,b,c,d", help="runs to make, comma-separated among a, b, c, d")
     p.add_argument("--teacher-seed", type=int, default=2023, help="seed of the random fixed teacher of run (c)")
     p.add_argument("--threads", type=int, default=None)
-    p.add_argument("--no-extra", action="store_true", help="run only (a), (b), (c)")
     return p.parse_args(argv)
 
 
@@ -94,9 +101,37 @@ def variant(key: str, elected: list[str] | None, args) -> dict:
     return {"label": "LCKD with KD 1.0", "overrides": {"kd_weight": 1.0}}
 
 
+def bottleneck_spread(net: torch.nn.Module, cases, patch: int) -> float:
+    """Mean L1 distance between two modalities' bottleneck features (the distillation distance).
+
+    Measured with all four scans on a training-size patch centred on each test case's tumour.
+    Near 0 means the bottleneck no longer depends on the modality: distillation's trivial
+    minimum, where it can transfer nothing.
+    """
+    dists = []
+    for case in cases:
+        x = torch.from_numpy(np.asarray(case.x, dtype=np.float32))
+        centre = [int(np.mean(a)) for a in np.nonzero(case.regions[2])]
+        box = tuple(slice(s, s + patch) for s in (max(0, min(n - patch, c - patch // 2))
+                                                  for c, n in zip(centre, x.shape[1:])))
+        with torch.no_grad():
+            f = net(x[(slice(None),) + box][None]).features[0]
+        m = f.shape[0]
+        dists += [(f[i] - f[j]).abs().mean().item() for i in range(m) for j in range(i + 1, m)]
+    return float(np.mean(dists))
+
+
 def train_and_evaluate(key: str, spec: dict, base: TrainConfig, work: Path, split: Path, args) -> dict:
+    """Train run `key` with `base`'s seed and evaluate it; a finished run's result is reused."""
     cfg = base.with_overrides(**spec["overrides"])
-    opts = RunOptions(data=str(work / "data"), split=str(split), out=str(work / f"run-{key}"), name=f"ablation-{key}",
+    run_dir = work / f"run-{key}-s{cfg.seed}"
+    cached = run_dir / "result.json"
+    if cached.is_file():
+        result = json.loads(cached.read_text())
+        if result["config"] == cfg.to_dict():
+            print(f"reusing {cached}", flush=True)
+            return result
+    opts = RunOptions(data=str(work / "data"), split=str(split), out=str(run_dir), name=f"ablation-{key}",
                       threads=args.threads, final_eval=False, progress=True)
     t0 = time.perf_counter()
     trainer = Trainer(cfg, opts)
@@ -106,10 +141,14 @@ def train_and_evaluate(key: str, spec: dict, base: TrainConfig, work: Path, spli
     seg = Segmenter(trainer.net, trainer.card(), torch.device("cpu"))
     cases = load_cases(select_cases(opts.data, split, "test"), cfg, trainer.order, dtype=np.float32)
     report = evaluate_cases(seg, cases)
+    spread = bottleneck_spread(trainer.net, cases, args.patch)
     history = trainer.meta["history"]
-    return {"label": spec["label"], "config": cfg.to_dict(), "train_seconds": round(seconds, 1),
-            "teachers": trainer.meta["teachers"], "election": history[-1] if history else None,
-            "per_subset": report["per_subset"], "mean": report["mean"], "cases": report["cases"]}
+    result = {"label": spec["label"], "config": cfg.to_dict(), "train_seconds": round(seconds, 1),
+              "bottleneck_spread": round(spread, 4),
+              "teachers": trainer.meta["teachers"], "election": history[-1] if history else None,
+              "per_subset": report["per_subset"], "mean": report["mean"], "cases": report["cases"]}
+    cached.write_text(json.dumps(result, indent=1) + "\n")
+    return result
 
 
 def region_teachers(election: dict) -> dict[str, str]:
@@ -128,49 +167,74 @@ def lacking_teacher_means(result: dict, teachers: dict[str, str]) -> dict[str, f
     return out
 
 
-def summary_markdown(results: dict, teachers: dict[str, str], args) -> str:
+def _mean_sd(values: list[float]) -> str:
+    return f"{np.mean(values):.3f}" + (f" ± {np.std(values, ddof=1):.3f}" if len(values) > 1 else "")
+
+
+def summary_markdown(runs: dict, args) -> str:
+    """runs: {seed: {arm: result}}; a table over seeds, then each arm's 15 subsets (first seed)."""
+    seeds = list(runs)
+    arms = list(runs[seeds[0]])
+    teachers = {seed: runs[seed]["a"]["region_teachers"] for seed in seeds}
     lines = [f"Budget per run: {args.warmup_steps} + {args.missing_steps} steps, batch 2, {args.patch}^3 patches "
-             f"at {args.spacing:g} mm; {args.train_cases} training, {args.val_cases} validation and "
-             f"{args.test_cases} test phantoms. Elected teachers of (a): "
-             + ", ".join(f"{r} {m}" for r, m in teachers.items()) + ".", "",
-             "| run | mean Dice ET | TC | WT | without the region's teacher: ET | TC | WT | mean | train s |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    for key, res in results.items():
-        lack = res["lacking_teacher"]
-        lines.append(f"| ({key}) {res['label']} | " + " | ".join(f"{res['mean'][r]:.3f}" for r in REGIONS) + " | "
-                     + " | ".join(f"{lack[r]:.3f}" for r in REGIONS) + f" | {lack['mean']:.3f} | "
-                     f"{res['train_seconds']:.0f} |")
-    for key, res in results.items():
-        lines += ["", f"### ({key}) {res['label']}: 15 subsets", "",
+             f"at {args.spacing:g} mm, bottleneck head weight {args.bottleneck_weight:g}; {args.train_cases} "
+             f"training, {args.val_cases} validation and {args.test_cases} test phantoms; training seeds "
+             + ", ".join(map(str, seeds)) + ". Teachers (a) elected, per seed: "
+             + "; ".join(f"{seed}: " + ", ".join(f"{r} {m}" for r, m in t.items()) for seed, t in teachers.items())
+             + ".", "",
+             "Mean ± SD over the seeds. \"Without teacher\": per region, the mean Dice over the 7 subsets "
+             "lacking the scan (a) elected for it; the last Dice column averages the three regions.", "",
+             "| run | Dice ET | TC | WT | without teacher: ET | TC | WT | mean | per seed | bottleneck spread "
+             "| train s |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|"]
+    for key in arms:
+        res = [runs[seed][key] for seed in seeds]
+        cells = [_mean_sd([r["mean"][reg] for r in res]) for reg in REGIONS]
+        cells += [_mean_sd([r["lacking_teacher"][reg] for r in res]) for reg in REGIONS + ("mean",)]
+        cells.append(" / ".join(f"{r['lacking_teacher']['mean']:.3f}" for r in res))
+        cells.append(_mean_sd([r["bottleneck_spread"] for r in res]))
+        cells.append(f"{np.mean([r['train_seconds'] for r in res]):.0f}")
+        lines.append(f"| ({key}) {res[0]['label']} | " + " | ".join(cells) + " |")
+    for key in arms:
+        res = runs[seeds[0]][key]
+        lines += ["", f"### ({key}) {res['label']}, seed {seeds[0]}: 15 subsets", "",
                   format_table({"per_subset": res["per_subset"], "mean": res["mean"]})]
     return "\n".join(lines) + "\n"
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    arms = [a.strip() for a in args.arms.split(",") if a.strip()]
+    if "a" not in arms or set(arms) - {"a", "b", "c", "d"}:
+        raise SystemExit("--arms: a comma-separated choice among a, b, c, d that includes a")
+    seeds = [int(x) for x in args.seeds.split(",")]
     out = Path(args.out)
     work = Path(args.work) if args.work else out / "work"
     work.mkdir(parents=True, exist_ok=True)
     if args.threads:
         torch.set_num_threads(args.threads)
     split = make_data(work, args)
-    base = TrainConfig(preset="ablation", network="lite", patch=(args.patch,) * 3, batch=2,
-                       warmup_steps=args.warmup_steps, missing_steps=args.missing_steps, optimizer="adamw",
-                       lr=2e-3, weight_decay=1e-4, election_every=args.election_every, election_cases=0,
-                       election_box=0, checkpoint_every=10 ** 9, seed=args.seed, spacing=(args.spacing,) * 3)
-    results = {}
-    for key in ("a", "b", "c") if args.no_extra else ("a", "b", "c", "d"):
-        spec = variant(key, results["a"]["teachers"] if "a" in results else None, args)
-        print(f"\n=== run ({key}): {spec['label']} ===", flush=True)
-        results[key] = train_and_evaluate(key, spec, base, work, split, args)
-    teachers = region_teachers(results["a"]["election"])
-    for res in results.values():
-        res["lacking_teacher"] = lacking_teacher_means(res, teachers)
-    text = summary_markdown(results, teachers, args)
+    runs: dict = {}
+    for seed in seeds:
+        base = TrainConfig(preset="ablation", network="lite", patch=(args.patch,) * 3, batch=2,
+                           warmup_steps=args.warmup_steps, missing_steps=args.missing_steps, optimizer="adamw",
+                           lr=2e-3, weight_decay=1e-4, election_every=args.election_every, election_cases=0,
+                           election_box=0, checkpoint_every=10 ** 9, seed=seed, spacing=(args.spacing,) * 3,
+                           bottleneck_weight=args.bottleneck_weight)
+        results: dict = {}
+        for key in ["a"] + [k for k in ("b", "c", "d") if k in arms]:
+            spec = variant(key, results["a"]["teachers"] if "a" in results else None, args)
+            print(f"\n=== seed {seed}, run ({key}): {spec['label']} ===", flush=True)
+            results[key] = train_and_evaluate(key, spec, base, work, split, args)
+        teachers = region_teachers(results["a"]["election"])
+        results["a"]["region_teachers"] = teachers
+        for res in results.values():
+            res["lacking_teacher"] = lacking_teacher_means(res, teachers)
+        runs[seed] = results
+    text = summary_markdown(runs, args)
     out.mkdir(parents=True, exist_ok=True)
     (out / "ablation.md").write_text(text)
-    (out / "ablation.json").write_text(json.dumps({"teachers": teachers, "results": results,
-                                                   "args": vars(args)}, indent=2) + "\n")
+    (out / "ablation.json").write_text(json.dumps({"runs": runs, "args": vars(args)}, indent=2) + "\n")
     print("\n" + text)
     return 0
 

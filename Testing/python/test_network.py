@@ -98,6 +98,24 @@ def test_trains_with_batch_size_one_and_odd_sizes():
     assert net.encoder.stem[0].weight.grad is not None
 
 
+def test_bottleneck_head_predicts_at_bottleneck_resolution_in_training_only():
+    torch.manual_seed(4)
+    net = build_network("lite", bottleneck_head=True).train()
+    x = torch.randn(2, 4, 32, 32, 32)
+    out = net(x, _mask(("T2", "FLAIR")))
+    assert out.bottleneck_logits.shape == (2, 3) + tuple(out.features.shape[3:])
+    out.bottleneck_logits.mean().backward()
+    assert net.encoder.stem[0].weight.grad is not None     # the head trains the encoder
+    with torch.no_grad():
+        assert net.eval()(x, _mask(("T2",))).bottleneck_logits is None
+    # the head changes nothing else: same weights without it give the same segmentation
+    plain = build_network("lite").eval()
+    plain.load_state_dict({k: v for k, v in net.state_dict().items() if not k.startswith("bottleneck_head.")})
+    with torch.no_grad():
+        torch.testing.assert_close(plain(x).logits, net(x).logits)
+    assert "bottleneck_head" not in dict(build_network("lite").named_children())
+
+
 def test_no_modality_is_refused(net):
     with pytest.raises(ValueError):
         net(torch.zeros(1, 4, SIZE, SIZE, SIZE), torch.zeros(4, dtype=torch.bool))

@@ -9,7 +9,7 @@ import torch
 from lckd.modalities import MODALITIES
 from lckd.training.data import draw_subset, subset_choices
 from lckd.training.election import elect
-from lckd.training.losses import distillation_loss, lckd_loss, segmentation_loss, soft_dice_loss
+from lckd.training.losses import bottleneck_loss, distillation_loss, lckd_loss, segmentation_loss, soft_dice_loss
 
 
 def _target(seed: int = 0) -> torch.Tensor:
@@ -24,6 +24,20 @@ def test_segmentation_loss_is_small_for_a_perfect_and_large_for_a_wrong_predicti
     assert segmentation_loss(-perfect, y).item() > 1.9          # Dice ~1 plus a large BCE
     neutral = segmentation_loss(torch.zeros_like(y), y).item()  # p = 0.5 everywhere
     assert math.isclose(neutral, soft_dice_loss(torch.zeros_like(y), y).item() + math.log(2), rel_tol=1e-5)
+
+
+def test_bottleneck_loss_targets_the_tumour_fraction_of_each_coarse_voxel():
+    y = torch.zeros(1, 3, 8, 8, 8)
+    y[:, :, :4, :4, :4] = 1                              # fills coarse voxel (0, 0, 0) of a 2^3 grid
+    y[:, 2, 4:6, 4:8, 4:8] = 1                           # WT half fills voxel (1, 1, 1)
+    soft = torch.zeros(1, 3, 2, 2, 2)
+    soft[:, :, 0, 0, 0] = 1
+    soft[:, 2, 1, 1, 1] = 0.5
+    logit = torch.logit(soft.clamp(1e-4, 1 - 1e-4))       # predicts exactly the fractions
+    assert math.isclose(bottleneck_loss(logit, y).item(), segmentation_loss(logit, soft).item(), rel_tol=1e-6)
+    wrong = logit.clone()
+    wrong[:, :, 0, 0, 0] = -10.0
+    assert bottleneck_loss(wrong, y).item() > bottleneck_loss(logit, y).item() + 0.5
 
 
 def test_dice_of_an_empty_region_predicted_empty_is_perfect():

@@ -13,13 +13,15 @@ import torch
 from safetensors.torch import load_file
 
 from lckd.datasets import write_split
+from lckd.modelcard import load_model
 from lckd.phantom import write_phantom_dataset
 from lckd.training.presets import TrainConfig
 from lckd.training.trainer import RunOptions, Trainer
 
 TINY = (48, 64, 64)   # (z, y, x): brain crop about 40 x 56 x 48, a few 32^3 windows
 CFG = TrainConfig(patch=(32, 32, 32), batch=2, warmup_steps=2, missing_steps=2, optimizer="sgd", lr=1e-2,
-                  momentum=0.99, election_every=2, election_cases=1, election_box=32, checkpoint_every=100)
+                  momentum=0.99, election_every=2, election_cases=1, election_box=32, checkpoint_every=100,
+                  bottleneck_weight=0.5)
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +53,11 @@ def test_resume_continues_the_schedule_exactly(tiny_data, tmp_path):
         assert torch.equal(a[k], b[k]), k
     assert straight.meta["history"] == resumed.meta["history"]
     assert [h["step"] for h in resumed.meta["history"]] == [0, 2, 4]
-    assert (tmp_path / "split" / "lckd-model.json").is_file()
+    card = tmp_path / "split" / "lckd-model.json"
+    assert card.is_file()
+    net, _ = load_model(card)                        # the head is part of the saved architecture
+    assert net.bottleneck_head is not None
+    assert torch.equal(net.bottleneck_head.weight, a["model.bottleneck_head.weight"])
 
 
 WORKER = textwrap.dedent("""
@@ -61,7 +67,8 @@ WORKER = textwrap.dedent("""
     from lckd.training.trainer import RunOptions, Trainer, close_distributed
     data, split, out = sys.argv[1:4]
     cfg = TrainConfig(patch=(32, 32, 32), batch=1, warmup_steps=2, missing_steps=1, optimizer="sgd",
-                      lr=1e-2, election_every=2, election_cases=1, election_box=32, checkpoint_every=100)
+                      lr=1e-2, election_every=2, election_cases=1, election_box=32, checkpoint_every=100,
+                      bottleneck_weight=0.5)
     t = Trainer(cfg, RunOptions(data=data, split=split, out=out, progress=False, final_eval=False, threads=1))
     t.train()
     rank = os.environ["RANK"]
@@ -89,7 +96,7 @@ def test_two_gloo_processes_end_with_identical_weights(tiny_data, tmp_path):
         assert torch.equal(w0[k], w1[k]), k
     torch.manual_seed(0)
     from lckd.network import build_network
-    init = build_network("lite").state_dict()
+    init = build_network("lite", bottleneck_head=True).state_dict()
     assert any(not torch.equal(init[k], w0[k]) for k in w0)       # it did train
     # each rank sampled from its own shard; both elected the same teachers; only rank 0 wrote
     info = [(out / f"rank{r}.txt").read_text().split(" ") for r in (0, 1)]

@@ -50,6 +50,8 @@ def add_train_parser(subparsers) -> argparse.ArgumentParser:
     g.add_argument("--lr", type=float, default=None)
     g.add_argument("--momentum", type=float, default=None, help="SGD momentum (Nesterov)")
     g.add_argument("--kd-weight", type=float, default=None)
+    g.add_argument("--bottleneck-weight", type=float, default=None,
+                   help="weight of the bottleneck head's loss (deep supervision; 0 = no head)")
     g.add_argument("--fixed-teachers", default=None, metavar="MODS",
                    help="distil from these modalities without election, e.g. T2 (ablation)")
     g.add_argument("--election-every", type=int, default=None, metavar="N", help="0 = never elect")
@@ -71,8 +73,9 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     fixed = parse_subset(args.fixed_teachers) if args.fixed_teachers else None
     return PRESETS[args.preset].with_overrides(
         network=args.network, patch=args.patch, batch=args.batch, warmup_steps=args.warmup_steps,
-        missing_steps=args.missing_steps, optimizer=args.optimizer, lr=args.lr, momentum=args.momentum, kd_weight=args.kd_weight,
-        fixed_teachers=fixed, election_every=args.election_every, election_cases=args.election_cases,
+        missing_steps=args.missing_steps, optimizer=args.optimizer, lr=args.lr, momentum=args.momentum,
+        kd_weight=args.kd_weight, bottleneck_weight=args.bottleneck_weight, fixed_teachers=fixed,
+        election_every=args.election_every, election_cases=args.election_cases,
         final_eval_cases=args.final_eval_cases, checkpoint_every=args.checkpoint_every, seed=args.seed)
 
 

@@ -1,4 +1,4 @@
-"""The LCKD loss: soft Dice + BCE on the three regions, plus cross-modal distillation."""
+"""The LCKD loss: soft Dice + BCE on the three regions, cross-modal distillation, bottleneck supervision."""
 from __future__ import annotations
 
 from typing import Sequence
@@ -48,6 +48,16 @@ def distillation_loss(features: torch.Tensor, present: torch.Tensor, teachers: S
     if not terms:
         return features.sum() * 0.0
     return torch.stack(terms).sum() / features.shape[0]
+
+
+def bottleneck_loss(coarse_logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Segmentation loss of the bottleneck head against the regions' fraction in each coarse voxel.
+
+    The target is the average of the full-resolution masks over each bottleneck voxel's
+    footprint (a soft label in [0, 1]), so a voxel half filled with tumour asks for 0.5.
+    """
+    soft = F.adaptive_avg_pool3d(target.float(), coarse_logits.shape[2:])
+    return segmentation_loss(coarse_logits, soft)
 
 
 def lckd_loss(logits: torch.Tensor, target: torch.Tensor, features: torch.Tensor, present: torch.Tensor,

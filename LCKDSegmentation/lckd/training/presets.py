@@ -20,6 +20,7 @@ class TrainConfig:
     weight_decay: float = 3e-5
     poly_power: float = 0.9
     kd_weight: float = 0.1
+    bottleneck_weight: float = 0.0        # >0: bottleneck head (deep supervision) with this loss weight
     fixed_teachers: tuple = ()            # non-empty: no election, distil from these (ablation)
     election_every: int = 200             # steps; elections at step 0, N, 2N, ...
     election_cases: int = 3               # validation cases used for an election (0 = all)

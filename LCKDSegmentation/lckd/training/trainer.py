@@ -26,7 +26,7 @@ from ..network import build_network
 from . import checkpoint as ckpt
 from .data import LoadedCase, PatchSampler, load_cases, select_cases
 from .election import elect, format_table, single_modality_table, tumour_box
-from .losses import lckd_loss
+from .losses import bottleneck_loss, lckd_loss
 from .presets import TrainConfig
 
 
@@ -94,7 +94,7 @@ class Trainer:
         if self.world > 1 and not dist.is_initialized():
             dist.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
         torch.manual_seed(cfg.seed)                  # same initial weights on every rank
-        self.net = build_network(cfg.network).to(self.device)
+        self.net = build_network(cfg.network, bottleneck_head=cfg.bottleneck_weight > 0).to(self.device)
         mult = self.net.size_multiple
         if any(p % m for p, m in zip(cfg.patch, mult)):
             raise ValueError(f"patch {tuple(cfg.patch)} must be a multiple of {mult} for network '{cfg.network}'")
@@ -191,6 +191,9 @@ class Trainer:
                 out = self.model(x, present)
                 teachers = [self.order.index(m) for m in self.meta["teachers"]]
                 loss, seg, kd = lckd_loss(out.logits, y, out.features, out.present, teachers, cfg.kd_weight)
+                coarse = bottleneck_loss(out.bottleneck_logits, y) if cfg.bottleneck_weight > 0 else None
+                if coarse is not None:
+                    loss = loss + cfg.bottleneck_weight * coarse
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 self.optimizer.step()
@@ -202,11 +205,14 @@ class Trainer:
                         bar.set_postfix(loss=f"{loss.item():.3f}", kd=f"{kd.item():.3f}", lr=f"{lr:.2e}",
                                         teachers="+".join(self.meta["teachers"]) or "-", refresh=False)
                     if self.step % 10 == 0 or self.step == end:
+                        entry = {"step": self.step, "loss": round(loss.item(), 5), "seg": round(seg.item(), 5),
+                                 "kd": round(kd.item(), 5)}
+                        if coarse is not None:
+                            entry["bottleneck"] = round(coarse.item(), 5)
+                        entry.update(lr=lr, teachers=self.meta["teachers"],
+                                     seconds=round(self.meta["wall_seconds"], 1))
                         with open(log_path, "a") as f:
-                            f.write(json.dumps({"step": self.step, "loss": round(loss.item(), 5),
-                                                "seg": round(seg.item(), 5), "kd": round(kd.item(), 5),
-                                                "lr": lr, "teachers": self.meta["teachers"],
-                                                "seconds": round(self.meta["wall_seconds"], 1)}) + "\n")
+                            f.write(json.dumps(entry) + "\n")
                 if self.step % cfg.checkpoint_every == 0 and self.step < end:
                     self.save_checkpoint()
             if elections and self.step == cfg.total_steps and self.meta["history"][-1]["step"] != self.step:
