@@ -184,14 +184,17 @@ def summary_markdown(runs: dict, args) -> str:
              + ".", "",
              "Mean ± SD over the seeds. \"Without teacher\": per region, the mean Dice over the 7 subsets "
              "lacking the scan (a) elected for it; the last Dice column averages the three regions.", "",
-             "| run | Dice ET | TC | WT | without teacher: ET | TC | WT | mean | per seed | bottleneck spread "
-             "| train s |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|"]
+             "| run | Dice ET | TC | WT | without teacher: ET | TC | WT | mean | per seed | minus (b), per seed "
+             "| bottleneck spread | train s |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---|---|---:|---:|"]
     for key in arms:
         res = [runs[seed][key] for seed in seeds]
         cells = [_mean_sd([r["mean"][reg] for r in res]) for reg in REGIONS]
         cells += [_mean_sd([r["lacking_teacher"][reg] for r in res]) for reg in REGIONS + ("mean",)]
         cells.append(" / ".join(f"{r['lacking_teacher']['mean']:.3f}" for r in res))
+        # paired by seed: same data, initial weights and batches as (b)
+        cells.append(" / ".join(f"{r['lacking_teacher']['mean'] - runs[seed]['b']['lacking_teacher']['mean']:+.3f}"
+                                for seed, r in zip(seeds, res)) if key != "b" and "b" in arms else "")
         cells.append(_mean_sd([r["bottleneck_spread"] for r in res]))
         cells.append(f"{np.mean([r['train_seconds'] for r in res]):.0f}")
         lines.append(f"| ({key}) {res[0]['label']} | " + " | ".join(cells) + " |")
