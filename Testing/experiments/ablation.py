@@ -42,6 +42,7 @@ from lckd.labels import REGIONS
 from lckd.modalities import MODALITIES, all_subsets, subset_key
 from lckd.phantom import write_phantom_dataset
 from lckd.training.data import load_cases, select_cases
+from lckd.training.election import tumour_box
 from lckd.training.presets import TrainConfig
 from lckd.training.trainer import RunOptions, Trainer
 
@@ -110,12 +111,9 @@ def bottleneck_spread(net: torch.nn.Module, cases, patch: int) -> float:
     """
     dists = []
     for case in cases:
-        x = torch.from_numpy(np.asarray(case.x, dtype=np.float32))
-        centre = [int(np.mean(a)) for a in np.nonzero(case.regions[2])]
-        box = tuple(slice(s, s + patch) for s in (max(0, min(n - patch, c - patch // 2))
-                                                  for c, n in zip(centre, x.shape[1:])))
+        x = torch.from_numpy(np.asarray(tumour_box(case, patch).x, dtype=np.float32))
         with torch.no_grad():
-            f = net(x[(slice(None),) + box][None]).features[0]
+            f = net(x[None]).features[0]
         m = f.shape[0]
         dists += [(f[i] - f[j]).abs().mean().item() for i in range(m) for j in range(i + 1, m)]
     return float(np.mean(dists))
