@@ -119,8 +119,8 @@ def bottleneck_spread(net: torch.nn.Module, cases, patch: int) -> float:
     return float(np.mean(dists))
 
 
-def train_and_evaluate(key: str, spec: dict, base: TrainConfig, work: Path, split: Path, args) -> dict:
-    """Train run `key` with `base`'s seed and evaluate it; a finished run's result is reused."""
+def train_and_evaluate(key: str, spec: dict, base: TrainConfig, work: Path, split: Path, test_cases, args) -> dict:
+    """Train run `key` with `base`'s seed and evaluate it on `test_cases`; a finished run's result is reused."""
     cfg = base.with_overrides(**spec["overrides"])
     run_dir = work / f"run-{key}-s{cfg.seed}"
     cached = run_dir / "result.json"
@@ -137,9 +137,8 @@ def train_and_evaluate(key: str, spec: dict, base: TrainConfig, work: Path, spli
     seconds = time.perf_counter() - t0
     trainer.net.eval()
     seg = Segmenter(trainer.net, trainer.card(), torch.device("cpu"))
-    cases = load_cases(select_cases(opts.data, split, "test"), cfg, trainer.order, dtype=np.float32)
-    report = evaluate_cases(seg, cases)
-    spread = bottleneck_spread(trainer.net, cases, args.patch)
+    report = evaluate_cases(seg, test_cases(trainer.order))
+    spread = bottleneck_spread(trainer.net, test_cases(trainer.order), args.patch)
     history = trainer.meta["history"]
     result = {"label": spec["label"], "config": cfg.to_dict(), "train_seconds": round(seconds, 1),
               "bottleneck_spread": round(spread, 4),
@@ -215,6 +214,16 @@ def main(argv=None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     split = make_data(work, args)
+    loaded: dict = {}
+
+    def test_cases(order: list[str]) -> list:
+        """The test phantoms on the model grid, read once (every run shares grid and preprocessing)."""
+        if tuple(order) not in loaded:
+            grid = TrainConfig(spacing=(args.spacing,) * 3)
+            loaded[tuple(order)] = load_cases(select_cases(work / "data", split, "test"), grid, order,
+                                              dtype=np.float32)
+        return loaded[tuple(order)]
+
     runs: dict = {}
     for seed in seeds:
         base = TrainConfig(preset="ablation", network="lite", patch=(args.patch,) * 3, batch=2,
@@ -226,7 +235,7 @@ def main(argv=None) -> int:
         for key in ["a"] + [k for k in ("b", "c", "d") if k in arms]:
             spec = variant(key, results["a"]["teachers"] if "a" in results else None, args)
             print(f"\n=== seed {seed}, run ({key}): {spec['label']} ===", flush=True)
-            results[key] = train_and_evaluate(key, spec, base, work, split, args)
+            results[key] = train_and_evaluate(key, spec, base, work, split, test_cases, args)
         teachers = region_teachers(results["a"]["election"])
         results["a"]["region_teachers"] = teachers
         for res in results.values():

@@ -191,8 +191,9 @@ class Trainer:
                 out = self.model(x, present)
                 teachers = [self.order.index(m) for m in self.meta["teachers"]]
                 loss, seg, kd = lckd_loss(out.logits, y, out.features, out.present, teachers, cfg.kd_weight)
-                coarse = bottleneck_loss(out.bottleneck_logits, y) if cfg.bottleneck_weight > 0 else None
-                if coarse is not None:
+                coarse = None
+                if cfg.bottleneck_weight > 0:
+                    coarse = bottleneck_loss(out.bottleneck_logits, y)
                     loss = loss + cfg.bottleneck_weight * coarse
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
