@@ -1,6 +1,6 @@
 """Ablation of LCKD's two ingredients on phantoms, with equal budgets, over several seeds.
 
-    python Testing/experiments/ablation.py --out ablation-results --seeds 0,1,2
+    python Testing/experiments/ablation.py --out ablation-results --seeds 0,1,2,3,4
 
 Every run shares the data, the schedule and the number of steps; for each training seed:
   (a) LCKD: teachers elected on the validation split, distillation weight 0.1;
@@ -8,17 +8,19 @@ Every run shares the data, the schedule and the number of steps; for each traini
   (c) a fixed teacher chosen at random (seeded) among the scans (a) did not elect, no
       election: does electing the teacher matter, or would any teacher do?
   (d) LCKD with ten times the distillation weight (1.0): is the paper's 0.1 too weak to
-      matter at this scale? (not part of the paper's ablation).
-`--arms` picks the runs (default all four; (c) needs (a)). Every run trains with the
-bottleneck head (`--bottleneck-weight`, default 0.5; 0 is the paper's design, where the
-distillation collapses the bottleneck: README "Method notes"). Each model is evaluated on
-held-out phantom cases with all 15 modality subsets. Besides the mean over the 15 subsets,
+      matter at this scale? (not part of the paper's ablation);
+  (e) neither distillation nor bottleneck head: (b) without the head, the best model we
+      found that trains without distillation, so the fair opponent of (a) and (d).
+`--arms` picks the runs (default all five; every run needs (a)'s teachers). Runs (a) to (d)
+train with the bottleneck head (`--bottleneck-weight`, default 0.5; 0 is the paper's design,
+where the distillation collapses the bottleneck: README "Method notes"). Each model is
+evaluated on held-out phantom cases with all 15 modality subsets. Besides the mean over the 15 subsets,
 the script reports what distillation is for: for each region, the mean Dice over the
 subsets that lack the teacher (a) elected for that region (e.g. ET over the 7 subsets
 without T1ce), and the bottleneck spread (the mean distillation distance between two
 modalities' features; near 0 = collapsed).
 
-To keep the trainings within an hour or so on 2 CPU cores, the phantoms are made at
+To keep each training under about ten minutes on 2 CPU cores, the phantoms are made at
 1.5 mm (104 x 160 x 160 voxels, the same brain as a 1 mm BraTS case) and the models train
 on that grid with 48^3 patches (72 mm). A finished run keeps its result in
 WORK/run-<arm>-s<seed>/result.json and is not trained again, so seeds can be added later.
@@ -47,6 +49,9 @@ from lckd.training.presets import TrainConfig
 from lckd.training.trainer import RunOptions, Trainer
 
 
+ARMS = ("a", "b", "c", "d", "e")
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="ablation-results", help="results folder (tables, JSON)")
@@ -62,7 +67,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--bottleneck-weight", type=float, default=0.5,
                    help="weight of the bottleneck head's loss in every run (0: no head, the paper's design)")
     p.add_argument("--seeds", default="0", help="training seeds, comma-separated; every arm runs with each")
-    p.add_argument("--arms", default="a,b,c,d", help="runs to make, comma-separated among a, b, c, d")
+    p.add_argument("--arms", default="a,b,c,d,e", help="runs to make, comma-separated among a, b, c, d, e")
     p.add_argument("--teacher-seed", type=int, default=2023, help="seed of the random fixed teacher of run (c)")
     p.add_argument("--threads", type=int, default=None)
     return p.parse_args(argv)
@@ -99,7 +104,10 @@ def variant(key: str, elected: list[str] | None, args) -> dict:
     if key == "c":
         teacher = random_teacher(elected or [], args.teacher_seed)
         return {"label": f"fixed random teacher ({teacher}, KD 0.1)", "overrides": {"fixed_teachers": (teacher,)}}
-    return {"label": "LCKD with KD 1.0", "overrides": {"kd_weight": 1.0}}
+    if key == "d":
+        return {"label": "LCKD with KD 1.0", "overrides": {"kd_weight": 1.0}}
+    return {"label": "no distillation, no bottleneck head",
+            "overrides": {"kd_weight": 0.0, "election_every": 0, "bottleneck_weight": 0.0}}
 
 
 def bottleneck_spread(net: torch.nn.Module, cases, patch: int) -> float:
@@ -164,37 +172,56 @@ def lacking_teacher_means(result: dict, teachers: dict[str, str]) -> dict[str, f
     return out
 
 
-def _mean_sd(values: list[float]) -> str:
-    return f"{np.mean(values):.3f}" + (f" ± {np.std(values, ddof=1):.3f}" if len(values) > 1 else "")
+def _mean_sd(values: list[float], signed: bool = False) -> str:
+    return f"{np.mean(values):{'+' if signed else ''}.3f}" + (
+        f" ± {np.std(values, ddof=1):.3f}" if len(values) > 1 else "")
+
+
+def paired_differences(runs: dict, key: str, base: str) -> list[float]:
+    """Per seed, run `key`'s without-teacher mean minus run `base`'s (same data, initial weights, batches)."""
+    return [runs[seed][key]["lacking_teacher"]["mean"] - runs[seed][base]["lacking_teacher"]["mean"]
+            for seed in runs]
 
 
 def summary_markdown(runs: dict, args) -> str:
-    """runs: {seed: {arm: result}}; a table over seeds, then each arm's 15 subsets (first seed)."""
+    """runs: {seed: {arm: result}}; a table over seeds, the paired differences, each arm's 15 subsets (first seed)."""
     seeds = list(runs)
     arms = list(runs[seeds[0]])
     teachers = {seed: runs[seed]["a"]["region_teachers"] for seed in seeds}
     lines = [f"Budget per run: {args.warmup_steps} + {args.missing_steps} steps, batch 2, {args.patch}^3 patches "
-             f"at {args.spacing:g} mm, bottleneck head weight {args.bottleneck_weight:g}; {args.train_cases} "
-             f"training, {args.val_cases} validation and {args.test_cases} test phantoms; training seeds "
-             + ", ".join(map(str, seeds)) + ". Teachers (a) elected, per seed: "
+             f"at {args.spacing:g} mm, bottleneck head weight {args.bottleneck_weight:g} (none in (e)); "
+             f"{args.train_cases} training, {args.val_cases} validation and {args.test_cases} test phantoms; "
+             "training seeds " + ", ".join(map(str, seeds)) + ". Teachers (a) elected, per seed: "
              + "; ".join(f"{seed}: " + ", ".join(f"{r} {m}" for r, m in t.items()) for seed, t in teachers.items())
              + ".", "",
              "Mean ± SD over the seeds. \"Without teacher\": per region, the mean Dice over the 7 subsets "
              "lacking the scan (a) elected for it; the last Dice column averages the three regions.", "",
-             "| run | Dice ET | TC | WT | without teacher: ET | TC | WT | mean | per seed | minus (b), per seed "
+             "| run | Dice ET | TC | WT | without teacher: ET | TC | WT | mean | per seed "
              "| bottleneck spread | train s |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---|---|---:|---:|"]
+             "|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|"]
     for key in arms:
         res = [runs[seed][key] for seed in seeds]
         cells = [_mean_sd([r["mean"][reg] for r in res]) for reg in REGIONS]
         cells += [_mean_sd([r["lacking_teacher"][reg] for r in res]) for reg in REGIONS + ("mean",)]
         cells.append(" / ".join(f"{r['lacking_teacher']['mean']:.3f}" for r in res))
-        # paired by seed: same data, initial weights and batches as (b)
-        cells.append(" / ".join(f"{r['lacking_teacher']['mean'] - runs[seed]['b']['lacking_teacher']['mean']:+.3f}"
-                                for seed, r in zip(seeds, res)) if key != "b" and "b" in arms else "")
         cells.append(_mean_sd([r["bottleneck_spread"] for r in res]))
         cells.append(f"{np.mean([r['train_seconds'] for r in res]):.0f}")
         lines.append(f"| ({key}) {res[0]['label']} | " + " | ".join(cells) + " |")
+    bases = [b for b in ("b", "e") if b in arms]
+    if bases:
+        lines += ["", "Paired differences of the without-teacher mean (same seed: same data, initial weights "
+                  "and batches): mean ± SD over the seeds, seeds where the run is higher, per seed.", "",
+                  "| run | " + " | ".join(f"minus ({b}) | higher | per seed" for b in bases) + " |",
+                  "|---|" + "---:|---:|---|" * len(bases)]
+        for key in arms:
+            if key in bases:
+                continue
+            cells = []
+            for b in bases:
+                diffs = paired_differences(runs, key, b)
+                cells += [_mean_sd(diffs, signed=True), f"{sum(d > 0 for d in diffs)}/{len(diffs)}",
+                          " / ".join(f"{d:+.3f}" for d in diffs)]
+            lines.append(f"| ({key}) | " + " | ".join(cells) + " |")
     for key in arms:
         res = runs[seeds[0]][key]
         lines += ["", f"### ({key}) {res['label']}, seed {seeds[0]}: 15 subsets", "",
@@ -205,8 +232,8 @@ def summary_markdown(runs: dict, args) -> str:
 def main(argv=None) -> int:
     args = parse_args(argv)
     arms = [a.strip() for a in args.arms.split(",") if a.strip()]
-    if "a" not in arms or set(arms) - {"a", "b", "c", "d"}:
-        raise SystemExit("--arms: a comma-separated choice among a, b, c, d that includes a")
+    if "a" not in arms or set(arms) - set(ARMS):
+        raise SystemExit("--arms: a comma-separated choice among a, b, c, d, e that includes a")
     seeds = [int(x) for x in args.seeds.split(",")]
     out = Path(args.out)
     work = Path(args.work) if args.work else out / "work"
@@ -232,7 +259,7 @@ def main(argv=None) -> int:
                            election_box=0, checkpoint_every=10 ** 9, seed=seed, spacing=(args.spacing,) * 3,
                            bottleneck_weight=args.bottleneck_weight)
         results: dict = {}
-        for key in ["a"] + [k for k in ("b", "c", "d") if k in arms]:
+        for key in [k for k in ARMS if k in arms]:
             spec = variant(key, results["a"]["teachers"] if "a" in results else None, args)
             print(f"\n=== seed {seed}, run ({key}): {spec['label']} ===", flush=True)
             results[key] = train_and_evaluate(key, spec, base, work, split, test_cases, args)

@@ -51,7 +51,8 @@ def add_train_parser(subparsers) -> argparse.ArgumentParser:
     g.add_argument("--momentum", type=float, default=None, help="SGD momentum (Nesterov)")
     g.add_argument("--kd-weight", type=float, default=None)
     g.add_argument("--bottleneck-weight", type=float, default=None,
-                   help="weight of the bottleneck head's loss (deep supervision; 0 = no head)")
+                   help="weight of the bottleneck head's loss (0 = no head): stops the distillation "
+                        "collapsing the bottleneck, at a small cost of its own (README, Method notes)")
     g.add_argument("--fixed-teachers", default=None, metavar="MODS",
                    help="distil from these modalities without election, e.g. T2 (ablation)")
     g.add_argument("--election-every", type=int, default=None, metavar="N", help="0 = never elect")
