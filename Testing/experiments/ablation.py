@@ -14,11 +14,12 @@ Every run shares the data, the schedule and the number of steps; for each traini
 `--arms` picks the runs (default all five; every run needs (a)'s teachers). Runs (a) to (d)
 train with the bottleneck head (`--bottleneck-weight`, default 0.5; 0 is the paper's design,
 where the distillation collapses the bottleneck: README "Method notes"). Each model is
-evaluated on held-out phantom cases with all 15 modality subsets. Besides the mean over the 15 subsets,
-the script reports what distillation is for: for each region, the mean Dice over the
-subsets that lack the teacher (a) elected for that region (e.g. ET over the 7 subsets
-without T1ce), and the bottleneck spread (the mean distillation distance between two
-modalities' features; near 0 = collapsed).
+evaluated on held-out phantom cases with all 15 modality subsets. Besides the mean over the
+15 subsets, the script reports what distillation is for: for each region, the mean Dice
+over the subsets that lack the teacher (a) elected for that region (e.g. ET over the 7
+subsets without T1ce), its differences to (b) and (e) paired by seed, and the bottleneck
+spread (the mean distillation distance between two modalities' features; near 0 =
+collapsed).
 
 To keep each training under about ten minutes on 2 CPU cores, the phantoms are made at
 1.5 mm (104 x 160 x 160 voxels, the same brain as a 1 mm BraTS case) and the models train
@@ -65,7 +66,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--missing-steps", type=int, default=5400)
     p.add_argument("--election-every", type=int, default=1000)
     p.add_argument("--bottleneck-weight", type=float, default=0.5,
-                   help="weight of the bottleneck head's loss in every run (0: no head, the paper's design)")
+                   help="weight of the bottleneck head's loss in runs (a) to (d) (0: no head, the paper's design)")
     p.add_argument("--seeds", default="0", help="training seeds, comma-separated; every arm runs with each")
     p.add_argument("--arms", default="a,b,c,d,e", help="runs to make, comma-separated among a, b, c, d, e")
     p.add_argument("--teacher-seed", type=int, default=2023, help="seed of the random fixed teacher of run (c)")
