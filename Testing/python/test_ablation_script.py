@@ -63,7 +63,7 @@ def test_ablation_runs_every_arm_over_seeds_reports_paired_differences_and_reuse
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
 
 
-def test_ablation_refuses_unknown_arms_and_runs_without_a(tmp_path):
+def test_ablation_refuses_unknown_arms_and_arm_lists_without_a(tmp_path):
     ablation = _load_script()
     for arms in ("b,e", "a,x"):
         with pytest.raises(SystemExit, match="includes a"):
