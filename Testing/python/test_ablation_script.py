@@ -14,7 +14,7 @@ import pytest
 
 SCRIPT = Path(__file__).resolve().parents[1] / "experiments" / "ablation.py"
 TOY = ["--train-cases", "2", "--val-cases", "1", "--test-cases", "1", "--spacing", "4", "--patch", "32",
-       "--warmup-steps", "3", "--missing-steps", "5", "--election-every", "4", "--threads", "2"]
+       "--warmup-steps", "3", "--missing-steps", "5", "--election-every", "8", "--threads", "2"]
 
 
 def _load_script():
