@@ -118,7 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     for name, module, adder in (("demo", "lckd.demo", "add_demo_parser"),
                                 ("train", "lckd.training.command", "add_train_parser"),
-                                ("evaluate", "lckd.evaluate", "add_evaluate_parser")):
+                                ("evaluate", "lckd.evaluate", "add_evaluate_parser"),
+                                ("crossval", "lckd.crossval", "add_crossval_parser")):
         _add_lazy(sub, name, module, adder)
     return parser
 

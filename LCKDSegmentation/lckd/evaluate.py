@@ -67,23 +67,24 @@ METRIC_KEYS = list(REGIONS) + [f"HD95_{r}" for r in REGIONS]
 def evaluate_cases(segmenter, cases, subsets: Sequence[Sequence[str]] | None = None, *,
                    overlap: float | None = None,
                    progress: Callable[[int, int, str], None] | None = None) -> dict:
-    """Run every subset on every loaded case (lckd.training.data.LoadedCase); returns the report dict."""
+    """Run every subset on every loaded case (lckd.training.data.LoadedCase); returns the report dict.
+
+    A case counts only for the subsets it can serve (every scan of the subset present): a
+    FLAIR + T1ce case is scored on FLAIR, T1ce and T1ce + FLAIR, never on "all four".
+    """
     order = list(segmenter.net.modalities)
     subsets = [tuple(s) for s in (subsets or all_subsets(order))]
-    rows, total, done = [], len(cases) * len(subsets), 0
-    for case in cases:
-        spacing_zyx = tuple(reversed(case.spacing))
-        x = case.x.astype(np.float32, copy=False)
-        for sub in subsets:
-            present = np.array([m in sub for m in order], dtype=bool) & case.present
-            if not present.any():
-                continue
-            probs = segmenter.predict(x, present, overlap=overlap)
-            metrics = region_metrics(predicted_regions(probs), case.regions, spacing_zyx)
-            rows.append({"case_id": case.case_id, "subset": subset_key(sub), **metrics})
-            done += 1
-            if progress:
-                progress(done, total, f"{case.case_id} {subset_key(sub)}")
+    runs = [(case, sub) for case in cases for sub in subsets
+            if all(case.present[order.index(m)] for m in sub)]
+    rows, total, done = [], len(runs), 0
+    for case, sub in runs:
+        present = np.array([m in sub for m in order], dtype=bool)
+        probs = segmenter.predict(case.x.astype(np.float32, copy=False), present, overlap=overlap)
+        metrics = region_metrics(predicted_regions(probs), case.regions, tuple(reversed(case.spacing)))
+        rows.append({"case_id": case.case_id, "subset": subset_key(sub), **metrics})
+        done += 1
+        if progress:
+            progress(done, total, f"{case.case_id} {subset_key(sub)}")
     return summarise(rows, [subset_key(s) for s in subsets])
 
 
@@ -173,43 +174,56 @@ def add_evaluate_parser(subparsers) -> argparse.ArgumentParser:
     return p
 
 
-def run_evaluate(args: argparse.Namespace) -> int:
-    """`lckd evaluate`: print the table, write the reports; exit status 0."""
-    from .inference import Segmenter
+def evaluate_model(segmenter, data: str | Path, split: str | Path | None = None, subset: str = "test", *,
+                   max_cases: int | None = None, overlap: float | None = None, show_progress: bool = True) -> dict:
+    """15-subset report of `segmenter` on the labelled cases of `data` (one split of `split`, or all).
+
+    Cases are read through the training loader onto the model's grid, as the card's
+    spacing and clipping say; raises InputError when no labelled case is found.
+    """
     from .training.data import load_cases, select_cases
     from .training.presets import TrainConfig
 
     t0 = time.perf_counter()
-    seg = Segmenter.load(args.model, device=args.device, threads=args.threads)
-    files = [f for f in select_cases(args.data, args.split, args.subset) if f.label is not None]
+    files = [f for f in select_cases(data, split, subset) if f.label is not None]
     if not files:
         from .errors import InputError
-        raise InputError(f"no labelled case under {args.data}: evaluation needs the cases' label maps")
-    if args.cases:
-        files = files[: args.cases]
-    cfg = TrainConfig(spacing=tuple(seg.card.spacing),
-                      clip_percentiles=tuple(seg.card.preprocessing.get("clip_percentiles", (0.5, 99.5))))
+        raise InputError(f"no labelled case under {data}: evaluation needs the cases' label maps")
+    files = files[:max_cases] if max_cases else files
+    card = segmenter.card
+    cfg = TrainConfig(spacing=tuple(card.spacing),
+                      clip_percentiles=tuple(card.preprocessing.get("clip_percentiles", (0.5, 99.5))))
     bar = None
-    if not args.quiet:
+    if show_progress:
         from tqdm.auto import tqdm
         bar = tqdm(total=len(files) * 15, desc="evaluate", unit="run")
-    report = None
     try:
-        loaded = load_cases(files, cfg, seg.net.modalities, dtype=np.float32)
+        loaded = load_cases(files, cfg, segmenter.net.modalities, dtype=np.float32)
 
         def progress(done: int, total: int, msg: str) -> None:
             if bar is not None:
+                bar.total = total
                 bar.n = done
                 bar.set_postfix_str(msg)
                 bar.refresh()
 
-        report = evaluate_cases(seg, loaded, overlap=args.overlap, progress=progress)
+        report = evaluate_cases(segmenter, loaded, overlap=overlap, progress=progress)
     finally:
         if bar is not None:
             bar.close()
-    report["model"] = {"name": seg.card.name, "version": seg.card.version}
-    report["data"] = str(args.data)
+    report["model"] = {"name": card.name, "version": card.version}
+    report["data"] = str(data)
     report["seconds"] = round(time.perf_counter() - t0, 1)
+    return report
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    """`lckd evaluate`: print the table, write the reports; exit status 0."""
+    from .inference import Segmenter
+
+    seg = Segmenter.load(args.model, device=args.device, threads=args.threads)
+    report = evaluate_model(seg, args.data, args.split, args.subset, max_cases=args.cases,
+                            overlap=args.overlap, show_progress=not args.quiet)
     print(format_table(report, markdown=False))
     if args.out:
         for p in write_report(report, args.out):

@@ -21,6 +21,8 @@ P_GAMMA, GAMMA = 0.3, (0.7, 1.5)
 P_BIAS, BIAS_STD = 0.3, (0.1, 0.35)
 P_NOISE, NOISE = 0.3, (0.0, 0.15)
 P_BLUR, BLUR = 0.2, (0.5, 1.0)
+THICK_MM = (3.0, 6.0)          # simulated slice thickness
+THICK_AXIS_P = (0.7, 0.15, 0.15)  # (z, y, x): most clinical 2D series are axial
 
 
 def _restandardise(v: torch.Tensor, brain: torch.Tensor) -> torch.Tensor:
@@ -52,8 +54,28 @@ def _smooth_field(shape: tuple, gen: torch.Generator) -> torch.Tensor:
     return (field - field.mean()) / field.std().clamp_min(1e-6)
 
 
-def augment_intensities(x: torch.Tensor, present: np.ndarray, rng: np.random.Generator) -> torch.Tensor:
-    """Augment the present channels of a (M, D, H, W) normalised patch; returns a new tensor."""
+def thick_slices(v: torch.Tensor, axis: int, factor: int) -> torch.Tensor:
+    """A (D, H, W) volume as a series of `factor`-voxel-thick slices along `axis` would show it.
+
+    Each slab of `factor` voxels is averaged (partial-volume effect of a thick slice) and
+    the slabs are linearly interpolated back onto the original grid, as resampling a 2D
+    series onto a 1 mm grid does at inference.
+    """
+    if factor <= 1 or v.shape[axis] < 2:
+        return v
+    kernel = [1, 1, 1]
+    kernel[axis] = factor
+    coarse = F.avg_pool3d(v[None, None], kernel_size=kernel, stride=kernel, ceil_mode=True, count_include_pad=False)
+    return F.interpolate(coarse, size=tuple(v.shape), mode="trilinear", align_corners=False)[0, 0]
+
+
+def augment_intensities(x: torch.Tensor, present: np.ndarray, rng: np.random.Generator,
+                        thick_slice_prob: float = 0.0, spacing_mm: float = 1.0) -> torch.Tensor:
+    """Augment the present channels of a (M, D, H, W) normalised patch; returns a new tensor.
+
+    With `thick_slice_prob` > 0 each scan, on its own draw, is first turned into a thick-slice
+    series (3-6 mm along a random axis, mostly axial; `spacing_mm` is the patch's voxel size).
+    """
     gen = torch.Generator().manual_seed(int(rng.integers(2 ** 62)))
     out = x.clone()
     for c in np.flatnonzero(present):
@@ -62,6 +84,11 @@ def augment_intensities(x: torch.Tensor, present: np.ndarray, rng: np.random.Gen
         if not bool(brain.any()):
             continue
         restandardise = False
+        if thick_slice_prob > 0 and rng.random() < thick_slice_prob:
+            axis = int(rng.choice(3, p=THICK_AXIS_P))
+            factor = int(round(float(rng.uniform(*THICK_MM)) / spacing_mm))
+            v = thick_slices(v, axis, factor)
+            restandardise = True
         if rng.random() < P_BIAS:
             lo = v[brain].min()
             v = lo + (v - lo) * torch.exp(float(rng.uniform(*BIAS_STD)) * _smooth_field(v.shape, gen))

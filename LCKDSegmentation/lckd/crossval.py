@@ -1,0 +1,276 @@
+"""k-fold cross-validation (`lckd crossval`): fold plan, per-fold training and evaluation, pooled table.
+
+The honest measure of a model trained on a few real cases. Only cases with every scan and a
+label rotate into the test folds (so each fold can be scored on all 15 subsets); cases with
+missing scans, and any case named with `--train-only` (e.g. a patient who also appears under
+another BraTS year), are on the training side of every fold. Each fold also holds out one
+validation case (for the teacher election), taken from another fold's test cases, so a fold's
+training, validation and test cases are disjoint.
+
+Layout of the output folder::
+
+    OUT/plan.json                 the folds (test / val / train case ids), seed, k
+    OUT/fold-K/split.csv          the fold's split file (lckd train / lckd evaluate read it)
+    OUT/fold-K/model/             lckd train --out (checkpoint, log, card)
+    OUT/fold-K/eval/              lckd evaluate --out (evaluation.json/.csv/.md)
+    OUT/crossval.{json,md,csv}    mean and spread over folds, per subset
+
+Every step skips what is already done and training resumes from its checkpoint, so an
+interrupted run continues where it stopped; folds can run in separate processes (`--fold`).
+"""
+from __future__ import annotations
+
+import argparse
+import fnmatch
+import json
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from .datasets import CaseFiles, find_cases, write_split
+from .errors import InputError
+from .modalities import MODALITIES
+
+PLAN = "plan.json"
+
+
+def fold_plan(cases: Sequence[CaseFiles], k: int = 5, seed: int = 0,
+              train_only: Sequence[str] = ()) -> dict:
+    """Folds of the complete labelled cases; everything else trains in every fold.
+
+    Returns {"k", "seed", "train_only", "folds": [{"test": [...], "val": [...], "train": [...]}]}.
+    The rotating cases are shuffled with `seed` and dealt into k folds of near-equal size;
+    fold K's validation case is the first test case of fold K+1 (mod k).
+    """
+    def pinned(case_id: str) -> bool:
+        return any(fnmatch.fnmatchcase(case_id, pat) for pat in train_only)
+
+    rotating = sorted(c.case_id for c in cases
+                      if c.label is not None and set(MODALITIES) <= set(c.images) and not pinned(c.case_id))
+    if k < 2:
+        raise InputError(f"cross-validation needs at least 2 folds, got {k}")
+    if len(rotating) < k:
+        raise InputError(f"{len(rotating)} complete labelled case(s) (all four scans and a label) for "
+                         f"{k} folds: need at least {k}")
+    order = [rotating[i] for i in np.random.default_rng(seed).permutation(len(rotating))]
+    tests = [sorted(order[i::k]) for i in range(k)]
+    labelled = sorted(c.case_id for c in cases if c.label is not None)
+    folds = []
+    for i, test in enumerate(tests):
+        val = [tests[(i + 1) % k][0]]
+        train = [c for c in labelled if c not in test and c not in val]
+        folds.append({"test": test, "val": val, "train": train})
+    return {"k": k, "seed": seed, "train_only": list(train_only), "folds": folds}
+
+
+def write_plan(plan: dict, out: str | Path) -> list[Path]:
+    """OUT/plan.json and OUT/fold-K/split.csv for every fold; returns the split paths."""
+    from .imageio import atomic_path
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out / PLAN, what="cross-validation plan") as tmp:
+        Path(tmp).write_text(json.dumps(plan, indent=1), encoding="utf-8")
+    paths = []
+    for i, fold in enumerate(plan["folds"]):
+        path = fold_dir(out, i) / "split.csv"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_split(path, fold)
+        paths.append(path)
+    return paths
+
+
+def fold_dir(out: str | Path, fold: int) -> Path:
+    """The folder of fold `fold` (0-based)."""
+    return Path(out) / f"fold-{fold}"
+
+
+def aggregate(reports: Sequence[dict]) -> dict:
+    """Mean and spread over folds of per-fold `evaluate_cases` reports.
+
+    Per subset: each metric's mean over the folds that scored it and its SD over those folds
+    (`<metric>_sd`), the number of folds and of test cases. `mean` is the 15-subset mean of
+    each fold, averaged over folds, with the SD over folds; `per_fold` keeps those fold means.
+    """
+    from .evaluate import EMPTY_RULE, METRIC_KEYS
+
+    keys = list(dict.fromkeys(k for r in reports for k in r["per_subset"]))
+    per_subset = {}
+    for key in keys:
+        rows = [r["per_subset"][key] for r in reports if key in r["per_subset"]]
+        entry: dict = {}
+        for m in METRIC_KEYS:
+            vals = np.array([row[m] for row in rows], dtype=float)
+            entry[m] = float(vals.mean())
+            entry[f"{m}_sd"] = float(vals.std(ddof=1)) if len(vals) > 1 else 0.0
+        entry["folds"] = len(rows)
+        entry["cases"] = int(sum(row["cases"] for row in rows))
+        per_subset[key] = entry
+    fold_means = [r["mean"] for r in reports]
+    mean: dict = {}
+    for m in METRIC_KEYS:
+        vals = np.array([f[m] for f in fold_means], dtype=float)
+        mean[m] = float(vals.mean())
+        mean[f"{m}_sd"] = float(vals.std(ddof=1)) if len(vals) > 1 else 0.0
+    cases = sorted({c for r in reports for c in r["cases"]})
+    return {"per_subset": per_subset, "mean": mean, "per_fold": fold_means, "folds": len(reports),
+            "cases": cases, "per_case": [row for r in reports for row in r["per_case"]],
+            "empty_rule": EMPTY_RULE, "hd95_unit": "mm", "spread": "SD over folds"}
+
+
+def format_table(report: dict, markdown: bool = True) -> str:
+    """Per-subset table with mean ± SD over folds (and the 15-subset mean)."""
+    from .labels import REGIONS
+
+    head = ["subset", "Dice ET", "Dice TC", "Dice WT", "HD95 ET", "HD95 TC", "HD95 WT"]
+    items = list(report["per_subset"].items()) + [("mean", report["mean"])]
+    body = [[k] + [f"{v[r]:.3f} ± {v[r + '_sd']:.3f}" for r in REGIONS]
+            + [f"{v['HD95_' + r]:.1f} ± {v['HD95_' + r + '_sd']:.1f}" for r in REGIONS] for k, v in items]
+    if markdown:
+        lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] + ["---:"] * 6) + "|"]
+        return "\n".join(lines + ["| " + " | ".join(b) + " |" for b in body])
+    widths = [max(len(h), *(len(b[i]) for b in body)) for i, h in enumerate(head)]
+    return "\n".join(["  ".join(h.ljust(w) for h, w in zip(head, widths))]
+                     + ["  ".join(c.ljust(w) for c, w in zip(b, widths)) for b in body])
+
+
+def write_report(report: dict, out: str | Path) -> list[Path]:
+    """OUT/crossval.json, .md and .csv (atomically)."""
+    import csv
+    import io
+
+    from .imageio import atomic_path
+    from .labels import REGIONS
+
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    metrics = list(REGIONS) + [f"HD95_{r}" for r in REGIONS]
+    w.writerow(["subset", "folds", "cases"] + [h for m in metrics for h in (m.lower(), m.lower() + "_sd")])
+    for key, v in list(report["per_subset"].items()) + [("mean", report["mean"])]:
+        w.writerow([key, v.get("folds", report["folds"]), v.get("cases", len(report["cases"]))]
+                   + [f"{v[h]:.4f}" for m in metrics for h in (m, m + "_sd")])
+    note = (f"\n\n{report['folds']}-fold cross-validation, {len(report['cases'])} test cases; "
+            f"mean ± SD over folds. Empty regions: {report['empty_rule']}. HD95 in mm.\n")
+    texts = {"crossval.json": json.dumps(report, indent=1) + "\n", "crossval.md": format_table(report) + note,
+             "crossval.csv": buf.getvalue()}
+    paths = []
+    for name, text in texts.items():
+        path = Path(out) / name
+        with atomic_path(path, what="cross-validation report") as tmp:
+            Path(tmp).write_text(text, encoding="utf-8")
+        paths.append(path)
+    return paths
+
+
+def card_evaluation(report: dict, data: str) -> dict:
+    """The model card's `evaluation` field from a cross-validation report (no per-case rows)."""
+    return {"description": f"{report['folds']}-fold cross-validation on {data}: each value is the mean over "
+                           f"folds of the test cases the fold's model did not train on (± SD over folds)",
+            "cases": len(report["cases"]), "folds": report["folds"], "per_subset": report["per_subset"],
+            "mean": report["mean"], "empty_rule": report["empty_rule"], "case_ids": report["cases"]}
+
+
+# --------------------------------------------------------------------------- running the folds
+
+def _train_fold(data: str, fold: int, out: Path, cfg, name: str, device: str, threads: int | None,
+                progress: bool) -> Path:
+    """Train (or resume, or reuse) fold `fold`'s model; returns its card path."""
+    from .training.trainer import RunOptions, Trainer, close_distributed
+
+    model_dir = fold_dir(out, fold) / "model"
+    card = model_dir / f"{name}-fold{fold}.json"
+    if card.is_file():
+        return card
+    resume = (model_dir / "checkpoint" / "checkpoint.json").is_file()
+    opts = RunOptions(data=data, out=str(model_dir), split=str(fold_dir(out, fold) / "split.csv"),
+                      name=f"{name}-fold{fold}", description=f"cross-validation fold {fold}",
+                      device=device, threads=threads, resume=resume, progress=progress)
+    try:
+        path = Trainer(cfg, opts).train()
+    finally:
+        close_distributed()
+    return Path(path) if path else card
+
+
+def _evaluate_fold(data: str, fold: int, out: Path, card: Path, device: str, threads: int | None,
+                   progress: bool) -> dict:
+    """The fold's test-case report (read back when already written)."""
+    from .evaluate import evaluate_model, write_report as write_eval
+    from .inference import Segmenter
+
+    report_path = fold_dir(out, fold) / "eval" / "evaluation.json"
+    if report_path.is_file():
+        return json.loads(report_path.read_text())
+    seg = Segmenter.load(str(card), device=device, threads=threads)
+    report = evaluate_model(seg, data, fold_dir(out, fold) / "split.csv", "test", show_progress=progress)
+    write_eval(report, report_path.parent)
+    return report
+
+
+def add_crossval_parser(subparsers) -> argparse.ArgumentParser:
+    """Register `lckd crossval`."""
+    from .training.presets import PRESETS
+
+    p = subparsers.add_parser(
+        "crossval", help="k-fold cross-validation: train and evaluate one model per fold",
+        description="k-fold cross-validation on a BraTS-layout folder. Cases with all four scans and a label "
+                    "rotate into the test folds; cases with missing scans (and --train-only ones) train in every "
+                    "fold; each fold holds out one validation case for the teacher election. Each fold's model "
+                    "is trained (resuming an interrupted run) and scored on its test cases with all 15 subsets; "
+                    "when every fold is done the mean and SD over folds go to OUT/crossval.{md,csv,json}.")
+    p.add_argument("data", metavar="DATA_DIR")
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder (plan, folds, report)")
+    p.add_argument("--folds", type=int, default=5, help="k (default 5)")
+    p.add_argument("--fold", type=int, action="append", default=None, metavar="K",
+                   help="run only fold K (0-based; repeatable), e.g. one fold per process")
+    p.add_argument("--train-only", action="append", default=[], metavar="PATTERN",
+                   help="case ids (shell patterns) kept on the training side of every fold, "
+                        "e.g. a patient who also appears under another BraTS year")
+    p.add_argument("--preset", choices=sorted(PRESETS), default="cpu-real", help="training preset (default cpu-real)")
+    p.add_argument("--name", default="lckd-cv", help="model name; fold K's model is NAME-foldK")
+    p.add_argument("--seed", type=int, default=0, help="fold shuffling and training seed")
+    p.add_argument("--device", default="cpu", help="cpu (default), cuda, auto")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads per process (default: all cores)")
+    p.add_argument("--update-card", metavar="CARD", default=None,
+                   help="store the cross-validation table as this model card's expected Dice (re-saves it)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=run_crossval)
+    return p
+
+
+def run_crossval(args: argparse.Namespace) -> int:
+    """`lckd crossval`: exit status 0 (also when some folds are left to other processes)."""
+    from .training.presets import PRESETS
+
+    out = Path(args.out)
+    plan = fold_plan(find_cases(args.data), args.folds, args.seed, args.train_only)
+    old = out / PLAN
+    if old.is_file() and json.loads(old.read_text())["folds"] != plan["folds"]:
+        raise InputError(f"{old} holds a different fold plan (other data, k, seed or --train-only): "
+                         f"use a new --out folder")
+    write_plan(plan, out)
+    cfg = PRESETS[args.preset].with_overrides(seed=args.seed)
+    folds = args.fold if args.fold is not None else range(args.folds)
+    for k in folds:
+        if not 0 <= k < args.folds:
+            raise InputError(f"--fold {k}: folds are numbered 0 to {args.folds - 1}")
+        print(f"fold {k}: test {', '.join(plan['folds'][k]['test'])}; val {plan['folds'][k]['val'][0]}; "
+              f"{len(plan['folds'][k]['train'])} training cases")
+        card = _train_fold(args.data, k, out, cfg, args.name, args.device, args.threads, not args.quiet)
+        _evaluate_fold(args.data, k, out, card, args.device, args.threads, not args.quiet)
+    done = [fold_dir(out, k) / "eval" / "evaluation.json" for k in range(args.folds)]
+    missing = [k for k, p in enumerate(done) if not p.is_file()]
+    if missing:
+        print(f"folds still to run: {', '.join(map(str, missing))} (the report is written when all are done)")
+        return 0
+    report = aggregate([json.loads(p.read_text()) for p in done])
+    print(format_table(report, markdown=False))
+    for path in write_report(report, out):
+        print(f"wrote {path}")
+    if args.update_card:
+        from .modelcard import load_model, save_model
+        net, card = load_model(args.update_card)
+        card.evaluation = card_evaluation(report, str(args.data))
+        print(f"updated {save_model(net, card, Path(args.update_card).parent)}")
+    return 0
