@@ -42,7 +42,9 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default=None,
                    help="registry name, model card (.json) or folder (default: the bundled model)")
     p.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N, mps")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads for PyTorch (default: all cores)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="CPU threads for PyTorch (default: the cores available to this process: "
+                        "CPU affinity and cgroup quota)")
 
 
 def _add_segment_options(p: argparse.ArgumentParser) -> None:

@@ -25,6 +25,7 @@ from .modelcard import ModelCard, load_model
 from .network import LCKDNet
 from .preprocess import prepare_case
 from .registry import resolve_model
+from .threads import configure_threads
 
 ImageLike = Union[str, Path, sitk.Image]
 Progress = Callable[[float, str], None]
@@ -82,9 +83,11 @@ class Segmenter:
     @classmethod
     def load(cls, model: str | Path | None = None, device: str = "auto",
              threads: int | None = None, progress: Progress | None = None) -> "Segmenter":
-        """Load a model (None = bundled default; registry name; card path) onto a device."""
-        if threads:
-            torch.set_num_threads(int(threads))
+        """Load a model (None = bundled default; registry name; card path) onto a device.
+
+        `threads`: CPU threads for PyTorch; None = the cores available to this process
+        (affinity and cgroup quota, `lckd.threads`)."""
+        configure_threads(threads)
         dev = pick_device(device)
         net, card = load_model(resolve_model(model, progress=progress), device=dev)
         return cls(net, card, dev)

@@ -315,7 +315,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m lckd.worker", description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=None, help="registry name or model card (default: bundled model)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
-    parser.add_argument("--threads", type=int, default=None, help="CPU threads for PyTorch")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="CPU threads for PyTorch (default: the cores available to this process)")
     args = parser.parse_args(argv)
     writer = _Writer(protocol_stream())
 

@@ -23,6 +23,7 @@ from ..inference import Segmenter, pick_device
 from ..labels import REGIONS
 from ..modelcard import ModelCard, save_model
 from ..network import build_network
+from ..threads import configure_threads
 from . import checkpoint as ckpt
 from .data import LoadedCase, PatchSampler, load_cases, select_cases
 from .election import elect, format_table, single_modality_table, tumour_box
@@ -89,8 +90,7 @@ class Trainer:
             resume = ckpt.read_checkpoint(self.ckpt_dir)
             cfg = TrainConfig.from_dict(resume[1]["config"])   # the stored schedule wins
         self.cfg = cfg
-        threads = opts.threads or max(1, (os.cpu_count() or 1) // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", 1))))
-        torch.set_num_threads(threads)
+        configure_threads(opts.threads, world=int(os.environ.get("LOCAL_WORLD_SIZE", 1)))
         if self.world > 1 and not dist.is_initialized():
             dist.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
         torch.manual_seed(cfg.seed)                  # same initial weights on every rank

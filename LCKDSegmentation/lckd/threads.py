@@ -1,0 +1,171 @@
+"""One thread rule for the whole core: how many CPU threads PyTorch uses, and how they wait.
+
+Thread count. ``available_cpus()`` is the number of cores this process may actually run on:
+the CPU affinity mask (``taskset``, ``docker --cpuset-cpus``, Slurm) capped by a cgroup CPU
+quota (cgroup v2 ``cpu.max``, v1 ``cpu.cfs_quota_us / cpu.cfs_period_us``; ``docker
+--cpus``, Kubernetes limits). A fractional quota is rounded down (at least 1): a thread
+more than the quota allows is throttled mid-step, and every other thread then waits for it
+at the next barrier. ``os.cpu_count()`` sees neither limit. ``configure_threads(n)`` sets
+PyTorch's intra-op threads to ``n`` when given (``--threads``, which always wins), else to
+``available_cpus() // world`` (one share per local process under torchrun). Inference
+(``Segmenter.load``, hence ``lckd segment/batch/evaluate/demo`` and the Slicer worker) and
+training use it.
+
+Wait policy. OpenMP threads (PyTorch's intra-op pool, oneDNN and MKL run on it) by default
+spin for a while at every barrier before they sleep. On an idle machine that saves a few
+microseconds per parallel region; when another process holds one of the cores, the
+spinning threads burn the time slices the preempted thread needs, and every barrier waits
+for the scheduler. ``lckd/__init__.py`` therefore sets ``OMP_WAIT_POLICY=PASSIVE`` with
+``os.environ.setdefault`` (a value the user set is kept). The OpenMP runtime reads it once,
+when torch's shared libraries are loaded, so it takes effect only if ``lckd`` is imported
+before ``torch`` in that process; that holds for the ``lckd`` command, ``python -m
+lckd.worker`` and ``torchrun -m lckd.cli``. A program that imports torch first keeps
+torch's default, which ``wait_policy_applied()`` reports.
+"""
+from __future__ import annotations
+
+import math
+import os
+import sys
+from pathlib import Path
+
+from .errors import InputError
+
+#: Set in lckd/__init__.py before anything can import torch (see the module docstring).
+WAIT_POLICY_ENV = {"OMP_WAIT_POLICY": "PASSIVE"}
+
+# Whether torch (hence its OpenMP runtime) was already loaded when lckd was first imported;
+# set by lckd/__init__.py.
+_torch_preloaded = False
+
+
+def set_wait_policy_env(environ: dict | None = None) -> None:
+    """Put the passive wait policy into `environ` (default os.environ) unless already set."""
+    env = os.environ if environ is None else environ
+    for key, value in WAIT_POLICY_ENV.items():
+        env.setdefault(key, value)
+
+
+def wait_policy_applied() -> bool:
+    """True when the OpenMP runtime of this process started with the environment lckd set."""
+    return not _torch_preloaded
+
+
+def affinity_cpus() -> int:
+    """Cores in this process's CPU affinity mask (os.cpu_count() where there is no mask)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # macOS and Windows have no sched_getaffinity
+        return max(1, os.cpu_count() or 1)
+
+
+def _cgroup_paths(proc_cgroup: Path) -> tuple[str | None, str | None]:
+    """(cgroup v2 path, cgroup v1 'cpu' controller path) of this process, None where absent."""
+    v2 = v1 = None
+    try:
+        lines = proc_cgroup.read_text().splitlines()
+    except OSError:
+        return None, None
+    for line in lines:
+        parts = line.split(":", 2)
+        if len(parts) != 3:
+            continue
+        hier, controllers, path = parts
+        if hier == "0" and controllers == "":
+            v2 = path
+        elif "cpu" in controllers.split(","):
+            v1 = path
+    return v2, v1
+
+
+def _candidates(root: Path, rel: str | None) -> list[Path]:
+    """The process's cgroup folder and its ancestors up to `root` (a limit on any applies).
+
+    Inside a container the path in /proc/self/cgroup may name the host's hierarchy while
+    only the container's own part is mounted; then the mount root is all there is.
+    """
+    out: list[Path] = []
+    if rel:
+        p = root / rel.strip("/")
+        while True:
+            out.append(p)
+            if p == root or root not in p.parents:
+                break
+            p = p.parent
+    if root not in out:
+        out.append(root)
+    return out
+
+
+def _read_v2_quota(folder: Path) -> float | None:
+    try:
+        fields = (folder / "cpu.max").read_text().split()
+    except OSError:
+        return None
+    if not fields or fields[0] == "max":
+        return None
+    try:
+        quota = float(fields[0])
+        period = float(fields[1]) if len(fields) > 1 else 100000.0
+    except ValueError:
+        return None
+    return quota / period if quota > 0 and period > 0 else None
+
+
+def _read_v1_quota(folder: Path) -> float | None:
+    try:
+        quota = float((folder / "cpu.cfs_quota_us").read_text().strip())
+        period = float((folder / "cpu.cfs_period_us").read_text().strip())
+    except (OSError, ValueError):
+        return None
+    return quota / period if quota > 0 and period > 0 else None  # quota -1: no limit
+
+
+def cgroup_cpu_quota(proc_cgroup: str | Path = "/proc/self/cgroup",
+                     cgroup_root: str | Path = "/sys/fs/cgroup") -> float | None:
+    """CPU quota of this process's cgroup in cores (e.g. 1.5), or None when unlimited.
+
+    Reads cgroup v2 ``cpu.max`` and, on v1 or hybrid hosts, ``cpu.cfs_quota_us`` /
+    ``cpu.cfs_period_us`` under the ``cpu`` controller's mount; the tightest limit found on
+    the process's cgroup or any ancestor counts.
+    """
+    root = Path(cgroup_root)
+    v2, v1 = _cgroup_paths(Path(proc_cgroup))
+    quotas: list[float] = []
+    if v2 is not None:
+        quotas += [q for q in map(_read_v2_quota, _candidates(root, v2)) if q is not None]
+    if v1 is not None:
+        for mount in ("cpu,cpuacct", "cpu", "cpuacct,cpu"):
+            if (root / mount).is_dir():
+                quotas += [q for q in map(_read_v1_quota, _candidates(root / mount, v1)) if q is not None]
+                break
+    return min(quotas) if quotas else None
+
+
+def available_cpus(proc_cgroup: str | Path = "/proc/self/cgroup",
+                   cgroup_root: str | Path = "/sys/fs/cgroup") -> int:
+    """Cores this process may use: the affinity mask capped by the cgroup quota (>= 1)."""
+    n = affinity_cpus()
+    quota = cgroup_cpu_quota(proc_cgroup, cgroup_root) if sys.platform.startswith("linux") else None
+    if quota is not None:
+        n = min(n, max(1, math.floor(quota)))
+    return n
+
+
+def default_threads(world: int = 1) -> int:
+    """Intra-op threads per process when ``--threads`` is not given: an equal share of the
+    available cores among `world` processes on this machine (at least 1)."""
+    return max(1, available_cpus() // max(1, int(world)))
+
+
+def configure_threads(threads: int | None = None, world: int = 1) -> int:
+    """Set PyTorch's intra-op thread count (`threads` if given, else `default_threads(world)`)
+    and return it."""
+    import torch
+
+    n = int(threads) if threads else default_threads(world)
+    if n < 1:
+        raise InputError(f"the number of threads must be at least 1 (--threads), got {threads}")
+    if torch.get_num_threads() != n:
+        torch.set_num_threads(n)
+    return n
