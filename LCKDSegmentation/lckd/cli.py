@@ -58,7 +58,30 @@ def _add_segment_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sw-batch-size", type=int, default=1, help="windows per network call (more is faster on GPUs)")
 
 
-def build_parser() -> argparse.ArgumentParser:
+# Commands defined in modules that load torch (or MONAI) when imported: each is listed with
+# its one-line help and built in full only when it is the command being run, so `lckd
+# --help` and the other commands never import torch. The help must equal the module's own
+# (test_light_imports checks it).
+LAZY_COMMANDS = {
+    "demo": ("lckd.demo", "add_demo_parser", "segment the bundled sample case and save a picture"),
+    "train": ("lckd.training.command", "add_train_parser",
+              "train an LCKD model (teacher election + cross-modal distillation)"),
+    "evaluate": ("lckd.evaluate", "add_evaluate_parser",
+                 "Dice and HD95 for all 15 modality subsets on a labelled data set"),
+    "crossval": ("lckd.crossval", "add_crossval_parser",
+                 "k-fold cross-validation: train and evaluate one model per fold"),
+}
+
+
+def _command_of(argv: Sequence[str]) -> str | None:
+    """The subcommand named in `argv` (the first word that is not an option)."""
+    return next((a for a in argv if not a.startswith("-")), None)
+
+
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The `lckd` parser. With `argv`, of the commands in LAZY_COMMANDS only the one `argv`
+    names is built in full (the others get their help line); without, all are."""
+    lazy_full = set(LAZY_COMMANDS) if argv is None else {_command_of(argv)}
     parser = argparse.ArgumentParser(
         prog="lckd", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG,
         description="Brain-tumour segmentation from any subset of T1, T1ce, T2 and FLAIR (LCKD network).")
@@ -118,11 +141,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_split)
 
-    for name, module, adder in (("demo", "lckd.demo", "add_demo_parser"),
-                                ("train", "lckd.training.command", "add_train_parser"),
-                                ("evaluate", "lckd.evaluate", "add_evaluate_parser"),
-                                ("crossval", "lckd.crossval", "add_crossval_parser")):
-        _add_lazy(sub, name, module, adder)
+    for name, (module, adder, summary) in LAZY_COMMANDS.items():
+        if name in lazy_full:
+            _add_lazy(sub, name, module, adder)
+        else:
+            sub.add_parser(name, help=summary)
     return parser
 
 
@@ -242,7 +265,8 @@ def cmd_phantom(args) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(argv)
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Callable
 
 from .errors import ModelError
-from .modelcard import sha256_file
+from .hashing import sha256_file   # light on purpose: Slicer's GUI process lists models, torch-free
 from .resources import cache_dir, resources_dir
 
 
