@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 
 from .presets import PRESETS, TrainConfig
@@ -85,10 +86,13 @@ def run_train(args: argparse.Namespace) -> int:
     from .trainer import RunOptions, Trainer, close_distributed
 
     cfg = config_from_args(args)
+    # the card records how to reproduce the run (the program name shortened to `lckd`)
+    command = shlex.join(["lckd"] + list(getattr(args, "argv", sys.argv[1:])))
     opts = RunOptions(data=args.data, out=args.out, split=args.split, name=args.name, version=args.version,
                       description=args.description, data_description=args.data_description,
                       device=args.device, threads=args.threads, resume=args.resume, stop_at=args.stop_at,
-                      progress=not args.quiet, final_eval=not args.no_final_eval)
+                      progress=not args.quiet, final_eval=not args.no_final_eval,
+                      extra_training={"command": command, "seed": cfg.seed})
     try:
         Trainer(cfg, opts).train()
     finally:
@@ -102,6 +106,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="lckd")
     add_train_parser(parser.add_subparsers(dest="command"))
     args = parser.parse_args(["train"] + list(sys.argv[1:] if argv is None else argv))
+    args.argv = ["train"] + list(sys.argv[1:] if argv is None else argv)
     try:
         return args.func(args)
     except LCKDError as e:

@@ -122,6 +122,7 @@ class Trainer:
     def _load_data(self) -> None:
         cfg, o = self.cfg, self.opts
         train = select_cases(o.data, o.split, "train")
+        self.train_ids = [c.case_id for c in train]
         shard = train[self.rank::self.world]             # each rank samples from its own cases
         self._log(f"training cases: {len(train)} ({len(shard)} on this rank of {self.world}); loading into memory")
         self.train_cases = load_cases(shard, cfg, self.order, progress=o.progress and self.rank == 0)
@@ -248,7 +249,8 @@ class Trainer:
                          "wall_seconds": round(self.meta["wall_seconds"], 1),
                          "processes": self.world, "device": self.device.type,
                          "data": self.opts.data_description or str(self.opts.data),
-                         "config": self.cfg.to_dict(), **self.opts.extra_training}
+                         "config": self.cfg.to_dict(), "cases": self.train_ids,
+                         "validation_cases": [c.case_id for c in self.val_cases], **self.opts.extra_training}
         cases = self.val_cases[: self.cfg.final_eval_cases or None]
         if self.opts.final_eval and cases:
             self.net.eval()

@@ -1,0 +1,82 @@
+"""Cross-validation: fold plan rules on a real case folder, the over-folds table, the split files."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from lckd.crossval import aggregate, card_evaluation, fold_plan, format_table, write_plan, write_report
+from lckd.datasets import find_cases, load_split, write_case
+from lckd.errors import InputError
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    """7 complete cases, 2 FLAIR+T1ce cases, 1 T1-only case and 1 unlabelled case (tiny images)."""
+    import SimpleITK as sitk
+
+    root = tmp_path_factory.mktemp("cv")
+    img = sitk.GetImageFromArray(np.ones((4, 5, 6), dtype=np.int16))
+    lab = sitk.GetImageFromArray(np.zeros((4, 5, 6), dtype=np.uint8))
+    four = {m: img for m in ("T1", "T1ce", "T2", "FLAIR")}
+    for i in range(7):
+        write_case(root, f"full{i}", four, lab)
+    for i in range(2):
+        write_case(root, f"pair{i}", {"T1ce": img, "FLAIR": img}, lab)
+    write_case(root, "t1only", {"T1": img}, lab)
+    write_case(root, "nolabel", four, None)
+    return root
+
+
+def test_complete_cases_rotate_partial_and_pinned_cases_always_train(folder):
+    plan = fold_plan(find_cases(folder), k=3, seed=1, train_only=["full6"])
+    folds = plan["folds"]
+    tests = [c for f in folds for c in f["test"]]
+    assert sorted(tests) == [f"full{i}" for i in range(6)]            # each rotating case tested once
+    assert sorted(len(f["test"]) for f in folds) == [2, 2, 2]
+    for f in folds:
+        assert not set(f["test"]) & set(f["val"]) and not set(f["train"]) & (set(f["test"]) | set(f["val"]))
+        assert len(f["val"]) == 1 and f["val"][0].startswith("full")
+        assert {"pair0", "pair1", "t1only", "full6"} <= set(f["train"])
+        assert "nolabel" not in f["train"] + f["test"] + f["val"]
+    assert fold_plan(find_cases(folder), k=3, seed=1, train_only=["full6"]) == plan    # deterministic
+    assert fold_plan(find_cases(folder), k=3, seed=2, train_only=["full6"]) != plan
+
+
+def test_write_plan_gives_split_files_training_and_evaluation_read(folder, tmp_path):
+    plan = fold_plan(find_cases(folder), k=2)
+    paths = write_plan(plan, tmp_path)
+    assert json.loads((tmp_path / "plan.json").read_text()) == plan
+    for fold, path in zip(plan["folds"], paths):
+        split = load_split(path)
+        assert {k: sorted(v) for k, v in split.items()} == {k: sorted(fold[k]) for k in ("train", "val", "test")}
+
+
+def test_too_few_complete_cases_for_k_is_refused(folder):
+    with pytest.raises(InputError, match="7 complete labelled case"):
+        fold_plan(find_cases(folder), k=8)
+
+
+def _report(values: dict, cases: list) -> dict:
+    from lckd.evaluate import summarise
+
+    rows = [{"case_id": c, "subset": s, "ET": v, "TC": v, "WT": v, "HD95_ET": 10 * v, "HD95_TC": 1.0,
+             "HD95_WT": 2.0} for s, v in values.items() for c in cases]
+    return summarise(rows, list(values))
+
+
+def test_aggregate_is_the_mean_and_sd_over_folds(tmp_path):
+    folds = [_report({"T1": 0.2, "FLAIR": 0.8}, ["a", "b"]), _report({"T1": 0.4, "FLAIR": 0.6}, ["c"])]
+    rep = aggregate(folds)
+    assert rep["per_subset"]["T1"]["ET"] == pytest.approx(0.3)
+    assert rep["per_subset"]["T1"]["ET_sd"] == pytest.approx(np.std([0.2, 0.4], ddof=1))
+    assert rep["per_subset"]["T1"]["cases"] == 3 and rep["per_subset"]["T1"]["folds"] == 2
+    assert rep["mean"]["WT"] == pytest.approx(0.5) and rep["mean"]["WT_sd"] == pytest.approx(0.0)
+    assert rep["cases"] == ["a", "b", "c"]
+    assert "0.300 ± 0.141" in format_table(rep)
+    names = sorted(p.name for p in write_report(rep, tmp_path))
+    assert names == ["crossval.csv", "crossval.json", "crossval.md"]
+    card = card_evaluation(rep, "data")
+    assert card["per_subset"]["FLAIR"]["WT"] == pytest.approx(0.7) and card["folds"] == 2
+    assert "per_case" not in card
