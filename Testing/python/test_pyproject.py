@@ -1,0 +1,33 @@
+"""pyproject.toml: every package-data glob ships real files, and the version has one source."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def project() -> dict:
+    return tomllib.loads((ROOT / "pyproject.toml").read_text())
+
+
+def test_every_package_data_glob_matches_files(project):
+    setuptools = project["tool"]["setuptools"]
+    dirs = setuptools["package-dir"]
+    for package, globs in setuptools["package-data"].items():
+        assert package in setuptools["packages"]
+        folder = ROOT / dirs[package]
+        for pattern in globs:
+            assert [p for p in folder.glob(pattern) if p.is_file()], f"{package}: '{pattern}' matches no file in {folder}"
+
+
+def test_version_comes_from_the_package(project):
+    import lckd
+
+    assert "version" not in project["project"] and "version" in project["project"]["dynamic"]
+    assert project["tool"]["setuptools"]["dynamic"]["version"] == {"attr": "lckd.__version__"}
+    assert lckd.__version__.count(".") == 2
