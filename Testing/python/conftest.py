@@ -1,12 +1,9 @@
 """Shared fixtures: small phantom cases written with real SimpleITK I/O."""
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import SimpleITK as sitk
 
-REAL_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "real"
 SMALL = (64, 80, 80)  # (z, y, x): a shrunken brain, one or two sliding windows
 
 

@@ -25,6 +25,7 @@ def _load_script():
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)
 def test_ablation_runs_every_arm_over_seeds_reports_paired_differences_and_reuses_finished_runs(tmp_path, capsys):
     ablation = _load_script()
     out = tmp_path / "out"

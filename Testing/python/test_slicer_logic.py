@@ -10,15 +10,11 @@ from __future__ import annotations
 import math
 import os
 import signal
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-
-MODULE_DIR = Path(__file__).resolve().parents[2] / "LCKDSegmentation"
-sys.path.insert(0, str(MODULE_DIR))
 
 slicer = pytest.importorskip("slicer")
 vtk = pytest.importorskip("vtk")

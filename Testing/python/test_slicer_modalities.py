@@ -1,16 +1,12 @@
 """Filling the four selectors from volume names, as the module does when volumes are loaded."""
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
 
-MODULE_DIR = Path(__file__).resolve().parents[2] / "LCKDSegmentation"
-sys.path.insert(0, str(MODULE_DIR))
-
-from lckd.modalities import guess_modality  # noqa: E402
-from LCKDSegmentationLib.selection import assign_modalities  # noqa: E402
+from lckd.modalities import guess_modality
+from LCKDSegmentationLib.selection import assign_modalities
 
 SERIES = {
     # scanner series descriptions

@@ -145,7 +145,6 @@ def test_icon_is_a_128_pixel_png():
 
 
 def test_requirements_use_compatible_release_pins():
-    sys.path.insert(0, str(MODULE))
     from LCKDSegmentationLib import dependencies
 
     reqs = dependencies.read_requirements()

@@ -24,6 +24,7 @@ N_TRAIN, N_VAL = 36, 4
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(3600)   # 3000 steps: about 5 minutes on 2 idle cores, far more on busy ones
 def test_short_training_elects_t1ce_for_the_core_and_flair_for_the_whole_tumour(tmp_path):
     ids = [p.name for p in write_phantom_dataset(tmp_path / "data", N_TRAIN + N_VAL, seed=900, shape=SHAPE,
                                                  spacing=(SPACING,) * 3)]

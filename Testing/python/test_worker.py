@@ -10,19 +10,15 @@ import io
 import json
 import os
 import signal
-import sys
 import threading
 import time
 from pathlib import Path
 
 import pytest
 
-MODULE_DIR = Path(__file__).resolve().parents[2] / "LCKDSegmentation"
-sys.path.insert(0, str(MODULE_DIR))
-
-from lckd import worker as worker_mod  # noqa: E402
-from lckd.errors import Cancelled, InputError, ModelError  # noqa: E402
-from LCKDSegmentationLib.workerclient import WorkerClient, describe_exit  # noqa: E402
+from lckd import worker as worker_mod
+from lckd.errors import Cancelled, InputError, ModelError
+from LCKDSegmentationLib.workerclient import WorkerClient, describe_exit
 
 
 # -- in-process protocol tests ---------------------------------------------------------
@@ -254,8 +250,10 @@ def test_round_trip_and_the_model_is_loaded_once(client, case_files, tmp_path):
     assert client.pid == pid == first["pid"] == last["pid"]
     assert first["loaded_at"] == last["loaded_at"] == ready["loaded_at"]
     assert last["served"] - first["served"] == 3
-    # A warm request costs far less than loading did.
-    assert max(r["seconds"] for r in results) < ready["load_seconds"] + 60
+    # A warm request costs the pipeline's own time plus writing a small labelmap: nothing is
+    # loaded or imported per request (the load, torch's import included, took load_seconds).
+    for r in results:
+        assert 0 < r["timings"]["total"] <= r["seconds"] < r["timings"]["total"] + min(1.0, ready["load_seconds"])
 
 
 def test_malformed_message_gets_an_error_and_the_worker_keeps_serving(client):
