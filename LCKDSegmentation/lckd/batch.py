@@ -1,8 +1,12 @@
 """`lckd batch`: every case of a BraTS-layout folder, sharded over processes or torchrun ranks.
 
-Each process handles cases[k::n]; a bad case is recorded and the batch goes on. Each
-process writes its own summary part (CSV) and, under torchrun, rank 0 waits for the
-others and merges the parts into `summary.csv` (files, not pickled objects, cross ranks).
+Each process handles cases[k::n]; a case that fails for any reason (bad input, a full
+disk, an internal error, running out of memory) is recorded and the batch goes on. Each
+process writes its own summary part (CSV), also when interrupted (Ctrl-C, SIGTERM), and,
+under torchrun, rank 0 waits for the others and merges the parts into `summary.csv`
+(files, not pickled objects, cross ranks). A case counts as done, and is skipped on the
+next run, only when its output reads back as a complete image: outputs are written
+atomically and verified, so a failed write never leaves a file that looks done.
 """
 from __future__ import annotations
 
@@ -15,6 +19,7 @@ from pathlib import Path
 from typing import Sequence
 
 from .errors import InputError, LCKDError
+from .imageio import printable
 
 FIELDS = ("case", "modalities", "NCR_ml", "ED_ml", "ET_ml", "TC_ml", "WT_ml", "seconds", "status", "message")
 
@@ -53,13 +58,43 @@ def output_path(out_dir: Path, case_id: str, fmt: str) -> Path:
 
 
 def write_summary(rows: Sequence[dict], path: Path) -> None:
-    from .imageio import atomic_path
+    """Write the summary CSV atomically and check it reads back complete (`OutputError` if not)."""
+    from .errors import OutputError
+    from .imageio import atomic_path, shown_path
 
-    with atomic_path(path) as tmp:
-        with open(tmp, "w", newline="") as f:
+    def verify(tmp: Path) -> None:
+        try:
+            with open(tmp, newline="", encoding="utf-8") as f:
+                back = list(csv.DictReader(f))
+        except (OSError, UnicodeDecodeError, csv.Error):
+            back = None
+        if back is None or len(back) != len(rows) or any(b["case"] != r["case"] for b, r in zip(back, rows)):
+            raise OutputError(f"cannot write summary '{shown_path(path)}': the written file is incomplete "
+                              "(is the disk full?)")
+
+    with atomic_path(path, "summary", verify=verify) as tmp:
+        with open(tmp, "w", newline="", encoding="utf-8") as f:
             w = csv.DictWriter(f, fieldnames=FIELDS)
             w.writeheader()
             w.writerows(rows)
+
+
+def output_complete(path: Path) -> bool:
+    """True when `path` holds a complete image (header and every voxel readable): a case really done."""
+    import SimpleITK as sitk
+
+    if not path.is_file() or path.stat().st_size == 0:
+        return False
+    shown = sitk.ProcessObject.GetGlobalWarningDisplay()
+    sitk.ProcessObject.SetGlobalWarningDisplay(False)
+    try:
+        sitk.ReadImage(str(path))
+    except RuntimeError:
+        return False
+    finally:
+        sitk.ProcessObject.SetGlobalWarningDisplay(shown)
+    from .imageio import _is_nifti, _nifti_truncation
+    return not (_is_nifti(path) and _nifti_truncation(path))
 
 
 def print_summary(rows: Sequence[dict]) -> None:
@@ -75,19 +110,26 @@ def print_summary(rows: Sequence[dict]) -> None:
 
 
 def _segment_case(seg, case, out_path: Path, args) -> dict:
-    from .output import write_labelmap
+    """Segment and write one case; any failure becomes an 'error' row, never an exception."""
+    from .output import write_result
 
     row = dict.fromkeys(FIELDS, "")
-    row.update(case=case.case_id, modalities="+".join(case.images))
+    row.update(case=printable(case.case_id), modalities="+".join(case.images))
     t = time.perf_counter()
     try:
         res = seg.segment(case.images, labels=args.labels, register=args.register,
-                          postprocess=args.postprocess, overlap=args.overlap, sw_batch_size=args.sw_batch_size)
-        write_labelmap(res.labelmap, out_path, args.labels)
+                          postprocess=args.postprocess, overlap=args.overlap, sw_batch_size=args.sw_batch_size,
+                          max_memory_gb=getattr(args, "max_memory", None))
+        write_result(res, [out_path])
         row.update({f"{k}_ml": f"{v:.2f}" for k, v in res.volumes_ml.items()})
-        row.update(status="ok", message="; ".join(res.warnings))
+        row.update(status="ok", message=printable("; ".join(res.warnings)))
     except LCKDError as e:
-        row.update(status="error", message=str(e))
+        row.update(status="error", message=printable(e))
+    except MemoryError:
+        row.update(status="error", message="out of memory (lower --max-memory to refuse such cases early)")
+    except Exception as e:  # one unexpected failure must not cost the other cases or the summary
+        first = (str(e).strip().splitlines() or [""])[0][:200]
+        row.update(status="error", message=printable(f"internal error: {type(e).__name__}: {first}"))
     row["seconds"] = f"{time.perf_counter() - t:.1f}"
     return row
 
@@ -97,10 +139,17 @@ def run_batch(args) -> int:
     from tqdm import tqdm
 
     from .datasets import find_cases
-    from .inference import Segmenter
+    from .imageio import check_path_text
     from .labels import check_convention
+    from .modelcard import read_card
+    from .options import check_run_options
+    from .registry import resolve_model
 
     check_convention(args.labels)
+    check_run_options(overlap=args.overlap, sw_batch_size=args.sw_batch_size, threads=args.threads,
+                      device=args.device, max_memory_gb=getattr(args, "max_memory", None))
+    check_path_text(args.output_dir, f"output folder '{printable(args.output_dir)}'", LCKDError)
+    check_path_text(args.input_dir, f"input folder '{printable(args.input_dir)}'", InputError)
     out_dir = Path(args.output_dir)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -118,21 +167,27 @@ def run_batch(args) -> int:
         import torch
         if torch.cuda.is_available():
             device = f"cuda:{local_rank % torch.cuda.device_count()}"
-    seg = Segmenter.load(args.model, device=device, threads=args.threads)
-    rows = []
-    for case in tqdm(cases, desc=f"segmenting (share {shard.index + 1}/{shard.count})" if shard.count > 1
-                     else "segmenting", unit="case", file=sys.stderr):
-        out_path = output_path(out_dir, case.case_id, args.format)
-        if out_path.exists() and not args.overwrite:
-            row = dict.fromkeys(FIELDS, "")
-            row.update(case=case.case_id, modalities="+".join(case.images), status="skipped",
-                       message="output exists")
-            rows.append(row)
-            continue
-        rows.append(_segment_case(seg, case, out_path, args))
+    card_path = resolve_model(args.model)
+    read_card(card_path)  # a bad card is refused before the weights load
+    from .inference import Segmenter
 
+    seg = Segmenter.load(card_path, device=device, threads=args.threads)
+    rows = []
     part = out_dir / ("summary.csv" if shard.count == 1 else f"summary-part-{shard.index}-of-{shard.count}.csv")
-    write_summary(rows, part)
+    try:
+        for case in tqdm(cases, desc=f"segmenting (share {shard.index + 1}/{shard.count})" if shard.count > 1
+                         else "segmenting", unit="case", file=sys.stderr):
+            out_path = output_path(out_dir, case.case_id, args.format)
+            if not args.overwrite and output_complete(out_path):
+                row = dict.fromkeys(FIELDS, "")
+                row.update(case=printable(case.case_id), modalities="+".join(case.images), status="skipped",
+                           message="output exists")
+                rows.append(row)
+                continue
+            rows.append(_segment_case(seg, case, out_path, args))
+    finally:
+        # Also on Ctrl-C / SIGTERM: the cases done so far are on record (the rest simply run next time).
+        write_summary(rows, part)
     if world > 1:
         rows = _merge_parts(out_dir, rank, world)
     if rank == 0:

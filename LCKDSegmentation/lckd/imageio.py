@@ -15,10 +15,12 @@ import errno
 import gzip
 import os
 import secrets
+import stat
 import struct
+import sys
 import zlib
 from pathlib import Path
-from typing import Iterator, Union
+from typing import Callable, Iterator, Union
 
 import SimpleITK as sitk
 
@@ -36,6 +38,31 @@ WRITE_EXTENSIONS: tuple[str, ...] = (".nii.gz", ".nii", ".nrrd", ".mha")
 _FORMATS_TEXT = "NIfTI (.nii, .nii.gz), NRRD (.nrrd, .nhdr), MetaImage (.mha, .mhd) or a DICOM series folder"
 
 
+# ----------------------------------------------------------------------------- paths
+
+def printable(text) -> str:
+    """`text` safe to print and to write as UTF-8: file-name bytes that are not UTF-8 become \\xNN."""
+    return str(text).encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def shown_path(path: PathLike) -> str:
+    """`path` (with ~ expanded) as text that can always be printed (see `printable`)."""
+    return printable(os.path.expanduser(os.fsdecode(path) if isinstance(path, bytes) else str(path)))
+
+
+def check_path_text(path: PathLike, label: str, error: type = InputError) -> None:
+    """Refuse a path that is not valid UTF-8.
+
+    ITK cannot take such a name: SimpleITK aborts the whole process (SIGABRT inside C++)
+    instead of raising, so this must be checked before any ITK call sees the path.
+    """
+    try:
+        os.fsencode(str(path)).decode("utf-8")
+    except UnicodeDecodeError:
+        raise error(f"{label}: the path is not valid UTF-8 text ({shown_path(path)}); "
+                    "rename the file or folder") from None
+
+
 # ----------------------------------------------------------------------------- reading
 
 def read_image(path: PathLike | sitk.Image, what: str = "image", *, series: str | None = None) -> sitk.Image:
@@ -48,11 +75,20 @@ def read_image(path: PathLike | sitk.Image, what: str = "image", *, series: str 
     if isinstance(path, sitk.Image):  # an image already in memory (console / Slicer callers)
         return sitk.Cast(_as_scalar_3d(path, f"{what} image"), sitk.sitkFloat32)
     p = Path(os.path.expanduser(str(path)))
-    label = f"{what} '{path}'"
-    if not p.exists():
-        raise InputError(f"{label} does not exist")
-    if p.is_dir():
+    label = f"{what} '{shown_path(path)}'"
+    check_path_text(p, label)
+    try:
+        mode = p.stat().st_mode
+    except FileNotFoundError:
+        raise InputError(f"{label} does not exist") from None
+    except OSError as exc:
+        raise InputError(f"{label} cannot be opened ({_os_reason(exc)})") from None
+    if stat.S_ISDIR(mode):
         image = _read_dicom_folder(p, label, series)
+    elif not stat.S_ISREG(mode):
+        # A named pipe would block the reader forever; a device is never an image file.
+        kind = "a named pipe" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else "a device"
+        raise InputError(f"{label} is {kind}, not a regular file; give an image file or a DICOM folder")
     else:
         image = _read_file(p, label)
     image = _as_scalar_3d(image, label)
@@ -74,6 +110,7 @@ def _read_file(p: Path, label: str) -> sitk.Image:
     is_dicom = any("|" in key for key in reader.GetMetaDataKeys())
     check_shape(reader.GetDimension(), tuple(reader.GetSize()), reader.GetNumberOfComponents(), label,
                 reader.GetPixelID(), hint="give the folder of the whole DICOM series" if is_dicom else "")
+    check_spacing(reader.GetSpacing(), label)
     if _is_nifti(p):
         # ITK's NIfTI reader zero-fills a truncated file without complaint; check ourselves.
         problem = _nifti_truncation(p)
@@ -130,6 +167,11 @@ def check_shape(dimension: int, size: tuple, components: int, label: str, pixel_
                          "a single-component (scalar) volume is needed")
     if dimension == 4 and size[3] == 1:
         return  # a 3D volume stored as 4D with one time point: _as_scalar_3d drops the axis
+    extended = sum(1 for s in size[:3] if int(s) > 1)
+    if extended == 0:
+        raise InputError(f"{label} is a single voxel (size {_size_text(size)}); a 3D volume is needed")
+    if extended == 1:
+        raise InputError(f"{label} is a 1D line of voxels (size {_size_text(size)}); a 3D volume is needed")
     if dimension < 3 or (dimension == 3 and 1 in size):
         raise InputError(f"{label} is a 2D image (size {_size_text(size)}); a 3D volume is needed"
                          + (f" ({hint})" if hint else ""))
@@ -141,9 +183,20 @@ def check_shape(dimension: int, size: tuple, components: int, label: str, pixel_
 _COMPLEX_IDS = {sitk.sitkComplexFloat32, sitk.sitkComplexFloat64}
 
 
+def check_spacing(spacing, label: str) -> None:
+    """Refuse zero, negative or non-finite voxel spacing (named as such, not as a corrupt file)."""
+    import math
+
+    bad = [float(v) for v in spacing if not (math.isfinite(float(v)) and float(v) > 0)]
+    if bad:
+        raise InputError(f"{label} has an invalid voxel spacing ({'x'.join(f'{float(v):g}' for v in spacing)} mm); "
+                         "every spacing must be a positive number")
+
+
 def _as_scalar_3d(image: sitk.Image, label: str) -> sitk.Image:
     check_shape(image.GetDimension(), image.GetSize(), image.GetNumberOfComponentsPerPixel(), label,
                 image.GetPixelID())
+    check_spacing(image.GetSpacing(), label)
     if image.GetDimension() == 4:
         size = list(image.GetSize())
         image = sitk.Extract(image, size[:3] + [0], [0, 0, 0, 0])
@@ -264,49 +317,137 @@ def _extension(name: str) -> str:
     return name[len(base):]
 
 
+#: errno values that mean "the bytes did not reach the disk": reported as one clear line.
+_WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO, errno.EROFS}
+
+#: Room atomic_path's temporary name takes beyond the target's name ('.' + '.tmp-xxxxxxxx').
+TEMP_NAME_EXTRA = len(".") + len(".tmp-") + 8
+
+
+def _temp_name(target: Path) -> str:
+    ext = _extension(target.name)
+    stem = target.name[: len(target.name) - len(ext)] if ext else target.name
+    return f".{stem}.tmp-{secrets.token_hex(4)}{ext}"
+
+
+def _free_bytes(folder: Path) -> int | None:
+    try:
+        st = os.statvfs(folder)
+    except (OSError, AttributeError):
+        return None
+    return st.f_bavail * st.f_frsize
+
+
+def _write_failure(label: str, exc: OSError, folder: Path) -> OutputError:
+    reason = _os_reason(exc)
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        free = _free_bytes(folder)
+        reason += "" if free is None else f" ({free} bytes free in '{shown_path(folder)}')"
+    return OutputError(f"{label}: {reason}")
+
+
 @contextlib.contextmanager
-def atomic_path(path: PathLike, what: str = "output") -> Iterator[Path]:
+def atomic_path(path: PathLike, what: str = "output",
+                verify: Callable[[Path], None] | None = None) -> Iterator[Path]:
     """Yield a temporary path next to `path`; rename it onto `path` on success, delete it on failure.
 
     The temporary file (`.<name>.tmp-<random><ext>`, same folder so the rename is atomic,
     same extension so format-by-extension writers behave) is created empty first, which
     reserves the name and turns permission problems into a clear `OutputError`. The parent
     folder is created when missing. Use for every output: images, CSV, JSON, PNG.
+
+    Before the rename the temporary file is flushed to disk (`fsync`, which reports a full
+    disk that delayed allocation hid) and handed to `verify`, which raises `OutputError`
+    when the file is not what was meant to be written: ITK's writers do not report short
+    writes, so only reading the file back proves it is complete. A full disk, quota or
+    file-size limit met while writing is reported as one `OutputError` line.
     """
     target = Path(os.path.expanduser(str(path)))
-    label = f"cannot write {what} '{path}'"
+    label = f"cannot write {what} '{shown_path(path)}'"
+    check_path_text(target, label, OutputError)
     if target.is_dir():
         raise OutputError(f"{label}: it is an existing folder; give a file name")
     parent = target.parent
     _make_folder(parent, label)
-    ext = _extension(target.name)
-    stem = target.name[: len(target.name) - len(ext)] if ext else target.name
     tmp = None
     for _ in range(8):
-        candidate = parent / f".{stem}.tmp-{secrets.token_hex(4)}{ext}"
+        candidate = parent / _temp_name(target)
         try:
             # 0o666 & ~umask, like a normal file; O_EXCL so two writers never share a temp file.
             fd = os.open(candidate, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
         except FileExistsError:
             continue
         except OSError as exc:
-            raise OutputError(f"{label}: folder '{parent}' is not writable ({_os_reason(exc)})") from None
+            if exc.errno == errno.ENAMETOOLONG:
+                raise OutputError(f"{label}: the file name is too long for this file system") from None
+            raise OutputError(f"{label}: folder '{shown_path(parent)}' is not writable ({_os_reason(exc)})") from None
         os.close(fd)
         tmp = candidate
         break
     if tmp is None:
-        raise OutputError(f"{label}: could not create a temporary file in '{parent}'")
+        raise OutputError(f"{label}: could not create a temporary file in '{shown_path(parent)}'")
     try:
-        yield tmp
+        try:
+            yield tmp
+            _fsync(tmp)
+        except OSError as exc:
+            if exc.errno in _WRITE_ERRNOS:
+                raise _write_failure(label, exc, parent) from None
+            raise
+        if verify is not None:
+            verify(tmp)
         try:
             os.replace(tmp, target)
         except OSError as exc:
             raise OutputError(f"{label}: {_os_reason(exc)}") from None
     except BaseException:
-        # Any failure (also Ctrl-C / cancel) leaves neither a temp file nor a partial target.
+        # Any failure (also Ctrl-C / SIGTERM / cancel) leaves neither a temp file nor a partial target.
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def probe_writable(path: PathLike, what: str = "output") -> Path:
+    """Fail early (before minutes of work) if `path` cannot be written; nothing is left behind.
+
+    Where the folder exists, creates and removes a temporary file with a unique name next
+    to `path` (so concurrent runs in one folder never race on a shared probe name), exactly
+    as the final write will; a missing folder is not created here (the write does that),
+    its nearest existing parent must be a writable folder.
+    """
+    target = Path(os.path.expanduser(str(path)))
+    label = f"cannot write {what} '{shown_path(path)}'"
+    check_path_text(target, label, OutputError)
+    if target.is_dir():
+        raise OutputError(f"{label}: it is an existing folder; give a file name")
+    folder = target.parent
+    if not folder.is_dir():
+        for parent in [folder, *folder.parents]:
+            if parent.exists() and not parent.is_dir():
+                raise OutputError(f"{label}: '{shown_path(parent)}' is a file, not a folder")
+            if parent.is_dir():
+                if not os.access(parent, os.W_OK | os.X_OK):
+                    raise OutputError(f"{label}: cannot create folder '{shown_path(folder)}' "
+                                      f"({os.strerror(errno.EACCES)} in '{shown_path(parent)}')")
+                return target
+        return target
+
+    class _Probe(Exception):
+        pass
+
+    # Leaving the block by an exception deletes the temporary file and renames nothing.
+    with contextlib.suppress(_Probe):
+        with atomic_path(target, what):
+            raise _Probe
+    return target
 
 
 def _make_folder(folder: Path, label: str) -> None:
@@ -315,11 +456,11 @@ def _make_folder(folder: Path, label: str) -> None:
     # Name the path component that is a file: the usual cause of 'Not a directory'.
     for parent in [folder, *folder.parents]:
         if parent.exists() and not parent.is_dir():
-            raise OutputError(f"{label}: '{parent}' is a file, not a folder")
+            raise OutputError(f"{label}: '{shown_path(parent)}' is a file, not a folder")
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise OutputError(f"{label}: cannot create folder '{folder}' ({_os_reason(exc)})") from None
+        raise OutputError(f"{label}: cannot create folder '{shown_path(folder)}' ({_os_reason(exc)})") from None
 
 
 def _os_reason(exc: OSError) -> str:
@@ -328,36 +469,125 @@ def _os_reason(exc: OSError) -> str:
     return str(exc) or exc.__class__.__name__
 
 
-def write_image(image: sitk.Image, path: PathLike, *, compress: bool = True, what: str = "image") -> Path:
-    """Write `image` atomically to `path` (.nii.gz, .nii, .nrrd or .mha) and return the path.
-
-    `compress` applies to NRRD and MetaImage; NIfTI compression follows the extension
-    (.nii.gz is gzipped, .nii is not). Raises `OutputError` with one clear line.
-    """
-    if not isinstance(image, sitk.Image):
-        raise TypeError(f"write_image needs a SimpleITK.Image, not {type(image).__name__}")
+def image_writer_target(path: PathLike, what: str = "image") -> Path:
+    """Check that `path` has an extension `write_image` can write; return it as a Path."""
     target = Path(os.path.expanduser(str(path)))
     ext = _extension(target.name).lower()
     if ext not in WRITE_EXTENSIONS:
         shown = ext or "(none)"
-        raise OutputError(f"cannot write {what} '{path}': unknown image extension {shown} "
+        raise OutputError(f"cannot write {what} '{shown_path(path)}': unknown image extension {shown} "
                           f"(use {', '.join(WRITE_EXTENSIONS)})")
-    if ext == ".mha" and image.GetMetaDataKeys():
+    return target
+
+
+def write_image(image: sitk.Image, path: PathLike, *, compress: bool = True, what: str = "image") -> Path:
+    """Write `image` atomically to `path` (.nii.gz, .nii, .nrrd or .mha) and return the path.
+
+    `compress` applies to NRRD and MetaImage; NIfTI compression follows the extension
+    (.nii.gz is gzipped, .nii is not). The file is read back and compared with `image`
+    before it takes the final name. Raises `OutputError` with one clear line.
+    """
+    target = image_writer_target(path, what)
+    with atomic_path(target, what) as tmp:
+        write_image_file(image, tmp, compress=compress, what=what, shown=path)
+    return target
+
+
+def write_image_file(image: sitk.Image, tmp: PathLike, *, compress: bool = True, what: str = "image",
+                     shown: PathLike | None = None) -> None:
+    """Write `image` to the temporary file `tmp` (from `atomic_path`) and verify it by reading it back.
+
+    `shown` is the final path named in messages. Raises `OutputError`.
+    """
+    if not isinstance(image, sitk.Image):
+        raise TypeError(f"write_image needs a SimpleITK.Image, not {type(image).__name__}")
+    tmp = Path(tmp)
+    label = f"cannot write {what} '{shown_path(shown if shown is not None else tmp)}'"
+    if _extension(tmp.name).lower() == ".mha" and image.GetMetaDataKeys():
         # MetaImage cannot store NIfTI/DICOM header fields and warns about each one on stderr.
         image = sitk.Image(image)
         for key in image.GetMetaDataKeys():
             image.EraseMetaData(key)
-    with atomic_path(target, what) as tmp:
-        writer = sitk.ImageFileWriter()
-        writer.SetFileName(str(tmp))
-        writer.SetUseCompression(bool(compress))
-        try:
+    writer = sitk.ImageFileWriter()
+    writer.SetFileName(str(tmp))
+    writer.SetUseCompression(bool(compress))
+    try:
+        with _c_stderr_silenced():
             writer.Execute(image)
-        except RuntimeError as exc:
-            text = str(exc)
-            lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
-            detail = lines[-1].split("ERROR:", 1)[-1].split("):", 1)[-1].strip() if lines else ""
-            if "No space left" in text:
-                detail = os.strerror(errno.ENOSPC)
-            raise OutputError(f"cannot write {what} '{path}': {detail[:160] or 'the writer failed'}") from None
-    return target
+    except RuntimeError as exc:
+        text = str(exc)
+        lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+        detail = lines[-1].split("ERROR:", 1)[-1].split("):", 1)[-1].strip() if lines else ""
+        if "No space left" in text:
+            detail = os.strerror(errno.ENOSPC)
+        raise OutputError(f"{label}: {detail[:160] or 'the writer failed'}") from None
+    verify_image_file(tmp, image, label)
+
+
+@contextlib.contextmanager
+def _c_stderr_silenced() -> Iterator[None]:
+    """Hide what C libraries print on file descriptor 2 meanwhile.
+
+    niftilib prints "** ERROR: NWAD: wrote only N of M bytes" on a full disk; the
+    verification after the write says it in one line of ours instead.
+    """
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError, AttributeError):
+        yield
+        return
+    try:
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def verify_image_file(path: PathLike, expected: sitk.Image, label: str) -> None:
+    """Raise `OutputError` unless `path` reads back as exactly `expected` (geometry and voxels).
+
+    A short write (full disk, quota, file-size limit) leaves a file that ITK's writers do
+    not complain about: a 0-byte `.nii.gz`, or a `.nii` whose voxels end early.
+    """
+    p = Path(path)
+    try:
+        size = p.stat().st_size
+    except OSError as exc:
+        raise OutputError(f"{label}: the written file is gone ({_os_reason(exc)})") from None
+    problem = None
+    if size == 0:
+        problem = "the written file is empty"
+    elif _is_nifti(p):
+        cut = _nifti_truncation(p)
+        if cut:
+            problem = f"the written file is incomplete ({cut})"
+    if problem is None:
+        shown = sitk.ProcessObject.GetGlobalWarningDisplay()
+        sitk.ProcessObject.SetGlobalWarningDisplay(False)
+        try:
+            back = sitk.ReadImage(str(p))
+        except RuntimeError:
+            back = None
+            problem = "the written file cannot be read back (incomplete)"
+        finally:
+            sitk.ProcessObject.SetGlobalWarningDisplay(shown)
+        if back is not None and (back.GetSize() != expected.GetSize()
+                                 or back.GetNumberOfComponentsPerPixel() != expected.GetNumberOfComponentsPerPixel()
+                                 or not _same_voxels(back, expected)):
+            problem = "the written file does not read back as the image that was written"
+    if problem:
+        free = _free_bytes(p.parent)
+        hint = "" if free is None else f"; {free} bytes free in '{shown_path(p.parent)}': is the disk full?"
+        raise OutputError(f"{label}: {problem}{hint}")
+
+
+def _same_voxels(a: sitk.Image, b: sitk.Image) -> bool:
+    import numpy as np
+
+    va, vb = sitk.GetArrayViewFromImage(a), sitk.GetArrayViewFromImage(b)
+    if va.shape != vb.shape:
+        return False
+    return bool(np.array_equal(va, vb.astype(va.dtype, copy=False), equal_nan=va.dtype.kind == "f"))
