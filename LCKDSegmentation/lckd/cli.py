@@ -56,6 +56,9 @@ def _add_segment_options(p: argparse.ArgumentParser) -> None:
                    help="rigidly co-register the inputs onto the reference first (mutual information)")
     p.add_argument("--overlap", type=float, default=None, help="sliding-window overlap (default: the model card's)")
     p.add_argument("--sw-batch-size", type=int, default=1, help="windows per network call (more is faster on GPUs)")
+    p.add_argument("--max-memory", type=float, default=None, metavar="GB",
+                   help="refuse a case whose estimated memory exceeds GB (default: $LCKD_MAX_MEMORY_GB, "
+                        "else 80%% of this machine's memory)")
 
 
 # Commands defined in modules that load torch (or MONAI) when imported: each is listed with
@@ -174,33 +177,40 @@ def print_volumes(volumes: dict, modalities: Sequence[str]) -> None:
 
 
 def cmd_segment(args) -> int:
-    from pathlib import Path
-
-    from .imageio import write_image
-    from .inference import Segmenter
-    from .output import check_output_path, write_labelmap
+    from .modelcard import read_card
+    from .options import check_run_options
+    from .output import check_output_path, check_probability_dir, write_result
+    from .registry import resolve_model
+    from .validation import check_memory, read_and_check
 
     inputs = {m: getattr(args, m) for m in ("T1", "T1ce", "T2", "FLAIR") if getattr(args, m)}
     if not inputs:
         raise LCKDError("no input image given: use at least one of --t1, --t1ce, --t2, --flair")
-    check_output_path(args.output)
+    # Everything that can be refused is refused before the model loads (seconds), in this order:
+    # options, outputs, inputs, the model card, the memory the case needs.
+    check_run_options(overlap=args.overlap, sw_batch_size=args.sw_batch_size, threads=args.threads,
+                      device=args.device, max_memory_gb=args.max_memory)
     check_convention(args.labels)
+    check_output_path(args.output, inputs.values())
+    if args.probabilities:
+        check_probability_dir(args.probabilities, inputs.values())
+    checked = read_and_check(inputs, args.reference)
+    card_path = resolve_model(args.model)
+    check_memory(checked, read_card(card_path).spacing, args.max_memory)
+    from .inference import Segmenter
+
     update, close = _progress_bar(not args.quiet)
     try:
-        seg = Segmenter.load(args.model, device=args.device, threads=args.threads)
-        res = seg.segment(inputs, reference=args.reference, labels=args.labels, register=args.register,
+        seg = Segmenter.load(card_path, device=args.device, threads=args.threads)
+        res = seg.segment(checked, labels=args.labels, register=args.register,
                           probabilities=bool(args.probabilities), postprocess=args.postprocess,
-                          overlap=args.overlap, sw_batch_size=args.sw_batch_size, progress=update)
+                          overlap=args.overlap, sw_batch_size=args.sw_batch_size, progress=update,
+                          max_memory_gb=args.max_memory)
     finally:
         close()
     for w in res.warnings:
         print(f"warning: {w}", file=sys.stderr)
-    write_labelmap(res.labelmap, args.output, args.labels)
-    if args.probabilities:
-        import SimpleITK as sitk
-        for i, region in enumerate(("ET", "TC", "WT")):
-            write_image(sitk.VectorIndexSelectionCast(res.probabilities, i),
-                        Path(args.probabilities) / f"probability_{region}.nii.gz")
+    write_result(res, [args.output], probabilities_dir=args.probabilities)
     print_volumes(res.volumes_ml, res.modalities)
     print(f"wrote {args.output}  ({res.timings['total']:.1f} s on {seg.device.type})")
     return 0
@@ -268,17 +278,53 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser(argv)
     args = parser.parse_args(argv)
+    args.argv = argv                       # kept for provenance (lckd train records its command)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    import os
+    import signal
+    import threading
+
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
         return int(args.func(args) or 0)
     except LCKDError as e:
-        print(f"lckd {args.command}: error: {e}", file=sys.stderr)
+        _say(f"lckd {args.command}: error: {e}")
         return 1
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+        _say("interrupted")
         return 130
+    except MemoryError:
+        _say(f"lckd {args.command}: error: out of memory (lower --max-memory to refuse such cases early, "
+             "or crop the scans)")
+        return 1
+    except Exception as e:
+        if os.environ.get("LCKD_DEBUG"):
+            raise
+        first = (str(e).strip().splitlines() or [""])[0][:200]
+        _say(f"lckd {args.command}: internal error: {type(e).__name__}: {first} "
+             "(a bug: please report it; LCKD_DEBUG=1 shows the traceback)")
+        return 1
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _interrupt(signum, frame) -> None:
+    # Schedulers stop jobs with SIGTERM: unwind like Ctrl-C, so every temporary file is removed.
+    raise KeyboardInterrupt
+
+
+def _say(text: str) -> None:
+    """One line on stderr, printable whatever the locale or the bytes in file names."""
+    try:
+        print(text, file=sys.stderr)
+    except UnicodeEncodeError:
+        enc = getattr(sys.stderr, "encoding", None) or "ascii"
+        print(text.encode(enc, "backslashreplace").decode(enc, "replace"), file=sys.stderr)
 
 
 if __name__ == "__main__":

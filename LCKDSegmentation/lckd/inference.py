@@ -17,10 +17,8 @@ import SimpleITK as sitk
 import torch
 from monai.inferers import sliding_window_inference
 
-from . import geometry, labels as labels_mod, validation
+from . import geometry, labels as labels_mod, options, validation
 from .errors import Cancelled, InputError
-from .imageio import read_image
-from .modalities import REFERENCE_PREFERENCE, canonical
 from .modelcard import ModelCard, load_model
 from .network import LCKDNet
 from .preprocess import prepare_case
@@ -33,20 +31,15 @@ Progress = Callable[[float, str], None]
 
 def pick_device(device: str = "auto") -> torch.device:
     """'auto' picks CUDA, then Apple MPS, then CPU; otherwise the named device (checked)."""
-    if device in (None, "", "auto"):
+    device = options.check_device(device)
+    if device == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
         mps = getattr(torch.backends, "mps", None)
         if mps is not None and mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
-    if device in ("gpu", "cuda") and not torch.cuda.is_available():
-        raise InputError("device 'cuda' requested but no CUDA GPU is available to PyTorch "
-                         f"(torch {torch.__version__}); use --device cpu or install a CUDA build of torch")
-    try:
-        return torch.device("cuda" if device == "gpu" else device)
-    except RuntimeError:
-        raise InputError(f"unknown device '{device}': use auto, cpu, cuda, cuda:N or mps") from None
+    return torch.device(device)
 
 
 @dataclass
@@ -61,6 +54,7 @@ class SegmentationResult:
     probabilities: sitk.Image | None = None   # 3-component float32 (ET, TC, WT) or None
     warnings: list = field(default_factory=list)
     timings: dict = field(default_factory=dict)
+    sources: dict = field(default_factory=dict)  # modality -> input file (outputs may never replace one)
 
 
 def _windows_count(shape, roi, overlap: float) -> int:
@@ -87,66 +81,57 @@ class Segmenter:
 
         `threads`: CPU threads for PyTorch; None = the cores available to this process
         (affinity and cgroup quota, `lckd.threads`)."""
-        configure_threads(threads)
+        configure_threads(options.check_threads(threads))
         dev = pick_device(device)
         net, card = load_model(resolve_model(model, progress=progress), device=dev)
         return cls(net, card, dev)
 
     # -- steps -------------------------------------------------------------------------
-    def _read_inputs(self, inputs: Mapping[str, ImageLike]) -> tuple[dict, dict]:
-        if not inputs:
-            raise InputError("no input image given: provide at least one of T1, T1ce, T2, FLAIR")
-        images, sources = {}, {}
-        for key, value in inputs.items():
-            if value is None:
-                continue
-            mod = canonical(key)
-            if mod in images:
-                raise InputError(f"modality {mod} given twice ('{key}' and another alias)")
-            images[mod] = read_image(value, what=mod)
-            sources[mod] = f"<{mod} image in memory>" if isinstance(value, sitk.Image) else str(value)
-        if not images:
-            raise InputError("no input image given: provide at least one of T1, T1ce, T2, FLAIR")
-        return images, sources
-
     def _harmonise(self, images: dict, reference: str, register: bool, progress: Progress) -> tuple[dict, list]:
         ref = images[reference]
         out, notes = {}, []
         if register and len(images) > 1:
             from .registration import register_inputs
-            out, _ = register_inputs(images, reference, warnings=notes,
-                                     progress=lambda f, m: progress(0.1 * f, m))
+            try:
+                out, _ = register_inputs(images, reference, warnings=notes,
+                                         progress=lambda f, m: progress(0.1 * f, m))
+            except (RuntimeError, ValueError) as exc:
+                # ITK's optimiser fails on scans that barely overlap or are too small to sample.
+                lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+                detail = lines[-1].split("):", 1)[-1].strip()[:120] if lines else type(exc).__name__
+                raise InputError(f"co-registration onto {reference} failed ({detail}); the scans may overlap "
+                                 "too little or be too small: run without --register") from None
             return out, notes
         for mod, img in images.items():
             out[mod] = img if geometry.same_grid(img, ref) else geometry.resample_onto(img, ref)
         return out, notes
 
-    def segment(self, inputs: Mapping[str, ImageLike], *, reference: str | None = None,
+    def segment(self, inputs: Mapping[str, ImageLike] | validation.CheckedInputs, *, reference: str | None = None,
                 labels: str = "brats2018", register: bool = False, probabilities: bool = False,
                 postprocess: bool = False, overlap: float | None = None, sw_batch_size: int = 1,
-                progress: Progress | None = None, cancel=None) -> SegmentationResult:
-        """Segment one case from any non-empty subset of scans (files or SimpleITK images)."""
+                progress: Progress | None = None, cancel=None, max_memory_gb: float | None = None
+                ) -> SegmentationResult:
+        """Segment one case from any non-empty subset of scans (files or SimpleITK images).
+
+        `inputs` may also be what `validation.read_and_check` returned (checked before the
+        model was loaded). `max_memory_gb` raises the memory guard (`validation.check_memory`).
+        """
         t0 = time.perf_counter()
         timings = {}
         report = progress or (lambda f, m: None)
         labels_mod.check_convention(labels)
+        overlap = options.check_overlap(overlap)
+        sw_batch_size = options.check_sw_batch_size(sw_batch_size)
 
         def check_cancel() -> None:
             if cancel is not None and cancel.is_set():
                 raise Cancelled("cancelled")
 
         report(0.0, "reading inputs")
-        images, sources = self._read_inputs(inputs)
-        warnings: list = []
-        for mod, img in images.items():
-            warnings += validation.check_image(img, mod, sources[mod])
-        if reference is None:
-            reference = next(m for m in REFERENCE_PREFERENCE if m in images)
-        else:
-            reference = canonical(reference)
-            if reference not in images:
-                raise InputError(f"reference modality {reference} is not among the inputs ({', '.join(images)})")
-        warnings += validation.check_inputs(images, sources, reference=reference)
+        checked = validation.read_and_check(inputs, reference)
+        validation.check_memory(checked, self.card.spacing, max_memory_gb)
+        images, sources, reference = dict(checked.images), checked.sources, checked.reference
+        warnings: list = list(checked.warnings)
         timings["read"] = time.perf_counter() - t0
         check_cancel()
 
@@ -190,7 +175,7 @@ class Segmenter:
         timings["total"] = time.perf_counter() - t0
         report(1.0, "done")
         return SegmentationResult(label_img, volumes, tuple(m for m in order if m in arrays), reference,
-                                  labels, prob_img, warnings, timings)
+                                  labels, prob_img, warnings, timings, dict(sources))
 
     @staticmethod
     def _like(array: np.ndarray, ref: sitk.Image) -> sitk.Image:

@@ -3,23 +3,42 @@
 A model is two files side by side: `<name>.safetensors` (the state dict) and
 `<name>.json` (the card). The card records everything needed to rebuild and use the
 network and to tell users how good it is (see `ModelCard`).
+
+A card is input like any other: `read_card` checks it against `modelcard.schema.json`
+(types, ranges, nesting depth) before anything uses it, and `load_model` refuses weights
+outside the card's folder, weights that are not safetensors, and weights whose tensors
+do not add up to the architecture, all before any large allocation. torch is imported
+only to build or load a network, so reading a card is instant.
 """
 from __future__ import annotations
 
 import hashlib
 import json
+import struct
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
-from typing import Any
-
-import torch
-from safetensors.torch import load_file, save_file
+from typing import TYPE_CHECKING, Any
 
 from .errors import ModelError
 from .modalities import MODALITIES
-from .network import LCKDNet, NetConfig, build_network
+
+if TYPE_CHECKING:
+    import torch
+
+    from .network import LCKDNet
 
 CARD_FORMAT = 1
+#: Largest card file read (a real card is ~15 kB).
+MAX_CARD_BYTES = 5_000_000
+#: Largest safetensors header accepted (the tensor index; ~20 kB for the paper network).
+MAX_SAFETENSORS_HEADER = 50_000_000
+
+
+@lru_cache(maxsize=1)
+def card_schema() -> dict:
+    """The JSON schema of model cards (`lckd/modelcard.schema.json`)."""
+    return json.loads((Path(__file__).with_name("modelcard.schema.json")).read_text(encoding="utf-8"))
 
 
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
@@ -72,13 +91,15 @@ class ModelCard:
         return None if row is None else {r: row.get(r) for r in ("ET", "TC", "WT")}
 
 
-def save_model(net: LCKDNet, card: ModelCard, out_dir: str | Path) -> Path:
+def save_model(net: "LCKDNet", card: ModelCard, out_dir: str | Path) -> Path:
     """Write `<name>.safetensors` and `<name>.json` into out_dir; returns the card path.
 
     The card's architecture and modalities are taken from the network, and the weights'
     sha256 and size are filled in, so a saved card always matches its weights.
     """
     # imported here: imageio is a sibling module with no dependency back on this one
+    from safetensors.torch import save_file
+
     from .imageio import atomic_path
 
     out = Path(out_dir)
@@ -97,28 +118,108 @@ def save_model(net: LCKDNet, card: ModelCard, out_dir: str | Path) -> Path:
 
 
 def read_card(card_path: str | Path) -> ModelCard:
-    """Read and sanity-check a model card (no weights are touched)."""
+    """Read a model card and check it against the card schema (no weights are touched).
+
+    Raises `ModelError` naming the card and the first wrong field.
+    """
+    from .imageio import check_path_text, shown_path
+    from .schema import loads_limited, validate
+
     p = Path(card_path)
+    label = f"model card '{shown_path(p)}'"
+    check_path_text(p, label, ModelError)
     if not p.is_file():
-        raise ModelError(f"model card not found: '{p}'")
+        raise ModelError(f"model card not found: '{shown_path(p)}'")
     try:
-        data = json.loads(p.read_text())
-    except (OSError, ValueError) as e:
-        raise ModelError(f"model card '{p}' is not valid JSON: {e}") from None
+        if p.stat().st_size > MAX_CARD_BYTES:
+            raise ModelError(f"{label} is {p.stat().st_size} bytes; a model card is at most {MAX_CARD_BYTES}")
+        data = loads_limited(p.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:  # UnicodeDecodeError is a ValueError
+        raise ModelError(f"{label} is not valid JSON: {str(e)[:160]}") from None
     if not isinstance(data, dict):
-        raise ModelError(f"model card '{p}' is not a JSON object")
-    return ModelCard.from_dict(data, source=f"model card '{p}'")
+        raise ModelError(f"{label} is not a JSON object")
+    problems = validate(data, card_schema())
+    if problems:
+        more = f" (and {len(problems) - 1} more problem{'s' if len(problems) > 2 else ''})" if len(problems) > 1 else ""
+        what = "describes an architecture this code cannot build" if problems[0].startswith("architecture") \
+            else "is invalid"
+        raise ModelError(f"{label} {what}: {problems[0]}{more}")
+    return ModelCard.from_dict(data, source=label)
 
 
-def load_model(card_path: str | Path, device: str | torch.device = "cpu") -> tuple[LCKDNet, ModelCard]:
+def weights_path(card_path: str | Path, card: ModelCard) -> Path:
+    """The card's weights file, which must lie in the card's own folder (`ModelError` otherwise)."""
+    p = Path(card_path)
+    name = str(card.weights.get("file", f"{card.name}.safetensors"))
+    folder = p.parent.resolve()
+    wfile = (p.parent / name)
+    if Path(name).is_absolute() or folder not in wfile.resolve().parents:
+        raise ModelError(f"model card '{p}': weights file '{name}' is outside the card's folder; "
+                         "a card may only name a file next to it")
+    if not name.endswith(".safetensors"):
+        raise ModelError(f"model card '{p}': weights file '{name}' is not a .safetensors file; "
+                         "only safetensors weights are loaded (nothing is ever unpickled)")
+    return wfile
+
+
+def safetensors_numel(path: Path) -> int:
+    """Number of tensor elements a safetensors file declares, from its header alone.
+
+    Raises `ModelError` when the file is not a well-formed safetensors file (checked before
+    the weights are loaded, so a disguised pickle or a truncated file is refused cleanly).
+    """
+    bad = f"weights '{path}' are not a valid safetensors file"
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            head = f.read(8)
+            if len(head) < 8:
+                raise ModelError(f"{bad} (too short)")
+            (n,) = struct.unpack("<Q", head)
+            if n < 2 or n > MAX_SAFETENSORS_HEADER or 8 + n > size:
+                raise ModelError(f"{bad} (header length {n} does not fit the file's {size} bytes)")
+            header = json.loads(f.read(n).decode("utf-8"))
+    except OSError as e:
+        raise ModelError(f"weights '{path}' cannot be read: {e.strerror or e}") from None
+    except (ValueError, RecursionError):
+        raise ModelError(f"{bad} (its header is not JSON)") from None
+    if not isinstance(header, dict):
+        raise ModelError(f"{bad} (its header is not a JSON object)")
+    total, end = 0, 0
+    for key, entry in header.items():
+        if key == "__metadata__":
+            continue
+        try:
+            shape = [int(s) for s in entry["shape"]]
+            lo, hi = (int(v) for v in entry["data_offsets"])
+        except (TypeError, KeyError, ValueError):
+            raise ModelError(f"{bad} (tensor '{str(key)[:60]}' has no valid shape/offsets)") from None
+        count = 1
+        for s in shape:
+            count *= s
+        total += count
+        end = max(end, hi)
+    if 8 + n + end > size:
+        raise ModelError(f"{bad} (it is truncated: {size} bytes, its header needs {8 + n + end})")
+    return total
+
+
+def load_model(card_path: str | Path, device: "str | torch.device" = "cpu") -> "tuple[LCKDNet, ModelCard]":
     """Load a model from its card: verify the weights' sha256, rebuild, load strictly, eval mode.
 
-    Refuses (ModelError) a tampered or truncated weights file, a card whose architecture
-    or modality order the code cannot build, and weights that do not fit the architecture.
+    Refuses (ModelError) a card that fails the schema, weights outside the card's folder or
+    not in safetensors format, a tampered or truncated weights file, a card whose
+    architecture or modality order the code cannot build, and weights that do not fit the
+    architecture (counted on an empty 'meta' network before any memory is allocated).
     """
+    import torch
+    from safetensors.torch import load_file
+
+    from .network import NetConfig, build_network
+
     p = Path(card_path)
     card = read_card(p)
-    wfile = p.parent / str(card.weights.get("file", f"{card.name}.safetensors"))
+    wfile = weights_path(p, card)
     if not wfile.is_file():
         raise ModelError(f"weights file of model '{card.name}' not found: '{wfile}'")
     expected = card.weights.get("sha256")
@@ -137,11 +238,20 @@ def load_model(card_path: str | Path, device: str | torch.device = "cpu") -> tup
     if list(cfg.modalities) != list(card.modalities):
         raise ModelError(f"model card '{p}': modality order {card.modalities} differs from its architecture's "
                          f"{list(cfg.modalities)}")
+    declared = safetensors_numel(wfile)
+    try:
+        with torch.device("meta"):
+            needed = sum(t.numel() for t in build_network(cfg).state_dict().values())
+    except (TypeError, ValueError, RuntimeError) as e:
+        raise ModelError(f"model card '{p}' describes an architecture this code cannot build: {e}") from None
+    if needed != declared:
+        raise ModelError(f"weights '{wfile}' do not fit the architecture in '{p}': the weights hold {declared} "
+                         f"values, the architecture needs {needed}")
     net = build_network(cfg)
     try:
         state = load_file(str(wfile))
         net.load_state_dict(state, strict=True)
-    except (RuntimeError, OSError, ValueError) as e:
+    except Exception as e:  # safetensors raises its own SafetensorError besides the usual ones
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ModelError(f"weights '{wfile}' do not fit the architecture in '{p}': {first}") from None
     return net.to(device).eval(), card

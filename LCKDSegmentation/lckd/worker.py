@@ -25,9 +25,11 @@ Replies (stdout), each carrying the request's ``id``::
 
 ``ready`` (id null) is sent once, after the model is loaded; a model that cannot be loaded
 gives one ``error`` with id null and ``"fatal": true`` and exit status 3. A cancelled job
-ends with an ``error`` whose ``error`` is ``"Cancelled"``. A malformed line gets an
-``error`` reply (``"MalformedRequest"``) and the worker keeps serving. End of input acts
-like ``shutdown`` so the worker never outlives the process that started it.
+ends with an ``error`` whose ``error`` is ``"Cancelled"``. A malformed line (not UTF-8, not
+JSON, nested deeper than 32 levels, longer than 1 MB, wrong types) gets an ``error`` reply
+(``"MalformedRequest"``) and the worker keeps serving. An output path that is one of the
+request's inputs is refused before the work starts. End of input acts like ``shutdown``
+so the worker never outlives the process that started it.
 """
 from __future__ import annotations
 
@@ -48,8 +50,12 @@ from .errors import Cancelled, LCKDError
 #: Options a segment request may carry (anything else is refused, so typos are not silently ignored).
 SEGMENT_OPTIONS = frozenset({"output", "probabilities_output", "reference", "labels", "register",
                              "postprocess", "probabilities"})
+#: Options that must be true/false when given.
+BOOLEAN_OPTIONS = ("register", "postprocess", "probabilities")
 OPS = ("segment", "cancel", "ping", "info", "shutdown")
 FATAL_EXIT = 3
+#: Longest request line served (a real one is well under 4 kB).
+MAX_LINE_BYTES = 1 << 20
 
 
 @dataclass
@@ -105,7 +111,21 @@ class Worker:
 
     # -- request dispatch (reader thread) ------------------------------------------------
     def handle_line(self, raw: bytes | str) -> bool:
-        """Handle one request line; False once the worker should stop."""
+        """Handle one request line; False once the worker should stop. Never raises."""
+        try:
+            return self._handle_line(raw)
+        except Exception as e:  # whatever a line holds, the worker answers and keeps serving
+            self.out.send(None, "error", error="MalformedRequest",
+                          message=f"request could not be handled: {type(e).__name__}: {str(e)[:200]}")
+            return True
+
+    def _handle_line(self, raw: bytes | str) -> bool:
+        from .schema import loads_limited
+
+        if len(raw) > MAX_LINE_BYTES:
+            self.out.send(None, "error", error="MalformedRequest",
+                          message=f"request is longer than {MAX_LINE_BYTES} bytes")
+            return True
         try:
             text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
         except UnicodeDecodeError:
@@ -114,11 +134,14 @@ class Worker:
         if not text.strip():
             return True
         try:
-            req = json.loads(text)
+            req = loads_limited(text)
         except ValueError as e:
             self.out.send(None, "error", error="MalformedRequest", message=f"request is not JSON: {e}")
             return True
         rid = req.get("id") if isinstance(req, dict) else None
+        if not (rid is None or isinstance(rid, (str, int)) and not isinstance(rid, bool)):
+            self.out.send(None, "error", error="MalformedRequest", message="'id' must be a string or an integer")
+            return True
         op = req.get("op") if isinstance(req, dict) else None
         if op not in OPS:
             self.out.send(rid, "error", error="MalformedRequest",
@@ -152,6 +175,11 @@ class Worker:
         elif set(options) - SEGMENT_OPTIONS:
             problem = (f"unknown option(s) {', '.join(sorted(set(options) - SEGMENT_OPTIONS))}; "
                        f"known: {', '.join(sorted(SEGMENT_OPTIONS))}")
+        elif any(k in options and not isinstance(options[k], bool) for k in BOOLEAN_OPTIONS):
+            problem = f"options {', '.join(BOOLEAN_OPTIONS)} must be true or false"
+        elif any(options.get(k) is not None and not isinstance(options[k], str)
+                 for k in ("reference", "labels", "probabilities_output")):
+            problem = "options 'reference', 'labels' and 'probabilities_output' must be strings"
         if problem:
             self.out.send(rid, "error", error="MalformedRequest", message=problem)
             return True
@@ -224,20 +252,22 @@ class Worker:
 
         try:
             outputs = _outputs(job)
+            prob_path = None
+            if opts.get("probabilities"):
+                from .output import check_output_path
+                prob_path = check_output_path(opts.get("probabilities_output")
+                                              or outputs[0].with_name("probabilities.nrrd"),
+                                              job.inputs.values(), "probabilities")
             res = self.segmenter.segment(
                 job.inputs, reference=opts.get("reference"), labels=opts.get("labels", "brats2018"),
                 register=bool(opts.get("register", False)), postprocess=bool(opts.get("postprocess", False)),
                 probabilities=bool(opts.get("probabilities", False)), progress=progress, cancel=job.cancel)
             if job.cancel.is_set():
                 raise Cancelled("cancelled")
-            from .imageio import write_image
-            from .output import write_labelmap
-            for path in outputs:  # same writer as `lckd segment`, so the files are identical
-                write_labelmap(res.labelmap, path, res.label_convention)
-            prob_path = None
-            if res.probabilities is not None:
-                prob_path = Path(opts.get("probabilities_output") or outputs[0].with_name("probabilities.nrrd"))
-                write_image(res.probabilities, prob_path)
+            from .output import write_result
+            # Same writer as `lckd segment` (identical files), all outputs or none.
+            write_result(res, outputs, probabilities_file=prob_path if res.probabilities is not None else None,
+                         inputs=job.inputs.values())
             for w in res.warnings:
                 self.out.send(job.id, "log", level="warning", message=str(w))
             self.out.send(job.id, "result", output=str(outputs[0]), outputs=[str(p) for p in outputs],
@@ -249,6 +279,8 @@ class Worker:
             self.out.send(job.id, "error", error="Cancelled", message="cancelled")
         except LCKDError as e:
             self.out.send(job.id, "error", error=type(e).__name__, message=str(e))
+        except MemoryError:
+            self.out.send(job.id, "error", error="MemoryError", message="out of memory for this case")
         except Exception as e:  # keep serving: one bad case must not take the worker down
             self.out.send(job.id, "error", error="InternalError", message=f"{type(e).__name__}: {e}",
                           detail=traceback.format_exc(limit=8))
@@ -262,12 +294,17 @@ def _paths_ok(value: Any) -> bool:
 def _outputs(job: _Job) -> list[Path]:
     """Files to write: option 'output' (one path or a list; `.seg.nrrd` gives Slicer segments),
     else a labelmap next to the first input."""
+    import re
+
+    from .output import check_output_path
+
     given = job.options.get("output")
     if not given:
-        return [Path(next(iter(job.inputs.values()))).with_name(f"lckd-{job.id}-label.nrrd")]
+        safe_id = re.sub(r"[^A-Za-z0-9_.-]", "_", job.id)[:64]  # an id is never a path
+        given = str(Path(next(iter(job.inputs.values()))).with_name(f"lckd-{safe_id}-label.nrrd"))
     paths = [Path(p) for p in ([given] if isinstance(given, str) else given)]
-    from .output import check_output_path
-    return [check_output_path(p) for p in paths]  # fail before the work, not after it
+    # Fail before the work, not after it; an output may never replace one of the inputs.
+    return [check_output_path(p, job.inputs.values()) for p in paths]
 
 
 def describe(segmenter: Any) -> dict:
