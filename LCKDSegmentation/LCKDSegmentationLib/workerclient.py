@@ -4,14 +4,18 @@ Slicer-free and Qt-free so it can be tested headless: the Slicer module polls it
 QTimer, the console API waits on it. Replies are the worker's JSON objects (see
 `lckd.worker` for the protocol); when the process dies, every request still waiting gets
 a synthetic ``error`` reply (``"error": "WorkerDied"``) that says why, and the next
-request starts a fresh worker.
+request starts a fresh worker. Message names and the protocol version come from
+`lckd.protocol`, which the worker uses too.
+
+The worker runs in a process group of its own, and cancelling by force or stopping it kills
+the whole group: Slicer starts it through the `PythonSlicer` launcher, and killing only
+the launcher would leave the Python process below it running with the model loaded.
 """
 from __future__ import annotations
 
 import collections
 import importlib.util
 import itertools
-import json
 import logging
 import os
 import queue
@@ -24,10 +28,12 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+from lckd.protocol import (CANCELLED, ERROR, FINAL_EVENTS, PROTOCOL_MISMATCH, PROTOCOL_VERSION, READY,
+                           WORKER_DIED, decode, encode)
+
 log = logging.getLogger("LCKDSegmentation.worker")
 
 _EOF = object()
-FINAL_EVENTS = ("result", "error")
 
 
 class WorkerError(RuntimeError):
@@ -51,6 +57,23 @@ def core_root() -> str:
     if spec is None or not spec.submodule_search_locations:
         raise RuntimeError("the lckd core package is not installed next to the LCKDSegmentation module")
     return str(Path(list(spec.submodule_search_locations)[0]).parent)
+
+
+def kill_process_tree(proc: subprocess.Popen) -> None:
+    """Kill `proc` and every process in its group (it was started as a group leader)."""
+    if proc.returncode is not None:
+        return  # reaped already: its group id may now belong to someone else
+    if os.name == "posix":
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)  # the pid is still ours (alive or a zombie)
+        except (ProcessLookupError, PermissionError):
+            pass
+    else:
+        # /T: the whole tree below the launcher; /F: without asking
+        subprocess.run(["taskkill", "/T", "/F", "/PID", str(proc.pid)], capture_output=True,
+                       creationflags=getattr(subprocess, "CREATE_NO_WINDOW", 0))
+    if proc.poll() is None:
+        proc.kill()
 
 
 def describe_exit(code: int | None) -> str:
@@ -77,7 +100,6 @@ class WorkerClient:
         self.extra_env = dict(env or {})
         self.proc: subprocess.Popen | None = None
         self.info: dict | None = None          # the worker's 'ready' message once loaded
-        self.died: str | None = None           # why the last worker stopped, if it did unasked
         self._replies: queue.Queue = queue.Queue()
         self._stderr: collections.deque = collections.deque(maxlen=200)
         self._pending: set[str] = set()
@@ -120,10 +142,12 @@ class WorkerClient:
         env["PYTHONPATH"] = os.pathsep.join(p for p in (core_root(), env.get("PYTHONPATH", "")) if p)
         env["PYTHONUNBUFFERED"] = "1"
         env["PYTHONIOENCODING"] = "utf-8"
-        flags = getattr(subprocess, "CREATE_NO_WINDOW", 0)  # no console window on Windows
+        # no console window on Windows; a group of its own so kill_process_tree reaches all of it
+        flags = getattr(subprocess, "CREATE_NO_WINDOW", 0) | getattr(subprocess, "CREATE_NEW_PROCESS_GROUP", 0)
         log.debug("starting worker: %s", " ".join(self.command()))
         self.proc = subprocess.Popen(self.command(), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE, env=env, creationflags=flags)
+                                     stderr=subprocess.PIPE, env=env, creationflags=flags,
+                                     start_new_session=os.name == "posix")
         replies, stderr = self._replies, self._stderr
         threading.Thread(target=self._read_stdout, args=(self.proc, replies), daemon=True).start()
         threading.Thread(target=self._read_stderr, args=(self.proc, stderr), daemon=True).start()
@@ -150,7 +174,6 @@ class WorkerClient:
         self._cancelled_by_kill = False
         self._fatal = None
         self.info = None
-        self.died = None
 
     @staticmethod
     def _read_stdout(proc: subprocess.Popen, replies: queue.Queue) -> None:
@@ -160,9 +183,7 @@ class WorkerClient:
                 if not text:
                     continue
                 try:
-                    msg = json.loads(text)
-                    if not isinstance(msg, dict):
-                        raise ValueError("not an object")
+                    msg = decode(text)
                 except ValueError:
                     msg = {"id": None, "event": "log", "level": "info", "message": text}
                 replies.put(msg)
@@ -195,7 +216,7 @@ class WorkerClient:
             try:
                 proc.wait(timeout)
             except subprocess.TimeoutExpired:
-                proc.kill()
+                kill_process_tree(proc)
                 proc.wait(timeout)
         self._close(proc)
         self.proc = None
@@ -209,12 +230,8 @@ class WorkerClient:
         if self.proc is not None and self.proc.poll() is None:
             self._stopping = True
             self._cancelled_by_kill = cancel
-            self.proc.kill()
+            kill_process_tree(self.proc)
             self.proc.wait(10)
-
-    def restart(self) -> None:
-        self.stop()
-        self.start()
 
     @staticmethod
     def _close(proc: subprocess.Popen) -> None:
@@ -227,7 +244,7 @@ class WorkerClient:
 
     # -- requests ----------------------------------------------------------------------
     def _write(self, msg: dict) -> None:
-        self.proc.stdin.write((json.dumps(msg) + "\n").encode("utf-8"))
+        self.proc.stdin.write(encode(msg).encode("utf-8"))
         self.proc.stdin.flush()
 
     def send(self, op: str, **fields: Any) -> str:
@@ -264,9 +281,16 @@ class WorkerClient:
                 out += self._on_exit()
                 continue
             event = msg.get("event")
-            if event == "ready":
+            if event == READY and msg.get("protocol") != PROTOCOL_VERSION:
+                msg = {"id": None, "event": ERROR, "error": PROTOCOL_MISMATCH, "fatal": True,
+                       "message": f"the LCKD worker speaks protocol {msg.get('protocol')!r}, this module "
+                                  f"{PROTOCOL_VERSION}: the lckd core and the Slicer module are from "
+                                  "different versions; reinstall the extension"}
+                self.kill()
+                event = ERROR
+            if event == READY:
                 self.info = msg
-            elif event == "error" and msg.get("fatal"):
+            elif event == ERROR and msg.get("fatal"):
                 self._fatal = str(msg.get("message"))
             if event in FINAL_EVENTS and msg.get("id") is not None:
                 self._pending.discard(str(msg.get("id")))
@@ -287,14 +311,13 @@ class WorkerClient:
         if expected and not self._pending:
             return []
         if expected and self._cancelled_by_kill:
-            kind, message = "Cancelled", "cancelled (the worker was stopped; the next request starts a new one)"
+            kind, message = CANCELLED, "cancelled (the worker was stopped; the next request starts a new one)"
         else:
-            kind, message = "WorkerDied", self.death_message(code)
-            self.died = message
-        replies = [{"id": rid, "event": "error", "error": kind, "message": message}
+            kind, message = WORKER_DIED, self.death_message(code)
+        replies = [{"id": rid, "event": ERROR, "error": kind, "message": message}
                    for rid in sorted(self._pending, key=int)]
         self._pending.clear()
-        return replies or [{"id": None, "event": "error", "error": kind, "message": message}]
+        return replies or [{"id": None, "event": ERROR, "error": kind, "message": message}]
 
     def death_message(self, code: int | None) -> str:
         reason = self._fatal or next((line.strip() for line in reversed(self._stderr) if line.strip()), "")
@@ -310,7 +333,7 @@ class WorkerClient:
         deadline = None if timeout is None else time.monotonic() + timeout
         while self.info is None:
             for msg in self.poll():
-                if msg.get("event") == "error" and (msg.get("fatal") or msg.get("error") == "WorkerDied"):
+                if msg.get("event") == ERROR and (msg.get("fatal") or msg.get("error") == WORKER_DIED):
                     raise WorkerError(msg)
             if self.info is None:
                 if deadline is not None and time.monotonic() > deadline:
@@ -333,7 +356,7 @@ class WorkerClient:
                 if on_event is not None:
                     on_event(msg)
                 if msg.get("id") == rid and msg.get("event") in FINAL_EVENTS:
-                    if msg["event"] == "error":
+                    if msg["event"] == ERROR:
                         raise WorkerError(msg)
                     return msg
             if deadline is not None and time.monotonic() > deadline:

@@ -4,7 +4,8 @@ Run as ``python -m lckd.worker --model M --device D``. The Slicer module starts 
 Slicer's own Python when the module is first shown, so the network is loaded before the
 user presses Apply; the module then polls it without blocking the GUI.
 
-Protocol: one JSON object per line in each direction (UTF-8).
+Protocol: one JSON object per line in each direction (UTF-8); its names and version live in
+`lckd.protocol`, which the Slicer module's client imports too.
 
 Requests (stdin)::
 
@@ -17,7 +18,7 @@ Requests (stdin)::
 
 Replies (stdout), each carrying the request's ``id``::
 
-    {"id": null, "event": "ready", "pid": ..., "device": "cpu", "model": {...}, "load_seconds": ...}
+    {"id": null, "event": "ready", "protocol": 1, "pid": ..., "device": "cpu", "model": {...}, "load_seconds": ...}
     {"id": "7", "event": "progress", "fraction": 0.4, "message": "window 3/8"}
     {"id": "7", "event": "log", "level": "warning", "message": "..."}
     {"id": "7", "event": "result", "output": "/tmp/x/label.nrrd", "outputs": [...], "volumes_ml": {...}, ...}
@@ -34,7 +35,6 @@ so the worker never outlives the process that started it.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import queue
 import sys
@@ -46,14 +46,11 @@ from pathlib import Path
 from typing import Any, Callable, TextIO
 
 from .errors import Cancelled, LCKDError
+from .protocol import (CANCELLED, FATAL_EXIT, INTERNAL, MALFORMED, OPS, PROTOCOL_VERSION, SEGMENT_OPTIONS,
+                       encode)
 
-#: Options a segment request may carry (anything else is refused, so typos are not silently ignored).
-SEGMENT_OPTIONS = frozenset({"output", "probabilities_output", "reference", "labels", "register",
-                             "postprocess", "probabilities"})
 #: Options that must be true/false when given.
 BOOLEAN_OPTIONS = ("register", "postprocess", "probabilities")
-OPS = ("segment", "cancel", "ping", "info", "shutdown")
-FATAL_EXIT = 3
 #: Longest request line served (a real one is well under 4 kB).
 MAX_LINE_BYTES = 1 << 20
 
@@ -74,10 +71,10 @@ class _Writer:
         self._lock = threading.Lock()
 
     def send(self, rid: Any, event: str, **payload: Any) -> None:
-        line = json.dumps({"id": rid, "event": event, **payload}, default=str)
+        line = encode({"id": rid, "event": event, **payload})
         with self._lock:
             try:
-                self._stream.write(line + "\n")
+                self._stream.write(line)
                 self._stream.flush()
             except (BrokenPipeError, ValueError):
                 pass  # the parent went away; the main loop ends at end of input
@@ -115,7 +112,7 @@ class Worker:
         try:
             return self._handle_line(raw)
         except Exception as e:  # whatever a line holds, the worker answers and keeps serving
-            self.out.send(None, "error", error="MalformedRequest",
+            self.out.send(None, "error", error=MALFORMED,
                           message=f"request could not be handled: {type(e).__name__}: {str(e)[:200]}")
             return True
 
@@ -123,28 +120,28 @@ class Worker:
         from .schema import loads_limited
 
         if len(raw) > MAX_LINE_BYTES:
-            self.out.send(None, "error", error="MalformedRequest",
+            self.out.send(None, "error", error=MALFORMED,
                           message=f"request is longer than {MAX_LINE_BYTES} bytes")
             return True
         try:
             text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
         except UnicodeDecodeError:
-            self.out.send(None, "error", error="MalformedRequest", message="request is not UTF-8 text")
+            self.out.send(None, "error", error=MALFORMED, message="request is not UTF-8 text")
             return True
         if not text.strip():
             return True
         try:
             req = loads_limited(text)
         except ValueError as e:
-            self.out.send(None, "error", error="MalformedRequest", message=f"request is not JSON: {e}")
+            self.out.send(None, "error", error=MALFORMED, message=f"request is not JSON: {e}")
             return True
         rid = req.get("id") if isinstance(req, dict) else None
         if not (rid is None or isinstance(rid, (str, int)) and not isinstance(rid, bool)):
-            self.out.send(None, "error", error="MalformedRequest", message="'id' must be a string or an integer")
+            self.out.send(None, "error", error=MALFORMED, message="'id' must be a string or an integer")
             return True
         op = req.get("op") if isinstance(req, dict) else None
         if op not in OPS:
-            self.out.send(rid, "error", error="MalformedRequest",
+            self.out.send(rid, "error", error=MALFORMED,
                           message=f"request needs 'op' set to one of {', '.join(OPS)} (got {op!r})")
             return True
         return getattr(self, "_op_" + op)(rid, req)
@@ -181,7 +178,7 @@ class Worker:
                  for k in ("reference", "labels", "probabilities_output")):
             problem = "options 'reference', 'labels' and 'probabilities_output' must be strings"
         if problem:
-            self.out.send(rid, "error", error="MalformedRequest", message=problem)
+            self.out.send(rid, "error", error=MALFORMED, message=problem)
             return True
         self._jobs.put(_Job(str(rid), inputs, options))
         return True
@@ -230,7 +227,7 @@ class Worker:
             with self._lock:
                 if job.id in self._cancelled:
                     self._cancelled.discard(job.id)
-                    self.out.send(job.id, "error", error="Cancelled", message="cancelled before it started")
+                    self.out.send(job.id, "error", error=CANCELLED, message="cancelled before it started")
                     continue
                 self._current = job
             try:
@@ -276,13 +273,13 @@ class Worker:
                           labels=res.label_convention, warnings=[str(w) for w in res.warnings],
                           timings=getattr(res, "timings", {}), seconds=round(time.perf_counter() - t0, 3))
         except Cancelled:
-            self.out.send(job.id, "error", error="Cancelled", message="cancelled")
+            self.out.send(job.id, "error", error=CANCELLED, message="cancelled")
         except LCKDError as e:
             self.out.send(job.id, "error", error=type(e).__name__, message=str(e))
         except MemoryError:
             self.out.send(job.id, "error", error="MemoryError", message="out of memory for this case")
         except Exception as e:  # keep serving: one bad case must not take the worker down
-            self.out.send(job.id, "error", error="InternalError", message=f"{type(e).__name__}: {e}",
+            self.out.send(job.id, "error", error=INTERNAL, message=f"{type(e).__name__}: {e}",
                           detail=traceback.format_exc(limit=8))
 
 
@@ -331,11 +328,11 @@ def serve(stdin: Any, writer: _Writer, load: Callable[[], Any]) -> int:
         writer.send(None, "error", error=type(e).__name__, message=str(e), fatal=True)
         return FATAL_EXIT
     except Exception as e:
-        writer.send(None, "error", error="InternalError", message=f"model could not be loaded: {type(e).__name__}: {e}",
+        writer.send(None, "error", error=INTERNAL, message=f"model could not be loaded: {type(e).__name__}: {e}",
                     detail=traceback.format_exc(limit=8), fatal=True)
         return FATAL_EXIT
     worker = Worker(segmenter, writer)
-    writer.send(None, "ready", pid=os.getpid(), loaded_at=worker.loaded_at,
+    writer.send(None, "ready", protocol=PROTOCOL_VERSION, pid=os.getpid(), loaded_at=worker.loaded_at,
                 load_seconds=round(time.perf_counter() - t0, 3), **describe(segmenter))
     try:
         for raw in iter(stdin.readline, b""):
