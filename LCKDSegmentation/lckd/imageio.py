@@ -111,11 +111,11 @@ def _read_file(p: Path, label: str) -> sitk.Image:
     check_shape(reader.GetDimension(), tuple(reader.GetSize()), reader.GetNumberOfComponents(), label,
                 reader.GetPixelID(), hint="give the folder of the whole DICOM series" if is_dicom else "")
     check_spacing(reader.GetSpacing(), label)
-    if _is_nifti(p):
-        # ITK's NIfTI reader zero-fills a truncated file without complaint; check ourselves.
-        problem = _nifti_truncation(p)
-        if problem:
-            raise InputError(f"{label} is corrupt or truncated ({problem})")
+    # ITK's NIfTI reader zero-fills a truncated file, and its NRRD reader ignores a cut gzip
+    # stream, without complaint; check ourselves.
+    problem = _nifti_truncation(p) if _is_nifti(p) else _nrrd_truncation(p) if _is_nrrd(p) else None
+    if problem:
+        raise InputError(f"{label} is corrupt or truncated ({problem})")
     try:
         return reader.Execute()
     except RuntimeError as exc:
@@ -268,6 +268,64 @@ def _nifti_truncation(p: Path) -> str | None:
             return "damaged or incomplete gzip data"
     if have < expected:
         return f"{have} of the {expected} bytes its header announces"
+    return None
+
+
+def _is_nrrd(p: Path) -> bool:
+    return p.name.lower().endswith(".nrrd")
+
+
+_NRRD_TYPE_BYTES = {"signed char": 1, "int8": 1, "int8_t": 1, "uchar": 1, "unsigned char": 1, "uint8": 1,
+                    "uint8_t": 1, "short": 2, "short int": 2, "signed short": 2, "signed short int": 2,
+                    "int16": 2, "int16_t": 2, "ushort": 2, "unsigned short": 2, "unsigned short int": 2,
+                    "uint16": 2, "uint16_t": 2, "int": 4, "signed int": 4, "int32": 4, "int32_t": 4,
+                    "uint": 4, "unsigned int": 4, "uint32": 4, "uint32_t": 4, "longlong": 8, "long long": 8,
+                    "int64": 8, "int64_t": 8, "ulonglong": 8, "unsigned long long": 8, "uint64": 8,
+                    "uint64_t": 8, "float": 4, "double": 8}
+
+
+def _nrrd_truncation(p: Path) -> str | None:
+    """Describe why a single-file NRRD (raw or gzip) holds fewer voxel bytes than it announces, or None."""
+    try:
+        with open(p, "rb") as fh:
+            fields: dict[str, str] = {}
+            first = fh.readline(1024)
+            if not first.startswith(b"NRRD"):
+                return None
+            while True:
+                line = fh.readline(1 << 16)
+                if not line or line in (b"\n", b"\r\n"):
+                    break
+                text = line.decode("latin-1").strip()
+                if ":" in text and not text.startswith("#"):
+                    key, _, value = text.partition(":")
+                    fields[key.strip().lower()] = value.lstrip("=").strip()
+            if "data file" in fields or "datafile" in fields:
+                return None  # detached data: ITK reads (and checks) the other file
+            sizes = [int(v) for v in fields.get("sizes", "").split()]
+            per = _NRRD_TYPE_BYTES.get(fields.get("type", "").lower())
+            encoding = fields.get("encoding", "").lower()
+            if not sizes or per is None or encoding not in ("raw", "gzip", "gz"):
+                return None
+            expected = per
+            for v in sizes:
+                expected *= max(v, 0)
+            if encoding == "raw":
+                have = p.stat().st_size - fh.tell()
+            else:
+                inflate = zlib.decompressobj(wbits=47)  # gzip or zlib header
+                have = 0
+                while True:
+                    chunk = fh.read(1 << 22)
+                    if not chunk:
+                        break
+                    have += len(inflate.decompress(chunk))
+                if not inflate.eof:
+                    return "damaged or incomplete gzip data"
+    except (OSError, ValueError, zlib.error):
+        return "damaged or incomplete data"
+    if have < expected:
+        return f"{have} of the {expected} voxel bytes its header announces"
     return None
 
 

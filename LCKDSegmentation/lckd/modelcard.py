@@ -144,7 +144,12 @@ def read_card(card_path: str | Path) -> ModelCard:
         what = "describes an architecture this code cannot build" if problems[0].startswith("architecture") \
             else "is invalid"
         raise ModelError(f"{label} {what}: {problems[0]}{more}")
-    return ModelCard.from_dict(data, source=label)
+    card = ModelCard.from_dict(data, source=label)
+    if sorted(card.modalities) != sorted(MODALITIES):
+        raise ModelError(f"{label} lists modalities {card.modalities}; this code supports {list(MODALITIES)}")
+    if card.weights:
+        weights_path(p, card)  # a card naming weights outside its folder is refused whatever the command
+    return card
 
 
 def weights_path(card_path: str | Path, card: ModelCard) -> Path:
@@ -229,8 +234,6 @@ def load_model(card_path: str | Path, device: "str | torch.device" = "cpu") -> "
     if actual != expected:
         raise ModelError(f"weights file '{wfile}' does not match its model card (sha256 {actual[:12]}... "
                          f"!= {expected[:12]}...): it was modified or is corrupt")
-    if sorted(card.modalities) != sorted(MODALITIES):
-        raise ModelError(f"model card '{p}' lists modalities {card.modalities}; this code supports {list(MODALITIES)}")
     try:
         cfg = NetConfig.from_dict(card.architecture)
     except (TypeError, ValueError) as e:

@@ -1,0 +1,664 @@
+"""Fuzz suite, in-process part: generated bad inputs, options, model cards, worker lines, batch folders.
+
+Every case asserts the README's promise: exit status 1 (worker: an error reply and the
+worker keeps serving), one line that names the problem, no traceback, no output or
+temporary file left, and the input files unchanged. The cases are generated from seeds,
+so a failure names a reproducible case. Processes, signals, hostile file names and full
+disks are in test_fuzz_processes.py.
+
+Nearly every case is refused before a model loads (input checks come first), so the whole
+file runs in seconds; the batch and worker classes load the bundled model once each.
+"""
+from __future__ import annotations
+
+import copy
+import csv
+import gzip
+import hashlib
+import io
+import json
+import math
+import os
+import random
+import shutil
+import struct
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from lckd.cli import main
+from lckd.registry import resolve_model
+
+SHAPE = (32, 40, 40)  # (z, y, x): small, so reading and checking take milliseconds
+
+
+# ----------------------------------------------------------------------------- fixtures
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def good(tmp_path_factory):
+    """A small, valid four-scan phantom case (NIfTI) and the bundled model copied aside."""
+    from lckd.phantom import make_phantom
+
+    root = tmp_path_factory.mktemp("fuzz_good")
+    images, _ = make_phantom(5, SHAPE).to_sitk()
+    paths = {}
+    for m, img in images.items():
+        paths[m] = root / f"{m}.nii.gz"
+        sitk.WriteImage(img, str(paths[m]))
+    card = resolve_model(None)
+    model = root / "model"
+    shutil.copytree(card.parent, model)
+    return {"paths": paths, "card": model / card.name, "image": images["FLAIR"],
+            "digests": {p: _digest(p) for p in [*paths.values(), *model.iterdir()]}}
+
+
+def _files(root: Path) -> set:
+    return {p for p in root.rglob("*") if p.is_file() or p.is_symlink()}
+
+
+def _assert_refused(capsys, good, tmp_path, argv, *needles, command="segment", before=None):
+    """Run `lckd` in-process; check status 1, one line, no traceback, nothing left, inputs intact."""
+    before = _files(tmp_path) if before is None else before
+    try:
+        code = main(argv)
+    except BaseException as e:  # a traceback the user would have seen
+        pytest.fail(f"uncaught {type(e).__name__}: {str(e)[:300]}")
+    out, err = capsys.readouterr()
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert code == 1, (code, err[-500:])
+    assert "Traceback" not in err and "Traceback" not in out
+    assert len(lines) == 1, err
+    assert lines[0].startswith(f"lckd {command}: error: "), lines[0]
+    for needle in needles:
+        assert needle in lines[0], (needle, lines[0])
+    left = _files(tmp_path) - before
+    assert not left, f"left behind: {sorted(map(str, left))}"
+    for p, d in good["digests"].items():
+        assert _digest(p) == d, f"input {p} was modified"
+    return lines[0]
+
+
+def _segment(tmp_path, *args):
+    return ["segment", "-q", "--threads", "1", "-o", str(tmp_path / "out" / "seg.nii.gz"), *map(str, args)]
+
+
+# ----------------------------------------------------------------------------- bad files
+
+def _nrrd(sizes, spacings=None, type_="float", data: bytes | None = None, extra="") -> bytes:
+    """A raw NRRD written by hand, so every header field can be made wrong."""
+    sizes = list(sizes)
+    head = [f"NRRD0004", f"type: {type_}", f"dimension: {len(sizes)}", f"sizes: {' '.join(map(str, sizes))}",
+            "encoding: raw", "endian: little"]
+    if spacings is not None:
+        head.append(f"spacings: {' '.join(map(str, spacings))}")
+    if extra:
+        head.append(extra)
+    if data is None:
+        n = 1
+        for s in sizes:
+            n *= max(int(s), 0)
+        data = np.random.default_rng(len(sizes)).random(n).astype(np.float32).tobytes()
+    return ("\n".join(head) + "\n\n").encode() + data
+
+
+def _nifti_bytes(image: sitk.Image, tmp: Path) -> bytes:
+    p = tmp / "_src.nii"
+    sitk.WriteImage(image, str(p))
+    data = p.read_bytes()
+    p.unlink()
+    return data
+
+
+def _patch(data: bytes, offset: int, fmt: str, *values) -> bytes:
+    b = bytearray(data)
+    struct.pack_into(fmt, b, offset, *values)
+    return bytes(b)
+
+
+def _bad_files():
+    """(id, name, builder(tmp, good) -> bytes, or a callable making the path itself)."""
+    cases = []
+    rng = random.Random(11)
+    for i in range(16):  # random bytes under every extension, some gzip-wrapped
+        ext = [".nii.gz", ".nii", ".nrrd", ".mha", ".nhdr", ".mhd", ".img", ".dcm"][i % 8]
+        n = rng.choice([0, 1, 7, 348, 352, 4096, 70000])
+        payload = bytes(rng.getrandbits(8) for _ in range(n))
+        if ext == ".nii.gz" and i % 2:
+            payload = gzip.compress(payload)
+        cases.append((f"garbage{i}{ext}", f"g{i}{ext}", lambda t, g, p=payload: p))
+    for frac in (0.0, 0.01, 0.2, 0.5, 0.9, 0.999):  # truncated valid files of each format
+        for ext in (".nii.gz", ".nii", ".nrrd", ".mha"):
+            def build(t, g, frac=frac, ext=ext):
+                src = t / f"_full{ext}"
+                sitk.WriteImage(g["image"], str(src), True)
+                data = src.read_bytes()
+                src.unlink()
+                return data[: int(len(data) * frac)] if frac < 0.99 else data[:-3]
+            cases.append((f"truncated{frac}{ext}", f"cut{ext}", build))
+    # hand-made NRRD headers: zero/negative/NaN spacing, 1x1x1, lines, 2D, 4D, vectors, bad sizes
+    for label, sizes, spacings, extra in (
+            ("zero_spacing", (8, 8, 8), (0, 1, 1), ""), ("negative_spacing", (8, 8, 8), (1, -2, 1), ""),
+            ("inf_spacing", (8, 8, 8), (1, 1, "inf"), ""),
+            ("single_voxel", (1, 1, 1), (1, 1, 1), ""), ("line", (1, 50, 1), (1, 1, 1), ""),
+            ("slice", (40, 40, 1), (1, 1, 1), ""), ("2d", (40, 40), (1, 1), ""),
+            ("4d", (8, 8, 8, 3), (1, 1, 1, 1), ""), ("5d", (4, 4, 4, 2, 2), (1, 1, 1, 1, 1), ""),
+            ("tiny", (3, 3, 3), (1, 1, 1), ""), ("zero_size", (0, 8, 8), (1, 1, 1), ""),
+            ("huge_declared", (100000, 100000, 100000), (1, 1, 1), ""),
+            ("vector", (3, 8, 8, 8), None, "kinds: vector domain domain domain"),
+            ("space_100mm", (60, 60, 40), (100, 100, 100), "")):
+        data = b"" if label == "huge_declared" else None
+        cases.append((f"nrrd_{label}", f"{label}.nrrd", lambda t, g, a=(sizes, spacings, extra, data):
+                      _nrrd(a[0], a[1], extra=a[2], data=a[3])))
+    cases.append(("nrrd_bad_type", "type.nrrd", lambda t, g: _nrrd((8, 8, 8), (1, 1, 1), type_="quaternion")))
+    cases.append(("nrrd_short_data", "short.nrrd", lambda t, g: _nrrd((8, 8, 8), (1, 1, 1), data=b"\0" * 100)))
+
+    def values(arr_fn, name):
+        def build(t, g):
+            arr = arr_fn(sitk.GetArrayFromImage(g["image"]).astype(np.float32))
+            img = sitk.GetImageFromArray(arr)
+            p = t / f"_v{name}"
+            sitk.WriteImage(img, str(p))
+            data = p.read_bytes()
+            p.unlink()
+            return data
+        return build
+
+    def with_nan(a):
+        a[5, 5, 5] = np.nan
+        return a
+
+    def with_inf(a):
+        a[3, 3, 3] = -np.inf
+        return a
+
+    cases += [("nan_voxels", "nan.nrrd", values(with_nan, ".nrrd")),
+              ("inf_voxels", "inf.mha", values(with_inf, ".mha")),
+              ("all_zero", "zero.nii.gz", values(lambda a: a * 0, ".nii.gz")),
+              ("constant", "const.nrrd", values(lambda a: a * 0 + 7, ".nrrd"))]
+
+    def nifti(mutate):
+        return lambda t, g: mutate(_nifti_bytes(g["image"], t))
+
+    cases += [  # NIfTI-1 header fields made wrong (pixdim at 76, dim at 40, bitpix at 72, datatype at 70)
+        # (pixdim 0 or NaN is read as 1 mm by ITK, as NIfTI allows: not refused, so not listed)
+        ("nifti_pixdim_negative", "pn.nii", nifti(lambda d: _patch(d, 84, "<f", -1.0))),
+        ("nifti_dim_huge", "dh.nii", nifti(lambda d: _patch(d, 42, "<h", 30000))),
+        ("nifti_dim_zero", "dz.nii", nifti(lambda d: _patch(d, 44, "<h", 0))),
+        ("nifti_ndim_9", "d9.nii", nifti(lambda d: _patch(d, 40, "<h", 9))),
+        ("nifti_datatype_bad", "dt.nii", nifti(lambda d: _patch(d, 70, "<h", 1234))),
+        ("nifti_magic_and_size_bad", "mg.nii", nifti(lambda d: _patch(d[:344] + b"xx\0\0" + d[348:], 0, "<i", 77))),
+        ("nifti_vox_offset_far", "vo.nii", nifti(lambda d: _patch(d, 108, "<f", 1e9))),
+        ("nifti_header_only", "ho.nii", nifti(lambda d: d[:352])),
+    ]
+    return cases
+
+
+BAD_FILES = _bad_files()
+
+
+@pytest.mark.parametrize("case", BAD_FILES, ids=[c[0] for c in BAD_FILES])
+def test_fuzz_bad_file(case, capsys, good, tmp_path):
+    _, name, build = case
+    path = tmp_path / name
+    path.write_bytes(build(tmp_path, good))
+    before = _files(tmp_path)
+    t = time.perf_counter()
+    line = _assert_refused(capsys, good, tmp_path, _segment(tmp_path, "--t2", path), before=before)
+    assert name in line or "memory" in line, line
+    assert time.perf_counter() - t < 5, "a bad input must be refused before the model loads"
+
+
+def _special_inputs():
+    """Paths that are not image files at all."""
+    def fifo(t):
+        p = t / "pipe.nii.gz"
+        os.mkfifo(p)
+        return p
+
+    def loop(t):
+        p = t / "loop.nii.gz"
+        os.symlink(p, p)
+        return p
+
+    def empty_dir(t):
+        p = t / "dicom"
+        p.mkdir()
+        (p / "notes.txt").write_text("no DICOM here")
+        return p
+
+    return [("missing", lambda t: t / "nope.nii.gz"), ("fifo", fifo), ("symlink_loop", loop),
+            ("char_device", lambda t: Path("/dev/null")), ("folder_without_dicom", empty_dir),
+            ("dangling_link", lambda t: (t / "dang.nii.gz").symlink_to(t / "gone.nii.gz") or t / "dang.nii.gz")]
+
+
+SPECIAL = _special_inputs()
+
+
+@pytest.mark.parametrize("case", SPECIAL, ids=[c[0] for c in SPECIAL])
+def test_fuzz_special_path(case, capsys, good, tmp_path):
+    path = case[1](tmp_path)
+    _assert_refused(capsys, good, tmp_path, _segment(tmp_path, "--flair", path), Path(path).name)
+
+
+def test_fuzz_inputs_that_do_not_overlap(capsys, good, tmp_path):
+    far = sitk.Image(good["image"])
+    far.SetOrigin((900.0, 0.0, 0.0))
+    p = tmp_path / "far.nii.gz"
+    sitk.WriteImage(far, str(p))
+    _assert_refused(capsys, good, tmp_path, _segment(tmp_path, "--t1ce", good["paths"]["T1ce"], "--flair", p),
+                    "far.nii.gz", "overlap")
+
+
+# ----------------------------------------------------------------------------- options
+
+def _bad_options():
+    cases = []
+    for v in ("1", "1.0", "-0.5", "nan", "inf", "-inf", "1.5", "100"):
+        cases.append((f"overlap={v}", [f"--overlap={v}"], "--overlap"))
+    for v in ("0", "-1", "-100", "100000"):
+        cases.append((f"sw={v}", [f"--sw-batch-size={v}"], "--sw-batch-size"))
+    for v in ("0", "-1", "100000"):
+        cases.append((f"threads={v}", [f"--threads={v}"], "--threads"))
+    for v in ("cuda", "cuda:0", "cuda:7", "gpu", "mps", "tpu", "cuda:-1", "cpu:0", "cuda:x", " ", "CUDA:0:1"):
+        cases.append((f"device={v!r}", [f"--device={v}"], "device"))
+    for v in ("0", "-1", "nan", "inf", "0.001"):
+        cases.append((f"max_memory={v}", [f"--max-memory={v}"], "memory"))
+    for v in ("brats2019", "", "BRATS"):
+        cases.append((f"labels={v!r}", ["--labels", v], "brats"))
+    cases.append(("reference_absent", ["--reference", "T1"], "reference"))
+    cases.append(("reference_unknown", ["--reference", "PD"], "PD"))
+    return cases
+
+
+OPTIONS = _bad_options()
+
+
+@pytest.mark.parametrize("case", OPTIONS, ids=[c[0] for c in OPTIONS])
+def test_fuzz_bad_option(case, capsys, good, tmp_path):
+    _, extra, needle = case
+    t = time.perf_counter()
+    _assert_refused(capsys, good, tmp_path, _segment(tmp_path, "--flair", good["paths"]["FLAIR"], *extra), needle)
+    assert time.perf_counter() - t < 5
+
+
+def _bad_outputs():
+    def overlong(t, g):
+        return t / ("x" * 300 + ".nii.gz")
+
+    def nearly_too_long(t, g):  # fits the file system, but not with the temporary name's suffix
+        return t / ("y" * 248 + ".nii.gz")
+
+    def is_input(t, g):
+        return g["paths"]["FLAIR"]
+
+    def link_to_input(t, g):
+        p = t / "link.nii.gz"
+        p.symlink_to(g["paths"]["FLAIR"])
+        return p
+
+    def under_a_file(t, g):
+        (t / "afile").write_text("x")
+        return t / "afile" / "seg.nii.gz"
+
+    def existing_dir(t, g):
+        (t / "adir.nii.gz").mkdir()
+        return t / "adir.nii.gz"
+
+    def read_only_dir(t, g):
+        if os.geteuid() == 0:
+            pytest.skip("root writes into read-only folders")
+        d = t / "ro"
+        d.mkdir()
+        d.chmod(0o500)
+        return d / "seg.nii.gz"
+
+    return [("unknown_extension", lambda t, g: t / "seg.png", "seg.png"),
+            ("no_extension", lambda t, g: t / "seg", "unknown"),
+            ("nhdr_two_file", lambda t, g: t / "seg.nhdr", "seg.nhdr"),
+            ("overlong_name", overlong, "long"), ("nearly_too_long", nearly_too_long, "long"),
+            ("output_is_input", is_input, "input"), ("output_links_to_input", link_to_input, "input"),
+            ("under_a_file", under_a_file, "afile"), ("existing_folder", existing_dir, "folder"),
+            ("read_only_folder", read_only_dir, "ro")]
+
+
+OUTPUTS = _bad_outputs()
+
+
+@pytest.mark.parametrize("case", OUTPUTS, ids=[c[0] for c in OUTPUTS])
+def test_fuzz_bad_output(case, capsys, good, tmp_path):
+    _, make, needle = case
+    out = make(tmp_path, good)
+    before = _files(tmp_path)
+    argv = ["segment", "-q", "--threads", "1", "--flair", str(good["paths"]["FLAIR"]), "-o", str(out)]
+    _assert_refused(capsys, good, tmp_path, argv, needle, before=before)
+
+
+def test_fuzz_probability_folder_is_a_file_or_holds_an_input(capsys, good, tmp_path):
+    (tmp_path / "pfile").write_text("x")
+    before = _files(tmp_path)
+    _assert_refused(capsys, good, tmp_path, _segment(tmp_path, "--flair", good["paths"]["FLAIR"],
+                                                     "--probabilities", tmp_path / "pfile"), "pfile", before=before)
+    shutil.copy(good["paths"]["FLAIR"], tmp_path / "probability_ET.nii.gz")
+    digest = _digest(tmp_path / "probability_ET.nii.gz")
+    before = _files(tmp_path)
+    _assert_refused(capsys, good, tmp_path, _segment(tmp_path, "--flair", tmp_path / "probability_ET.nii.gz",
+                                                     "--probabilities", tmp_path), "input", before=before)
+    assert _digest(tmp_path / "probability_ET.nii.gz") == digest
+
+
+# ----------------------------------------------------------------------------- model cards
+
+def _card_mutations():
+    """(id, mutate(card dict, folder) -> dict or str (raw text))."""
+    def setter(path, value):
+        def mutate(d, folder):
+            target = d
+            for key in path[:-1]:
+                target = target[key]
+            target[path[-1]] = value
+            return d
+        return mutate
+
+    def deep(kind):
+        return lambda d, folder: ("[" * 100000 + "]" * 100000) if kind == "array" else \
+            '{"name": ' + '{"a": ' * 5000 + "1" + "}" * 5000 + "}"
+
+    def pickle_weights(d, folder):
+        import pickle
+        w = folder / "evil.safetensors"
+        w.write_bytes(pickle.dumps({"x": 1}))
+        d["weights"] = {"file": w.name, "sha256": hashlib.sha256(w.read_bytes()).hexdigest(), "size": 10}
+        return d
+
+    def torch_weights(d, folder):
+        w = folder / "weights.pt"
+        w.write_bytes(b"PK\x03\x04" + b"\0" * 100)
+        d["weights"] = {"file": w.name, "sha256": hashlib.sha256(w.read_bytes()).hexdigest()}
+        return d
+
+    def truncated_weights(d, folder):
+        src = folder / d["weights"]["file"]
+        w = folder / "cut.safetensors"
+        w.write_bytes(src.read_bytes()[:5000])
+        d["weights"] = {"file": w.name, "sha256": hashlib.sha256(w.read_bytes()).hexdigest()}
+        return d
+
+    def header_lies(d, folder):
+        w = folder / "lie.safetensors"
+        w.write_bytes(struct.pack("<Q", 1 << 40) + b"{}")
+        d["weights"] = {"file": w.name, "sha256": hashlib.sha256(w.read_bytes()).hexdigest()}
+        return d
+
+    cases = [
+        ("name_number", setter(["name"], 5)), ("name_empty", setter(["name"], "")),
+        ("name_path", setter(["name"], "../../etc")), ("version_list", setter(["version"], [1])),
+        ("architecture_string", setter(["architecture"], "lite")),
+        ("architecture_unknown_field", setter(["architecture", "attention"], True)),
+        ("stem_channels_huge", setter(["architecture", "stem_channels"], 10 ** 9)),
+        ("stem_channels_zero", setter(["architecture", "stem_channels"], 0)),
+        ("stage_widths_huge", setter(["architecture", "stage_widths"], [100000, 100000, 100000, 100000])),
+        ("stage_blocks_many", setter(["architecture", "stage_blocks"], [10000, 1, 1, 1])),
+        ("stage_widths_float", setter(["architecture", "stage_widths"], [24.5, 32, 48, 64])),
+        ("block_unknown", setter(["architecture", "block"], "transformer")),
+        ("stem_stride_short", setter(["architecture", "stem_stride"], [2, 2])),
+        ("negative_slope_string", setter(["architecture", "negative_slope"], "0.01")),
+        ("weight_std_string", setter(["architecture", "weight_std"], "yes")),
+        ("spacing_zero", setter(["spacing"], [0, 1, 1])), ("spacing_negative", setter(["spacing"], [1, -1, 1])),
+        ("spacing_strings", setter(["spacing"], ["1", "1", "1"])), ("spacing_two", setter(["spacing"], [1, 1])),
+        ("spacing_huge", setter(["spacing"], [1e9, 1, 1])),
+        ("overlap_one", setter(["overlap"], 1)), ("overlap_above", setter(["overlap"], 1.5)),
+        ("overlap_negative", setter(["overlap"], -0.1)), ("overlap_string", setter(["overlap"], "1/3")),
+        ("overlap_bool", setter(["overlap"], True)),
+        ("patch_huge", setter(["patch_size"], [100000, 64, 64])), ("patch_zero", setter(["patch_size"], [0, 64, 64])),
+        ("patch_float", setter(["patch_size"], [64.5, 64, 64])), ("patch_scalar", setter(["patch_size"], 64)),
+        ("labels_unknown", setter(["label_convention"], "brats2030")),
+        ("modalities_string", setter(["modalities"], "T1,T1ce,T2,FLAIR")),
+        ("modalities_other", setter(["modalities"], ["T1", "T1ce", "T2", "PD"])),
+        ("clip_percentiles_bad", setter(["preprocessing", "clip_percentiles"], [0.5, 200])),
+        ("weights_not_object", setter(["weights"], "lckd.safetensors")),
+        ("weights_outside_folder", setter(["weights", "file"], "../model_elsewhere.safetensors")),
+        ("weights_absolute", setter(["weights", "file"], "/etc/passwd")),
+        ("weights_sha_malformed", setter(["weights", "sha256"], "abc")),
+        ("weights_missing_sha", lambda d, f: (d["weights"].pop("sha256"), d)[1]),
+        ("format_version_2", setter(["format_version"], 2)),
+        ("evaluation_list", setter(["evaluation"], [1, 2])),
+        ("missing_architecture", lambda d, f: (d.pop("architecture"), d)[1]),
+        ("pickle_as_safetensors", pickle_weights), ("torch_pt_weights", torch_weights),
+        ("truncated_weights_matching_sha", truncated_weights), ("safetensors_header_lies", header_lies),
+        ("deep_array", deep("array")), ("deep_object", deep("object")),
+        ("not_an_object", lambda d, f: "[1, 2, 3]"), ("empty_file", lambda d, f: ""),
+        ("nan_constant", lambda d, f: json.dumps(d).replace('"overlap": 0.3333333333333333', '"overlap": NaN')),
+        ("not_utf8", lambda d, f: b"\xff\xfe{".decode("latin-1")),
+    ]
+    return cases
+
+
+CARDS = _card_mutations()
+
+
+@pytest.mark.parametrize("case", CARDS, ids=[c[0] for c in CARDS])
+def test_fuzz_bad_model_card(case, capsys, good, tmp_path):
+    folder = tmp_path / "model"
+    shutil.copytree(good["card"].parent, folder)
+    card = folder / good["card"].name
+    data = json.loads(card.read_text())
+    result = case[1](copy.deepcopy(data), folder)
+    text = result if isinstance(result, str) else json.dumps(result)
+    card.write_text(text, encoding="latin-1" if case[0] == "not_utf8" else "utf-8")
+    before = _files(tmp_path)
+    t = time.perf_counter()
+    _assert_refused(capsys, good, tmp_path, _segment(tmp_path, "--flair", good["paths"]["FLAIR"], "--model", card),
+                    before=before)
+    _assert_refused(capsys, good, tmp_path, ["info", "--model", str(card)], command="info", before=before) \
+        if not case[0].startswith(("pickle", "torch", "truncated", "safetensors", "weights_missing")) else None
+    assert time.perf_counter() - t < 10
+
+
+def test_card_schema_is_valid_and_agrees_with_jsonschema(good):
+    """The bundled card passes; our checker and the reference `jsonschema` agree on every mutation."""
+    jsonschema = pytest.importorskip("jsonschema")
+    from lckd.modelcard import card_schema
+    from lckd.schema import validate
+
+    schema = card_schema()
+    jsonschema.Draft202012Validator.check_schema(schema)
+    data = json.loads(good["card"].read_text())
+    assert validate(data, schema) == []
+    checker = jsonschema.Draft202012Validator(schema)
+    agree = 0
+    for name, mutate in CARDS:
+        result = mutate(copy.deepcopy(data), good["card"].parent / "_unused")  \
+            if not name.startswith(("pickle", "torch", "truncated", "safetensors")) else None
+        if not isinstance(result, dict) or name.endswith("_float"):  # ours refuses 64.5-like integers too
+            continue
+        assert bool(validate(result, schema)) == (not checker.is_valid(result)), name
+        agree += 1
+    assert agree >= 30
+
+
+# ----------------------------------------------------------------------------- worker lines
+
+def _bad_lines(good_input: str, tmp: Path):
+    deep = "[" * 200000 + "]" * 200000
+    deep_obj = '{"id": "d", "op": "ping", "x": ' + '{"a": ' * 100000 + "1" + "}" * 100000 + "}"
+    return [
+        ("deep_array", deep), ("deep_object", deep_obj), ("not_utf8", b"\xff\xfe\x00garbage"),
+        ("not_json", "segment please"), ("json_list", "[1, 2]"), ("json_string", '"ping"'),
+        ("op_missing", '{"id": "1"}'), ("op_unknown", '{"id": "1", "op": "format_disk"}'),
+        ("op_number", '{"id": "1", "op": 7}'), ("id_object", '{"id": {"a": 1}, "op": "ping"}'),
+        ("segment_no_id", json.dumps({"op": "segment", "inputs": {"T1": good_input}})),
+        ("inputs_list", json.dumps({"id": "s1", "op": "segment", "inputs": [good_input]})),
+        ("inputs_empty", json.dumps({"id": "s2", "op": "segment", "inputs": {}})),
+        ("inputs_number_path", json.dumps({"id": "s3", "op": "segment", "inputs": {"T1": 5}})),
+        ("options_list", json.dumps({"id": "s4", "op": "segment", "inputs": {"T1": good_input}, "options": [1]})),
+        ("option_unknown", json.dumps({"id": "s5", "op": "segment", "inputs": {"T1": good_input},
+                                       "options": {"rm": True}})),
+        ("option_register_string", json.dumps({"id": "s6", "op": "segment", "inputs": {"T1": good_input},
+                                               "options": {"register": "false"}})),
+        ("output_number", json.dumps({"id": "s7", "op": "segment", "inputs": {"T1": good_input},
+                                      "options": {"output": 3}})),
+        ("huge_line", '{"id": "h", "op": "ping", "pad": "' + "x" * (2 << 20) + '"}'),
+        ("nan_constant", '{"id": NaN, "op": "ping"}'),
+    ]
+
+
+def _job_lines(good_input: str, tmp: Path):
+    """Well-formed requests the job must refuse (reply: error, nothing written)."""
+    return [
+        ("output_is_input", {"inputs": {"FLAIR": good_input}, "options": {"output": good_input}}, "input"),
+        ("output_is_input_in_list", {"inputs": {"FLAIR": good_input},
+                                     "options": {"output": [str(tmp / "ok.nii.gz"), good_input]}}, "input"),
+        ("probabilities_onto_input", {"inputs": {"FLAIR": good_input},
+                                      "options": {"output": str(tmp / "a.nii.gz"), "probabilities": True,
+                                                  "probabilities_output": good_input}}, "input"),
+        ("input_missing", {"inputs": {"FLAIR": str(tmp / "nope.nii.gz")},
+                           "options": {"output": str(tmp / "b.nii.gz")}}, "nope"),
+        ("bad_reference", {"inputs": {"FLAIR": good_input},
+                           "options": {"output": str(tmp / "c.nii.gz"), "reference": "T1"}}, "reference"),
+        ("bad_labels", {"inputs": {"FLAIR": good_input},
+                        "options": {"output": str(tmp / "d.nii.gz"), "labels": "x"}}, "x"),
+        ("non_utf8_output", {"inputs": {"FLAIR": good_input},
+                             "options": {"output": os.fsdecode(bytes(tmp) + b"/s\xff.nii.gz")}}, "UTF-8"),
+        ("id_is_a_path", {"inputs": {"FLAIR": good_input}, "options": {"output": str(tmp / "e.png")}}, "e.png"),
+    ]
+
+
+@pytest.fixture(scope="module")
+def live_worker(good):
+    """A real `Worker` serving the bundled model; replies collected from its real line writer."""
+    from lckd import worker as worker_mod
+    from lckd.inference import Segmenter
+
+    stream = io.StringIO()
+    lock = threading.Lock()
+    writer = worker_mod._Writer(stream)
+    w = worker_mod.Worker(Segmenter.load(good["card"], device="cpu", threads=1), writer)
+
+    def replies():
+        with lock:
+            return [json.loads(line) for line in stream.getvalue().splitlines() if line.strip()]
+
+    yield w, replies
+    w.stop()
+
+
+def test_fuzz_worker_lines(live_worker, good, tmp_path):
+    """Each malformed line gets exactly one error reply, and the worker still answers a ping."""
+    w, replies = live_worker
+    lines = _bad_lines(str(good["paths"]["FLAIR"]), tmp_path)
+    failures = []
+    for name, line in lines:
+        n = len(replies())
+        try:
+            alive = w.handle_line(line.encode("utf-8", "surrogateescape") if isinstance(line, str) else line)
+        except BaseException as e:
+            failures.append(f"{name}: raised {type(e).__name__}")
+            continue
+        new = replies()[n:]
+        if not alive or len(new) != 1 or new[0]["event"] != "error" or "\n" in new[0]["message"]:
+            failures.append(f"{name}: {new}")
+        w.handle_line(json.dumps({"id": f"p-{name}", "op": "ping"}).encode())
+        if not any(r.get("id") == f"p-{name}" and r.get("pong") for r in replies()):
+            failures.append(f"{name}: no pong afterwards")
+    assert not failures, failures
+    assert len(lines) >= 20
+    assert not list(tmp_path.iterdir())
+
+
+def test_fuzz_worker_jobs(live_worker, good, tmp_path):
+    """Well-formed requests that must fail: one error reply each, nothing written, inputs intact."""
+    w, replies = live_worker
+    jobs = _job_lines(str(good["paths"]["FLAIR"]), tmp_path)
+    for name, body, _ in jobs:
+        w.handle_line(json.dumps({"id": f"j-{name}", "op": "segment", **body}).encode("utf-8", "surrogateescape"))
+    deadline = time.time() + 120
+    failures = []
+    for name, _, needle in jobs:
+        while time.time() < deadline and not any(r.get("id") == f"j-{name}" and r["event"] in ("error", "result")
+                                                  for r in replies()):
+            time.sleep(0.05)
+        final = [r for r in replies() if r.get("id") == f"j-{name}" and r["event"] in ("error", "result")]
+        if len(final) != 1 or final[0]["event"] != "error" or needle not in final[0]["message"] \
+                or final[0]["error"] == "InternalError":
+            failures.append(f"{name}: {final}")
+    assert not failures, failures
+    assert not list(tmp_path.iterdir()), list(tmp_path.iterdir())
+    for p, d in good["digests"].items():
+        assert _digest(p) == d
+
+
+# ----------------------------------------------------------------------------- batch folders
+
+def _bad_case_files():
+    """(case id, what to write as its FLAIR) for a BraTS 2023 batch folder."""
+    return [
+        ("BAD-garbage", lambda t, g: b"definitely not an image"),
+        ("BAD-empty-file", lambda t, g: b""),
+        ("BAD-truncated", lambda t, g: t["gz"][: len(t["gz"]) // 3]),
+        ("BAD-zero-spacing", lambda t, g: _nrrd((8, 8, 8), (0, 1, 1))),
+        ("BAD-100mm-spacing", lambda t, g: _nrrd((60, 60, 40), (100, 100, 100))),
+        ("BAD-2d", lambda t, g: _nrrd((40, 40), (1, 1))),
+        ("BAD-all-zero", lambda t, g: t["zero"]),
+        ("BAD-nan", lambda t, g: t["nan"]),
+    ]
+
+
+def test_fuzz_batch_survives_every_bad_case_and_resumes(capsys, good, tmp_path):
+    """Bad cases are error rows, good ones ok; the summary is written; a re-run redoes only the failures."""
+    from lckd.phantom import make_phantom
+
+    root, out = tmp_path / "in", tmp_path / "out"
+    images, _ = make_phantom(6, SHAPE).to_sitk()
+    stash = {}
+    src = tmp_path / "_x.nii.gz"
+    sitk.WriteImage(images["FLAIR"], str(src))
+    stash["gz"] = src.read_bytes()
+    sitk.WriteImage(images["FLAIR"] * 0, str(src))
+    stash["zero"] = src.read_bytes()
+    arr = sitk.GetArrayFromImage(images["FLAIR"])
+    arr[4, 4, 4] = np.nan
+    sitk.WriteImage(sitk.GetImageFromArray(arr), str(tmp_path / "_x.nrrd"))
+    stash["nan"] = (tmp_path / "_x.nrrd").read_bytes()
+    src.unlink()
+    (tmp_path / "_x.nrrd").unlink()
+    for cid in ("GOOD-1", "GOOD-2"):
+        (root / cid).mkdir(parents=True)
+        sitk.WriteImage(images["FLAIR"], str(root / cid / f"{cid}-t2f.nii.gz"))
+        sitk.WriteImage(images["T1ce"], str(root / cid / f"{cid}-t1c.nii.gz"))
+    bad = _bad_case_files()
+    for cid, make in bad:
+        (root / cid).mkdir(parents=True)
+        # the batch reads .nii.gz / .nii names: NRRD bytes under a NIfTI name are still a bad file
+        (root / cid / f"{cid}-t2f.nii.gz").write_bytes(make(stash, good))
+    digests = {p: _digest(p) for p in root.rglob("*") if p.is_file()}
+    argv = ["batch", str(root), str(out), "--threads", "1", "--model", str(good["card"])]
+    code = main(argv)
+    captured = capsys.readouterr()
+    assert code == 1 and "Traceback" not in captured.err
+    with open(out / "summary.csv", newline="") as f:
+        rows = {r["case"]: r for r in csv.DictReader(f)}
+    assert {c for c, _ in bad} | {"GOOD-1", "GOOD-2"} == set(rows)
+    for cid, _ in bad:
+        assert rows[cid]["status"] == "error" and rows[cid]["message"], rows[cid]
+        assert "internal error" not in rows[cid]["message"], rows[cid]
+        assert not (out / f"{cid}.nii.gz").exists()
+    assert rows["GOOD-1"]["status"] == rows["GOOD-2"]["status"] == "ok"
+    assert sorted(p.name for p in out.iterdir()) == ["GOOD-1.nii.gz", "GOOD-2.nii.gz", "summary.csv"]
+    # a leftover 0-byte output (as older versions left on a full disk) is not taken as done
+    (out / "GOOD-2.nii.gz").write_bytes(b"")
+    code = main(argv)
+    capsys.readouterr()
+    with open(out / "summary.csv", newline="") as f:
+        rows = {r["case"]: r for r in csv.DictReader(f)}
+    assert rows["GOOD-1"]["status"] == "skipped" and rows["GOOD-2"]["status"] == "ok"
+    assert all(rows[cid]["status"] == "error" for cid, _ in bad)
+    assert all(_digest(p) == d for p, d in digests.items())
+    assert not [p for p in tmp_path.rglob(".*tmp-*")]
