@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Mapping, Union
 
 import numpy as np
@@ -265,8 +264,8 @@ def read_and_check(inputs: Mapping[str, ImageLike] | CheckedInputs, reference: s
 
 
 #: Bytes per voxel of the model grid the pipeline holds at its peak: fixed part and per scan.
-#: Measured with /usr/bin/time on a 600x600x400 volume at 1 mm: 5.8 GB with one scan, 10.9 GB
-#: with four (about 28 + 12 n bytes per voxel).
+#: Fitted to the peaks reported for a 600x600x400 volume at 1 mm (issue 11: 5.8 GB with one
+#: scan, 10.9 GB with four), about 28 + 12 n bytes per voxel; an estimate, not a bound.
 MEMORY_PER_VOXEL = (28.0, 12.0)
 #: What the process needs besides the volumes (libraries, the network, buffers).
 MEMORY_BASE = 600_000_000
