@@ -546,46 +546,41 @@ def live_worker(good):
     w.stop()
 
 
-def test_fuzz_worker_lines(live_worker, good, tmp_path):
-    """Each malformed line gets exactly one error reply, and the worker still answers a ping."""
+WORKER_LINES = [name for name, _ in _bad_lines("/x.nii.gz", Path("/tmp"))]
+WORKER_JOBS = [name for name, _, _ in _job_lines("/x.nii.gz", Path("/tmp"))]
+
+
+@pytest.mark.parametrize("name", WORKER_LINES)
+def test_fuzz_worker_line(name, live_worker, good, tmp_path):
+    """A malformed line gets exactly one one-line error reply, and the worker still answers a ping."""
     w, replies = live_worker
-    lines = _bad_lines(str(good["paths"]["FLAIR"]), tmp_path)
-    failures = []
-    for name, line in lines:
-        n = len(replies())
-        try:
-            alive = w.handle_line(line.encode("utf-8", "surrogateescape") if isinstance(line, str) else line)
-        except BaseException as e:
-            failures.append(f"{name}: raised {type(e).__name__}")
-            continue
-        new = replies()[n:]
-        if not alive or len(new) != 1 or new[0]["event"] != "error" or "\n" in new[0]["message"]:
-            failures.append(f"{name}: {new}")
-        w.handle_line(json.dumps({"id": f"p-{name}", "op": "ping"}).encode())
-        if not any(r.get("id") == f"p-{name}" and r.get("pong") for r in replies()):
-            failures.append(f"{name}: no pong afterwards")
-    assert not failures, failures
-    assert len(lines) >= 20
+    line = dict(_bad_lines(str(good["paths"]["FLAIR"]), tmp_path))[name]
+    n = len(replies())
+    try:
+        alive = w.handle_line(line.encode("utf-8", "surrogateescape") if isinstance(line, str) else line)
+    except BaseException as e:
+        pytest.fail(f"the worker raised {type(e).__name__}")
+    new = replies()[n:]
+    assert alive and len(new) == 1 and new[0]["event"] == "error" and "\n" not in new[0]["message"], new
+    w.handle_line(json.dumps({"id": f"p-{name}", "op": "ping"}).encode())
+    assert any(r.get("id") == f"p-{name}" and r.get("pong") for r in replies()), "no pong afterwards"
     assert not list(tmp_path.iterdir())
 
 
-def test_fuzz_worker_jobs(live_worker, good, tmp_path):
-    """Well-formed requests that must fail: one error reply each, nothing written, inputs intact."""
+@pytest.mark.parametrize("name", WORKER_JOBS)
+def test_fuzz_worker_job(name, live_worker, good, tmp_path):
+    """A well-formed request that must fail: one error reply naming the problem, nothing written."""
     w, replies = live_worker
-    jobs = _job_lines(str(good["paths"]["FLAIR"]), tmp_path)
-    for name, body, _ in jobs:
-        w.handle_line(json.dumps({"id": f"j-{name}", "op": "segment", **body}).encode("utf-8", "surrogateescape"))
+    body, needle = {n: (b, k) for n, b, k in _job_lines(str(good["paths"]["FLAIR"]), tmp_path)}[name]
+    rid = f"j-{name}-{tmp_path.name}"
+    w.handle_line(json.dumps({"id": rid, "op": "segment", **body}).encode("utf-8", "surrogateescape"))
     deadline = time.time() + 120
-    failures = []
-    for name, _, needle in jobs:
-        while time.time() < deadline and not any(r.get("id") == f"j-{name}" and r["event"] in ("error", "result")
-                                                  for r in replies()):
-            time.sleep(0.05)
-        final = [r for r in replies() if r.get("id") == f"j-{name}" and r["event"] in ("error", "result")]
-        if len(final) != 1 or final[0]["event"] != "error" or needle not in final[0]["message"] \
-                or final[0]["error"] == "InternalError":
-            failures.append(f"{name}: {final}")
-    assert not failures, failures
+    while time.time() < deadline and not any(r.get("id") == rid and r["event"] in ("error", "result")
+                                              for r in replies()):
+        time.sleep(0.05)
+    final = [r for r in replies() if r.get("id") == rid and r["event"] in ("error", "result")]
+    assert len(final) == 1 and final[0]["event"] == "error" and final[0]["error"] != "InternalError", final
+    assert needle in final[0]["message"], final
     assert not list(tmp_path.iterdir()), list(tmp_path.iterdir())
     for p, d in good["digests"].items():
         assert _digest(p) == d
