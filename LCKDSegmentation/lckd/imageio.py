@@ -215,6 +215,9 @@ def _summarise_read_error(exc: RuntimeError, name: str = "") -> str:
         if fmt:
             return f"is not a valid {fmt} file (corrupt, or not what its extension says)"
         return f"is not in a format this tool reads (use {_FORMATS_TEXT})"
+    if "spacing" in text.lower() and ("invalid" in text or "zero" in text.lower()):
+        # NRRD's reader refuses zero/negative spacing itself; it is not a corrupt file.
+        return "has an invalid voxel spacing (zero, negative or not a number); every spacing must be positive"
     if "orthonormal" in text:
         return "has an invalid orientation matrix (direction cosines are not orthonormal)"
     if "does not exist" in text:

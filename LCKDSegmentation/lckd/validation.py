@@ -304,9 +304,9 @@ def check_memory(checked: CheckedInputs, spacing, max_memory_gb=None) -> int:
         ref = checked.images[checked.reference]
         size = "x".join(str(s) for s in ref.GetSize())
         sp = "x".join(f"{v:g}" for v in ref.GetSpacing())
-        raise InputError(f"this case needs about {need / 1e9:.1f} GB of memory ({checked.reference} is {size} voxels "
+        raise InputError(f"this case needs about {need / 1e9:.3g} GB of memory ({checked.reference} is {size} voxels "
                          f"at {sp} mm, {len(checked.images)} scan(s), resampled to the model's "
                          f"{'x'.join(f'{float(v):g}' for v in spacing)} mm), above the limit of "
-                         f"{limit / 1e9:.1f} GB ({source}); crop the scans or raise the limit with "
+                         f"{limit / 1e9:.3g} GB ({source}); crop the scans or raise the limit with "
                          f"--max-memory GB or ${MEMORY_ENV}")
     return need

@@ -213,6 +213,8 @@ def test_fuzz_bad_file(case, capsys, good, tmp_path):
     t = time.perf_counter()
     line = _assert_refused(capsys, good, tmp_path, _segment(tmp_path, "--t2", path), before=before)
     assert name in line or "memory" in line, line
+    if "spacing" in case[0]:
+        assert "spacing" in line and "corrupt" not in line, line
     assert time.perf_counter() - t < 5, "a bad input must be refused before the model loads"
 
 
