@@ -135,6 +135,11 @@ def _read_dicom_folder(p: Path, label: str, series: str | None) -> sitk.Image:
     if not ids:
         raise InputError(f"{label} is a folder without a DICOM series (sub-folders are not searched); "
                          f"give a {_FORMATS_TEXT}")
+    stray = _unreadable_dicom_files(p, ids)
+    if stray:
+        raise InputError(f"{label} holds {len(stray)} DICOM file(s) that belong to no readable series "
+                         f"(truncated or corrupt?), e.g. '{printable(Path(stray[0]).name)}'; the series would be "
+                         "read without them")
     if series is not None:
         if series not in ids:
             raise InputError(f"{label} has no DICOM series '{series}' (it holds: {', '.join(ids)})")
@@ -147,10 +152,66 @@ def _read_dicom_folder(p: Path, label: str, series: str | None) -> sitk.Image:
     files = sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(p), ids[0])
     reader = sitk.ImageSeriesReader()
     reader.SetFileNames(files)
+    # ITK only warns (on stderr) about missing or uneven slices; _uneven_slices refuses them instead.
+    sitk.ProcessObject.SetGlobalWarningDisplay(False)
     try:
-        return reader.Execute()
+        image = reader.Execute()
     except RuntimeError as exc:
         raise InputError(f"{label} DICOM series {ids[0]} {_summarise_read_error(exc)}") from None
+    finally:
+        sitk.ProcessObject.SetGlobalWarningDisplay(shown)
+    gap = _uneven_slices(files, image)
+    if gap:
+        raise InputError(f"{label} DICOM series {ids[0]} has unevenly spaced slices ({gap}): a slice is missing "
+                         "or the series mixes acquisitions")
+    return image
+
+
+def _unreadable_dicom_files(folder: Path, ids: list) -> list:
+    """Files of `folder` that start like DICOM (preamble + 'DICM') but belong to none of the series `ids`.
+
+    GDCM silently leaves out a truncated file, and ITK then reads a volume with one slice
+    fewer (only a warning about non-uniform sampling): a different volume, so refuse it.
+    """
+    listed = {os.path.realpath(f) for sid in ids for f in sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), sid)}
+    stray = []
+    for entry in sorted(os.scandir(folder), key=lambda e: e.name):
+        if entry.name.startswith(".") or not entry.is_file() or os.path.realpath(entry.path) in listed:
+            continue
+        try:
+            with open(entry.path, "rb") as fh:
+                head = fh.read(132)
+        except OSError:
+            continue
+        if head[128:132] == b"DICM":
+            stray.append(entry.path)
+    return stray
+
+
+def _uneven_slices(files, image: sitk.Image, tolerance: float = 0.1) -> str | None:
+    """Describe uneven gaps between the slices' positions along the volume's normal, or None."""
+    import numpy as np
+
+    if len(files) < 3:
+        return None
+    normal = np.array(image.GetDirection()).reshape(3, 3)[:, 2]
+    where = []
+    for f in files:
+        r = sitk.ImageFileReader()
+        r.SetFileName(f)
+        try:
+            r.ReadImageInformation()
+            where.append(float(np.dot(normal, [float(v) for v in r.GetMetaData("0020|0032").split("\\")])))
+        except (RuntimeError, ValueError):
+            return None  # no usable positions: nothing to compare
+    gaps = np.diff(np.sort(where))
+    median = float(np.median(gaps))
+    if median <= 0:
+        return None
+    worst = float(gaps[np.argmax(np.abs(gaps - median))])
+    if abs(worst - median) > tolerance * median:
+        return f"a gap of {worst:.3g} mm where the others are {median:.3g} mm"
+    return None
 
 
 def _size_text(size) -> str:

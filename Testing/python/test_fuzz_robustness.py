@@ -692,3 +692,57 @@ def test_memory_guard_in_the_python_api(good):
     seg = Segmenter.load(good["card"], device="cpu", threads=1)
     with pytest.raises(InputError, match="memory"):
         seg.segment({"FLAIR": good["paths"]["FLAIR"]}, max_memory_gb=0.01)
+
+
+# ----------------------------------------------------------------------------- DICOM series
+
+def _dicom_series(folder: Path, slices: int = 12) -> list:
+    """Write a small DICOM series (one file per slice, positions 1 mm apart) with SimpleITK."""
+    folder.mkdir(parents=True)
+    img = sitk.GetImageFromArray((np.random.default_rng(3).random((slices, 32, 32)) * 1000).astype(np.int16))
+    writer = sitk.ImageFileWriter()
+    writer.KeepOriginalImageUIDOn()
+    paths = []
+    for i in range(slices):
+        s = img[:, :, i]
+        for tag, value in (("0020|000e", "1.2.826.0.1.3680043.2.1125.1.4242"), ("0008|0060", "MR"),
+                           ("0020|0013", str(i)), ("0020|0037", "1\\0\\0\\0\\1\\0"),
+                           ("0020|0032", "\\".join(map(str, img.TransformIndexToPhysicalPoint((0, 0, i)))))):
+            s.SetMetaData(tag, value)
+        paths.append(folder / f"{i:03d}.dcm")
+        writer.SetFileName(str(paths[-1]))
+        writer.Execute(s)
+    return paths
+
+
+def _cut(p: Path) -> None:
+    p.write_bytes(p.read_bytes()[:-500])
+
+
+DICOM_DAMAGE = [
+    ("one_slice_truncated", lambda ps: _cut(ps[5]), "no readable series"),
+    ("one_slice_missing", lambda ps: ps[5].unlink(), "unevenly spaced"),
+    ("two_slices_missing", lambda ps: (ps[3].unlink(), ps[8].unlink()), "unevenly spaced"),
+    ("first_slice_truncated", lambda ps: _cut(ps[0]), "no readable series"),
+    ("slice_replaced_by_garbage", lambda ps: ps[6].write_bytes(b"\0" * 128 + b"DICM" + b"\xff" * 64),
+     "no readable series"),
+    ("single_slice_left", lambda ps: [p.unlink() for p in ps[1:]], "2D"),
+]
+
+
+@pytest.mark.parametrize("case", DICOM_DAMAGE, ids=[c[0] for c in DICOM_DAMAGE])
+def test_fuzz_damaged_dicom_series(case, capsys, good, tmp_path):
+    """A series with a slice cut short or missing is refused, not read as a different volume."""
+    paths = _dicom_series(tmp_path / "series")
+    case[1](paths)
+    _assert_refused(capsys, good, tmp_path, _segment(tmp_path, "--t1", tmp_path / "series"), "series", case[2])
+
+
+def test_an_intact_dicom_series_or_a_contiguous_part_still_reads(tmp_path):
+    from lckd.imageio import read_image
+
+    paths = _dicom_series(tmp_path / "series")
+    assert read_image(tmp_path / "series").GetSize() == (32, 32, 12)
+    for p in paths[:4]:
+        p.unlink()
+    assert read_image(tmp_path / "series").GetSize() == (32, 32, 8)
