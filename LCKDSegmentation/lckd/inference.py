@@ -98,7 +98,7 @@ class Segmenter:
             except (RuntimeError, ValueError) as exc:
                 # ITK's optimiser fails on scans that barely overlap or are too small to sample.
                 lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
-                detail = lines[-1].split("):", 1)[-1].strip()[:120] if lines else type(exc).__name__
+                detail = lines[-1].split("):", 1)[-1].strip().split(". ")[0][:120] if lines else type(exc).__name__
                 raise InputError(f"co-registration onto {reference} failed ({detail}); the scans may overlap "
                                  "too little or be too small: run without --register") from None
             return out, notes

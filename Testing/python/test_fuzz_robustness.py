@@ -746,3 +746,29 @@ def test_an_intact_dicom_series_or_a_contiguous_part_still_reads(tmp_path):
     for p in paths[:4]:
         p.unlink()
     assert read_image(tmp_path / "series").GetSize() == (32, 32, 8)
+
+
+def _register_cases():
+    def tiny(t, g):
+        p = t / "four.nrrd"
+        sitk.WriteImage(sitk.GetImageFromArray(np.random.default_rng(1).random((4, 4, 4)).astype(np.float32) + 1),
+                        str(p))
+        return ["--t1ce", g["paths"]["T1ce"], "--flair", p]
+
+    def barely(t, g):
+        img = sitk.Image(g["image"])
+        img.SetOrigin((img.GetOrigin()[0] + 0.93 * img.GetSize()[0] * img.GetSpacing()[0], *img.GetOrigin()[1:]))
+        p = t / "barely.nii.gz"
+        sitk.WriteImage(img, str(p))
+        return ["--t1ce", g["paths"]["T1ce"], "--flair", p]
+
+    return [("4x4x4_scan", tiny), ("barely_overlapping", barely)]
+
+
+REGISTER = _register_cases()
+
+
+@pytest.mark.parametrize("case", REGISTER, ids=[c[0] for c in REGISTER])
+def test_fuzz_register_that_cannot_work(case, capsys, good, tmp_path):
+    args = case[1](tmp_path, good)
+    _assert_refused(capsys, good, tmp_path, _segment(tmp_path, "--register", *args), "register")
