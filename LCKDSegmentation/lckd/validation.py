@@ -23,7 +23,7 @@ import SimpleITK as sitk
 
 from .errors import InputError
 from .geometry import extents_overlap, physical_bounds, same_grid
-from .imageio import check_shape, check_spacing, read_image
+from .imageio import check_shape, check_spacing, read_image, same_voxels
 from .modalities import REFERENCE_PREFERENCE, canonical
 
 __all__ = ["MIN_AXIS_VOXELS", "LABELMAP_MAX_VALUES", "check_image", "check_inputs", "validate_inputs",
@@ -139,17 +139,6 @@ def _same_file(a: str | None, b: str | None) -> bool:
         return False  # not files (e.g. Slicer node names) or gone
 
 
-def _same_voxels(a: sitk.Image, b: sitk.Image) -> bool:
-    if a.GetSize() != b.GetSize() or a.GetNumberOfComponentsPerPixel() != b.GetNumberOfComponentsPerPixel():
-        return False
-    va, vb = sitk.GetArrayViewFromImage(a), sitk.GetArrayViewFromImage(b)
-    step = max(1, va.size // 10_000)
-    # Cheap sample first: different scans differ almost everywhere.
-    if not np.array_equal(va.reshape(-1)[::step], vb.reshape(-1)[::step]):
-        return False
-    return bool(np.array_equal(va, vb))
-
-
 def check_inputs(images: Mapping[str, sitk.Image], sources: Mapping[str, str | None],
                  *, reference: str | None = None) -> list[str]:
     """Check the inputs against each other; raise `InputError` if unusable, return warnings.
@@ -166,7 +155,7 @@ def check_inputs(images: Mapping[str, sitk.Image], sources: Mapping[str, str | N
         for b in names[i + 1:]:
             if _same_file(sources.get(a), sources.get(b)):
                 warnings.append(f"{a} and {b} are the same file '{sources.get(a)}'")
-            elif _same_voxels(images[a], images[b]):
+            elif same_voxels(images[a], images[b]):
                 warnings.append(f"{_label(a, sources.get(a))} and {_label(b, sources.get(b))} have identical "
                                 "voxel values: the same scan given twice?")
 

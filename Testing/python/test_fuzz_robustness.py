@@ -284,7 +284,8 @@ def test_fuzz_bad_option(case, capsys, good, tmp_path):
     _, extra, needle = case
     t = time.perf_counter()
     _assert_refused(capsys, good, tmp_path, _segment(tmp_path, "--flair", good["paths"]["FLAIR"], *extra), needle)
-    assert time.perf_counter() - t < 5
+    if not case[0].startswith("device"):  # asking whether a GPU exists needs torch, whose import takes seconds
+        assert time.perf_counter() - t < 5
 
 
 def _bad_outputs():
