@@ -111,6 +111,7 @@ def _read_file(p: Path, label: str) -> sitk.Image:
     check_shape(reader.GetDimension(), tuple(reader.GetSize()), reader.GetNumberOfComponents(), label,
                 reader.GetPixelID(), hint="give the folder of the whole DICOM series" if is_dicom else "")
     check_spacing(reader.GetSpacing(), label)
+    _check_declared_size(reader, label)
     # ITK's NIfTI reader zero-fills a truncated file, and its NRRD reader ignores a cut gzip
     # stream, without complaint; check ourselves.
     problem = _nifti_truncation(p) if _is_nifti(p) else _nrrd_truncation(p) if _is_nrrd(p) else None
@@ -120,6 +121,28 @@ def _read_file(p: Path, label: str) -> sitk.Image:
         return reader.Execute()
     except RuntimeError as exc:
         raise InputError(f"{label} {_summarise_read_error(exc)}") from None
+
+
+def _check_declared_size(reader: sitk.ImageFileReader, label: str) -> None:
+    """Refuse a header that declares more voxels than memory allows, before ITK allocates them.
+
+    A few bytes of header can declare terabytes (e.g. a MetaImage with DimSize 30000^3);
+    reading would allocate that much before finding the data missing. Reading needs the
+    voxels as stored plus their float32 copy.
+    """
+    from .options import MEMORY_ENV, memory_limit
+
+    count = reader.GetNumberOfComponents()
+    for s in reader.GetSize():
+        count *= int(s)
+    stored = sitk.GetPixelIDValueAsString(reader.GetPixelID())
+    per = 8 if "64" in stored or "double" in stored else 4
+    need = count * (per + 4)
+    limit, source = memory_limit()
+    if need > limit:
+        raise InputError(f"{label} declares {_size_text(reader.GetSize())} voxels, {need / 1e9:.3g} GB to read, "
+                         f"above the memory limit of {limit / 1e9:.3g} GB ({source}; raise it with "
+                         f"${MEMORY_ENV})")
 
 
 def _read_dicom_folder(p: Path, label: str, series: str | None) -> sitk.Image:

@@ -158,6 +158,15 @@ def _bad_files():
         cases.append((f"nrrd_{label}", f"{label}.nrrd", lambda t, g, a=(sizes, spacings, extra, data):
                       _nrrd(a[0], a[1], extra=a[2], data=a[3])))
     cases.append(("nrrd_bad_type", "type.nrrd", lambda t, g: _nrrd((8, 8, 8), (1, 1, 1), type_="quaternion")))
+    mha = "ObjectType = Image\nNDims = 3\nDimSize = {}\nElementType = MET_FLOAT\nElementDataFile = {}\n"
+    cases += [  # a few header bytes that declare terabytes, or data that is not there
+        ("mha_declares_terabytes", "huge.mha", lambda t, g: mha.format("30000 30000 30000", "LOCAL").encode()
+         + b"\0" * 1000),
+        ("mha_short_data", "short.mha", lambda t, g: mha.format("40 40 40", "LOCAL").encode() + b"\0" * 1000),
+        ("mhd_missing_raw", "detached.mhd", lambda t, g: mha.format("40 40 40", "missing.raw").encode()),
+        ("nhdr_missing_data", "detached.nhdr", lambda t, g: _nrrd((8, 8, 8), (1, 1, 1), data=b"",
+                                                                  extra="data file: missing.raw")),
+    ]
     cases.append(("nrrd_short_data", "short.nrrd", lambda t, g: _nrrd((8, 8, 8), (1, 1, 1), data=b"\0" * 100)))
 
     def values(arr_fn, name):
