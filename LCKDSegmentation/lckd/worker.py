@@ -172,8 +172,9 @@ class Worker:
         elif set(options) - SEGMENT_OPTIONS:
             problem = (f"unknown option(s) {', '.join(sorted(set(options) - SEGMENT_OPTIONS))}; "
                        f"known: {', '.join(sorted(SEGMENT_OPTIONS))}")
-        elif any(k in options and not isinstance(options[k], bool) for k in BOOLEAN_OPTIONS):
-            problem = f"options {', '.join(BOOLEAN_OPTIONS)} must be true or false"
+        elif any(options.get(k) is not None and not isinstance(options[k], bool) for k in BOOLEAN_OPTIONS):
+            problem = (f"options {', '.join(BOOLEAN_OPTIONS)} must be true, false or null "
+                       "(null postprocess follows the model card)")
         elif any(options.get(k) is not None and not isinstance(options[k], str)
                  for k in ("reference", "labels", "probabilities_output")):
             problem = "options 'reference', 'labels' and 'probabilities_output' must be strings"
@@ -257,7 +258,7 @@ class Worker:
                                               job.inputs.values(), "probabilities")
             res = self.segmenter.segment(
                 job.inputs, reference=opts.get("reference"), labels=opts.get("labels", "brats2018"),
-                register=bool(opts.get("register", False)), postprocess=bool(opts.get("postprocess", False)),
+                register=bool(opts.get("register", False)), postprocess=opts.get("postprocess"),
                 probabilities=bool(opts.get("probabilities", False)), progress=progress, cancel=job.cancel)
             if job.cancel.is_set():
                 raise Cancelled("cancelled")
@@ -335,7 +336,12 @@ def serve(stdin: Any, writer: _Writer, load: Callable[[], Any]) -> int:
     writer.send(None, "ready", protocol=PROTOCOL_VERSION, pid=os.getpid(), loaded_at=worker.loaded_at,
                 load_seconds=round(time.perf_counter() - t0, 3), **describe(segmenter))
     try:
-        for raw in iter(stdin.readline, b""):
+        # Bounded reads: an endless line must not take the worker's memory before it is refused.
+        for raw in iter(lambda: stdin.readline(MAX_LINE_BYTES + 1), b""):
+            if len(raw) > MAX_LINE_BYTES and not raw.endswith(b"\n"):
+                rest = raw
+                while rest and not rest.endswith(b"\n"):  # skip to the end of the over-long line
+                    rest = stdin.readline(MAX_LINE_BYTES)
             if not worker.handle_line(raw):
                 break
     except KeyboardInterrupt:

@@ -598,6 +598,21 @@ def test_fuzz_worker_job(name, live_worker, good, tmp_path):
         assert _digest(p) == d
 
 
+def test_fuzz_worker_stream_survives_an_endless_line(live_worker):
+    """Over stdin, a 3 MB line is read in bounded pieces, refused once, and the next request is served."""
+    from lckd import worker as worker_mod
+
+    w, _ = live_worker
+    stream = io.StringIO()
+    lines = (b'{"id": "x", "op": "ping", "pad": "' + b"x" * (3 << 20) + b'"}\n'
+             b'{"id": "p", "op": "ping"}\n{"id": "s", "op": "shutdown"}\n')
+    code = worker_mod.serve(io.BytesIO(lines), worker_mod._Writer(stream), lambda: w.segmenter)
+    replies = [json.loads(line) for line in stream.getvalue().splitlines()]
+    assert code == 0
+    assert [(r["id"], r["event"]) for r in replies] == [(None, "ready"), (None, "error"), ("p", "result"),
+                                                        ("s", "result")], replies
+
+
 # ----------------------------------------------------------------------------- batch folders
 
 def _bad_case_files():
