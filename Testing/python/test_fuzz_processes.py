@@ -200,19 +200,22 @@ def test_sigterm_mid_run_exits_130_and_leaves_nothing(tmp_path):
     out.mkdir()
     cmd = [sys.executable, "-m", "lckd.cli", "segment", "--threads", "1", "--overlap", "0.95", *args,
            "-o", str(out / "seg.nii.gz"), "--probabilities", str(out / "p")]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=ENV)
+    # Unbuffered: the first byte the child prints (on either stream) comes after `main` has set
+    # its SIGTERM handler, whatever the progress display looks like; the run then has seconds to go.
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            env={**ENV, "PYTHONUNBUFFERED": "1"})
     seen = bytearray()
 
     def pump():
-        for chunk in iter(lambda: proc.stderr.read1(4096), b""):
+        for chunk in iter(lambda: proc.stdout.read1(4096), b""):
             seen.extend(chunk)
 
     t = threading.Thread(target=pump, daemon=True)
     t.start()
     deadline = time.time() + 90
-    while b"window 2/" not in seen and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.05)
-    assert b"window 2/" in seen, bytes(seen)[-500:]
+    while not seen and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    assert seen and proc.poll() is None, bytes(seen)[-500:]
     proc.send_signal(signal.SIGTERM)
     rc = proc.wait(timeout=60)
     t.join(timeout=5)

@@ -354,12 +354,17 @@ def test_fuzz_probability_folder_is_a_file_or_holds_an_input(capsys, good, tmp_p
     before = _files(tmp_path)
     _assert_refused(capsys, good, tmp_path, _segment(tmp_path, "--flair", good["paths"]["FLAIR"],
                                                      "--probabilities", tmp_path / "pfile"), "pfile", before=before)
-    shutil.copy(good["paths"]["FLAIR"], tmp_path / "probability_ET.nii.gz")
-    digest = _digest(tmp_path / "probability_ET.nii.gz")
+    from lckd import output
+
+    # the name the ET map of output 'seg.nii.gz' gets (with the output's stem where the code adds one)
+    names = output.probability_names("seg") if hasattr(output, "probability_names") else output.PROBABILITY_NAMES
+    victim = tmp_path / names["ET"]
+    shutil.copy(good["paths"]["FLAIR"], victim)
+    digest = _digest(victim)
     before = _files(tmp_path)
-    _assert_refused(capsys, good, tmp_path, _segment(tmp_path, "--flair", tmp_path / "probability_ET.nii.gz",
-                                                     "--probabilities", tmp_path), "input", before=before)
-    assert _digest(tmp_path / "probability_ET.nii.gz") == digest
+    _assert_refused(capsys, good, tmp_path, _segment(tmp_path, "--flair", victim, "--probabilities", tmp_path),
+                    "input", before=before)
+    assert _digest(victim) == digest
 
 
 # ----------------------------------------------------------------------------- model cards
