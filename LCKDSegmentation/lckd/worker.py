@@ -307,6 +307,8 @@ def _outputs(job: _Job) -> list[Path]:
 
 def describe(segmenter: Any) -> dict:
     """What a client shows about the loaded model: device and the card's main fields."""
+    from .provenance import card_sha256, scope_line
+
     card = getattr(segmenter, "card", None)
     info: dict = {"device": str(getattr(segmenter, "device", "?"))}
     if card is not None:
@@ -314,6 +316,9 @@ def describe(segmenter: Any) -> dict:
             "name": card.name, "version": card.version, "modalities": list(card.modalities),
             "labels": card.label_convention, "description": card.description,
             "intended_use": card.intended_use,
+            # The run-time notice and the batch records name the model as `lckd` does (lckd.provenance).
+            "scope": scope_line(card),
+            "card_sha256": card_sha256(getattr(segmenter, "card_path", None)),
             # Expected Dice per subset key (e.g. 'T1ce+FLAIR' -> {ET, TC, WT}), for the GUI.
             "per_subset": dict(card.evaluation.get("per_subset", {})),
         }
