@@ -26,8 +26,14 @@ PathLike = Union[str, "os.PathLike[str]"]
 
 OUTPUT_SUFFIXES = (".seg.nrrd", ".nii.gz", ".nii", ".nrrd", ".mha")
 
-#: File names `write_result` gives the probability maps written into a folder.
+#: File names `write_result` gives the probability maps written into a folder (after `<stem>_`).
 PROBABILITY_NAMES = {"ET": "probability_ET.nii.gz", "TC": "probability_TC.nii.gz", "WT": "probability_WT.nii.gz"}
+
+
+def probability_names(stem: str = "") -> dict:
+    """Region -> file name of its probability map; `stem` (the output's, e.g. 'case1') is put
+    in front so runs sharing a probability folder do not overwrite each other's maps."""
+    return {r: (f"{stem}_{n}" if stem else n) for r, n in PROBABILITY_NAMES.items()}
 
 
 def ijk_to_lps(image: sitk.Image) -> np.ndarray:
@@ -155,25 +161,25 @@ def check_output_path(path: PathLike, inputs: Iterable[PathLike | None] = (), wh
     return p
 
 
-def check_probability_dir(folder: PathLike, inputs: Iterable[PathLike | None] = ()) -> Path:
-    """Fail early if the probability maps cannot be written into `folder`."""
+def check_probability_dir(folder: PathLike, inputs: Iterable[PathLike | None] = (), stem: str = "") -> Path:
+    """Fail early if the probability maps (named by `probability_names(stem)`) cannot be written into `folder`."""
     d = Path(os.path.expanduser(str(folder)))
     check_path_text(d, f"cannot write probabilities into '{shown_path(folder)}'", OutputError)
     if d.exists() and not d.is_dir():
         raise OutputError(f"cannot write probabilities into '{shown_path(folder)}': it is a file, not a folder")
-    for name in PROBABILITY_NAMES.values():
+    for name in probability_names(stem).values():
         check_output_path(d / name, inputs, "probability map")
     return d
 
 
 def write_result(result, outputs: Sequence[PathLike], *, probabilities_dir: PathLike | None = None,
                  probabilities_file: PathLike | None = None,
-                 inputs: Iterable[PathLike | None] | None = None) -> list[Path]:
+                 inputs: Iterable[PathLike | None] | None = None, probabilities_stem: str = "") -> list[Path]:
     """Write a `SegmentationResult`'s files all-or-nothing; return the paths written.
 
     `outputs`: labelmap paths (`.seg.nrrd` gives a Slicer segmentation). The probability
-    maps go into `probabilities_dir` as three files, or into `probabilities_file` as one
-    3-component image. No output may be one of the inputs (`inputs`, default the files the
+    maps go into `probabilities_dir` as three files (`probability_names(probabilities_stem)`),
+    or into `probabilities_file` as one 3-component image. No output may be one of the inputs (`inputs`, default the files the
     result was made from). Every file is written under a temporary name and verified; the
     renames onto the final names happen only once all of them are complete.
     """
@@ -190,7 +196,7 @@ def write_result(result, outputs: Sequence[PathLike], *, probabilities_dir: Path
                               "(segment with probabilities=True)")
         if probabilities_dir is not None:
             d = Path(os.path.expanduser(str(probabilities_dir)))
-            for i, (region, name) in enumerate(PROBABILITY_NAMES.items()):
+            for i, (region, name) in enumerate(probability_names(probabilities_stem).items()):
                 plan.append((d / name, "probability map", sitk.VectorIndexSelectionCast(result.probabilities, i)))
         if probabilities_file is not None:
             plan.append((image_writer_target(probabilities_file, "probabilities"), "probabilities",
