@@ -1,40 +1,40 @@
 """LCKD Segmentation: brain-tumour segmentation from any subset of T1, T1ce, T2 and FLAIR.
 
-Thin Slicer layer: the widget keeps GUI state in a parameter node and polls a background
-worker (LCKDSegmentationLib.workerclient) from a timer; all the work is in
-LCKDSegmentationLib.logic.SegmentationLogic, usable from the Python console:
+Thin Slicer layer: the widget keeps GUI state in a typed parameter node
+(`LCKDSegmentationParameterNode`, bound to the widgets with `connectGui`) and polls a
+background worker from a timer; all the work is in LCKDSegmentationLib.logic.SegmentationLogic
+(held by the module Logic, tested headless), usable from the Python console:
 
     logic = slicer.util.getModuleLogic("LCKDSegmentation")
     seg = logic.segment({"T1ce": getNode("AX T1 POST GD"), "FLAIR": getNode("Sag 3D FLAIR")})
 """
 from __future__ import annotations
 
+import enum
 import logging
 import os
 import tempfile
 import time
+import typing
 
 import qt
 import slicer
 import vtk
+from slicer import vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode  # noqa: F401 (parameter node types)
 from slicer.ScriptedLoadableModule import (ScriptedLoadableModule, ScriptedLoadableModuleLogic,
                                            ScriptedLoadableModuleTest, ScriptedLoadableModuleWidget)
 from slicer.util import VTKObservationMixin
 
-from lckd.modalities import MODALITIES
-from LCKDSegmentationLib import dependencies, sampledata
+from lckd.modalities import MODALITIES, REFERENCE_PREFERENCE
+from LCKDSegmentationLib import dependencies, panel, sampledata
 from LCKDSegmentationLib.logic import SegmentationLogic
 from LCKDSegmentationLib.output import TABLE_ROLE
-from LCKDSegmentationLib.selection import assign_modalities
+from LCKDSegmentationLib.selection import SelectionError, assign_modalities
 
-#: Parameter node: node reference role or parameter name -> default value.
-DEFAULTS = {"Reference": "auto", "Device": "auto", "Model": "", "KeepOtherSegments": "false",
-            "Register": "false", "Postprocess": "false"}
-SELECTORS = {"T1": "t1Selector", "T1ce": "t1ceSelector", "T2": "t2Selector", "FLAIR": "flairSelector"}
-CHECKBOXES = {"KeepOtherSegments": "keepOtherSegmentsCheckBox", "Register": "registerCheckBox",
-              "Postprocess": "postprocessCheckBox"}
-COMBOBOXES = {"Reference": "referenceComboBox", "Device": "deviceComboBox", "Model": "modelComboBox"}
-DEVICES = (("auto (GPU if available)", "auto"), ("GPU (CUDA)", "cuda"), ("CPU", "cpu"))
+try:
+    from slicer.parameterNodeWrapper import parameterNodeWrapper
+except ImportError:  # a Slicer (or slicer-core) without it: the module file still imports
+    parameterNodeWrapper = None
 
 
 #
@@ -71,6 +71,70 @@ Modality", MICCAI 2023 (arXiv:2310.01035).
 
 
 #
+# LCKDSegmentationParameterNode
+#
+class Reference(enum.Enum):
+    """Scan whose grid the segmentation uses (the reference combo box)."""
+
+    AUTO = "auto"
+    T1 = "T1"
+    T1ce = "T1ce"
+    T2 = "T2"
+    FLAIR = "FLAIR"
+
+    def label(self) -> str:
+        return f"auto ({', '.join(REFERENCE_PREFERENCE)})" if self is Reference.AUTO else self.value
+
+
+class Device(enum.Enum):
+    """Where the network runs (the device combo box); values are the worker's device names."""
+
+    AUTO = "auto"
+    CUDA = "cuda"
+    CPU = "cpu"
+
+    def label(self) -> str:
+        return {"auto": "auto (GPU if available)", "cuda": "GPU (CUDA)", "cpu": "CPU"}[self.value]
+
+
+class LCKDSegmentationParameterNode:
+    """GUI state, saved with the scene. Widgets bind to these fields through their
+    `SlicerParameterName` property in the .ui file, except the model combo box, whose
+    entries come from the model registry at run time (see `LCKDSegmentationWidget`).
+
+    t1, t1ce, t2, flair: the input scans (any may be None).
+    outputSegmentation: where the tumour segments go (None: a new segmentation).
+    model: registry name of the model; "" = the bundled default.
+    postprocess: BraTS-style clean-up; set from the model card until the user chooses.
+    """
+
+    t1: vtkMRMLScalarVolumeNode
+    t1ce: vtkMRMLScalarVolumeNode
+    t2: vtkMRMLScalarVolumeNode
+    flair: vtkMRMLScalarVolumeNode
+    outputSegmentation: vtkMRMLSegmentationNode
+    reference: Reference = Reference.AUTO
+    device: Device = Device.AUTO
+    model: str = ""
+    keepOtherSegments: bool = False
+    register: bool = False
+    postprocess: bool = False
+
+    def volumes(self) -> dict:
+        """{modality: volume node} of the filled selectors, in canonical order."""
+        nodes = {m: getattr(self, m.lower()) for m in MODALITIES}
+        return {m: n for m, n in nodes.items() if n is not None}
+
+
+if parameterNodeWrapper is not None:
+    # Resolve the (postponed) annotations here: the wrapper would look this module up in
+    # sys.modules, which a module loaded from a file path need not be in yet.
+    LCKDSegmentationParameterNode.__annotations__ = typing.get_type_hints(LCKDSegmentationParameterNode,
+                                                                          globalns=globals())
+    LCKDSegmentationParameterNode = parameterNodeWrapper(LCKDSegmentationParameterNode)
+
+
+#
 # LCKDSegmentationWidget
 #
 class LCKDSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
@@ -79,9 +143,12 @@ class LCKDSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         VTKObservationMixin.__init__(self)
         self.logic = None
         self._parameterNode = None
-        self._updatingGUI = False
+        self._parameterNodeGuiTag = None
         self._job = None
         self._timer = None
+        self._updating = False
+        # The user's own post-processing choice beats the model card's default.
+        self._postprocessChosen = False
 
     def setup(self):
         ScriptedLoadableModuleWidget.setup(self)
@@ -90,24 +157,18 @@ class LCKDSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui = slicer.util.childWidgetVariables(uiWidget)
         uiWidget.setMRMLScene(slicer.mrmlScene)
         self.logic = LCKDSegmentationLogic()
+        if parameterNodeWrapper is None:
+            self.ui.applyButton.enabled = False
+            self.ui.workerStatusLabel.text = "This module needs Slicer 5.4 or newer (slicer.parameterNodeWrapper)."
+            return
 
-        self.ui.referenceComboBox.addItem("auto (T1ce, FLAIR, T1, T2)", "auto")
-        for modality in MODALITIES:
-            self.ui.referenceComboBox.addItem(modality, modality)
-        for label, device in DEVICES:
-            self.ui.deviceComboBox.addItem(label, device)
+        # Registry entries are only known at run time, so this combo box is bound by hand.
         for model, label, description in modelChoices():
             self.ui.modelComboBox.addItem(label, model)
             self.ui.modelComboBox.setItemData(self.ui.modelComboBox.count - 1, description, qt.Qt.ToolTipRole)
-
-        for selector in list(SELECTORS.values()) + ["outputSegmentationSelector"]:
-            getattr(self.ui, selector).connect("currentNodeChanged(vtkMRMLNode*)", self.updateParameterNodeFromGUI)
-        for combo in COMBOBOXES.values():
-            getattr(self.ui, combo).connect("currentIndexChanged(int)", self.updateParameterNodeFromGUI)
-        for box in CHECKBOXES.values():
-            getattr(self.ui, box).connect("toggled(bool)", self.updateParameterNodeFromGUI)
-        self.ui.modelComboBox.connect("currentIndexChanged(int)", self.prepareWorker)
-        self.ui.deviceComboBox.connect("currentIndexChanged(int)", self.prepareWorker)
+        self.ui.modelComboBox.connect("currentIndexChanged(int)", self.onModelChosen)
+        # clicked (not toggled): only a user's click, never the card's default, counts as a choice
+        self.ui.postprocessCheckBox.connect("clicked(bool)", self.onPostprocessClicked)
         self.ui.applyButton.connect("clicked(bool)", self.onApply)
         self.ui.cancelButton.connect("clicked(bool)", self.onCancel)
         self.ui.autoAssignButton.connect("clicked(bool)", self.autoAssign)
@@ -130,20 +191,25 @@ class LCKDSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.logic.shutdown()
 
     def enter(self):
+        if parameterNodeWrapper is None:
+            return
         self.initializeParameterNode()
         self.prepareWorker()  # first show: load the network before the user presses Apply
         self._timer.start()
 
     def exit(self):
-        if self._parameterNode:
-            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.updateGUIFromParameterNode)
-        if not self.jobRunning():
+        # Stop mirroring the parameter node while hidden; enter() binds it again.
+        if self._parameterNode is not None:
+            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            self._parameterNodeGuiTag = None
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.onParameterNodeModified)
+        if self._timer and not self.jobRunning():
             self._timer.stop()  # a running job keeps being polled while other modules are shown
 
     # -- scene and parameter node ------------------------------------------------------
     def onSceneStartClose(self, caller, event):
         if self.jobRunning():
-            self.logic.cancelJob(self._job)
+            self.logic.segmentation.cancelJob(self._job)
         self.setParameterNode(None)
 
     def onSceneEndClose(self, caller, event):
@@ -158,92 +224,88 @@ class LCKDSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def initializeParameterNode(self):
         self.setParameterNode(self.logic.getParameterNode())
-        if not any(self._parameterNode.GetNodeReference(m) for m in SELECTORS):
+        if not self._parameterNode.volumes():
             self.autoAssign()
 
     def setParameterNode(self, parameterNode):
-        if parameterNode:
-            self.logic.setDefaultParameters(parameterNode)
+        """Bind the GUI to `parameterNode` (None: unbind)."""
         if self._parameterNode is not None:
-            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.updateGUIFromParameterNode)
+            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            self._parameterNodeGuiTag = None
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.onParameterNodeModified)
         self._parameterNode = parameterNode
-        if self._parameterNode is not None:
-            self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.updateGUIFromParameterNode)
-        self.updateGUIFromParameterNode()
+        if parameterNode is not None:
+            self._parameterNodeGuiTag = parameterNode.connectGui(self.ui)
+            self.addObserver(parameterNode, vtk.vtkCommand.ModifiedEvent, self.onParameterNodeModified)
+            self.onParameterNodeModified()
 
     def autoAssign(self):
         """Fill empty selectors from volume names ('AX T1 POST GD' -> T1ce); never reuse a volume."""
         p = self._parameterNode
         if p is None:
             return
-        used = {p.GetNodeReferenceID(m) for m in SELECTORS if p.GetNodeReferenceID(m)}
+        used = {n.GetID() for n in p.volumes().values()}
         volumes = [n for n in slicer.util.getNodesByClass("vtkMRMLScalarVolumeNode")
                    if not n.IsA("vtkMRMLLabelMapVolumeNode") and n.GetID() not in used]
         picks = assign_modalities((n.GetID(), n.GetName()) for n in volumes)
-        wasModified = p.StartModify()
-        for modality, nodeID in picks.items():
-            if not p.GetNodeReferenceID(modality):
-                p.SetNodeReferenceID(modality, nodeID)
-        p.EndModify(wasModified)
+        with slicer.util.NodeModify(p):
+            for modality, nodeID in picks.items():
+                if getattr(p, modality.lower()) is None:
+                    setattr(p, modality.lower(), slicer.mrmlScene.GetNodeByID(nodeID))
 
-    def updateGUIFromParameterNode(self, caller=None, event=None):
+    def onParameterNodeModified(self, caller=None, event=None):
+        """What connectGui does not do: the model combo box, Apply's state, the model text."""
         p = self._parameterNode
-        if p is None or self._updatingGUI:
+        if p is None or self._updating:
             return
-        self._updatingGUI = True
+        self._updating = True
         try:
-            for modality, selector in SELECTORS.items():
-                getattr(self.ui, selector).setCurrentNode(p.GetNodeReference(modality))
-            self.ui.outputSegmentationSelector.setCurrentNode(p.GetNodeReference("OutputSegmentation"))
-            for name, combo in COMBOBOXES.items():
-                widget = getattr(self.ui, combo)
-                widget.setCurrentIndex(max(widget.findData(p.GetParameter(name)), 0))
-            for name, box in CHECKBOXES.items():
-                getattr(self.ui, box).checked = p.GetParameter(name) == "true"
-            chosen = self.selectedVolumes()
-            running = self.jobRunning()
-            self.ui.applyButton.enabled = bool(chosen) and not running
-            self.ui.applyButton.toolTip = "Segment the tumour" if chosen else "Select at least one input volume"
-            self.ui.cancelButton.enabled = running
-            self.updateExpectedDice(list(chosen))
+            index = self.ui.modelComboBox.findData(p.model)
+            self.ui.modelComboBox.setCurrentIndex(max(index, 0))
+            self.updateState()
         finally:
-            self._updatingGUI = False
+            self._updating = False
+        worker = self.logic.segmentation.worker
+        if self.parent.isEntered and (worker is None or (worker.model, worker.device) != (p.model or None, p.device.value)):
+            self.prepareWorker()  # a new model or device: load it now, not when Apply is pressed
 
-    def updateParameterNodeFromGUI(self, caller=None, event=None):
-        p = self._parameterNode
-        if p is None or self._updatingGUI:
-            return
-        wasModified = p.StartModify()
-        for modality, selector in SELECTORS.items():
-            p.SetNodeReferenceID(modality, getattr(self.ui, selector).currentNodeID)
-        p.SetNodeReferenceID("OutputSegmentation", self.ui.outputSegmentationSelector.currentNodeID)
-        for name, combo in COMBOBOXES.items():
-            p.SetParameter(name, getattr(self.ui, combo).currentData or "")
-        for name, box in CHECKBOXES.items():
-            p.SetParameter(name, "true" if getattr(self.ui, box).checked else "false")
-        p.EndModify(wasModified)
+    def onModelChosen(self, index):
+        if self._parameterNode is not None and not self._updating:
+            self._parameterNode.model = self.ui.modelComboBox.itemData(index) or ""
+
+    def onPostprocessClicked(self, checked):
+        self._postprocessChosen = True
 
     def selectedVolumes(self) -> dict:
-        p = self._parameterNode
-        return {m: p.GetNodeReference(m) for m in SELECTORS if p and p.GetNodeReference(m)}
+        return self._parameterNode.volumes() if self._parameterNode is not None else {}
 
-    def updateExpectedDice(self, modalities):
-        if not modalities:
-            text = ""
-        elif not (self.logic.worker and self.logic.worker.info):
-            text = "Expected Dice: shown once the model is loaded."
+    def updateState(self):
+        """Apply / Cancel buttons and the model text, from the parameter node and the worker."""
+        chosen = self.selectedVolumes()
+        running = self.jobRunning()
+        problem = self.logic.segmentation.deviceProblem(self._parameterNode.device.value) \
+            if self._parameterNode is not None else None
+        self.ui.applyButton.enabled = bool(chosen) and not running and not problem
+        self.ui.applyButton.toolTip = (problem or "Segment the tumour") if chosen else "Select at least one input volume"
+        self.ui.cancelButton.enabled = running
+        self.updateModelText(list(chosen))
+
+    def updateModelText(self, modalities):
+        model = self.logic.segmentation.modelInfo()
+        if not model:
+            text = "Model and expected Dice: shown once the model is loaded." if modalities else ""
         else:
-            dice = self.logic.expectedDice(modalities)
-            subset = "+".join(modalities)
-            text = (f"Expected Dice for {subset}: not in the model card." if not dice else
-                    f"Expected Dice for {subset} (validation): "
-                    + ", ".join(f"{r} {dice[r]:.2f}" for r in ("ET", "TC", "WT") if dice.get(r) is not None))
+            lines = [panel.model_text(model)]
+            if modalities:
+                lines.append(panel.dice_text(self.logic.segmentation.expectedDice(modalities), modalities))
+            text = "\n".join(lines)
         self.ui.expectedDiceLabel.text = text
 
     # -- worker ------------------------------------------------------------------------
     def prepareWorker(self, *args):
         """Start the worker for the chosen model/device if the Python packages are there."""
-        if self._parameterNode is None or self._updatingGUI:
+        p = self._parameterNode
+        if p is None:
             return
         missing = dependencies.missing_packages()
         if missing:
@@ -252,8 +314,16 @@ class LCKDSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             return
         if self.jobRunning():
             return
-        p = self._parameterNode
-        worker = self.logic.startWorker(model=p.GetParameter("Model") or None, device=p.GetParameter("Device") or "auto")
+        worker = self.logic.segmentation.worker
+        if worker is not None and (worker.model, worker.device) == (p.model or None, p.device.value) \
+                and worker.running:
+            return
+        try:
+            worker = self.logic.segmentation.startWorker(model=p.model or None, device=p.device.value)
+        except SelectionError as e:  # a GPU this computer does not have: refused here, not by a dying worker
+            self.ui.workerStatusLabel.text = str(e)
+            self.updateState()
+            return
         if not worker.info:
             self.ui.workerStatusLabel.text = "Loading the model in the background..."
 
@@ -262,13 +332,11 @@ class LCKDSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def onTimer(self):
         if self.jobRunning():
-            messages = self.logic.pollJob(self._job)
+            messages = self.logic.segmentation.pollJob(self._job)
             self.ui.progressBar.value = int(round(100 * self._job.fraction))
             self.ui.progressBar.setFormat(f"%p%  {self._job.message}")
-        elif self.logic.worker is not None:
-            messages = self.logic.worker.poll()
         else:
-            messages = []
+            messages = self.logic.segmentation.poll()
         for msg in messages:
             self.onWorkerMessage(msg)
         if self._job is not None and self._job.done:
@@ -281,15 +349,21 @@ class LCKDSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         event = msg.get("event")
         if event == "ready":
             model = msg.get("model", {})
-            self.ui.workerStatusLabel.text = (f"Model {model.get('name', '?')} loaded on {msg.get('device')} "
-                                              f"in {msg.get('load_seconds', 0):.1f} s.")
-            self.updateGUIFromParameterNode()
+            self.ui.workerStatusLabel.text = (f"Model {model.get('name', '?')} {model.get('version', '')} loaded on "
+                                              f"{msg.get('device')} in {msg.get('load_seconds', 0):.1f} s.")
+            default = self.logic.segmentation.postprocessDefault()
+            if self._parameterNode is not None and default is not None and not self._postprocessChosen:
+                self._parameterNode.postprocess = default  # start from the model card's setting
+            self.updateState()
         elif event == "log":
             self.log(str(msg.get("message")))
         elif event == "error" and msg.get("id") is None:
-            # The worker itself failed (died, or could not load the model); the next Apply starts a new one.
-            self.ui.workerStatusLabel.text = str(msg.get("message"))
-            self.log(str(msg.get("message")))
+            # The worker itself failed (bad model, absent GPU, died); the next Apply starts a new one.
+            p = self._parameterNode
+            problem = self.logic.segmentation.deviceProblem(p.device.value) if p is not None else None
+            self.ui.workerStatusLabel.text = problem or str(msg.get("message"))
+            self.log(problem or str(msg.get("message")))
+            self.updateState()
 
     def log(self, text: str):
         self.ui.statusLog.appendPlainText(text)
@@ -306,19 +380,21 @@ class LCKDSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             return
         p = self._parameterNode
         with slicer.util.tryWithErrorDisplay("Cannot start the segmentation.", waitCursor=True):
-            self._job = self.logic.startSegment(
-                self.selectedVolumes(), outputSegmentation=p.GetNodeReference("OutputSegmentation"),
-                device=p.GetParameter("Device") or "auto", model=p.GetParameter("Model") or None,
-                reference=p.GetParameter("Reference"), keepOtherSegments=p.GetParameter("KeepOtherSegments") == "true",
-                register=p.GetParameter("Register") == "true", postprocess=p.GetParameter("Postprocess") == "true")
+            self._job = self.logic.segmentation.startSegment(
+                p.volumes(), outputSegmentation=p.outputSegmentation, device=p.device.value,
+                model=p.model or None, reference=p.reference.value, keepOtherSegments=p.keepOtherSegments,
+                register=p.register, postprocess=p.postprocess)
+            model = self.logic.segmentation.modelInfo()
+            if model:
+                self.log(panel.model_text(model))
             self.log(f"Segmenting from {', '.join(self._job.volumes)} (reference {self._job.reference})...")
             self.ui.progressBar.value = 0
             self._timer.start()
-        self.updateGUIFromParameterNode()
+        self.updateState()
 
     def onCancel(self):
         if self.jobRunning():
-            self.logic.cancelJob(self._job)
+            self.logic.segmentation.cancelJob(self._job)
             self.log("Cancelling...")
 
     def onJobDone(self, job):
@@ -332,7 +408,7 @@ class LCKDSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 slicer.util.errorDisplay(f"Segmentation failed: {message}")
         else:
             seg = job.segmentation
-            self._parameterNode.SetNodeReferenceID("OutputSegmentation", seg.GetID())
+            self._parameterNode.outputSegmentation = seg
             slicer.util.setSliceViewerLayers(background=job.volumes[job.reference], fit=True)
             seg.GetDisplayNode().SetVisibility(True)
             self.ui.volumesTableView.setMRMLTableNode(seg.GetNodeReference(TABLE_ROLE))
@@ -341,7 +417,7 @@ class LCKDSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                      f"core {volumes.get('TC', 0):.1f} mL, enhancing {volumes.get('ET', 0):.1f} mL.")
             for warning in job.reply.get("warnings", []):
                 self.log(f"Warning: {warning}")
-        self.updateGUIFromParameterNode()
+        self.updateState()
 
 
 def modelChoices() -> list:
@@ -351,7 +427,7 @@ def modelChoices() -> list:
         from lckd.registry import list_models
         return [("" if e.bundled else e.name, f"{e.name} (bundled)" if e.bundled else e.name, e.description)
                 for e in list_models()]
-    except Exception as e:  # e.g. PyTorch not installed yet, if the registry module needs it
+    except Exception as e:  # a registry that cannot be read must not stop the panel from opening
         logging.info(f"LCKD Segmentation: model registry not readable yet ({e})")
         return [("", "bundled default", "the model shipped with the extension")]
 
@@ -359,21 +435,32 @@ def modelChoices() -> list:
 #
 # LCKDSegmentationLogic
 #
-class LCKDSegmentationLogic(ScriptedLoadableModuleLogic, SegmentationLogic):
-    """Slicer's logic base (parameter node) + the headless-tested SegmentationLogic.
+class LCKDSegmentationLogic(ScriptedLoadableModuleLogic):
+    """Slicer's logic (parameter node) holding the headless-tested SegmentationLogic.
 
     Console use (see README): `segment(volumes, outputSegmentation=None, device="auto", ...)`
-    returns a segmentation node; `batch(inputDir, outputDir, ...)` returns a summary.
+    returns a segmentation node; `batch(inputDir, outputDir, ...)` segments a folder. Both
+    are `SegmentationLogic`'s (`self.segmentation`), which also runs outside Slicer.
     """
 
     def __init__(self, scene=None):
         ScriptedLoadableModuleLogic.__init__(self)
-        SegmentationLogic.__init__(self, scene)
+        self.segmentation = SegmentationLogic(scene)
 
-    def setDefaultParameters(self, parameterNode):
-        for name, value in DEFAULTS.items():
-            if not parameterNode.GetParameter(name):
-                parameterNode.SetParameter(name, value)
+    def getParameterNode(self):
+        return LCKDSegmentationParameterNode(super().getParameterNode())
+
+    def segment(self, *args, **kwargs):
+        """Segment one case and return the segmentation node; see `SegmentationLogic.segment`."""
+        return self.segmentation.segment(*args, **kwargs)
+
+    def batch(self, *args, **kwargs):
+        """Segment every case of a folder; see `SegmentationLogic.batch`."""
+        return self.segmentation.batch(*args, **kwargs)
+
+    def shutdown(self) -> None:
+        """Stop the background worker (module cleanup)."""
+        self.segmentation.shutdown()
 
 
 #
@@ -478,7 +565,7 @@ class LCKDSegmentationTest(ScriptedLoadableModuleTest):
         # Apply: the GUI stays responsive (processEvents runs) while the worker segments.
         widget.onApply()
         self.waitFor(lambda: not widget.jobRunning())
-        seg = widget._parameterNode.GetNodeReference("OutputSegmentation")
+        seg = widget._parameterNode.outputSegmentation
         self.assertIsNotNone(seg)
         self.assertEqual(seg.GetSegmentation().GetNumberOfSegments(), 3)
         self.delayDisplay("GUI apply and cancel OK")

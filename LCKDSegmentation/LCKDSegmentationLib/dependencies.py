@@ -4,7 +4,8 @@ Never called at import time or from the module constructor (Slicer's guidance): 
 widget calls `missing_packages()` when the module is first shown and `ensure()` when
 the user presses Apply. PyTorch goes through the PyTorch extension (`PyTorchUtils`) when
 it is installed, so the build matching the GPU and CUDA driver is chosen; everything else
-comes from `requirements.txt` next to the module, via `slicer.packaging` where this
+comes from the module's `Resources/requirements.txt` (where Slicer's module template
+keeps it), via `slicer.packaging` where this
 Slicer has it and `slicer.util.pip_install` otherwise.
 """
 from __future__ import annotations
@@ -13,7 +14,7 @@ import importlib.util
 import re
 from pathlib import Path
 
-REQUIREMENTS_FILE = Path(__file__).resolve().parents[1] / "requirements.txt"
+REQUIREMENTS_FILE = Path(__file__).resolve().parents[1] / "Resources" / "requirements.txt"
 TORCH_REQUIREMENT = ">=2.0"
 #: Import name of each distribution whose import name differs from it (lower-cased key).
 _IMPORT_NAMES = {"simpleitk": "SimpleITK"}

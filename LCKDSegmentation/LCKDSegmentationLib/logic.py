@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from lckd.modalities import canonical, subset_key
+from lckd.protocol import ERROR, READY
 
 from . import output, volumeio
 from .selection import SelectionError, validate_selection
@@ -83,6 +84,9 @@ class SegmentationLogic:
         # Jobs in flight by request id: whoever polls the worker (GUI timer, console call)
         # hands each reply to its job, so a console call never swallows the GUI's replies.
         self._active: dict = {}
+        # What workers have shown about CUDA (None: nothing yet); the GUI process has no torch to ask.
+        self._cuda: bool | None = None
+        self._cuda_reason = ""
 
     # -- scene seam --------------------------------------------------------------------
     @property
@@ -100,8 +104,63 @@ class SegmentationLogic:
         self._scene = scene
 
     # -- worker ------------------------------------------------------------------------
+    def deviceProblem(self, device: str | None) -> str | None:
+        """Why `device` cannot be used here, if a worker has already shown it; else None.
+
+        The GUI process must not import torch, so it learns from the workers: one started
+        with 'auto' picks CUDA whenever PyTorch sees a GPU, and one asked for a GPU that
+        does not exist refuses to start with the reason.
+        """
+        name = str(device or "auto").strip().lower()
+        worker = self.worker
+        if worker is not None and worker.info and str(worker.device or "auto").lower() == "auto":
+            self._note(worker, worker.info)  # however its 'ready' was read (GUI timer, wait_ready)
+        if name.startswith(("cuda", "gpu")) and self._cuda is False:
+            return ("No CUDA GPU is available to PyTorch on this computer"
+                    + (f" ({self._cuda_reason})" if self._cuda_reason else "")
+                    + ". Choose device 'auto' or 'CPU', or install a CUDA build of PyTorch "
+                      "(PyTorch Util module of the PyTorch extension) and restart Slicer.")
+        return None
+
+    def _note(self, worker: WorkerClient, msg: dict) -> None:
+        """Learn from a worker message whether a CUDA GPU exists (see `deviceProblem`)."""
+        requested = str(worker.device or "auto").lower()
+        event = msg.get("event")
+        if event == READY:
+            used = str(msg.get("device", ""))
+            if requested == "auto":
+                self._cuda, self._cuda_reason = used.startswith("cuda"), f"the model loaded on '{used}'"
+            elif used.startswith("cuda"):
+                self._cuda, self._cuda_reason = True, ""
+        elif event == ERROR and msg.get("fatal") and msg.get("error") == "InputError" \
+                and requested.startswith(("cuda", "gpu")):
+            # At load time the device is the only input the worker checks.
+            self._cuda, self._cuda_reason = False, str(msg.get("message", "")).split(";")[0]
+
+    def poll(self) -> list[dict]:
+        """Messages of the worker since the last call (the GUI timer's entry when no job runs)."""
+        worker = self.worker
+        messages = worker.poll() if worker is not None else []
+        for msg in messages:
+            if worker is not None:
+                self._note(worker, msg)
+            self._dispatch(msg)
+        return messages
+
+    def modelInfo(self) -> dict:
+        """The loaded model's card fields the worker announced (name, version, scope, ...); {} before."""
+        info = self.worker.info if self.worker is not None else None
+        return dict((info or {}).get("model") or {})
+
     def startWorker(self, model: str | None = None, device: str = "auto") -> WorkerClient:
-        """Start (or keep) a worker for this model and device; the model loads in the background."""
+        """Start (or keep) a worker for this model and device; the model loads in the background.
+
+        Raises `SelectionError` for a device this computer is known not to have (see
+        `deviceProblem`); the running worker is then kept.
+        """
+        problem = self.deviceProblem(device)
+        if problem:
+            raise SelectionError(problem)
         if self.worker is not None and (self.worker.model, self.worker.device) != (model, device):
             if self._active:
                 raise RuntimeError("A segmentation is running; wait for it or cancel it before changing model or device.")
@@ -122,19 +181,30 @@ class SegmentationLogic:
             self.worker = None
 
     def expectedDice(self, modalities) -> dict | None:
-        """The model card's validation Dice {ET, TC, WT} for this subset, once the worker is ready."""
-        info = self.worker.info if self.worker is not None else None
-        if not info or not modalities:
+        """The model card's row for this subset, once the worker is ready.
+
+        Dice of ET, TC, WT (validation or cross-validation), and where the card has them
+        their SD over folds (`ET_sd` ...) and the number of folds (`folds`).
+        """
+        if not modalities:
             return None
-        return info.get("model", {}).get("per_subset", {}).get(subset_key(modalities))
+        row = self.modelInfo().get("per_subset", {}).get(subset_key(modalities))
+        return dict(row) if isinstance(row, dict) else None
+
+    def postprocessDefault(self) -> bool | None:
+        """Whether the loaded model's card cleans up its labels by default (None before it loaded)."""
+        info = self.modelInfo()
+        return None if not info else bool(info.get("postprocessing"))
 
     # -- one case, asynchronous (GUI) --------------------------------------------------
     def startSegment(self, volumes: Mapping[str, Any], outputSegmentation: Any = None, device: str = "auto",
                      model: str | None = None, reference: str | None = None, keepOtherSegments: bool = False,
-                     register: bool = False, postprocess: bool = False, show3D: bool = True) -> SegmentJob:
+                     register: bool = False, postprocess: bool | None = None, show3D: bool = True) -> SegmentJob:
         """Check the selection, hand the volumes to the worker and return at once.
 
-        Raises `SelectionError` (a ValueError) for bad selections; the scene is unchanged.
+        `postprocess`: None follows the model card's clean-up rule, True/False force it.
+        Raises `SelectionError` (a ValueError) for bad selections or a device this computer
+        is known not to have; the scene is unchanged.
         """
         chosen, ref = validate_selection(volumes, reference, self.scene)
         if outputSegmentation is not None and not outputSegmentation.IsA("vtkMRMLSegmentationNode"):
@@ -145,7 +215,7 @@ class SegmentationLogic:
             worker = self.startWorker(model, device)
             rid = worker.send("segment", inputs=inputs, options={
                 "output": str(Path(temp_dir) / "label.nrrd"), "reference": ref, "labels": self.labels,
-                "register": bool(register), "postprocess": bool(postprocess)})
+                "register": bool(register), "postprocess": None if postprocess is None else bool(postprocess)})
         except Exception:
             shutil.rmtree(temp_dir, ignore_errors=True)
             raise
@@ -160,9 +230,7 @@ class SegmentationLogic:
         """
         if job.done:
             return []
-        messages = self.worker.poll() if self.worker is not None else []
-        for msg in messages:
-            self._dispatch(msg)
+        messages = self.poll()
         if not job.done and job.cancel_requested is not None \
                 and time.monotonic() - job.cancel_requested > self.cancel_grace:
             self.worker.kill(cancel=True)  # it did not stop in time; the next request starts a new one
@@ -233,10 +301,12 @@ class SegmentationLogic:
         node.SetNodeReferenceID(node.GetReferenceImageGeometryReferenceRole(), reference_node.GetID())
         output.fill_segmentation(node, labelmap, CONVENTIONS[reply.get("labels", self.labels)], job.keep_other_segments)
         modalities = list(reply.get("modalities") or job.volumes)
-        model = (self.worker.info or {}).get("model", {}).get("name", "") if self.worker else ""
+        info = self.modelInfo()
+        model = f"{info.get('name', '')} {info.get('version', '')}".strip()
         node.SetAttribute("LCKD.Modalities", "+".join(modalities))
         node.SetAttribute("LCKD.Reference", job.reference)
         node.SetAttribute("LCKD.Model", model)
+        node.SetAttribute("LCKD.Scope", str(info.get("scope", "")))
         output.update_volumes_table(scene, node, reply.get("volumes_ml", {}), modalities, model)
         if job.show3d:
             node.CreateClosedSurfaceRepresentation()
@@ -244,15 +314,16 @@ class SegmentationLogic:
     # -- one case, synchronous (console) -----------------------------------------------
     def segment(self, volumes: Mapping[str, Any], outputSegmentation: Any = None, device: str = "auto",
                 model: str | None = None, reference: str | None = None, keepOtherSegments: bool = False,
-                register: bool = False, postprocess: bool = False, show3D: bool = True,
+                register: bool = False, postprocess: bool | None = None, show3D: bool = True,
                 progress: Progress | None = None, timeout: float | None = None):
         """Segment one case and return the segmentation node (blocks until done).
 
         `volumes` maps modality names (T1, T1ce, T2, FLAIR or aliases) to volume nodes;
         any non-empty subset. A new segmentation node is created unless
         `outputSegmentation` is given; re-running into it replaces the tumour segments and
-        keeps other segments only with `keepOtherSegments`. Raises `SelectionError` for a
-        bad selection and `SegmentationFailed` if the worker fails (scene unchanged).
+        keeps other segments only with `keepOtherSegments`. `postprocess` None follows the
+        model card. Raises `SelectionError` for a bad selection or an absent GPU and
+        `SegmentationFailed` if the worker fails (scene unchanged).
         """
         job = self.startSegment(volumes, outputSegmentation, device, model, reference, keepOtherSegments,
                                 register, postprocess, show3D)

@@ -4,13 +4,10 @@ from __future__ import annotations
 import slicer
 import vtk
 
-from lckd.segments import SEGMENTS
+from lckd.segments import SEGMENTS, region_title
 
 #: Rows of the volumes table, in this order (TC = NCR + ET, WT = TC + ED).
-VOLUME_ROWS = tuple((s.key, s.name) for s in SEGMENTS) + (
-    ("TC", "Tumour core (NCR + ET)"),
-    ("WT", "Whole tumour (TC + ED)"),
-)
+VOLUME_ROWS = tuple((key, region_title(key)) for key in ("NCR", "ED", "ET", "TC", "WT"))
 
 #: Node reference role from the segmentation to its volumes table (re-runs reuse the table).
 TABLE_ROLE = "LCKDVolumesTable"

@@ -106,7 +106,7 @@ class WorkerClient:
         self._ids = itertools.count(1)
         self._stopping = False
         self._cancelled_by_kill = False
-        self._fatal: str | None = None
+        self._fatal: dict | None = None        # the worker's fatal error (model or device refused)
 
     # -- process -----------------------------------------------------------------------
     @property
@@ -291,7 +291,7 @@ class WorkerClient:
             if event == READY:
                 self.info = msg
             elif event == ERROR and msg.get("fatal"):
-                self._fatal = str(msg.get("message"))
+                self._fatal = msg
             if event in FINAL_EVENTS and msg.get("id") is not None:
                 self._pending.discard(str(msg.get("id")))
             out.append(msg)
@@ -312,15 +312,22 @@ class WorkerClient:
             return []
         if expected and self._cancelled_by_kill:
             kind, message = CANCELLED, "cancelled (the worker was stopped; the next request starts a new one)"
+        elif self._fatal is not None and self._fatal.get("error") != PROTOCOL_MISMATCH:
+            # It refused to start (model, device) and said why: that reason, not "exit status 3",
+            # is the answer to every request it had; its own fatal reply already went out.
+            kind, message = str(self._fatal.get("error", WORKER_DIED)), str(self._fatal.get("message"))
         else:
             kind, message = WORKER_DIED, self.death_message(code)
         replies = [{"id": rid, "event": ERROR, "error": kind, "message": message}
                    for rid in sorted(self._pending, key=int)]
         self._pending.clear()
+        if not replies and self._fatal is not None and kind != WORKER_DIED:
+            return []
         return replies or [{"id": None, "event": ERROR, "error": kind, "message": message}]
 
     def death_message(self, code: int | None) -> str:
-        reason = self._fatal or next((line.strip() for line in reversed(self._stderr) if line.strip()), "")
+        reason = str(self._fatal.get("message")) if self._fatal else ""
+        reason = reason or next((line.strip() for line in reversed(self._stderr) if line.strip()), "")
         text = f"The LCKD segmentation worker stopped unexpectedly ({describe_exit(code)})."
         if reason:
             text += f" Last message: {reason}"

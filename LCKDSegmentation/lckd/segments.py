@@ -1,12 +1,35 @@
-"""Names, colours and standard terminology of the three output segments (no heavy imports).
+"""Names, colours and standard terminology of the tumour classes and regions (no heavy imports).
 
-Shared by the CLI's `.seg.nrrd` writer and the Slicer module, so a file written outside
-Slicer and a segmentation made inside it look the same. Colours follow the usual BraTS
-figures: core red, oedema green, enhancing tumour yellow.
+The one table of region names: the CLI's volume table and `.seg.nrrd` writer, figures and
+the Slicer module all read them here, so a file written outside Slicer and a segmentation
+made inside it look the same. Colours follow the usual BraTS figures: core red, oedema
+green, enhancing tumour yellow.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+#: The nested regions the network predicts, in its output-channel order (ET inside TC inside WT).
+REGIONS: tuple = ("ET", "TC", "WT")
+
+#: Human-readable name of each tumour class (NCR, ED, ET) and nested region (TC, WT).
+REGION_NAMES: dict = {
+    "NCR": "necrotic / non-enhancing tumour core",
+    "ED": "peritumoral oedema",
+    "ET": "enhancing tumour",
+    "TC": "tumour core",
+    "WT": "whole tumour",
+}
+#: What each nested region adds up to.
+REGION_PARTS: dict = {"TC": "NCR + ET", "WT": "TC + ED"}
+
+
+def region_title(key: str) -> str:
+    """Capitalised name with its parts, for tables: 'Tumour core (NCR + ET)', 'Enhancing tumour'."""
+    name = REGION_NAMES[key]
+    name = name[:1].upper() + name[1:]
+    return f"{name} ({REGION_PARTS[key]})" if key in REGION_PARTS else name
+
 
 _CONTEXT = "Segmentation category and type - 3D Slicer General Anatomy list"
 _ALTERED = ("SCT", "49755003", "Morphologically Altered Structure")
@@ -28,7 +51,7 @@ class SegmentInfo:
 
 #: Output segments, in the order they are written (label values come from lckd.labels.CONVENTIONS).
 SEGMENTS: tuple = (
-    SegmentInfo("NCR", "Necrotic / non-enhancing tumour core", (0.85, 0.20, 0.15), ("SCT", "6574001", "Necrosis")),
-    SegmentInfo("ED", "Peritumoral oedema", (0.30, 0.80, 0.30), ("SCT", "79654002", "Edema")),
-    SegmentInfo("ET", "Enhancing tumour", (0.95, 0.85, 0.10), ("SCT", "108369006", "Neoplasm")),
+    SegmentInfo("NCR", region_title("NCR"), (0.85, 0.20, 0.15), ("SCT", "6574001", "Necrosis")),
+    SegmentInfo("ED", region_title("ED"), (0.30, 0.80, 0.30), ("SCT", "79654002", "Edema")),
+    SegmentInfo("ET", region_title("ET"), (0.95, 0.85, 0.10), ("SCT", "108369006", "Neoplasm")),
 )

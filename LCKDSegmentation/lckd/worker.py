@@ -316,6 +316,8 @@ def describe(segmenter: Any) -> dict:
             "name": card.name, "version": card.version, "modalities": list(card.modalities),
             "labels": card.label_convention, "description": card.description,
             "intended_use": card.intended_use,
+            # the clean-up a request with "postprocess": null applies ({} = none); the GUI's default
+            "postprocessing": dict(getattr(card, "postprocessing", None) or {}),
             # The run-time notice and the batch records name the model as `lckd` does (lckd.provenance).
             "scope": scope_line(card),
             "card_sha256": card_sha256(getattr(segmenter, "card_path", None)),

@@ -7,12 +7,16 @@ import SimpleITK as sitk
 SMALL = (64, 80, 80)  # (z, y, x): a shrunken brain, one or two sliding windows
 
 
+#: The small bundled phantom model the tests run (the bundled default may become a larger one).
+TEST_MODEL = "lckd-lite-phantom"
+
+
 @pytest.fixture(scope="session")
 def segmenter():
-    """The bundled default model, loaded once for the whole session (2 threads, as CI has)."""
+    """The bundled phantom model, loaded once for the whole session (2 threads, as CI has)."""
     from lckd.inference import Segmenter
 
-    return Segmenter.load(device="cpu", threads=2)
+    return Segmenter.load(TEST_MODEL, device="cpu", threads=2)
 
 
 @pytest.fixture(scope="session")

@@ -2,11 +2,13 @@
 
 Volume nodes come from a phantom case written to NIfTI with an oblique direction and
 anisotropic spacing and read back the way Slicer loads files. The Logic runs the warm
-worker with the bundled model; its result is compared voxel for voxel with what the
+worker with the bundled phantom model; its result is compared voxel for voxel with what the
 `lckd segment` CLI writes for the same files.
 """
 from __future__ import annotations
 
+import csv
+import json
 import math
 import os
 import signal
@@ -20,13 +22,16 @@ slicer = pytest.importorskip("slicer")
 vtk = pytest.importorskip("vtk")
 sitk = pytest.importorskip("SimpleITK")
 
+from lckd.hashing import sha256_file  # noqa: E402
 from lckd.labels import CONVENTIONS  # noqa: E402
+from lckd.registry import resolve_model  # noqa: E402
 from lckd.segments import SEGMENTS  # noqa: E402
 from LCKDSegmentationLib import volumeio  # noqa: E402
 from LCKDSegmentationLib.logic import SegmentationCancelled, SegmentationFailed, SegmentationLogic  # noqa: E402
 from LCKDSegmentationLib.output import TABLE_ROLE, VOLUME_COLUMN  # noqa: E402
 from LCKDSegmentationLib.selection import (DuplicateVolumeError, LabelmapInputError, NoInputError,  # noqa: E402
                                            SelectionError)
+from conftest import TEST_MODEL as MODEL  # noqa: E402
 
 #: Realistic series names: also what the GUI auto-assigns from.
 NAMES = {"T1": "T1 MPRAGE pre", "T1ce": "AX T1 POST GD", "T2": "t2_tse_tra", "FLAIR": "Sag 3D FLAIR"}
@@ -71,7 +76,7 @@ def conversion_rules():
 @pytest.fixture(scope="module")
 def logic():
     lg = SegmentationLogic()
-    lg.startWorker(device="cpu")
+    lg.startWorker(device="cpu", model=MODEL)
     yield lg
     lg.shutdown()
 
@@ -132,7 +137,7 @@ def exported_labels(seg_node, reference_node) -> np.ndarray:
 def cli_labels(files: dict, mods, out: Path) -> np.ndarray:
     from lckd.cli import main
 
-    argv = ["segment", "-o", str(out), "--device", "cpu", "-q"]
+    argv = ["segment", "-o", str(out), "--device", "cpu", "--model", MODEL, "-q"]
     for m in mods:
         argv += ["--" + m.lower(), str(files[m])]
     assert main(argv) == 0
@@ -142,7 +147,7 @@ def cli_labels(files: dict, mods, out: Path) -> np.ndarray:
 @pytest.mark.parametrize("mods", [("T1ce", "FLAIR"), ("T2",)], ids=["T1ce+FLAIR", "T2"])
 def test_segment_matches_cli_voxel_for_voxel(logic, scene, volumes, case_files, tmp_path, mods):
     chosen = {m: volumes[m] for m in mods}
-    seg = logic.segment(chosen, device="cpu")
+    seg = logic.segment(chosen, device="cpu", model=MODEL)
     reference = chosen[mods[0]]  # T1ce, else T2: the default reference order
 
     # three named, coloured, coded segments
@@ -180,18 +185,18 @@ def test_segment_matches_cli_voxel_for_voxel(logic, scene, volumes, case_files, 
 
 def test_running_twice_replaces_segments_and_keeps_others_only_if_asked(logic, scene, volumes):
     chosen = {"FLAIR": volumes["FLAIR"]}
-    seg = logic.segment(chosen, device="cpu", show3D=False)
+    seg = logic.segment(chosen, device="cpu", model=MODEL, show3D=False)
     before = scene_state(scene)
-    again = logic.segment(chosen, outputSegmentation=seg, device="cpu", show3D=False)
+    again = logic.segment(chosen, outputSegmentation=seg, device="cpu", model=MODEL, show3D=False)
     assert again is seg
     assert scene_state(scene) == before  # no new segmentation, table or any other node
     assert seg.GetSegmentation().GetNumberOfSegments() == 3
 
     seg.GetSegmentation().AddEmptySegment("mine", "my annotation", (0.2, 0.2, 1.0))
-    logic.segment(chosen, outputSegmentation=seg, device="cpu", keepOtherSegments=True, show3D=False)
+    logic.segment(chosen, outputSegmentation=seg, device="cpu", model=MODEL, keepOtherSegments=True, show3D=False)
     ids = [seg.GetSegmentation().GetNthSegmentID(i) for i in range(seg.GetSegmentation().GetNumberOfSegments())]
     assert sorted(ids) == sorted(["mine"] + [s.key for s in SEGMENTS])
-    logic.segment(chosen, outputSegmentation=seg, device="cpu", show3D=False)
+    logic.segment(chosen, outputSegmentation=seg, device="cpu", model=MODEL, show3D=False)
     assert seg.GetSegmentation().GetSegment("mine") is None
     assert seg.GetSegmentation().GetNumberOfSegments() == 3
     assert scene.GetNodesByClass("vtkMRMLTableNode").GetNumberOfItems() == 1
@@ -212,14 +217,14 @@ def test_bad_selections_raise_and_change_nothing(logic, scene, volumes, case_fil
     }
     selection, kwargs, error = cases[what]
     with pytest.raises(error) as info:
-        logic.segment(selection, device="cpu", **kwargs)
+        logic.segment(selection, device="cpu", model=MODEL, **kwargs)
     assert isinstance(info.value, ValueError) and str(info.value)
     assert scene_state(scene) == before
 
 
 def test_cancel_leaves_the_scene_untouched(logic, scene, volumes):
     before = scene_state(scene)
-    job = logic.startSegment({"T1ce": volumes["T1ce"], "T2": volumes["T2"]}, device="cpu")
+    job = logic.startSegment({"T1ce": volumes["T1ce"], "T2": volumes["T2"]}, device="cpu", model=MODEL)
     while not job.done and job.message == "queued":
         logic.pollJob(job)
         time.sleep(0.01)
@@ -231,14 +236,14 @@ def test_cancel_leaves_the_scene_untouched(logic, scene, volumes):
     assert job.segmentation is None and scene_state(scene) == before
     assert not Path(job.temp_dir).exists()
     with pytest.raises(SegmentationCancelled):
-        logic.segment({"T1": volumes["T1"]}, device="cpu", timeout=0.0)
+        logic.segment({"T1": volumes["T1"]}, device="cpu", model=MODEL, timeout=0.0)
     assert scene_state(scene) == before
 
 
 @pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="POSIX signals")
 def test_worker_killed_mid_run_fails_clearly_and_the_next_run_works(logic, scene, volumes):
     before = scene_state(scene)
-    job = logic.startSegment({"T1ce": volumes["T1ce"]}, device="cpu", show3D=False)
+    job = logic.startSegment({"T1ce": volumes["T1ce"]}, device="cpu", model=MODEL, show3D=False)
     while not job.done and job.message == "queued":
         logic.pollJob(job)
         time.sleep(0.01)
@@ -251,11 +256,11 @@ def test_worker_killed_mid_run_fails_clearly_and_the_next_run_works(logic, scene
     assert scene_state(scene) == before
     error = logic._failure(job.reply)  # what segment() raises for it
     assert isinstance(error, SegmentationFailed) and error.kind == "WorkerDied" and "stopped unexpectedly" in str(error)
-    seg = logic.segment({"T1ce": volumes["T1ce"]}, device="cpu", show3D=False)  # starts a new worker
+    seg = logic.segment({"T1ce": volumes["T1ce"]}, device="cpu", model=MODEL, show3D=False)  # starts a new worker
     assert seg.GetSegmentation().GetNumberOfSegments() == 3 and logic.worker.pid != old_pid
 
 
-def test_batch_writes_seg_nrrd_and_nifti(logic, tmp_path):
+def test_batch_writes_seg_nrrd_and_nifti(logic, scene, tmp_path):
     import slicerio
     from lckd.datasets import write_case
     from lckd.phantom import make_phantom
@@ -303,3 +308,76 @@ def test_logic_needs_a_scene_outside_slicer():
         pytest.skip("running inside the Slicer application")
     with pytest.raises(RuntimeError, match="SegmentationLogic\\(scene\\)"):
         SegmentationLogic().scene
+
+
+def _table_volumes(seg) -> dict:
+    table = seg.GetNodeReference(TABLE_ROLE)
+    return {table.GetCellText(r, 1): float(table.GetCellText(r, 2)) for r in range(table.GetNumberOfRows())}
+
+
+def test_postprocess_none_follows_the_model_card(scene, volumes, tmp_path):
+    import json
+    import shutil
+
+    from lckd.registry import resolve_model
+
+    # The phantom card cleans up nothing, so the default (None) is "no clean-up" for it...
+    source = resolve_model(MODEL, allow_download=False)
+    card = json.loads(source.read_text())
+    assert not card.get("postprocessing")
+    # ...and a copy whose rule drops every component under 10^7 voxels must come back empty.
+    card["postprocessing"] = {"min_component_voxels": 10_000_000}
+    shutil.copy(source.with_name(card["weights"]["file"]), tmp_path / card["weights"]["file"])
+    card_path = tmp_path / source.name
+    card_path.write_text(json.dumps(card))
+    lg = SegmentationLogic(scene)
+    chosen = {"T1ce": volumes["T1ce"], "FLAIR": volumes["FLAIR"]}
+    try:
+        followed = _table_volumes(lg.segment(chosen, device="cpu", model=str(card_path), show3D=False))
+        assert lg.postprocessDefault() is True  # what the panel's checkbox starts from
+        forced_off = _table_volumes(lg.segment(chosen, device="cpu", model=str(card_path), postprocess=False,
+                                               show3D=False))
+    finally:
+        lg.shutdown()
+    assert followed["WT"] == 0.0
+    assert forced_off["WT"] > 1.0
+
+
+def test_the_phantom_card_starts_the_checkbox_off(logic, scene, volumes):
+    logic.segment({"T2": volumes["T2"]}, device="cpu", model=MODEL, show3D=False)
+    assert logic.postprocessDefault() is False
+    assert logic.modelInfo()["name"] == MODEL and logic.modelInfo()["scope"]
+
+
+def test_a_gpu_that_does_not_exist_is_refused_with_a_clear_message(scene, volumes):
+    torch = pytest.importorskip("torch")
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a CUDA GPU")
+    before = scene_state(scene)
+    lg = SegmentationLogic(scene)
+    try:
+        # Nothing known yet: the worker refuses to load, and that reason is the error.
+        with pytest.raises(SegmentationFailed) as info:
+            lg.segment({"T2": volumes["T2"]}, device="cuda", model=MODEL)
+        assert info.value.kind == "InputError" and "no CUDA GPU" in str(info.value)
+        assert "exit status" not in str(info.value)
+        # Known now: refused at once, before any worker starts (the panel shows this text).
+        assert "No CUDA GPU" in lg.deviceProblem("cuda") and lg.deviceProblem("cpu") is None
+        with pytest.raises(SelectionError, match="No CUDA GPU"):
+            lg.segment({"T2": volumes["T2"]}, device="cuda", model=MODEL)
+        assert lg.worker is None or not lg.worker.running
+    finally:
+        lg.shutdown()
+    assert scene_state(scene) == before
+
+    # A worker started with 'auto' that lands on the CPU tells the same, and keeps running.
+    lg = SegmentationLogic(scene)
+    try:
+        worker = lg.startWorker(device="auto", model=MODEL)
+        worker.wait_ready(timeout=180)
+        assert "No CUDA GPU" in lg.deviceProblem("cuda:0")
+        with pytest.raises(SelectionError):
+            lg.startWorker(device="cuda", model=MODEL)
+        assert lg.worker is worker and worker.running
+    finally:
+        lg.shutdown()

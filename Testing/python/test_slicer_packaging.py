@@ -58,7 +58,8 @@ def test_every_python_file_is_listed(module_cmake):
 
 def test_every_resource_is_listed(module_cmake):
     listed = set(module_cmake["MODULE_PYTHON_RESOURCES"])
-    on_disk = _files(MODULE / "Resources") | {"requirements.txt"}
+    # the module's Resources/ and the data files the core reads at run time (model card schema)
+    on_disk = _files(MODULE / "Resources") | {f for f in _files(MODULE / "lckd") if not f.endswith(".py")}
     assert on_disk == listed, f"missing: {sorted(on_disk - listed)}, stale: {sorted(listed - on_disk)}"
     bundled = set(module_cmake["LCKD_BUNDLED_RESOURCES"])
     runtime = {p.relative_to(ROOT / "Resources").as_posix()
@@ -118,23 +119,66 @@ def test_extension_metadata_and_catalog_entry(extension_cmake):
     assert entry["scm_url"].removesuffix(".git") == extension_cmake["EXTENSION_HOMEPAGE"][0]
 
 
+def _parameter_node_fields() -> dict[str, str]:
+    """{field: annotation text} of the module's @parameterNodeWrapper class."""
+    tree = ast.parse(MODULE_PY.read_text())
+    cls = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "LCKDSegmentationParameterNode")
+    return {n.target.id: ast.unparse(n.annotation) for n in cls.body if isinstance(n, ast.AnnAssign)}
+
+
 def test_ui_parses_and_has_every_widget_the_code_uses():
     root = ET.parse(UI_FILE).getroot()
     widgets = {w.get("name") for w in root.iter("widget")}
     source = MODULE_PY.read_text()
     used = set(re.findall(r"self\.ui\.(\w+)", source))
-    # widget names reached through the module's name tables (getattr(self.ui, name))
-    for node in ast.parse(source).body:
-        if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id in ("SELECTORS", "CHECKBOXES", "COMBOBOXES")
-                                                for t in node.targets):
-            used.update(ast.literal_eval(node.value).values())
-    used.add("outputSegmentationSelector")
     assert used - {"setMRMLScene"}, "found no widget lookups: the test's parser is out of date"
     missing = used - widgets
     assert not missing, f"LCKDSegmentation.ui lacks widgets the code uses: {sorted(missing)}"
     receivers = {c.findtext("receiver") for c in root.iter("connection")}
     mrml = {w.get("name") for w in root.iter("widget") if w.get("class", "").startswith("qMRML") and w.get("class") != "qMRMLWidget"}
     assert mrml <= receivers, f"MRML widgets without a scene connection: {sorted(mrml - receivers)}"
+
+
+def test_widgets_bind_to_parameter_node_fields_of_a_type_they_can_show():
+    """connectGui binds each widget whose SlicerParameterName names a field; a typo or a
+    widget that cannot show the field's type fails only inside Slicer, so check it here."""
+    fields = _parameter_node_fields()
+    assert {"t1", "t1ce", "t2", "flair", "outputSegmentation", "device", "postprocess"} <= set(fields), fields
+    bound = {}
+    for w in ET.parse(UI_FILE).getroot().iter("widget"):
+        for prop in w.findall("property"):
+            if prop.get("name") == "SlicerParameterName":
+                assert prop.get("stdset") == "0", "a dynamic property needs stdset=0"
+                bound[prop.findtext("string")] = w.get("class")
+    assert set(bound) <= set(fields), f"UI binds unknown parameters: {sorted(set(bound) - set(fields))}"
+    # every field is shown by a widget, except the model: its combo box is filled from the registry
+    assert set(fields) - set(bound) == {"model"}, sorted(set(fields) - set(bound))
+    source = MODULE_PY.read_text()
+    enums = set(re.findall(r"^class (\w+)\(enum\.Enum\)", source, flags=re.M))
+    for name, widget_class in bound.items():
+        kind = fields[name]
+        if widget_class == "qMRMLNodeComboBox":
+            assert kind.startswith("vtkMRML"), (name, kind)
+        elif widget_class == "QCheckBox":
+            assert kind == "bool", (name, kind)
+        elif widget_class == "QComboBox":
+            assert kind in enums, f"{name}: a QComboBox binds an enum (or a str with Choice), not {kind}"
+        else:
+            raise AssertionError(f"no connectGui connector checked for {widget_class} ({name})")
+    # the enums' values are what the Logic takes: modality names and the worker's device names
+    from lckd.modalities import MODALITIES
+
+    values = {c: re.findall(r'^    \w+ = "([^"]+)"', source[source.index(f"class {c}("):], flags=re.M)
+              for c in ("Reference", "Device")}
+    assert values["Reference"][:5] == ["auto", *MODALITIES]
+    assert values["Device"][:3] == ["auto", "cuda", "cpu"]
+
+
+def test_module_logic_holds_the_segmentation_logic_instead_of_inheriting_it():
+    tree = ast.parse(MODULE_PY.read_text())
+    cls = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "LCKDSegmentationLogic")
+    assert [ast.unparse(b) for b in cls.bases] == ["ScriptedLoadableModuleLogic"]
+    assert "self.segmentation = SegmentationLogic(scene)" in ast.unparse(cls)
 
 
 def test_icon_is_a_128_pixel_png():
@@ -151,7 +195,8 @@ def test_requirements_use_compatible_release_pins():
     names = {dependencies.distribution_name(r).lower() for r in reqs}
     assert {"monai", "safetensors", "simpleitk"} <= names
     assert all("~=" in r and "==" not in r for r in reqs), reqs
-    assert dependencies.REQUIREMENTS_FILE == MODULE / "requirements.txt"
+    assert dependencies.REQUIREMENTS_FILE == MODULE / "Resources" / "requirements.txt"  # the template's place
+    assert not (MODULE / "requirements.txt").exists()
     assert dependencies.missing_packages(reqs) == []  # this environment has them all
     assert dependencies.missing_packages(["no-such-package-lckd~=1.0"]) == ["no-such-package-lckd~=1.0"]
     assert dependencies.missing_packages(["monai~=99.0"]) == ["monai~=99.0"]  # too old counts as missing

@@ -1,0 +1,53 @@
+"""Texts the module panel shows about the loaded model (no Qt, so they are tested headless).
+
+The worker announces the model card's main fields in its ``ready`` message (see
+`lckd.worker.describe`); these functions turn them into the panel's lines: which model
+runs, what it is for and was trained on, and the Dice to expect for the chosen scans.
+"""
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+from lckd.modalities import subset_key
+from lckd.segments import REGIONS
+
+
+def model_text(model: Mapping) -> str:
+    """'Model lckd-lite-phantom 1.1.0: research use, not for clinical use; trained on synthetic phantoms.'"""
+    if not model:
+        return ""
+    name = f"{model.get('name', '?')} {model.get('version', '')}".strip()
+    scope = str(model.get("scope") or "").strip().rstrip(".")
+    return f"Model {name}" + (f": {scope}." if scope else ".")
+
+
+def dice_text(row: Mapping | None, modalities: Sequence[str]) -> str:
+    """The expected Dice of a subset, e.g. 'ET 0.85 ± 0.04, TC ..., WT ... (5-fold CV)'.
+
+    `row` is the model card's `evaluation.per_subset` entry for the subset: Dice per region,
+    and for a cross-validated card also `ET_sd` ... (SD over folds) and `folds`.
+    """
+    subset = subset_key(modalities)
+    values = {r: row.get(r) for r in REGIONS} if row else {}
+    if not any(isinstance(v, (int, float)) for v in values.values()):
+        return f"Expected Dice for {subset}: not in the model card."
+    parts, with_sd = [], False
+    for r in REGIONS:
+        value = values.get(r)
+        if not isinstance(value, (int, float)):
+            continue
+        sd = row.get(f"{r}_sd")
+        if isinstance(sd, (int, float)):
+            with_sd = True
+            parts.append(f"{r} {value:.2f} ± {sd:.2f}")
+        else:
+            parts.append(f"{r} {value:.2f}")
+    folds = row.get("folds")
+    if with_sd and isinstance(folds, int) and folds > 1:
+        source = f"{folds}-fold CV"
+    elif with_sd:
+        source = "cross-validation"
+    else:
+        cases = row.get("cases")
+        source = "validation" + (f", {cases} cases" if isinstance(cases, int) else "")
+    return f"Expected Dice for {subset}: " + ", ".join(parts) + f" ({source})"

@@ -1,0 +1,30 @@
+"""Texts of the module panel: the model line and the expected Dice (no Qt needed)."""
+from __future__ import annotations
+
+from LCKDSegmentationLib.panel import dice_text, model_text
+
+
+def test_model_line_names_model_version_and_scope():
+    model = {"name": "lckd-lite-phantom", "version": "1.1.0",
+             "scope": "research use, not for clinical use; trained on synthetic phantoms"}
+    assert model_text(model) == ("Model lckd-lite-phantom 1.1.0: research use, not for clinical use; "
+                                 "trained on synthetic phantoms.")
+    assert model_text({"name": "m", "version": "2"}) == "Model m 2."
+    assert model_text({}) == ""
+
+
+def test_dice_with_sd_over_folds():
+    row = {"ET": 0.8512, "TC": 0.9, "WT": 0.93, "ET_sd": 0.041, "TC_sd": 0.03, "WT_sd": 0.02, "folds": 5,
+           "cases": 18}
+    text = dice_text(row, ["FLAIR", "T1ce"])
+    assert text == "Expected Dice for T1ce+FLAIR: ET 0.85 ± 0.04, TC 0.90 ± 0.03, WT 0.93 ± 0.02 (5-fold CV)"
+
+
+def test_dice_without_sd_is_the_validation_value():
+    row = {"ET": 0.819, "TC": 0.863, "WT": 0.56, "HD95_ET": 8.6, "cases": 10}
+    assert dice_text(row, ["T1ce"]) == "Expected Dice for T1ce: ET 0.82, TC 0.86, WT 0.56 (validation, 10 cases)"
+
+
+def test_subset_missing_from_the_card():
+    assert dice_text(None, ["T2", "T1"]) == "Expected Dice for T1+T2: not in the model card."
+    assert dice_text({"cases": 3}, ["T2"]) == "Expected Dice for T2: not in the model card."
