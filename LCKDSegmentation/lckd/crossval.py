@@ -193,8 +193,8 @@ def _train_fold(data: str, fold: int, out: Path, cfg, name: str, device: str, th
     return Path(path) if path else card
 
 
-def _evaluate_fold(data: str, fold: int, out: Path, card: Path, device: str, threads: int | None,
-                   progress: bool) -> dict:
+def _evaluate_fold(data: str, fold: int, out: Path, card: Path, postprocess: dict | None, device: str,
+                   threads: int | None, progress: bool) -> dict:
     """The fold's test-case report (read back when already written)."""
     from .evaluate import evaluate_model, write_report as write_eval
     from .inference import Segmenter
@@ -203,7 +203,8 @@ def _evaluate_fold(data: str, fold: int, out: Path, card: Path, device: str, thr
     if report_path.is_file():
         return json.loads(report_path.read_text())
     seg = Segmenter.load(str(card), device=device, threads=threads)
-    report = evaluate_model(seg, data, fold_dir(out, fold) / "split.csv", "test", show_progress=progress)
+    report = evaluate_model(seg, data, fold_dir(out, fold) / "split.csv", "test", postprocess=postprocess,
+                            show_progress=progress)
     write_eval(report, report_path.parent)
     return report
 
@@ -251,6 +252,7 @@ def run_crossval(args: argparse.Namespace) -> int:
                          f"use a new --out folder")
     write_plan(plan, out)
     cfg = PRESETS[args.preset].with_overrides(seed=args.seed)
+    rule = dict(cfg.postprocessing) or None       # the recipe's clean-up, as its models apply it
     folds = args.fold if args.fold is not None else range(args.folds)
     for k in folds:
         if not 0 <= k < args.folds:
@@ -258,7 +260,7 @@ def run_crossval(args: argparse.Namespace) -> int:
         print(f"fold {k}: test {', '.join(plan['folds'][k]['test'])}; val {plan['folds'][k]['val'][0]}; "
               f"{len(plan['folds'][k]['train'])} training cases")
         card = _train_fold(args.data, k, out, cfg, args.name, args.device, args.threads, not args.quiet)
-        _evaluate_fold(args.data, k, out, card, args.device, args.threads, not args.quiet)
+        _evaluate_fold(args.data, k, out, card, rule, args.device, args.threads, not args.quiet)
     done = [fold_dir(out, k) / "eval" / "evaluation.json" for k in range(args.folds)]
     missing = [k for k, p in enumerate(done) if not p.is_file()]
     if missing:
@@ -272,5 +274,6 @@ def run_crossval(args: argparse.Namespace) -> int:
         from .modelcard import load_model, save_model
         net, card = load_model(args.update_card)
         card.evaluation = card_evaluation(report, str(args.data))
+        card.postprocessing = dict(rule or {})     # the expected Dice holds for labels cleaned up this way
         print(f"updated {save_model(net, card, Path(args.update_card).parent)}")
     return 0

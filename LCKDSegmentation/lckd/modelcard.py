@@ -67,6 +67,8 @@ class ModelCard:
                                                          "clip_percentiles": [0.5, 99.5]})
     description: str = ""
     intended_use: str = "Research only. Not a medical device; not for clinical use."
+    scope: str = ""                          # one line shown at every run: what the model was trained on
+    postprocessing: dict = field(default_factory=dict)  # labels.postprocess arguments applied by default ({} = none)
     training: dict = field(default_factory=dict)       # data, preset, steps, time, hardware
     teachers: dict = field(default_factory=dict)       # elected, single-modality table, history
     evaluation: dict = field(default_factory=dict)     # per-subset Dice / HD95 on held-out cases

@@ -1,7 +1,7 @@
 """Training hyper-parameters (`TrainConfig`) and the named presets `paper` and `cpu`."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 
 
 @dataclass(frozen=True)
@@ -36,6 +36,7 @@ class TrainConfig:
     seed: int = 0
     spacing: tuple = (1.0, 1.0, 1.0)      # model grid (x, y, z) mm
     clip_percentiles: tuple = (0.5, 99.5)
+    postprocessing: dict = field(default_factory=dict)  # labels.postprocess rule the card applies by default
 
     @property
     def total_steps(self) -> int:

@@ -141,6 +141,7 @@ class Trainer:
                          patch_size=list(cfg.patch), spacing=list(cfg.spacing),
                          preprocessing={"normalisation": "z-score over non-zero voxels",
                                         "clip_percentiles": list(cfg.clip_percentiles)},
+                         postprocessing=dict(cfg.postprocessing),
                          description=self.opts.description)
 
     # -- election ------------------------------------------------------------------------
