@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any, Iterable, Mapping
 
 from lckd.errors import InputError
-from lckd.modalities import MODALITIES, REFERENCE_PREFERENCE, canonical, guess_modality
+from lckd.modalities import MODALITIES, canonical, default_reference, guess_modality
 
 
 class SelectionError(ValueError):
@@ -66,7 +66,7 @@ def validate_selection(volumes: Mapping[str, Any] | None, reference: str | None 
         owner[key] = mod
 
     if reference in (None, "", "auto"):
-        reference = next(m for m in REFERENCE_PREFERENCE if m in chosen)
+        reference = default_reference(chosen)
     else:
         try:
             reference = canonical(reference)

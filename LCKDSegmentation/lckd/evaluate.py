@@ -16,58 +16,24 @@ import csv
 import io
 import json
 import time
-import warnings
 from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
-import torch
 
 from .labels import REGIONS, labels_to_regions, regions_to_labels
+from .metrics import EMPTY_RULE, HD95_PENALTY, METRIC_KEYS, region_metrics  # noqa: F401 (re-exported)
 from .modalities import all_subsets, subset_key
-
-HD95_PENALTY = 373.13
-EMPTY_RULE = ("both empty: Dice 1, HD95 0; one empty: Dice 0, HD95 "
-              f"{HD95_PENALTY} mm (BraTS convention)")
-
 
 def predicted_regions(probs: np.ndarray) -> np.ndarray:
     """Binary ET/TC/WT (3, ...) from probabilities, through the labels so nesting holds as in inference."""
     return labels_to_regions(regions_to_labels(probs))
 
 
-def region_metrics(pred: np.ndarray, true: np.ndarray, spacing_zyx: Sequence[float] | None = None,
-                   hd95: bool = True) -> dict[str, float]:
-    """Dice (and HD95 in mm when `hd95`) per region for boolean (3, z, y, x) arrays."""
-    from monai.metrics import compute_dice, compute_hausdorff_distance
-
-    p = torch.from_numpy(np.ascontiguousarray(pred, dtype=np.float32))[None]
-    t = torch.from_numpy(np.ascontiguousarray(true, dtype=np.float32))[None]
-    dice = compute_dice(p, t, include_background=True, ignore_empty=False)[0]
-    out = {r: float(dice[i]) for i, r in enumerate(REGIONS)}
-    if hd95:
-        for i, r in enumerate(REGIONS):
-            pe, te = not pred[i].any(), not true[i].any()
-            if pe and te:
-                out[f"HD95_{r}"] = 0.0
-            elif pe or te:
-                out[f"HD95_{r}"] = HD95_PENALTY
-            else:
-                with warnings.catch_warnings():   # MONAI 1.5+ warns about its own internal argument
-                    warnings.simplefilter("ignore", FutureWarning)
-                    hd = compute_hausdorff_distance(p[:, i:i + 1], t[:, i:i + 1], include_background=True,
-                                                    percentile=95, spacing=list(spacing_zyx or (1, 1, 1)))
-                out[f"HD95_{r}"] = float(hd.flatten()[0])
-    return out
-
-
-METRIC_KEYS = list(REGIONS) + [f"HD95_{r}" for r in REGIONS]
-
-
 def evaluate_cases(segmenter, cases, subsets: Sequence[Sequence[str]] | None = None, *,
                    overlap: float | None = None,
                    progress: Callable[[int, int, str], None] | None = None) -> dict:
-    """Run every subset on every loaded case (lckd.training.data.LoadedCase); returns the report dict.
+    """Run every subset on every loaded case (lckd.cases.LoadedCase); returns the report dict.
 
     A case counts only for the subsets it can serve (every scan of the subset present): a
     FLAIR + T1ce case is scored on FLAIR, T1ce and T1ce + FLAIR, never on "all four".
@@ -178,11 +144,10 @@ def evaluate_model(segmenter, data: str | Path, split: str | Path | None = None,
                    max_cases: int | None = None, overlap: float | None = None, show_progress: bool = True) -> dict:
     """15-subset report of `segmenter` on the labelled cases of `data` (one split of `split`, or all).
 
-    Cases are read through the training loader onto the model's grid, as the card's
-    spacing and clipping say; raises InputError when no labelled case is found.
+    Cases are read by `lckd.cases` (as training reads them) onto the model's grid, as the
+    card's spacing and clipping say; raises InputError when no labelled case is found.
     """
-    from .training.data import load_cases, select_cases
-    from .training.presets import TrainConfig
+    from .cases import load_cases, select_cases
 
     t0 = time.perf_counter()
     files = [f for f in select_cases(data, split, subset) if f.label is not None]
@@ -191,14 +156,13 @@ def evaluate_model(segmenter, data: str | Path, split: str | Path | None = None,
         raise InputError(f"no labelled case under {data}: evaluation needs the cases' label maps")
     files = files[:max_cases] if max_cases else files
     card = segmenter.card
-    cfg = TrainConfig(spacing=tuple(card.spacing),
-                      clip_percentiles=tuple(card.preprocessing.get("clip_percentiles", (0.5, 99.5))))
     bar = None
     if show_progress:
         from tqdm.auto import tqdm
         bar = tqdm(total=len(files) * 15, desc="evaluate", unit="run")
     try:
-        loaded = load_cases(files, cfg, segmenter.net.modalities, dtype=np.float32)
+        loaded = load_cases(files, segmenter.net.modalities, card.spacing,
+                            card.preprocessing.get("clip_percentiles", (0.5, 99.5)), dtype=np.float32)
 
         def progress(done: int, total: int, msg: str) -> None:
             if bar is not None:

@@ -17,11 +17,10 @@ import SimpleITK as sitk
 import torch
 from monai.inferers import sliding_window_inference
 
-from . import geometry, labels as labels_mod, options, validation
+from . import cases, geometry, labels as labels_mod, options, validation
 from .errors import Cancelled, InputError
 from .modelcard import ModelCard, load_model
 from .network import LCKDNet
-from .preprocess import prepare_case
 from .registry import resolve_model
 from .threads import configure_threads
 
@@ -88,7 +87,6 @@ class Segmenter:
 
     # -- steps -------------------------------------------------------------------------
     def _harmonise(self, images: dict, reference: str, register: bool, progress: Progress) -> tuple[dict, list]:
-        ref = images[reference]
         out, notes = {}, []
         if register and len(images) > 1:
             from .registration import register_inputs
@@ -102,9 +100,7 @@ class Segmenter:
                 raise InputError(f"co-registration onto {reference} failed ({detail}); the scans may overlap "
                                  "too little or be too small: run without --register") from None
             return out, notes
-        for mod, img in images.items():
-            out[mod] = img if geometry.same_grid(img, ref) else geometry.resample_onto(img, ref)
-        return out, notes
+        return cases.on_reference_grid(images, reference), notes
 
     def segment(self, inputs: Mapping[str, ImageLike] | validation.CheckedInputs, *, reference: str | None = None,
                 labels: str = "brats2018", register: bool = False, probabilities: bool = False,
@@ -139,12 +135,10 @@ class Segmenter:
         images, notes = self._harmonise(images, reference, register, report)
         warnings += notes
         ref_img = images[reference]
-        spacing = self.card.spacing
-        model_imgs = {m: geometry.to_model_grid(img, spacing) for m, img in images.items()}
-        grid = model_imgs[reference]
-        arrays = {m: sitk.GetArrayFromImage(img) for m, img in model_imgs.items()}
         order = self.net.modalities
-        case = prepare_case(arrays, order, self.card.preprocessing.get("clip_percentiles", (0.5, 99.5)))
+        # the same model grid, crop and normalisation as training and evaluation (lckd.cases)
+        grid, case = cases.onto_model_grid(images, reference, self.card.spacing, order,
+                                           self.card.preprocessing.get("clip_percentiles", (0.5, 99.5)))
         timings["preprocess"] = time.perf_counter() - t
         check_cancel()
 
@@ -174,7 +168,7 @@ class Segmenter:
         timings["postprocess"] = time.perf_counter() - t
         timings["total"] = time.perf_counter() - t0
         report(1.0, "done")
-        return SegmentationResult(label_img, volumes, tuple(m for m in order if m in arrays), reference,
+        return SegmentationResult(label_img, volumes, tuple(m for m in order if m in images), reference,
                                   labels, prob_img, warnings, timings, dict(sources))
 
     @staticmethod

@@ -21,6 +21,19 @@ _ALIASES = {
 REFERENCE_PREFERENCE: tuple[str, ...] = ("T1ce", "FLAIR", "T1", "T2")
 
 
+def default_reference(names: Iterable[str]) -> str:
+    """The reference modality when none is asked for: the first of REFERENCE_PREFERENCE given.
+
+    The one rule for the output grid of inference, the Slicer selection and the grid a
+    training or evaluation case is read onto (the highest-resolution scan in clinical
+    protocols comes first, so the others are resampled onto it rather than the reverse).
+    """
+    given = list(names)  # canonical names
+    if not given:
+        raise InputError("no input image given: give at least one of T1, T1ce, T2, FLAIR")
+    return next((m for m in REFERENCE_PREFERENCE if m in given), given[0])
+
+
 def canonical(name: str) -> str:
     """Map a modality name or alias (any case, '-', '_' ignored) to its canonical name."""
     key = re.sub(r"[\s_\-]", "", str(name)).lower()

@@ -24,7 +24,7 @@ import SimpleITK as sitk
 from .errors import InputError
 from .geometry import extents_overlap, physical_bounds, same_grid
 from .imageio import check_shape, check_spacing, read_image, same_voxels
-from .modalities import REFERENCE_PREFERENCE, canonical
+from .modalities import canonical, default_reference
 
 __all__ = ["MIN_AXIS_VOXELS", "LABELMAP_MAX_VALUES", "check_image", "check_inputs", "validate_inputs",
            "same_grid", "choose_reference", "CheckedInputs", "read_and_check", "estimate_memory", "check_memory"]
@@ -109,7 +109,7 @@ def choose_reference(names, reference: str | None = None) -> str:
         if reference not in names:
             raise InputError(f"reference '{reference}' is not among the inputs ({', '.join(names)})")
         return reference
-    return next((m for m in REFERENCE_PREFERENCE if m in names), names[0])
+    return default_reference(names)
 
 
 def _fmt(values) -> str:

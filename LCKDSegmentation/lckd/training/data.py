@@ -1,7 +1,7 @@
 """Training data: read cases once onto the model grid, cache them, and sample augmented patches.
 
-Every case goes through the same `prepare_case` as inference (brain crop, clipping, z-score),
-so the network sees at training time exactly what it sees when deployed. Cases are cached in
+Every case is read by `lckd.cases` (the reference grid, brain crop, clipping and z-score of
+inference), so the network sees at training time exactly what it sees when deployed. Cases are cached in
 memory (float16: half the memory, ample precision for z-scores) so a step costs only the
 network.
 
@@ -12,84 +12,24 @@ the uninterrupted run would have drawn, with no sampler state to store.
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-import SimpleITK as sitk
 import torch
 import torch.nn.functional as F
 
-from .. import geometry
-from ..datasets import CaseFiles, find_cases, load_split, read_label
+from ..cases import LoadedCase, load_case, select_cases  # noqa: F401 (the training data's names)
+from ..cases import load_cases as _load_cases
+from ..datasets import CaseFiles
 from ..errors import InputError
-from ..imageio import read_image
-from ..labels import labels_to_regions
-from ..preprocess import prepare_case
 from .augment import augment_intensities
 from .presets import TrainConfig
 
 
-@dataclass
-class LoadedCase:
-    """One case on the model grid, cropped to the brain and normalised."""
-
-    case_id: str
-    x: np.ndarray            # (M, d, h, w) normalised scans (float16 in the training cache)
-    present: np.ndarray      # (M,) bool: scans the case has
-    regions: np.ndarray      # (3, d, h, w) bool ET, TC, WT (empty if the case has no label)
-    spacing: tuple           # (x, y, z) mm of the model grid
-
-
-def select_cases(root: str | Path, split_csv: str | Path | None, split: str) -> list[CaseFiles]:
-    """Cases of one split ('train', 'val', 'test'); without a split file, every case."""
-    cases = find_cases(root)
-    if split_csv is None:
-        return cases
-    ids = set(load_split(split_csv)[split])
-    chosen = [c for c in cases if c.case_id in ids]
-    missing = ids - {c.case_id for c in chosen}
-    if missing:
-        raise InputError(f"split file {split_csv}: {len(missing)} '{split}' case(s) not found under {root}, "
-                         f"e.g. {sorted(missing)[0]}")
-    return chosen
-
-
-def load_case(case: CaseFiles, order: Sequence[str], spacing: Sequence[float],
-              clip_percentiles: Sequence[float] = (0.5, 99.5), dtype=np.float32) -> LoadedCase:
-    """Read a case's scans and label, bring them onto the model grid, crop and normalise."""
-    images = {m: read_image(p, what=f"{case.case_id} {m}") for m, p in case.images.items()}
-    ref_mod = next(m for m in order if m in images)
-    ref = images[ref_mod]
-    images = {m: img if geometry.same_grid(img, ref) else geometry.resample_onto(img, ref)
-              for m, img in images.items()}
-    model = {m: geometry.to_model_grid(img, spacing) for m, img in images.items()}
-    arrays = {m: sitk.GetArrayFromImage(img) for m, img in model.items()}
-    prepared = prepare_case(arrays, order, clip_percentiles)
-    shape = prepared.x.shape[1:]
-    if case.label is not None:
-        lab = sitk.GetImageFromArray(read_label(case.label, case.layout))
-        lab.CopyInformation(ref)
-        lab = sitk.DICOMOrient(lab, "LPS")
-        grid = model[ref_mod]
-        if not geometry.same_grid(lab, grid):
-            lab = geometry.resample_onto(lab, grid, label=True)
-        regions = labels_to_regions(sitk.GetArrayFromImage(lab)[prepared.box])
-    else:
-        regions = np.zeros((3,) + shape, dtype=bool)
-    return LoadedCase(case.case_id, prepared.x.astype(dtype), prepared.present, regions,
-                      tuple(model[ref_mod].GetSpacing()))
-
-
 def load_cases(cases: Sequence[CaseFiles], cfg: TrainConfig, order: Sequence[str], progress: bool = False,
                dtype=np.float16) -> list[LoadedCase]:
-    """Load (and cache) several cases, with an optional progress bar."""
-    it = cases
-    if progress:
-        from tqdm.auto import tqdm
-        it = tqdm(cases, desc="loading cases", unit="case", leave=False)
-    return [load_case(c, order, cfg.spacing, cfg.clip_percentiles, dtype) for c in it]
+    """Load (and cache) several cases onto the grid of `cfg` (`lckd.cases.load_cases`)."""
+    return _load_cases(cases, order, cfg.spacing, cfg.clip_percentiles, progress=progress, dtype=dtype)
 
 
 def subset_choices(available: np.ndarray, full: bool) -> list[np.ndarray]:

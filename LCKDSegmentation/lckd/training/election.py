@@ -16,7 +16,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ..evaluate import region_metrics
+from ..metrics import region_metrics
 from ..labels import REGIONS
 from .data import LoadedCase
 
