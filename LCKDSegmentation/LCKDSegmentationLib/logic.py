@@ -356,54 +356,57 @@ class SegmentationLogic:
 
     # -- many cases (console) ----------------------------------------------------------
     def batch(self, inputDir: str | Path, outputDir: str | Path, device: str = "auto", model: str | None = None,
-              modalities=None, writeNifti: bool = False, register: bool = False, postprocess: bool = False,
-              progress: Progress | None = None) -> dict:
-        """Segment every case of a BraTS-layout folder; write `<case>.seg.nrrd` (and `<case>.nii.gz`).
+              modalities=None, writeNifti: bool = False, register: bool = False, postprocess: bool | None = None,
+              progress: Progress | None = None, overwrite: bool = False) -> dict:
+        """Segment every case of a folder; write `<case>.seg.nrrd` (and `<case>.nii.gz`) and `<case>.json`.
 
-        `modalities` restricts the scans used (e.g. ["T1ce", "FLAIR"]); by default every
-        scan a case has is used. Nothing is added to the scene. Returns a summary (also
-        written to `<outputDir>/lckd-batch-summary.json`); one failing case does not stop
-        the others.
+        The same batch as `lckd batch` (`lckd.batch.run_cases`): BraTS case folders, cases
+        already done are skipped (their volumes kept) unless `overwrite`, a failing case is
+        an error row and the others go on, and `summary.csv` / `summary.json` record every
+        case with the model (name, version, card sha256) and the options. `modalities`
+        restricts the scans used (e.g. ["T1ce", "FLAIR"]); `postprocess` None follows the
+        model card. Nothing is added to the scene. Returns summary.json's content plus the
+        counts `succeeded`, `skipped`, `failed`.
         """
-        from lckd.datasets import find_cases
+        from lckd.batch import counts, find_batch_cases, read_summary, run_cases
+        from lckd.errors import LCKDError
+        from lckd.provenance import result_record
 
-        cases = find_cases(Path(inputDir))
-        if not cases:
-            raise SelectionError(f"No cases found in '{inputDir}' (expected BraTS-layout case folders).")
-        wanted = None if modalities is None else {canonical(m) for m in modalities}
+        cases = find_batch_cases(Path(inputDir))
+        wanted = None if modalities is None else [canonical(m) for m in modalities]
         out_dir = Path(outputDir)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        worker = self.startWorker(model, device)
-        summary: dict = {"inputDir": str(inputDir), "outputDir": str(out_dir), "cases": [],
-                         "succeeded": 0, "failed": 0}
-        t0 = time.monotonic()
-        for index, case in enumerate(cases):
-            record = self._batchCase(worker, case, wanted, out_dir, writeNifti, register, postprocess)
-            summary["cases"].append(record)
-            summary["succeeded" if record["status"] == "ok" else "failed"] += 1
-            if progress is not None:
-                progress((index + 1) / len(cases), f"{case.case_id}: {record['status']}")
-        summary["seconds"] = round(time.monotonic() - t0, 3)
-        (out_dir / "lckd-batch-summary.json").write_text(json.dumps(summary, indent=2))
-        return summary
+        formats = ["seg.nrrd"] + (["nii.gz"] if writeNifti else [])
+        info = self.startWorker(model, device).wait_ready()
+        card = dict(info.get("model") or {})
+        model_rec = {k: card.get(k) for k in ("name", "version", "card_sha256", "scope")}
+        options = {"labels": self.labels, "register": bool(register), "postprocess": postprocess,
+                   "device": device, "formats": formats, "modalities": wanted}
 
-    def _batchCase(self, worker: WorkerClient, case, wanted, out_dir: Path, write_nifti: bool,
-                   register: bool, postprocess: bool) -> dict:
-        images = {m: str(p) for m, p in case.images.items() if wanted is None or m in wanted}
-        record: dict = {"case": case.case_id, "modalities": list(images)}
-        if not images:
-            return {**record, "status": "failed", "error": "none of the requested modalities is present"}
-        seg_path = out_dir / f"{case.case_id}.seg.nrrd"
-        nifti_path = out_dir / f"{case.case_id}.nii.gz"
-        started = time.monotonic()
-        try:
-            # The worker writes both files with the core's writers (as `lckd segment` does).
-            reply = worker.request("segment", on_event=self._dispatch, inputs=images, options={
-                "output": [str(seg_path)] + ([str(nifti_path)] if write_nifti else []),
-                "labels": self.labels, "register": bool(register), "postprocess": bool(postprocess)})
-        except WorkerError as e:
-            return {**record, "status": "failed", "error": str(e), "errorKind": e.kind}
-        return {**record, "status": "ok", "segmentation": str(seg_path),
-                "labelmap": str(nifti_path) if write_nifti else None,
-                "modalities": reply.get("modalities", list(images)), "volumes_ml": reply.get("volumes_ml", {}),
-                "warnings": reply.get("warnings", []), "seconds": round(time.monotonic() - started, 3)}
+        def segment_one(case, outputs) -> dict:
+            worker = self.startWorker(model, device)   # a new worker if the last one died
+            try:
+                # The worker writes every file with the core's writers (as `lckd segment` does).
+                reply = worker.request("segment", on_event=self._dispatch,
+                                       inputs={m: str(p) for m, p in case.images.items()}, options={
+                                           "output": [str(p) for p in outputs], "labels": self.labels,
+                                           "register": bool(register), "postprocess": postprocess})
+            except WorkerError as e:
+                raise LCKDError(str(e)) from None
+            return result_record(model=model_rec, modalities=reply.get("modalities", list(case.images)),
+                                 inputs=case.images, reference=reply.get("reference"),
+                                 labels=reply.get("labels", self.labels), volumes_ml=reply.get("volumes_ml", {}),
+                                 outputs=outputs, warnings=reply.get("warnings", []), timings=reply.get("timings"),
+                                 device=str(info.get("device")), options=options)
+
+        def on_row(index: int, total: int, row: dict) -> None:
+            if row["status"] == "error":
+                log.warning("%s: %s", row["case"], row["message"])
+            if progress is not None:
+                progress((index + 1) / total, f"{row['case']}: {row['status']}")
+
+        rows = run_cases(cases, out_dir, segment_one, formats=formats, overwrite=overwrite, modalities=wanted,
+                         model=model_rec, options=options, on_row=on_row, input_dir=inputDir)
+        summary = read_summary(out_dir / "summary.json")
+        c = counts(rows)
+        summary.update(succeeded=c["ok"], skipped=c["skipped"], failed=c["error"], outputDir=str(out_dir))
+        return summary

@@ -1,27 +1,43 @@
-"""`lckd batch`: every case of a BraTS-layout folder, sharded over processes or torchrun ranks.
+"""Batches: every case of a folder, one implementation for `lckd batch` and Slicer's `logic.batch`.
 
-Each process handles cases[k::n]; a case that fails for any reason (bad input, a full
-disk, an internal error, running out of memory) is recorded and the batch goes on. Each
-process writes its own summary part (CSV), also when interrupted (Ctrl-C, SIGTERM), and,
-under torchrun, rank 0 waits for the others and merges the parts into `summary.csv`
-(files, not pickled objects, cross ranks). A case counts as done, and is skipped on the
-next run, only when its output reads back as a complete image: outputs are written
-atomically and verified, so a failed write never leaves a file that looks done.
+`run_cases` is the loop both use; they differ only in how one case is segmented (the CLI
+in this process, Slicer through its background worker). For every case it writes the
+outputs and a result record `<case>.json` (`lckd.provenance`), and a case counts as done,
+and is skipped on the next run, only when its outputs read back complete and its record
+reads back: outputs are written atomically and verified, so a failed write never leaves a
+case that looks done. A skipped case keeps its volumes in the summary (read from its
+record). A case that fails for any reason (bad input, a full disk, an internal error,
+running out of memory) is an error row and the batch goes on.
+
+The summary is `summary.csv` (one row per case: volumes, time, status, model) and
+`summary.json` (the same rows plus the model, its card's sha256 and the options), written
+also when interrupted. `lckd batch` shards cases[k::n] over processes (`--shard K/N`, each
+writes `summary-part-K-of-N.*`) or torchrun ranks (rank 0 merges the parts; files, not
+pickled objects, cross ranks); `lckd batch-merge` merges parts written by a scheduler.
+Input folders: BraTS 2018-2021 / 2023 case folders, or an nnU-Net-style flat folder
+(`<case>_0000.nii.gz`, ... with `--channels` saying which channel is which scan).
 """
 from __future__ import annotations
 
 import csv
+import json
 import os
+import re
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Callable, Mapping, Sequence
 
-from .errors import InputError, LCKDError
+from .errors import InputError, LCKDError, OutputError
 from .imageio import printable
 
-FIELDS = ("case", "modalities", "NCR_ml", "ED_ml", "ET_ml", "TC_ml", "WT_ml", "seconds", "status", "message")
+FIELDS = ("case", "modalities", "NCR_ml", "ED_ml", "ET_ml", "TC_ml", "WT_ml", "seconds", "status", "message",
+          "model", "card_sha256")
+REGIONS_ML = ("NCR", "ED", "ET", "TC", "WT")
+#: Summary layout version (summary.json "format").
+SUMMARY_FORMAT = 1
+_NNUNET = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})\.(nii\.gz|nii|nrrd|mha)$", re.IGNORECASE)
 
 
 @dataclass
@@ -46,6 +62,18 @@ class Shard:
     def take(self, items: Sequence) -> list:
         return list(items[self.index::self.count])
 
+    def part_name(self) -> str:
+        """'summary' for the whole batch, 'summary-part-K-of-N' for a share."""
+        return "summary" if self.count == 1 else f"summary-part-{self.index}-of-{self.count}"
+
+
+@dataclass
+class BatchCase:
+    """One case of a batch: its id and its scans (canonical modality -> file)."""
+
+    case_id: str
+    images: dict
+
 
 def distributed_rank() -> tuple[int, int, int]:
     """(rank, world size, local rank) from torchrun's environment; (0, 1, 0) otherwise."""
@@ -57,10 +85,184 @@ def output_path(out_dir: Path, case_id: str, fmt: str) -> Path:
     return out_dir / f"{case_id}.{fmt}"
 
 
-def write_summary(rows: Sequence[dict], path: Path) -> None:
-    """Write the summary CSV atomically and check it reads back complete (`OutputError` if not)."""
-    from .errors import OutputError
+def record_path(out_dir: Path, case_id: str) -> Path:
+    """The result record of a case: `<case>.json` next to its outputs."""
+    return out_dir / f"{case_id}.json"
+
+
+# --------------------------------------------------------------------------- input folders
+
+def parse_channels(text: str | None) -> list[str] | None:
+    """'T1,T1ce,T2,FLAIR' -> canonical names in channel order (aliases ok); None if not given."""
+    if not text:
+        return None
+    from .modalities import canonical
+
+    names = [canonical(t.strip()) for t in text.split(",") if t.strip()]
+    if not names or len(set(names)) != len(names):
+        raise InputError(f"--channels must name each scan once, in channel order (e.g. T1,T1ce,T2,FLAIR), "
+                         f"got '{text}'")
+    return names
+
+
+def _nnunet_files(root: Path) -> dict[str, dict[int, Path]]:
+    """case -> channel -> file of the nnU-Net-style names directly in `root`."""
+    found: dict[str, dict[int, Path]] = {}
+    try:
+        entries = sorted(root.iterdir())
+    except OSError:
+        return {}
+    for p in entries:
+        m = _NNUNET.match(p.name)
+        if m and p.is_file() and not p.name.startswith("."):
+            found.setdefault(m.group("case"), {})[int(m.group("channel"))] = p
+    return found
+
+
+def find_batch_cases(input_dir: str | Path, channels: Sequence[str] | None = None) -> list[BatchCase]:
+    """The cases of a batch folder: BraTS case folders, or nnU-Net-style `<case>_0000.nii.gz` files.
+
+    nnU-Net names carry no modality, so `channels` (canonical names in channel order) must
+    say which is which; a folder of such files without it is refused with an example.
+    """
+    root = Path(input_dir).expanduser()
+    flat = _nnunet_files(root) if root.is_dir() else {}
+    if flat:
+        if not channels:
+            raise InputError(f"'{printable(root)}' holds nnU-Net-style files (<case>_0000.nii.gz ...): say which "
+                             "channel is which scan with --channels, e.g. --channels T1,T1ce,T2,FLAIR (BraTS "
+                             "in nnU-Net) or --channels FLAIR,T1,T1ce,T2 (Medical Segmentation Decathlon)")
+        cases = []
+        for case_id, files in sorted(flat.items()):
+            extra = sorted(set(files) - set(range(len(channels))))
+            if extra:
+                raise InputError(f"case '{printable(case_id)}' has channel {extra[0]:04d} but --channels names "
+                                 f"only {len(channels)}")
+            cases.append(BatchCase(case_id, {channels[k]: files[k] for k in sorted(files)}))
+        return cases
+    if channels:
+        raise InputError("--channels is for nnU-Net-style folders (<case>_0000.nii.gz ...); "
+                         f"'{printable(root)}' holds none")
+    from .datasets import find_cases
+
+    return [BatchCase(c.case_id, dict(c.images)) for c in find_cases(root)]
+
+
+# --------------------------------------------------------------------------- the loop
+
+def empty_row(case_id: str, modalities: Sequence[str], model: Mapping | None = None) -> dict:
+    row = dict.fromkeys(FIELDS, "")
+    row.update(case=printable(case_id), modalities="+".join(modalities))
+    if model:
+        row.update(model=f"{model.get('name', '')} {model.get('version', '')}".strip(),
+                   card_sha256=model.get("card_sha256") or "")
+    return row
+
+
+def case_done(out_paths: Sequence[Path], record: Path) -> dict | None:
+    """The record of a case whose outputs all read back complete, else None (the case is redone)."""
+    from .imageio import read_back
+    from .provenance import read_record
+
+    if not all(p.is_file() and read_back(p)[0] is not None for p in out_paths):
+        return None
+    return read_record(record)
+
+
+def _failure_text(e: BaseException) -> str:
+    if isinstance(e, LCKDError):
+        return printable(e)
+    if isinstance(e, MemoryError):
+        return "out of memory (lower --max-memory to refuse such cases early)"
+    first = (str(e).strip().splitlines() or [""])[0][:200]
+    return printable(f"internal error: {type(e).__name__}: {first}")
+
+
+SegmentOne = Callable[[BatchCase, "list[Path]"], dict]
+
+
+def run_cases(cases: Sequence[BatchCase], out_dir: str | Path, segment_one: SegmentOne, *,
+              formats: Sequence[str] = ("nii.gz",), overwrite: bool = False, modalities: Sequence[str] | None = None,
+              model: Mapping | None = None, options: Mapping | None = None, shard: Shard | None = None,
+              on_row: Callable[[int, int, dict], None] | None = None, input_dir: str | Path | None = None
+              ) -> list[dict]:
+    """Segment `cases` into `out_dir`; write each case's record and the summary; return the rows.
+
+    `segment_one(case, outputs)` writes the case's `outputs` (one per format) and returns
+    its result record (`provenance.result_record`); it raises on failure. `modalities`
+    keeps only those scans of each case. `on_row(index, total, row)` is called as each
+    case finishes (the CLI prints a line; Slicer reports progress). The summary is written
+    also when the loop is interrupted.
+    """
+    from .provenance import write_record
+
+    out = Path(out_dir)
+    shard = shard or Shard()
+    wanted = None if modalities is None else set(modalities)
+    rows: list[dict] = []
+    t0 = time.perf_counter()
+    try:
+        for index, case in enumerate(cases):
+            images = {m: p for m, p in case.images.items() if wanted is None or m in wanted}
+            row = empty_row(case.case_id, list(images), model)
+            outputs = [output_path(out, case.case_id, f) for f in formats]
+            started = time.perf_counter()
+            previous = None if overwrite else case_done(outputs, record_path(out, case.case_id))
+            if not images:
+                row.update(status="error", message="none of the requested modalities is present "
+                                                   f"(it has {'+'.join(case.images) or 'no scan'})")
+            elif previous is not None:
+                row.update(_volume_fields(previous.get("volumes_ml", {})), status="skipped",
+                           message="output exists", modalities="+".join(previous.get("modalities", images)))
+                prev_model = previous.get("model") or {}
+                row.update(model=f"{prev_model.get('name', '')} {prev_model.get('version', '')}".strip(),
+                           card_sha256=prev_model.get("card_sha256") or "")
+            else:
+                try:
+                    record = segment_one(BatchCase(case.case_id, images), outputs)
+                    write_record(record, record_path(out, case.case_id))
+                    row.update(_volume_fields(record.get("volumes_ml", {})), status="ok",
+                               modalities="+".join(record.get("modalities", images)),
+                               message=printable("; ".join(record.get("warnings", []))))
+                except (KeyboardInterrupt, SystemExit):
+                    raise
+                except BaseException as e:  # one failure must not cost the other cases or the summary
+                    row.update(status="error", message=_failure_text(e))
+            row["seconds"] = f"{time.perf_counter() - started:.1f}"
+            rows.append(row)
+            if on_row is not None:
+                on_row(index, len(cases), row)
+    finally:
+        # Also on Ctrl-C / SIGTERM: the cases done so far are on record (the rest simply run next time).
+        write_summary(rows, out / shard.part_name(), model=model, options=options,
+                      seconds=time.perf_counter() - t0, input_dir=input_dir)
+    return rows
+
+
+def _volume_fields(volumes: Mapping[str, Any]) -> dict:
+    out = {}
+    for k in REGIONS_ML:
+        try:
+            out[f"{k}_ml"] = f"{float(volumes[k]):.2f}"
+        except (KeyError, TypeError, ValueError):
+            out[f"{k}_ml"] = ""
+    return out
+
+
+# --------------------------------------------------------------------------- summaries
+
+def counts(rows: Sequence[Mapping]) -> dict:
+    """{'ok': n, 'skipped': n, 'error': n} of summary rows."""
+    return {s: sum(r["status"] == s for r in rows) for s in ("ok", "skipped", "error")}
+
+
+def write_summary(rows: Sequence[dict], base: Path, *, model: Mapping | None = None, options: Mapping | None = None,
+                  seconds: float | None = None, input_dir: str | Path | None = None) -> tuple[Path, Path]:
+    """Write `<base>.csv` and `<base>.json` atomically and check they read back (`OutputError` if not)."""
     from .imageio import atomic_path, shown_path
+    from .provenance import write_record
+
+    csv_path, json_path = base.with_name(base.name + ".csv"), base.with_name(base.name + ".json")
 
     def verify(tmp: Path) -> None:
         try:
@@ -69,21 +271,57 @@ def write_summary(rows: Sequence[dict], path: Path) -> None:
         except (OSError, UnicodeDecodeError, csv.Error):
             back = None
         if back is None or len(back) != len(rows) or any(b["case"] != r["case"] for b, r in zip(back, rows)):
-            raise OutputError(f"cannot write summary '{shown_path(path)}': the written file is incomplete "
+            raise OutputError(f"cannot write summary '{shown_path(csv_path)}': the written file is incomplete "
                               "(is the disk full?)")
 
-    with atomic_path(path, "summary", verify=verify) as tmp:
+    with atomic_path(csv_path, "summary", verify=verify) as tmp:
         with open(tmp, "w", newline="", encoding="utf-8") as f:
-            w = csv.DictWriter(f, fieldnames=FIELDS)
+            w = csv.DictWriter(f, fieldnames=FIELDS, extrasaction="ignore")
             w.writeheader()
             w.writerows(rows)
+    from . import __version__
+    write_record({"format": SUMMARY_FORMAT, "lckd_version": __version__,
+                  "input_dir": None if input_dir is None else printable(os.path.abspath(str(input_dir))),
+                  "model": dict(model or {}), "options": dict(options or {}), "counts": counts(rows),
+                  "seconds": None if seconds is None else round(seconds, 3), "cases": list(rows)}, json_path)
+    return csv_path, json_path
 
 
-def output_complete(path: Path) -> bool:
-    """True when `path` holds a complete image (header and every voxel readable): a case really done."""
-    from .imageio import read_back
+def read_summary(path: Path) -> dict:
+    """A `summary*.json` written by `write_summary` (`InputError` if unreadable)."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        assert isinstance(data, dict) and isinstance(data.get("cases"), list)
+    except (OSError, ValueError, AssertionError):
+        raise InputError(f"cannot read batch summary '{printable(path)}': missing or not a summary "
+                         "written by lckd batch") from None
+    return data
 
-    return path.is_file() and read_back(path)[0] is not None
+
+def merge_parts(out_dir: str | Path, expect: int | None = None) -> list[dict]:
+    """Merge the shard summaries `summary-part-K-of-N.json` of `out_dir` into `summary.csv/.json`.
+
+    All N parts must be there (`InputError` naming the missing ones); cases sorted by id.
+    Returns the merged rows.
+    """
+    out = Path(out_dir)
+    parts = sorted(out.glob("summary-part-*-of-*.json"))
+    if not parts:
+        raise InputError(f"no shard summaries (summary-part-K-of-N.json) in '{printable(out)}'")
+    totals = {int(re.search(r"-of-(\d+)\.json$", p.name).group(1)) for p in parts}
+    if len(totals) != 1:
+        raise InputError(f"'{printable(out)}' holds parts of batches with different N: {sorted(totals)}")
+    n = expect or totals.pop()
+    missing = [k for k in range(n) if not (out / f"summary-part-{k}-of-{n}.json").is_file()]
+    if missing:
+        raise InputError(f"shard summaries missing for K = {', '.join(map(str, missing))} of {n}: "
+                         "run those shards first")
+    data = [read_summary(out / f"summary-part-{k}-of-{n}.json") for k in range(n)]
+    rows = sorted((r for d in data for r in d["cases"]), key=lambda r: r["case"])
+    first = data[0]
+    write_summary(rows, out / "summary", model=first.get("model"), options=first.get("options"),
+                  seconds=sum(d.get("seconds") or 0 for d in data), input_dir=first.get("input_dir"))
+    return rows
 
 
 def print_summary(rows: Sequence[dict]) -> None:
@@ -92,46 +330,35 @@ def print_summary(rows: Sequence[dict]) -> None:
         vols = "".join(f"{r[k]:>8}" for k in ("ET_ml", "TC_ml", "WT_ml"))
         print(f"{r['case'][:27]:<28}{r['modalities'][:21]:<22}{vols}{r['seconds']:>7}  {r['status']}"
               + (f": {r['message']}" if r["message"] else ""))
-    done = sum(r["status"] == "ok" for r in rows)
-    failed = sum(r["status"] == "error" for r in rows)
-    skipped = sum(r["status"] == "skipped" for r in rows)
-    print(f"{done} segmented, {skipped} skipped (already done), {failed} failed")
+    print(summary_line(rows))
 
 
-def _segment_case(seg, case, out_path: Path, args) -> dict:
-    """Segment and write one case; any failure becomes an 'error' row, never an exception."""
-    from .output import write_result
+def summary_line(rows: Sequence[dict]) -> str:
+    c = counts(rows)
+    return f"{c['ok']} segmented, {c['skipped']} skipped (already done), {c['error']} failed"
 
-    row = dict.fromkeys(FIELDS, "")
-    row.update(case=printable(case.case_id), modalities="+".join(case.images))
-    t = time.perf_counter()
-    try:
-        res = seg.segment(case.images, labels=args.labels, register=args.register,
-                          postprocess=args.postprocess, overlap=args.overlap, sw_batch_size=args.sw_batch_size,
-                          max_memory_gb=getattr(args, "max_memory", None))
-        write_result(res, [out_path])
-        row.update({f"{k}_ml": f"{v:.2f}" for k, v in res.volumes_ml.items()})
-        row.update(status="ok", message=printable("; ".join(res.warnings)))
-    except LCKDError as e:
-        row.update(status="error", message=printable(e))
-    except MemoryError:
-        row.update(status="error", message="out of memory (lower --max-memory to refuse such cases early)")
-    except Exception as e:  # one unexpected failure must not cost the other cases or the summary
-        first = (str(e).strip().splitlines() or [""])[0][:200]
-        row.update(status="error", message=printable(f"internal error: {type(e).__name__}: {first}"))
-    row["seconds"] = f"{time.perf_counter() - t:.1f}"
-    return row
 
+def case_line(index: int, total: int, row: Mapping) -> str:
+    """One line per finished case: '[2/10] CASE  T1ce+FLAIR  WT 73.65 mL  4.1 s  ok'."""
+    head = f"[{index + 1}/{total}] {row['case']}  {row['modalities'] or '-'}"
+    if row["status"] == "error":
+        return f"{head}  error: {row['message']}"
+    vols = f"  WT {row['WT_ml']} mL, TC {row['TC_ml']} mL, ET {row['ET_ml']} mL" if row["WT_ml"] else ""
+    note = " (skipped: already done)" if row["status"] == "skipped" else ""
+    return f"{head}{vols}  {row['seconds']} s  {row['status']}{note}"
+
+
+# --------------------------------------------------------------------------- `lckd batch`
 
 def run_batch(args) -> int:
     """Run `lckd batch`; returns the exit status (1 if any case failed)."""
-    from tqdm import tqdm
-
-    from .datasets import find_cases
+    from .cli import run_options, segment_record
     from .imageio import check_path_text
     from .labels import check_convention
     from .modelcard import read_card
+    from .modalities import parse_subset
     from .options import check_run_options
+    from .provenance import model_line
     from .registry import resolve_model
 
     check_convention(args.labels)
@@ -139,6 +366,8 @@ def run_batch(args) -> int:
                       device=args.device, max_memory_gb=getattr(args, "max_memory", None))
     check_path_text(args.output_dir, f"output folder '{printable(args.output_dir)}'", LCKDError)
     check_path_text(args.input_dir, f"input folder '{printable(args.input_dir)}'", InputError)
+    wanted = parse_subset(args.modalities) if getattr(args, "modalities", None) else None
+    channels = parse_channels(getattr(args, "channels", None))
     out_dir = Path(args.output_dir)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -150,43 +379,76 @@ def run_batch(args) -> int:
         if shard.count > 1:
             raise InputError("use either torchrun or --shard, not both")
         shard = Shard(rank, world)
-    cases = shard.take(find_cases(args.input_dir))
+    cases = shard.take(find_batch_cases(args.input_dir, channels))
     device = args.device
     if world > 1 and device in ("auto", "cuda", "gpu"):
         import torch
         if torch.cuda.is_available():
             device = f"cuda:{local_rank % torch.cuda.device_count()}"
     card_path = resolve_model(args.model)
-    read_card(card_path)  # a bad card is refused before the weights load
+    card = read_card(card_path)  # a bad card is refused before the weights load
+    quiet = getattr(args, "quiet", False)
+    if rank == 0:
+        print(model_line(card), flush=True)
     from .inference import Segmenter
+    from .output import check_probability_dir, probability_names, write_result
+    from .provenance import model_record
 
     seg = Segmenter.load(card_path, device=device, threads=args.threads)
-    rows = []
-    part = out_dir / ("summary.csv" if shard.count == 1 else f"summary-part-{shard.index}-of-{shard.count}.csv")
-    try:
-        for case in tqdm(cases, desc=f"segmenting (share {shard.index + 1}/{shard.count})" if shard.count > 1
-                         else "segmenting", unit="case", file=sys.stderr):
-            out_path = output_path(out_dir, case.case_id, args.format)
-            if not args.overwrite and output_complete(out_path):
-                row = dict.fromkeys(FIELDS, "")
-                row.update(case=printable(case.case_id), modalities="+".join(case.images), status="skipped",
-                           message="output exists")
-                rows.append(row)
-                continue
-            rows.append(_segment_case(seg, case, out_path, args))
-    finally:
-        # Also on Ctrl-C / SIGTERM: the cases done so far are on record (the rest simply run next time).
-        write_summary(rows, part)
+    if rank == 0 and not quiet:
+        from .cli import _device_line
+        share = f" (share {shard.index + 1} of {shard.count})" if shard.count > 1 else ""
+        print(f"{_device_line(seg, args.device)}\n{len(cases)} case(s){share} -> {printable(out_dir)}", flush=True)
+    model = model_record(seg.card, card_path)
+    seg._model_record = model
+    prob_dir = getattr(args, "probabilities", None)
+
+    def segment_one(case: BatchCase, outputs: list) -> dict:
+        t = time.perf_counter()
+        probs = []
+        if prob_dir:
+            check_probability_dir(prob_dir, case.images.values(), stem=case.case_id)
+            probs = [Path(prob_dir) / n for n in probability_names(case.case_id).values()]
+        res = seg.segment(case.images, labels=args.labels, register=args.register,
+                          probabilities=bool(prob_dir), postprocess=args.postprocess, overlap=args.overlap,
+                          sw_batch_size=args.sw_batch_size, max_memory_gb=getattr(args, "max_memory", None))
+        w = time.perf_counter()
+        write_result(res, outputs, probabilities_dir=prob_dir, probabilities_stem=case.case_id)
+        timings = dict(res.timings, write=time.perf_counter() - w, total=time.perf_counter() - t)
+        return segment_record(seg, res, args, outputs, probs, timings)
+
+    def on_row(index: int, total: int, row: dict) -> None:
+        if row["status"] == "error":
+            print(case_line(index, total, row), file=sys.stderr, flush=True)  # at once, not only in the table
+        elif not quiet:
+            print(case_line(index, total, row), flush=True)
+
+    options = run_options(seg, args)
+    options.update(format=args.format, modalities=wanted, channels=channels, probabilities=prob_dir)
+    rows = run_cases(cases, out_dir, segment_one, formats=[args.format], overwrite=args.overwrite,
+                     modalities=wanted, model=model, options=options, shard=shard,
+                     on_row=on_row, input_dir=args.input_dir)
     if world > 1:
-        rows = _merge_parts(out_dir, rank, world)
+        rows = _merge_ranks(out_dir, rank, world)
     if rank == 0:
-        print_summary(rows)
-        print(f"summary: {out_dir / 'summary.csv' if world > 1 or shard.count == 1 else part}")
+        if quiet:
+            print(summary_line(rows))
+        else:
+            print_summary(rows)
+        print(f"summary: {out_dir / (shard.part_name() if world == 1 else 'summary')}.csv (and .json)")
     return 1 if any(r["status"] == "error" for r in rows) else 0
 
 
-def _merge_parts(out_dir: Path, rank: int, world: int) -> list:
-    """Wait for every rank's part (a gloo barrier), then rank 0 merges them into summary.csv."""
+def run_merge(args) -> int:
+    """Run `lckd batch-merge OUT_DIR`."""
+    rows = merge_parts(args.output_dir)
+    print_summary(rows)
+    print(f"summary: {Path(args.output_dir) / 'summary.csv'} (and .json)")
+    return 1 if any(r["status"] == "error" for r in rows) else 0
+
+
+def _merge_ranks(out_dir: Path, rank: int, world: int) -> list:
+    """Wait for every rank's part (a gloo barrier), then rank 0 merges them into summary.csv/.json."""
     import torch.distributed as dist
 
     if not dist.is_initialized():
@@ -194,11 +456,7 @@ def _merge_parts(out_dir: Path, rank: int, world: int) -> list:
     dist.barrier()
     rows: list = []
     if rank == 0:
-        for k in range(world):
-            with open(out_dir / f"summary-part-{k}-of-{world}.csv", newline="") as f:
-                rows += list(csv.DictReader(f))
-        rows.sort(key=lambda r: r["case"])
-        write_summary(rows, out_dir / "summary.csv")
+        rows = merge_parts(out_dir, expect=world)
     dist.barrier()
     dist.destroy_process_group()
     return rows

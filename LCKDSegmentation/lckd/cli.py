@@ -22,20 +22,9 @@ EPILOG = """examples:
 """
 
 
-def _progress_bar(enabled: bool) -> tuple[Callable[[float, str], None], Callable[[], None]]:
-    """A tqdm bar driven by (fraction, message) callbacks, and a function that closes it."""
-    if not enabled:
-        return (lambda f, m: None), (lambda: None)
-    from tqdm import tqdm
-
-    bar = tqdm(total=100, unit="%", bar_format="{desc:<28}{percentage:3.0f}%|{bar}| {elapsed}", file=sys.stderr)
-
-    def update(fraction: float, message: str) -> None:
-        bar.set_description_str(message[:28])
-        bar.n = int(round(100 * fraction))
-        bar.refresh()
-
-    return update, bar.close
+#: Scan options of `lckd segment`: the BraTS 2018-2021 name, then the BraTS 2023 alias.
+SCAN_FLAGS = {"T1": ("--t1", "--t1n"), "T1ce": ("--t1ce", "--t1c"), "T2": ("--t2", "--t2w"),
+              "FLAIR": ("--flair", "--t2f")}
 
 
 def _add_model_options(p: argparse.ArgumentParser) -> None:
@@ -50,8 +39,9 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
 def _add_segment_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--labels", default="brats2018", metavar="{" + ",".join(CONVENTIONS) + "}",
                    help="label values: brats2018 (1 core, 2 oedema, 4 enhancing; default) or brats2023 (enhancing = 3)")
-    p.add_argument("--postprocess", action="store_true",
-                   help="drop tiny components; relabel ET under 500 voxels as core (BraTS-style clean-up)")
+    p.add_argument("--postprocess", action=argparse.BooleanOptionalAction, default=None,
+                   help="clean up the labelmap: drop small tumour components, relabel ET under 500 voxels "
+                        "as core (default: as the model card says; the bundled real-data model does)")
     p.add_argument("--register", action="store_true",
                    help="rigidly co-register the inputs onto the reference first (mutual information)")
     p.add_argument("--overlap", type=float, default=None, help="sliding-window overlap (default: the model card's)")
@@ -95,31 +85,57 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     p = sub.add_parser("segment", help="segment one case from any subset of scans",
                        description="Segment one case. Give any non-empty subset of the four scans "
                                    "(NIfTI, NRRD, MHA, or a DICOM series folder).")
-    for mod, flag in (("T1", "--t1"), ("T1ce", "--t1ce"), ("T2", "--t2"), ("FLAIR", "--flair")):
-        p.add_argument(flag, dest=mod, metavar="FILE", help=f"{mod} image")
+    for mod, flags in SCAN_FLAGS.items():
+        p.add_argument(*flags, dest=mod, metavar="FILE", help=f"{mod} image (alias {flags[1]}, the BraTS 2023 name)")
     p.add_argument("-o", "--output", required=True,
                    help="output labelmap (.nii.gz, .nrrd, .mha) or Slicer segmentation (.seg.nrrd)")
-    p.add_argument("--probabilities", metavar="DIR", help="also write ET/TC/WT probability maps into DIR")
+    p.add_argument("--probabilities", metavar="DIR",
+                   help="also write ET/TC/WT probability maps into DIR as <output stem>_probability_<region>.nii.gz")
+    p.add_argument("--json", nargs="?", const="", default=None, metavar="FILE",
+                   help="write the result record (volumes, scans, model, options, warnings, stage times) as JSON "
+                        "to FILE; without FILE, next to the output as <output stem>.json")
+    p.add_argument("--preview", metavar="PNG",
+                   help="save a picture: region outlines on T1ce and FLAIR (or the scans given) at the slice "
+                        "with the most tumour, with volumes and the model's scope")
     p.add_argument("--reference", default=None,
                    help="modality whose grid the output uses (default: T1ce, FLAIR, T1, T2, first given)")
     _add_model_options(p)
     _add_segment_options(p)
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.add_argument("-q", "--quiet", action="store_true", help="no stage progress (the result is still printed)")
     p.set_defaults(func=cmd_segment)
 
-    p = sub.add_parser("batch", help="segment every case of a BraTS-layout folder",
-                       description="Segment every case folder under IN_DIR (BraTS 2018-2021 or 2023 layout), "
-                                   "with whatever modalities each case has. Cases already done are skipped. "
-                                   "Under torchrun each rank takes its share; --shard K/N does the same for "
-                                   "schedulers that start N independent processes.")
-    p.add_argument("input_dir")
-    p.add_argument("output_dir")
-    p.add_argument("--format", default="nii.gz", choices=["nii.gz", "seg.nrrd", "nrrd"], help="output file type")
+    p = sub.add_parser("batch", help="segment every case of a folder (BraTS or nnU-Net layout)",
+                       description="Segment every case under IN_DIR: BraTS 2018-2021 or 2023 case folders, or an "
+                                   "nnU-Net-style folder of <case>_0000.nii.gz ... files (with --channels), with "
+                                   "whatever modalities each case has. Writes OUT_DIR/<case>.<format>, its record "
+                                   "<case>.json and summary.csv/.json. Cases already done are skipped (their "
+                                   "volumes are kept in the summary). Under torchrun each rank takes its share; "
+                                   "--shard K/N does the same for schedulers that start N independent processes "
+                                   "(then merge with lckd batch-merge).")
+    p.add_argument("input_dir", help="folder of case folders (or of nnU-Net-style files)")
+    p.add_argument("output_dir", help="where the outputs, records and summary go")
+    p.add_argument("--format", default="nii.gz", choices=["nii.gz", "seg.nrrd", "nrrd"],
+                   help="output file type (default nii.gz; seg.nrrd is a Slicer segmentation)")
+    p.add_argument("--modalities", default=None, metavar="LIST",
+                   help="use only these scans of each case, e.g. t1ce,flair (default: every scan a case has)")
+    p.add_argument("--channels", default=None, metavar="LIST",
+                   help="nnU-Net-style input: the scan of each channel in order, e.g. T1,T1ce,T2,FLAIR "
+                        "(<case>_0000 is the first)")
+    p.add_argument("--probabilities", metavar="DIR",
+                   help="also write ET/TC/WT probability maps into DIR as <case>_probability_<region>.nii.gz")
     p.add_argument("--shard", default=None, metavar="K/N", help="process only share K (0-based) of N")
     p.add_argument("--overwrite", action="store_true", help="redo cases whose output exists")
     _add_model_options(p)
     _add_segment_options(p)
+    p.add_argument("-q", "--quiet", action="store_true",
+                   help="print only failures (as they happen) and the final counts, no line per case")
     p.set_defaults(func=cmd_batch)
+
+    p = sub.add_parser("batch-merge", help="merge the shard summaries of lckd batch --shard",
+                       description="Merge OUT_DIR/summary-part-K-of-N.json (written by lckd batch --shard K/N) "
+                                   "into OUT_DIR/summary.csv and summary.json; every part must be there.")
+    p.add_argument("output_dir", help="the batch output folder holding the parts")
+    p.set_defaults(func=cmd_batch_merge)
 
     p = sub.add_parser("info", help="show a model card", description="Show a model card in readable form.")
     p.add_argument("--model", default=None, help="registry name, model card (.json) or folder")
@@ -128,20 +144,21 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
 
     p = sub.add_parser("phantom", help="write synthetic BraTS-like phantom cases",
                        description="Write N synthetic phantom cases (4 modalities + ground truth).")
-    p.add_argument("output_dir")
+    p.add_argument("output_dir", help="folder to write the case folders into")
     p.add_argument("-n", type=int, default=1, help="number of cases (default 1)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--layout", default="brats2023", choices=["brats2018", "brats2023"])
+    p.add_argument("--seed", type=int, default=0, help="seed of the first case (default 0); case i uses seed + i")
+    p.add_argument("--layout", default="brats2023", choices=["brats2018", "brats2023"],
+                   help="file names: brats2023 (<case>-t1n.nii.gz ..., default) or brats2018 (<case>_t1.nii.gz ...)")
     p.add_argument("--shape", default="155,240,240", help="z,y,x voxels (default BraTS 155,240,240)")
     p.set_defaults(func=cmd_phantom)
 
     p = sub.add_parser("split", help="write a train/val/test split file for a data folder",
                        description="Write a case_id,split CSV (train / val / test) for the cases under DATA_DIR, "
                                    "for `lckd train --split` and `lckd evaluate --split`. Deterministic for a seed.")
-    p.add_argument("data_dir")
+    p.add_argument("data_dir", help="folder of BraTS-layout case folders")
     p.add_argument("-o", "--output", required=True, help="CSV file to write")
     p.add_argument("--fractions", default="0.7,0.15,0.15", help="train,val,test fractions (default 0.7,0.15,0.15)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the shuffle (default 0)")
     p.set_defaults(func=cmd_split)
 
     for name, (module, adder, summary) in LAZY_COMMANDS.items():
@@ -177,49 +194,143 @@ def print_volumes(volumes: dict, modalities: Sequence[str]) -> None:
 
 
 def cmd_segment(args) -> int:
+    import time
+
     from .modelcard import read_card
     from .options import check_run_options
     from .output import check_output_path, check_probability_dir, write_result
+    from .progress import StageProgress
+    from .provenance import model_line, output_stem, scans_line, sidecar_path
     from .registry import resolve_model
     from .validation import check_memory, read_and_check
 
-    inputs = {m: getattr(args, m) for m in ("T1", "T1ce", "T2", "FLAIR") if getattr(args, m)}
+    inputs = {m: getattr(args, m) for m in SCAN_FLAGS if getattr(args, m)}
     if not inputs:
-        raise LCKDError("no input image given: use at least one of --t1, --t1ce, --t2, --flair")
+        raise LCKDError("no input image given: use at least one of --t1, --t1ce, --t2, --flair "
+                        "(or --t1n, --t1c, --t2w, --t2f)")
+    t0 = time.perf_counter()
+    progress = StageProgress(quiet=args.quiet)
     # Everything that can be refused is refused before the model loads (seconds), in this order:
     # options, outputs, inputs, the model card, the memory the case needs.
     check_run_options(overlap=args.overlap, sw_batch_size=args.sw_batch_size, threads=args.threads,
                       device=args.device, max_memory_gb=args.max_memory)
     check_convention(args.labels)
     check_output_path(args.output, inputs.values())
+    stem = output_stem(args.output)
     if args.probabilities:
-        check_probability_dir(args.probabilities, inputs.values())
+        check_probability_dir(args.probabilities, inputs.values(), stem=stem)
+    json_path = None
+    if args.json is not None:
+        json_path = sidecar_path(args.output) if args.json == "" else args.json
+        _check_side_file(json_path, ".json", inputs.values(), "result record")
+    if args.preview:
+        _check_side_file(args.preview, ".png", inputs.values(), "preview")
+    progress.stage("read")
     checked = read_and_check(inputs, args.reference)
     card_path = resolve_model(args.model)
-    check_memory(checked, read_card(card_path).spacing, args.max_memory)
+    card = read_card(card_path)
+    check_memory(checked, card.spacing, args.max_memory)
+    print(model_line(card))
+    print(scans_line(checked.sources, checked.reference))
+    progress.stage("load")
     from .inference import Segmenter
 
-    update, close = _progress_bar(not args.quiet)
     try:
         seg = Segmenter.load(card_path, device=args.device, threads=args.threads)
+        print(_device_line(seg, args.device), flush=True)
         res = seg.segment(checked, labels=args.labels, register=args.register,
                           probabilities=bool(args.probabilities), postprocess=args.postprocess,
-                          overlap=args.overlap, sw_batch_size=args.sw_batch_size, progress=update,
+                          overlap=args.overlap, sw_batch_size=args.sw_batch_size, progress=progress,
                           max_memory_gb=args.max_memory)
+        for w in res.warnings:
+            print(f"warning: {w}", file=sys.stderr)
+        progress.stage("write")
+        written = write_result(res, [args.output], probabilities_dir=args.probabilities, probabilities_stem=stem)
+        probs, outputs = written[1:], written[:1]
+        if args.preview:
+            save_result_preview(res, checked.images, args.preview, seg.card, title=f"{stem}: LCKD segmentation")
+            outputs.append(args.preview)
+        timings = dict(res.timings, read=progress.times.get("read", 0.0) + res.timings.get("read", 0.0),
+                       load=progress.times.get("load", 0.0), write=time.perf_counter() - progress.started,
+                       total=time.perf_counter() - t0)
+        if json_path is not None:
+            from .provenance import write_record
+            write_record(segment_record(seg, res, args, outputs, probs, timings), json_path)
+            outputs.append(json_path)
     finally:
-        close()
-    for w in res.warnings:
-        print(f"warning: {w}", file=sys.stderr)
-    write_result(res, [args.output], probabilities_dir=args.probabilities)
+        progress.close()
     print_volumes(res.volumes_ml, res.modalities)
-    print(f"wrote {args.output}  ({res.timings['total']:.1f} s on {seg.device.type})")
+    for path in outputs + probs:
+        print(f"wrote {path}")
+    print(f"done in {timings['total']:.1f} s on {seg.device.type}")
     return 0
+
+
+def _check_side_file(path, suffix: str, inputs, what: str) -> None:
+    """Refuse (before the model loads) a side output with the wrong suffix, unwritable, or an input."""
+    from .errors import OutputError
+    from .imageio import probe_writable, shown_path
+    from .output import refuse_input_overwrite
+
+    if not str(path).lower().endswith(suffix):
+        raise OutputError(f"cannot write {what} '{shown_path(path)}': its name must end in {suffix}")
+    refuse_input_overwrite([path], inputs)
+    try:
+        probe_writable(path, what)
+    except OSError as e:
+        raise OutputError(f"cannot write {what} '{shown_path(path)}': {e.strerror or e}") from None
+
+
+def _device_line(seg, asked: str) -> str:
+    """'device: cpu, 2 threads (no GPU found: ...)': said once, so a slow CPU run is not a surprise."""
+    if seg.device.type != "cpu":
+        return f"device: {seg.device}"
+    import torch
+
+    line = f"device: cpu, {torch.get_num_threads()} thread(s)"
+    if asked in ("auto", "gpu"):
+        line += " (no GPU found: the network runs on the CPU, several times slower than on a GPU)"
+    return line
+
+
+def segment_record(seg, res, args, outputs, probabilities, timings: dict) -> dict:
+    """The result record (JSON sidecar) of one `lckd segment` / `lckd batch` case."""
+    from .provenance import model_record, result_record
+
+    if getattr(seg, "_model_record", None) is None:  # the card's sha256 once per loaded model
+        seg._model_record = model_record(seg.card, getattr(seg, "card_path", None))
+    return result_record(
+        model=seg._model_record, modalities=res.modalities, inputs=res.sources, reference=res.reference,
+        labels=res.label_convention, volumes_ml=res.volumes_ml, outputs=outputs, probabilities=probabilities,
+        warnings=res.warnings, timings=timings, device=str(seg.device), options=run_options(seg, args))
+
+
+def run_options(seg, args) -> dict:
+    """The options a case was segmented with, as recorded (postprocess as the rule applied)."""
+    return {"labels": args.labels, "register": bool(args.register), "reference": getattr(args, "reference", None),
+            "postprocess": seg.postprocess_rule(args.postprocess),
+            "overlap": seg.card.overlap if args.overlap is None else args.overlap,
+            "sw_batch_size": args.sw_batch_size, "device": args.device, "threads": args.threads}
+
+
+def save_result_preview(res, images: dict, path, card, reference_label=None, title: str = "") -> None:
+    """The `--preview` picture of a result: outlines on T1ce and FLAIR (else the scans used)."""
+    from .preview import result_figure
+
+    result_figure(res, images, path, card, reference_label=reference_label,
+                  title=title or "LCKD segmentation")
 
 
 def cmd_batch(args) -> int:
     from .batch import run_batch
 
     return run_batch(args)
+
+
+def cmd_batch_merge(args) -> int:
+    from .batch import run_merge
+
+    return run_merge(args)
 
 
 def cmd_info(args) -> int:
@@ -231,17 +342,76 @@ def cmd_info(args) -> int:
             print(f"{e.name:<28}{'bundled' if e.bundled else 'download'}  {e.description}")
         return 0
     card = read_card(resolve_model(args.model, allow_download=False))
-    for k, v in card_summary(card).items():
-        print(f"{k + ':':<22}{v}")
-    if card.description:
-        print(f"\n{card.description}")
-    table = card.evaluation.get("per_subset", {})
-    if table:
-        print(f"\nexpected Dice per modality subset ({card.evaluation.get('data', 'held-out cases')}):")
-        print(f"{'subset':<22}{'ET':>7}{'TC':>7}{'WT':>7}")
-        for key, row in table.items():
-            print(f"{key:<22}" + "".join(f"{row.get(r, float('nan')):>7.3f}" for r in ("ET", "TC", "WT")))
+    print(card_text(card))
     return 0
+
+
+def _wrap(label: str, text: str, width: int = 100) -> str:
+    """'label:  text' with the text wrapped under itself."""
+    import textwrap
+
+    return textwrap.fill(str(text), width=width, initial_indent=f"{label + ':':<22}", subsequent_indent=" " * 22)
+
+
+def dice_cell(row: dict, region: str) -> str:
+    """'0.812' or, from cross-validation, '0.812 +/- 0.041' (the SD over folds; a real plus-minus
+    sign where stdout can print it)."""
+    value = row.get(region)
+    if not isinstance(value, (int, float)):
+        return "-"
+    sd = row.get(f"{region}_sd")
+    return f"{value:.3f}" + (f" {_pm()} {sd:.3f}" if isinstance(sd, (int, float)) else "")
+
+
+def _pm() -> str:
+    """The plus-minus sign, or '+/-' where stdout's encoding lacks it (an ASCII locale)."""
+    try:
+        "\u00b1".encode(getattr(sys.stdout, "encoding", None) or "ascii")
+        return "\u00b1"
+    except (UnicodeEncodeError, LookupError):
+        return "+/-"
+
+
+def card_text(card) -> str:
+    """The readable model card `lckd info` prints: what it is, what it was trained on, its scope,
+    its teachers and the expected Dice per modality subset (mean and SD over folds when given)."""
+    from .modelcard import card_summary
+    from .provenance import scope_line
+
+    lines = [f"{k + ':':<22}{v}" for k, v in card_summary(card).items() if k not in ("teachers", "intended use")]
+    lines.append(_wrap("scope", scope_line(card)))
+    lines.append(_wrap("intended use", card.intended_use))
+    lines.append(_wrap("training data", card.training.get("data") or "not stated in the model card"))
+    if card.postprocessing:
+        lines.append(_wrap("clean-up (default)", ", ".join(f"{k} {v}" for k, v in card.postprocessing.items())))
+    teachers = card.teachers.get("elected") or []
+    lines.append(_wrap("teachers", ", ".join(teachers) or "-"))
+    table = card.teachers.get("table") or {}
+    if table:
+        lines.append(_wrap("", "elected by single-scan validation Dice ET/TC/WT: " + "; ".join(
+            f"{m} " + "/".join(f"{row.get(r, float('nan')):.2f}" for r in ("ET", "TC", "WT"))
+            for m, row in table.items())).replace(":", " ", 1))
+    if card.description:
+        lines.append("\n" + card.description)
+    ev = card.evaluation or {}
+    rows = ev.get("per_subset", {})
+    if rows:
+        where = ev.get("description") or ev.get("data") or "held-out cases"
+        folds = ev.get("folds")
+        spread = any(f"{r}_sd" in row for row in rows.values() for r in ("ET", "TC", "WT"))
+        import textwrap
+
+        lines.append("")
+        lines.append(textwrap.fill(f"expected Dice per modality subset ({where}"
+                                   + (f"; mean {_pm()} SD over {folds or 'the'} folds)" if spread else ")")
+                                   + ":",
+                                   width=100))
+        width = 16 if spread else 8
+        lines.append(f"{'subset':<22}" + "".join(f"{r:>{width}}" for r in ("ET", "TC", "WT")))
+        items = list(rows.items()) + ([("mean", ev["mean"])] if isinstance(ev.get("mean"), dict) else [])
+        for key, row in items:
+            lines.append(f"{key:<22}" + "".join(f"{dice_cell(row, r):>{width}}" for r in ("ET", "TC", "WT")))
+    return "\n".join(lines)
 
 
 def cmd_split(args) -> int:

@@ -1,8 +1,8 @@
 """`lckd demo`: the bundled model on the bundled sample case, with a picture.
 
 Writes the labelmap, prints region volumes and Dice against the sample's ground truth,
-and saves a PNG of axial / coronal / sagittal slices through the tumour with the three
-regions overlaid. Works offline: everything it needs ships with the package.
+and saves a PNG of the slice with the most tumour: region outlines on T1ce and FLAIR, with
+the sample's ground truth dashed (`lckd.preview`). Works offline: everything it needs ships with the package.
 """
 from __future__ import annotations
 
@@ -36,9 +36,10 @@ def add_demo_parser(sub) -> None:
     p.add_argument("output_dir", nargs="?", default="lckd-demo", help="where to write (default ./lckd-demo)")
     p.add_argument("--modalities", default=",".join(MODALITIES),
                    help="subset to use, e.g. t2,flair (default: all four)")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--threads", type=int, default=None)
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N, mps")
+    p.add_argument("--threads", type=int, default=None,
+                   help="CPU threads for PyTorch (default: the cores available to this process)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no stage progress")
     p.set_defaults(func=run_demo)
 
 
@@ -51,23 +52,27 @@ def dice(pred: np.ndarray, truth: np.ndarray) -> float:
 def run_demo(args) -> int:
     import SimpleITK as sitk
 
-    from .cli import _progress_bar, print_volumes
+    from .cli import print_volumes
+    from .progress import StageProgress
     from .datasets import read_label
     from .inference import Segmenter
     from .labels import labels_to_regions
     from .output import write_labelmap
+    from .preview import result_figure
+    from .provenance import model_line
 
     subset = parse_subset(args.modalities)
     case_id, images, label_path = sample_case()
     out = Path(args.output_dir)
-    update, close = _progress_bar(not args.quiet)
+    progress = StageProgress(quiet=args.quiet)
     try:
+        progress.stage("load")
         seg = Segmenter.load(device=args.device, threads=args.threads)
-        res = seg.segment({m: images[m] for m in subset}, progress=update)
+        res = seg.segment({m: images[m] for m in subset}, progress=progress)
     finally:
-        close()
+        progress.close()
     seg_path = write_labelmap(res.labelmap, out / f"{case_id}_{'+'.join(subset)}_seg.nii.gz")
-    print(f"model: {seg.card.name} {seg.card.version}   case: {case_id} (synthetic phantom)")
+    print(f"{model_line(seg.card)}\ncase: {case_id} (synthetic phantom)")
     print_volumes(res.volumes_ml, res.modalities)
 
     pred = sitk.GetArrayFromImage(res.labelmap)
@@ -79,16 +84,20 @@ def run_demo(args) -> int:
     if expected:
         print("model card, held-out phantoms, same subset: "
               + "  ".join(f"{r} {v:.3f}" for r, v in expected.items() if v is not None))
-    png = save_overlay_png(sitk.GetArrayFromImage(sitk.ReadImage(str(images[subset[-1]]))), pred,
-                           out / f"{case_id}_{'+'.join(subset)}.png",
-                           title=f"{case_id}: {'+'.join(subset)} (background: {subset[-1]})")
+    # The picture a clinician reads: outlines (not fills) on T1ce and FLAIR, the reference dashed.
+    png = result_figure(res, {m: sitk.ReadImage(str(p)) for m, p in images.items()},
+                        out / f"{case_id}_{'+'.join(subset)}.png", seg.card,
+                        reference_label=sitk.ReadImage(str(label_path)),
+                        title=f"{case_id} (phantom), {'+'.join(subset)}: Dice ET {scores['ET']:.2f}, "
+                              f"TC {scores['TC']:.2f}, WT {scores['WT']:.2f}")
     print(f"wrote {seg_path}\nwrote {png}")
     return 0
 
 
 def save_overlay_png(image: np.ndarray, label: np.ndarray, path: Path, title: str = "",
                      convention: str = "brats2018") -> Path:
-    """Axial, coronal and sagittal slices through the tumour's centre with coloured regions."""
+    """Axial, coronal and sagittal slices through the tumour's centre with filled regions
+    (an overview for experiments; `lckd demo` and `--preview` draw `lckd.preview` outlines)."""
     try:
         import matplotlib
         matplotlib.use("Agg")

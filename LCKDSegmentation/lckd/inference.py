@@ -68,10 +68,11 @@ def _windows_count(shape, roi, overlap: float) -> int:
 class Segmenter:
     """A loaded model plus the pipeline around it. Load once, segment many cases."""
 
-    def __init__(self, net: LCKDNet, card: ModelCard, device: torch.device):
+    def __init__(self, net: LCKDNet, card: ModelCard, device: torch.device, card_path: Path | None = None):
         self.net = net
         self.card = card
         self.device = device
+        self.card_path = card_path   # the card file, for provenance (its sha256 goes into result records)
 
     @classmethod
     def load(cls, model: str | Path | None = None, device: str = "auto",
@@ -82,8 +83,9 @@ class Segmenter:
         (affinity and cgroup quota, `lckd.threads`)."""
         configure_threads(options.check_threads(threads))
         dev = pick_device(device)
-        net, card = load_model(resolve_model(model, progress=progress), device=dev)
-        return cls(net, card, dev)
+        path = resolve_model(model, progress=progress)
+        net, card = load_model(path, device=dev)
+        return cls(net, card, dev, Path(path))
 
     # -- steps -------------------------------------------------------------------------
     def _harmonise(self, images: dict, reference: str, register: bool, progress: Progress) -> tuple[dict, list]:
@@ -102,15 +104,23 @@ class Segmenter:
             return out, notes
         return cases.on_reference_grid(images, reference), notes
 
+    def postprocess_rule(self, postprocess: bool | None = None) -> dict | None:
+        """Keyword arguments of `labels.postprocess` for this request, or None for no clean-up."""
+        if postprocess is False or (postprocess is None and not self.card.postprocessing):
+            return None
+        return dict(self.card.postprocessing)
+
     def segment(self, inputs: Mapping[str, ImageLike] | validation.CheckedInputs, *, reference: str | None = None,
                 labels: str = "brats2018", register: bool = False, probabilities: bool = False,
-                postprocess: bool = False, overlap: float | None = None, sw_batch_size: int = 1,
+                postprocess: bool | None = None, overlap: float | None = None, sw_batch_size: int = 1,
                 progress: Progress | None = None, cancel=None, max_memory_gb: float | None = None
                 ) -> SegmentationResult:
         """Segment one case from any non-empty subset of scans (files or SimpleITK images).
 
         `inputs` may also be what `validation.read_and_check` returned (checked before the
         model was loaded). `max_memory_gb` raises the memory guard (`validation.check_memory`).
+        `postprocess`: None follows the model card (its `postprocessing` rule, if it has one),
+        True applies the card's rule (or the BraTS-style default), False never cleans up.
         """
         t0 = time.perf_counter()
         timings = {}
@@ -123,7 +133,8 @@ class Segmenter:
             if cancel is not None and cancel.is_set():
                 raise Cancelled("cancelled")
 
-        report(0.0, "reading inputs")
+        # Progress messages start with the stage name ("stage: detail"); the timings use the same names.
+        report(0.0, "read: reading and checking the scans")
         checked = validation.read_and_check(inputs, reference)
         validation.check_memory(checked, self.card.spacing, max_memory_gb)
         images, sources, reference = dict(checked.images), checked.sources, checked.reference
@@ -132,8 +143,14 @@ class Segmenter:
         check_cancel()
 
         t = time.perf_counter()
+        if register and len(images) > 1:
+            report(0.0, f"register: co-registering onto {reference}")
         images, notes = self._harmonise(images, reference, register, report)
         warnings += notes
+        if register and len(images) > 1:
+            timings["register"] = time.perf_counter() - t
+            t = time.perf_counter()
+        report(0.1, "preprocess: model grid, brain crop, normalisation")
         ref_img = images[reference]
         order = self.net.modalities
         # the same model grid, crop and normalisation as training and evaluation (lckd.cases)
@@ -149,6 +166,7 @@ class Segmenter:
         check_cancel()
 
         t = time.perf_counter()
+        report(0.96, "postprocess: labels and volumes on the reference grid")
         probs = geometry.paste(probs_crop, case.box, case.mask.shape, fill=0).astype(np.float32)
         probs *= case.mask  # nothing outside the brain
         if geometry.same_grid(grid, ref_img):
@@ -157,8 +175,9 @@ class Segmenter:
             prob_ref = np.stack([sitk.GetArrayFromImage(geometry.resample_onto(self._like(p, grid), ref_img))
                                  for p in probs])
         label = labels_mod.regions_to_labels(prob_ref, labels)
-        if postprocess:
-            label = labels_mod.postprocess(label, labels)
+        rule = self.postprocess_rule(postprocess)
+        if rule is not None:
+            label = labels_mod.postprocess(label, labels, **rule)
         label_img = self._like(label, ref_img)
         prob_img = None
         if probabilities:
@@ -193,9 +212,10 @@ class Segmenter:
                 raise Cancelled("cancelled")
             out = torch.sigmoid(self.net(batch, mask).logits.float())
             done[0] += batch.shape[0]
-            report(0.1 + 0.85 * min(done[0] / total, 1.0), f"window {min(done[0], total)}/{total}")
+            report(0.1 + 0.85 * min(done[0] / total, 1.0), f"network: window {min(done[0], total)}/{total}")
             return out
 
+        report(0.1, f"network: window 0/{total}")
         inp = torch.from_numpy(np.ascontiguousarray(x[None])).to(dev)
         with torch.inference_mode(), torch.autocast(dev.type, enabled=dev.type == "cuda"):
             out = sliding_window_inference(inp, roi, sw_batch_size, predictor, overlap=ov, mode="gaussian",

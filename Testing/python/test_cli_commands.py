@@ -97,7 +97,15 @@ def test_demo_writes_labelmap_png_and_dice(tmp_path, capsys):
     assert "modalities used: T2, FLAIR" in out and "Dice vs ground truth" in out
     labelmap = next(tmp_path.glob("*_T2+FLAIR_seg.nii.gz"))
     assert sitk.ReadImage(str(labelmap)).GetSize() == (240, 240, 155)
+    from lckd.modelcard import read_card
+    from lckd.provenance import scope_line
+    from lckd.registry import resolve_model
+    assert scope_line(read_card(resolve_model(None))) in out  # the default model's scope, at every run
     png = next(tmp_path.glob("*.png"))
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    img = sitk.ReadImage(str(png))
-    assert img.GetWidth() >= 800 and img.GetNumberOfComponentsPerPixel() >= 3
+    img = sitk.GetArrayFromImage(sitk.ReadImage(str(png)))[..., :3].astype(float) / 255
+    assert img.shape[1] >= 700                               # two panels: T2 and FLAIR (no T1ce given)
+    # outlines in the region colours: the prediction (solid) and the reference (dashed) of WT, TC, ET
+    from lckd.preview import REGION_COLOURS
+    for region in ("WT", "TC", "ET"):
+        assert (np.abs(img - np.asarray(REGION_COLOURS[region])).max(axis=-1) < 0.06).sum() > 20, region

@@ -107,7 +107,7 @@ def test_progress_is_reported_and_cancel_stops(segmenter, small_case):
     stop = threading.Event()
 
     def cancel_soon(f, m):
-        if m.startswith("window"):
+        if m.startswith("network: window"):
             stop.set()
 
     with pytest.raises(Cancelled):

@@ -270,18 +270,28 @@ def test_batch_writes_seg_nrrd_and_nifti(logic, scene, tmp_path):
         images, label = make_phantom(10 + i, shape=(48, 64, 64)).to_sitk()
         write_case(in_dir, f"case{i}", {m: images[m] for m in ("T1ce", "FLAIR")}, label, layout=layout)
     before = scene_state(logic.scene)
-    summary = logic.batch(in_dir, out_dir, device="cpu", writeNifti=True)
+    summary = logic.batch(in_dir, out_dir, device="cpu", model=MODEL, writeNifti=True)
     assert summary["succeeded"] == 2 and summary["failed"] == 0
-    assert (out_dir / "lckd-batch-summary.json").is_file()
-    for record in summary["cases"]:
-        seg = slicerio.read_segmentation(record["segmentation"])
+    # the same summary and records as `lckd batch` (one implementation: lckd.batch.run_cases)
+    with open(out_dir / "summary.csv", newline="") as f:
+        rows = {r["case"]: r for r in csv.DictReader(f)}
+    assert set(rows) == {"case0", "case1"} and summary["model"]["name"] == MODEL
+    assert summary["model"]["card_sha256"] == sha256_file(resolve_model(MODEL))
+    for case, row in rows.items():
+        assert row["status"] == "ok" and row["modalities"] == "T1ce+FLAIR" and row["card_sha256"]
+        seg = slicerio.read_segmentation(str(out_dir / f"{case}.seg.nrrd"))
         assert [s["name"] for s in seg["segments"]] == [s.name for s in SEGMENTS]
-        labels = sitk.GetArrayFromImage(sitk.ReadImage(record["labelmap"]))
+        labels = sitk.GetArrayFromImage(sitk.ReadImage(str(out_dir / f"{case}.nii.gz")))
         assert set(np.unique(labels)) <= {0, 1, 2, 4}
-        assert set(record["modalities"]) == {"T1ce", "FLAIR"}
+        record = json.loads((out_dir / f"{case}.json").read_text())
+        assert record["modalities"] == ["T1ce", "FLAIR"] and record["model"]["name"] == "lckd-lite-phantom"
+        assert float(row["WT_ml"]) == pytest.approx(record["volumes_ml"]["WT"], abs=0.01)
+        assert float(row["WT_ml"]) == pytest.approx((labels > 0).sum() * 1.0 / 1000, abs=0.01)  # 1 mm voxels
     assert scene_state(logic.scene) == before  # batch leaves the scene alone
-    only = logic.batch(in_dir, tmp_path / "out2", device="cpu", modalities=["FLAIR"])
-    assert all(r["modalities"] == ["FLAIR"] for r in only["cases"])
+    again = logic.batch(in_dir, out_dir, device="cpu", model=MODEL, writeNifti=True)  # done cases are skipped, volumes kept
+    assert again["skipped"] == 2 and [r["WT_ml"] for r in again["cases"]] == [rows[c]["WT_ml"] for c in sorted(rows)]
+    only = logic.batch(in_dir, tmp_path / "out2", device="cpu", model=MODEL, modalities=["FLAIR"])
+    assert all(r["modalities"] == "FLAIR" for r in only["cases"])
 
 
 def test_write_volume_keeps_world_geometry(scene, case_files, tmp_path):
