@@ -22,36 +22,45 @@ from typing import Callable, Sequence
 import numpy as np
 
 from .labels import REGIONS, labels_to_regions, regions_to_labels
+from .labels import postprocess as postprocess_labels
 from .metrics import EMPTY_RULE, HD95_PENALTY, METRIC_KEYS, region_metrics  # noqa: F401 (re-exported)
 from .modalities import all_subsets, subset_key
 
-def predicted_regions(probs: np.ndarray) -> np.ndarray:
-    """Binary ET/TC/WT (3, ...) from probabilities, through the labels so nesting holds as in inference."""
-    return labels_to_regions(regions_to_labels(probs))
-
 
 def evaluate_cases(segmenter, cases, subsets: Sequence[Sequence[str]] | None = None, *,
-                   overlap: float | None = None,
+                   overlap: float | None = None, postprocess: dict | None = None,
                    progress: Callable[[int, int, str], None] | None = None) -> dict:
     """Run every subset on every loaded case (lckd.cases.LoadedCase); returns the report dict.
 
     A case counts only for the subsets it can serve (every scan of the subset present): a
     FLAIR + T1ce case is scored on FLAIR, T1ce and T1ce + FLAIR, never on "all four".
+    With `postprocess` (keyword arguments of `labels.postprocess`) the report scores the
+    cleaned-up labels, and `report["raw"]` the same predictions without the clean-up.
     """
     order = list(segmenter.net.modalities)
     subsets = [tuple(s) for s in (subsets or all_subsets(order))]
     runs = [(case, sub) for case in cases for sub in subsets
             if all(case.present[order.index(m)] for m in sub)]
-    rows, total, done = [], len(runs), 0
+    rows, raw_rows, total, done = [], [], len(runs), 0
     for case, sub in runs:
         present = np.array([m in sub for m in order], dtype=bool)
         probs = segmenter.predict(case.x.astype(np.float32, copy=False), present, overlap=overlap)
-        metrics = region_metrics(predicted_regions(probs), case.regions, tuple(reversed(case.spacing)))
-        rows.append({"case_id": case.case_id, "subset": subset_key(sub), **metrics})
+        spacing_zyx = tuple(reversed(case.spacing))
+        label = regions_to_labels(probs)
+        key = {"case_id": case.case_id, "subset": subset_key(sub)}
+        if postprocess is not None:
+            raw_rows.append({**key, **region_metrics(labels_to_regions(label), case.regions, spacing_zyx)})
+            label = postprocess_labels(label, **postprocess)
+        rows.append({**key, **region_metrics(labels_to_regions(label), case.regions, spacing_zyx)})
         done += 1
         if progress:
             progress(done, total, f"{case.case_id} {subset_key(sub)}")
-    return summarise(rows, [subset_key(s) for s in subsets])
+    keys = [subset_key(s) for s in subsets]
+    report = summarise(rows, keys)
+    report["postprocess"] = postprocess
+    if postprocess is not None:
+        report["raw"] = {k: v for k, v in summarise(raw_rows, keys).items() if k in ("per_subset", "mean")}
+    return report
 
 
 def summarise(rows: list[dict], subset_keys: Sequence[str]) -> dict:
@@ -133,6 +142,8 @@ def add_evaluate_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N, mps")
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: all cores)")
     p.add_argument("--overlap", type=float, default=None, help="sliding-window overlap (default: the card's)")
+    p.add_argument("--postprocess", action=argparse.BooleanOptionalAction, default=None,
+                   help="score the cleaned-up labels (default: as the model card says, as `lckd segment` does)")
     p.add_argument("--update-card", action="store_true",
                    help="store the table in the model card's `evaluation` field (re-saves the model)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
@@ -141,7 +152,8 @@ def add_evaluate_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def evaluate_model(segmenter, data: str | Path, split: str | Path | None = None, subset: str = "test", *,
-                   max_cases: int | None = None, overlap: float | None = None, show_progress: bool = True) -> dict:
+                   max_cases: int | None = None, overlap: float | None = None, postprocess: dict | None = None,
+                   show_progress: bool = True) -> dict:
     """15-subset report of `segmenter` on the labelled cases of `data` (one split of `split`, or all).
 
     Cases are read by `lckd.cases` (as training reads them) onto the model's grid, as the
@@ -171,7 +183,7 @@ def evaluate_model(segmenter, data: str | Path, split: str | Path | None = None,
                 bar.set_postfix_str(msg)
                 bar.refresh()
 
-        report = evaluate_cases(segmenter, loaded, overlap=overlap, progress=progress)
+        report = evaluate_cases(segmenter, loaded, overlap=overlap, postprocess=postprocess, progress=progress)
     finally:
         if bar is not None:
             bar.close()
@@ -187,7 +199,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
     seg = Segmenter.load(args.model, device=args.device, threads=args.threads)
     report = evaluate_model(seg, args.data, args.split, args.subset, max_cases=args.cases,
-                            overlap=args.overlap, show_progress=not args.quiet)
+                            overlap=args.overlap, postprocess=seg.postprocess_rule(args.postprocess),
+                            show_progress=not args.quiet)
     print(format_table(report, markdown=False))
     if args.out:
         for p in write_report(report, args.out):
