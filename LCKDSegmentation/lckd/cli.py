@@ -185,12 +185,13 @@ def _unavailable(name: str, e: Exception) -> int:
 
 
 def print_volumes(volumes: dict, modalities: Sequence[str]) -> None:
+    from .segments import REGION_NAMES, REGION_PARTS
+
     print(f"modalities used: {', '.join(modalities)}")
-    print(f"{'region':<34}{'volume (mL)':>12}")
-    names = {"NCR": "necrotic / non-enhancing core (NCR)", "ED": "peritumoral oedema (ED)",
-             "ET": "enhancing tumour (ET)", "TC": "tumour core (TC = NCR+ET)", "WT": "whole tumour (WT)"}
-    for key in ("NCR", "ED", "ET", "TC", "WT"):
-        print(f"{names[key]:<34}{volumes[key]:>12.2f}")
+    print(f"{'region':<44}{'volume (mL)':>12}")
+    for key, name in REGION_NAMES.items():   # classes NCR, ED, ET, then the nested regions TC, WT
+        row = f"{name} ({key} = {REGION_PARTS[key]})" if key in REGION_PARTS else f"{name} ({key})"
+        print(f"{row:<44}{volumes[key]:>12.2f}")
 
 
 def cmd_segment(args) -> int:

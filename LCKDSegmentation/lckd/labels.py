@@ -5,17 +5,13 @@ import numpy as np
 from scipy import ndimage
 
 from .errors import InputError
+# Re-exported: training, evaluation and scripts import REGIONS from here.
+from .segments import REGIONS as REGIONS
 
 #: Label values of the tumour classes in each convention.
 CONVENTIONS: dict[str, dict[str, int]] = {
     "brats2018": {"NCR": 1, "ED": 2, "ET": 4},   # BraTS 2018-2021
     "brats2023": {"NCR": 1, "ED": 2, "ET": 3},   # BraTS 2023+
-}
-REGIONS = ("ET", "TC", "WT")
-CLASS_NAMES = {
-    "NCR": "necrotic / non-enhancing tumour core",
-    "ED": "peritumoral oedema",
-    "ET": "enhancing tumour",
 }
 
 

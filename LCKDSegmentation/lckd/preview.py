@@ -15,11 +15,10 @@ import numpy as np
 
 from .errors import InputError
 from .labels import labels_to_regions
-from .segments import SEGMENTS
+from .segments import REGION_NAMES, SEGMENTS
 
 # region -> colour of its contour (WT in the oedema colour, TC in the core colour, ET its own)
 REGION_COLOURS = {"WT": SEGMENTS[1].color, "TC": SEGMENTS[0].color, "ET": SEGMENTS[2].color}
-REGION_NAMES = {"WT": "whole tumour", "TC": "tumour core", "ET": "enhancing tumour"}
 
 
 @dataclass
