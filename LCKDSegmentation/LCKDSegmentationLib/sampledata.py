@@ -28,11 +28,11 @@ def sample_cases() -> list:
 
 
 def node_name(path: Path) -> str:
-    name = path.name
-    for suffix in (".nii.gz", ".nii", ".nrrd", ".mha"):
-        if name.lower().endswith(suffix):
-            return name[: -len(suffix)]
-    return path.stem
+    """The file name without its image suffix (`case-t1c.nii.gz` -> `case-t1c`)."""
+    from lckd.filetypes import image_stem
+
+    stem = image_stem(path.name)
+    return stem if stem != path.name else path.stem
 
 
 def register(thumbnail: str | None = None) -> list[str]:

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from .errors import InputError, OutputError
+from .errors import InputError, OutputError, itk_error_detail
 from .imageio import atomic_path, write_image
 from .modalities import MODALITIES, canonical
 
@@ -149,7 +149,7 @@ def read_label(path: str | Path, layout: str) -> np.ndarray:
     try:
         arr = sitk.GetArrayFromImage(sitk.ReadImage(str(path)))
     except RuntimeError as exc:
-        raise InputError(f"cannot read label file {path}: {_first_line(exc)}") from None
+        raise InputError(f"cannot read label file {path}: {itk_error_detail(exc, 300) or type(exc).__name__}") from None
     return _to_2018(arr, layout, str(path))
 
 
@@ -334,11 +334,3 @@ def _hidden(path: Path) -> bool:
 def _check_layout(layout: str) -> None:
     if layout not in LAYOUTS:
         raise InputError(f"unknown dataset layout '{layout}': use one of {', '.join(LAYOUTS)}")
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
-    # SimpleITK messages start with a source location; the last line says what happened.
-    return (lines[-1] if lines else type(exc).__name__)[:300]
-

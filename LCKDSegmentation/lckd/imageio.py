@@ -24,18 +24,10 @@ from typing import Callable, Iterator, Union
 
 import SimpleITK as sitk
 
-from .errors import InputError, OutputError
+from .errors import InputError, OutputError, itk_error_detail
+from .filetypes import FORMAT_NAMES, FORMATS_TEXT, WRITE_SUFFIXES
 
 PathLike = Union[str, "os.PathLike[str]"]
-
-#: File extensions `read_image` is meant for (a DICOM series is given as its folder).
-SUPPORTED_EXTENSIONS: tuple[str, ...] = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
-
-#: Extensions `write_image` accepts. The two-file formats (.nhdr, .mhd) are left out on
-#: purpose: their header names the data file, so they cannot be renamed atomically.
-WRITE_EXTENSIONS: tuple[str, ...] = (".nii.gz", ".nii", ".nrrd", ".mha")
-
-_FORMATS_TEXT = "NIfTI (.nii, .nii.gz), NRRD (.nrrd, .nhdr), MetaImage (.mha, .mhd) or a DICOM series folder"
 
 
 # ----------------------------------------------------------------------------- paths
@@ -157,7 +149,7 @@ def _read_dicom_folder(p: Path, label: str, series: str | None) -> sitk.Image:
         sitk.ProcessObject.SetGlobalWarningDisplay(shown)
     if not ids:
         raise InputError(f"{label} is a folder without a DICOM series (sub-folders are not searched); "
-                         f"give a {_FORMATS_TEXT}")
+                         f"give a {FORMATS_TEXT}")
     stray = _unreadable_dicom_files(p, ids)
     if stray:
         raise InputError(f"{label} holds {len(stray)} DICOM file(s) that belong to no readable series "
@@ -287,18 +279,14 @@ def _as_scalar_3d(image: sitk.Image, label: str) -> sitk.Image:
     return image
 
 
-_FORMAT_NAMES = {".nii.gz": "NIfTI", ".nii": "NIfTI", ".nrrd": "NRRD", ".nhdr": "NRRD", ".mha": "MetaImage",
-                 ".mhd": "MetaImage"}
-
-
 def _summarise_read_error(exc: RuntimeError, name: str = "") -> str:
     """Turn SimpleITK's multi-line exception text into a short clause for one line."""
     text = str(exc)
     if "Unable to determine ImageIO reader" in text:
-        fmt = _FORMAT_NAMES.get(_extension(name).lower())
+        fmt = FORMAT_NAMES.get(_extension(name).lower())
         if fmt:
             return f"is not a valid {fmt} file (corrupt, or not what its extension says)"
-        return f"is not in a format this tool reads (use {_FORMATS_TEXT})"
+        return f"is not in a format this tool reads (use {FORMATS_TEXT})"
     if "spacing" in text.lower() and ("invalid" in text or "zero" in text.lower()):
         # NRRD's reader refuses zero/negative spacing itself; it is not a corrupt file.
         return "has an invalid voxel spacing (zero, negative or not a number); every spacing must be positive"
@@ -306,13 +294,9 @@ def _summarise_read_error(exc: RuntimeError, name: str = "") -> str:
         return "has an invalid orientation matrix (direction cosines are not orthonormal)"
     if "does not exist" in text:
         return "does not exist"
-    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
-    detail = lines[-1] if lines else ""
-    # ITK prefixes are noise; keep the reason only, and drop errno left-overs that mislead
-    # (MetaImage reports a truncated file as 'No such file or directory').
-    for marker in ("ERROR:", "):", "]"):
-        if marker in detail:
-            detail = detail.split(marker, 1)[-1].strip()
+    detail = itk_error_detail(exc)
+    # Drop errno left-overs that mislead (MetaImage reports a truncated file as 'No such
+    # file or directory').
     if not detail or "No such file" in detail or "Reason:" in detail:
         return "could not be read (corrupt or truncated file)"
     return f"could not be read (corrupt or truncated file: {detail[:120]})"
@@ -618,10 +602,10 @@ def image_writer_target(path: PathLike, what: str = "image") -> Path:
     """Check that `path` has an extension `write_image` can write; return it as a Path."""
     target = Path(os.path.expanduser(str(path)))
     ext = _extension(target.name).lower()
-    if ext not in WRITE_EXTENSIONS:
+    if ext not in WRITE_SUFFIXES:
         shown = ext or "(none)"
         raise OutputError(f"cannot write {what} '{shown_path(path)}': unknown image extension {shown} "
-                          f"(use {', '.join(WRITE_EXTENSIONS)})")
+                          f"(use {', '.join(WRITE_SUFFIXES)})")
     return target
 
 
@@ -660,10 +644,8 @@ def write_image_file(image: sitk.Image, tmp: PathLike, *, compress: bool = True,
         with _c_stderr_silenced():
             writer.Execute(image)
     except RuntimeError as exc:
-        text = str(exc)
-        lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
-        detail = lines[-1].split("ERROR:", 1)[-1].split("):", 1)[-1].strip() if lines else ""
-        if "No space left" in text:
+        detail = itk_error_detail(exc)
+        if "No space left" in str(exc):
             detail = os.strerror(errno.ENOSPC)
         raise OutputError(f"{label}: {detail[:160] or 'the writer failed'}") from None
     verify_image_file(tmp, image, label)

@@ -18,7 +18,7 @@ import torch
 from monai.inferers import sliding_window_inference
 
 from . import cases, geometry, labels as labels_mod, options, validation
-from .errors import Cancelled, InputError
+from .errors import Cancelled, InputError, itk_error_detail
 from .modelcard import ModelCard, load_model
 from .network import LCKDNet
 from .registry import resolve_model
@@ -97,8 +97,7 @@ class Segmenter:
                                          progress=lambda f, m: progress(0.1 * f, m))
             except (RuntimeError, ValueError) as exc:
                 # ITK's optimiser fails on scans that barely overlap or are too small to sample.
-                lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
-                detail = lines[-1].split("):", 1)[-1].strip().split(". ")[0][:120] if lines else type(exc).__name__
+                detail = itk_error_detail(exc).split(". ")[0][:120] or type(exc).__name__
                 raise InputError(f"co-registration onto {reference} failed ({detail}); the scans may overlap "
                                  "too little or be too small: run without --register") from None
             return out, notes

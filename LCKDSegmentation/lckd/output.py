@@ -17,14 +17,13 @@ import numpy as np
 import SimpleITK as sitk
 
 from .errors import OutputError
+from .filetypes import OUTPUT_SUFFIXES, is_segmentation
 from .imageio import (TEMP_NAME_EXTRA, atomic_path, check_path_text, image_writer_target, probe_writable,
                       shown_path, write_image_file)
 from .labels import CONVENTIONS
 from .segments import SEGMENTS
 
 PathLike = Union[str, "os.PathLike[str]"]
-
-OUTPUT_SUFFIXES = (".seg.nrrd", ".nii.gz", ".nii", ".nrrd", ".mha")
 
 #: File names `write_result` gives the probability maps written into a folder (after `<stem>_`).
 PROBABILITY_NAMES = {"ET": "probability_ET.nii.gz", "TC": "probability_TC.nii.gz", "WT": "probability_WT.nii.gz"}
@@ -47,7 +46,7 @@ def ijk_to_lps(image: sitk.Image) -> np.ndarray:
 def write_labelmap(labelmap: sitk.Image, path: PathLike, convention: str = "brats2018") -> Path:
     """Write a labelmap atomically; `.seg.nrrd` gets Slicer segments with names, colours and terminology."""
     p = Path(os.path.expanduser(str(path)))
-    if not p.name.endswith(".seg.nrrd"):
+    if not is_segmentation(p.name):
         image_writer_target(p, "labelmap")
     with atomic_path(p, "labelmap") as tmp:
         write_labelmap_file(labelmap, tmp, convention, shown=p)
@@ -61,7 +60,7 @@ def write_labelmap_file(labelmap: sitk.Image, tmp: PathLike, convention: str = "
     The format follows `shown` (the final name): `.seg.nrrd` is a Slicer segmentation.
     """
     final = Path(shown if shown is not None else tmp)
-    if not final.name.endswith(".seg.nrrd"):
+    if not is_segmentation(final.name):
         write_image_file(labelmap, tmp, what="labelmap", shown=final)
         return
     label = f"cannot write segmentation '{shown_path(final)}'"
@@ -187,7 +186,7 @@ def write_result(result, outputs: Sequence[PathLike], *, probabilities_dir: Path
     plan: list[tuple[Path, str, object]] = []
     for out in outputs:
         p = Path(os.path.expanduser(str(out)))
-        if not p.name.endswith(".seg.nrrd"):
+        if not is_segmentation(p.name):
             image_writer_target(p, "labelmap")
         plan.append((p, "labelmap", None))
     if probabilities_dir is not None or probabilities_file is not None:

@@ -17,11 +17,10 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from .errors import OutputError
+from .filetypes import image_stem
 
 #: Version of the result-record layout (bumped when a field changes meaning).
 RECORD_FORMAT = 1
-#: Output suffixes whose stem is the name before them (`case.seg.nrrd` -> `case`).
-_SUFFIXES = (".seg.nrrd", ".nii.gz", ".nii", ".nrrd", ".mha", ".mhd")
 
 
 def scope_line(card: Any) -> str:
@@ -87,11 +86,7 @@ def model_record(card: Any, card_path: str | Path | None = None, sha256: str | N
 
 def output_stem(path: str | Path) -> str:
     """A result file's name without its image suffix (`out/case.seg.nrrd` -> `case`)."""
-    name = Path(path).name
-    for s in _SUFFIXES:
-        if name.endswith(s) and len(name) > len(s):
-            return name[: -len(s)]
-    return name
+    return image_stem(Path(path).name)
 
 
 def sidecar_path(output: str | Path) -> Path:

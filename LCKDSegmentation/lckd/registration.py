@@ -28,7 +28,7 @@ from typing import Callable, Mapping, Optional
 import numpy as np
 import SimpleITK as sitk
 
-from .errors import InputError
+from .errors import InputError, itk_error_detail
 from .geometry import resample_onto
 
 Progress = Optional[Callable[[float, str], None]]
@@ -199,8 +199,7 @@ def register_rigid(fixed: sitk.Image, moving: sitk.Image, *, progress: Progress 
         try:
             transform = _as_euler(reg.Execute(f_img, m_img))
         except RuntimeError as exc:
-            lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
-            raise InputError(f"rigid registration failed ({lines[-1] if lines else 'no detail'})") from None
+            raise InputError(f"rigid registration failed ({itk_error_detail(exc) or 'no detail'})") from None
     if progress is not None:
         progress(1.0, "registered")
     return transform

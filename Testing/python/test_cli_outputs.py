@@ -100,6 +100,21 @@ def test_side_outputs_are_refused_before_the_model_loads(small_case, tmp_path, c
 def test_output_stem():
     assert output_stem("a/case.seg.nrrd") == "case" and output_stem("b/x.y.nii.gz") == "x.y"
     assert output_stem("c.mha") == "c" and output_stem("d.nrrd") == "d"
+    # the suffix list is lckd.filetypes': any case, and a bare suffix or other name stays whole
+    assert output_stem("T1.NII.GZ") == "T1" and output_stem(".nii") == ".nii" and output_stem("x.txt") == "x.txt"
+
+
+def test_itk_error_detail_keeps_the_reason_only():
+    from lckd.errors import itk_error_detail
+
+    with pytest.raises(RuntimeError) as exc:
+        sitk.ReadImage("/no/such/dir/x.nii.gz")
+    assert itk_error_detail(exc.value) == 'The file "/no/such/dir/x.nii.gz" does not exist.'
+    registration = RuntimeError("Exception thrown in SimpleITK ImageRegistrationMethod_Execute: /src/x.hxx:270:\n"
+                                "ITK ERROR: MattesMutualInformationImageToImageMetricv4(0x55d0): All samples map "
+                                "outside moving image buffer.")
+    assert itk_error_detail(registration) == "All samples map outside moving image buffer."
+    assert itk_error_detail(RuntimeError("")) == "" and len(itk_error_detail(RuntimeError("x" * 500), 50)) == 50
 
 
 # ----------------------------------------------------------------------------- notice and info
