@@ -7,7 +7,6 @@ from a timer, `segment()` and `batch()` wait for it.
 """
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 import tempfile

@@ -12,7 +12,6 @@ only to build or load a network, so reading a card is instant.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import struct
 from dataclasses import dataclass, field
@@ -21,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .errors import ModelError
+from .hashing import sha256_file
 from .modalities import MODALITIES
 
 if TYPE_CHECKING:
@@ -39,15 +39,6 @@ MAX_SAFETENSORS_HEADER = 50_000_000
 def card_schema() -> dict:
     """The JSON schema of model cards (`lckd/modelcard.schema.json`)."""
     return json.loads((Path(__file__).with_name("modelcard.schema.json")).read_text(encoding="utf-8"))
-
-
-def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
-    """Hex sha256 of a file, read in chunks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(chunk), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 @dataclass

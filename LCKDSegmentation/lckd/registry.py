@@ -7,7 +7,6 @@ folder through a temporary file and are kept only if the sha256 matches.
 from __future__ import annotations
 
 import json
-import shutil
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -111,12 +110,3 @@ def resolve_model(model: str | Path | None = None, *,
             raise ModelError(f"model '{entry.name}' is not downloaded yet (cache: {target})")
         _download(f["url"], dest, f["sha256"], f.get("size"), progress)
     return target / card_files[0]["name"]
-
-
-def remove_cached(name: str) -> bool:
-    """Delete a downloaded model from the cache; True if something was removed."""
-    target = cache_dir() / "models" / name
-    if target.is_dir():
-        shutil.rmtree(target)
-        return True
-    return False

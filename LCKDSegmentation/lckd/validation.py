@@ -26,7 +26,7 @@ from .geometry import extents_overlap, physical_bounds, same_grid
 from .imageio import check_shape, check_spacing, read_image, same_voxels
 from .modalities import canonical, default_reference
 
-__all__ = ["MIN_AXIS_VOXELS", "LABELMAP_MAX_VALUES", "check_image", "check_inputs", "validate_inputs",
+__all__ = ["MIN_AXIS_VOXELS", "LABELMAP_MAX_VALUES", "check_image", "check_inputs",
            "same_grid", "choose_reference", "CheckedInputs", "read_and_check", "estimate_memory", "check_memory"]
 
 #: Fewest voxels along any axis for an image to count as a 3D volume.
@@ -181,16 +181,6 @@ def check_inputs(images: Mapping[str, sitk.Image], sources: Mapping[str, str | N
         if coverage < MIN_COVERAGE:
             warnings.append(f"{_label(m, sources.get(m))} covers only {100 * coverage:.0f}% of {ref}'s extent; "
                             "outside it that scan is treated as empty")
-    return warnings
-
-
-def validate_inputs(images: Mapping[str, sitk.Image], sources: Mapping[str, str | None],
-                    *, reference: str | None = None) -> list[str]:
-    """`check_image` on each input, then `check_inputs`; returns all warnings."""
-    warnings: list[str] = []
-    for m, img in images.items():
-        warnings += check_image(img, m, sources.get(m))
-    warnings += check_inputs(images, sources, reference=reference)
     return warnings
 
 

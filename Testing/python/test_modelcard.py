@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from lckd.errors import ModelError
-from lckd.modelcard import ModelCard, load_model, read_card, save_model, sha256_file
+from lckd.hashing import sha256_file
+from lckd.modelcard import ModelCard, load_model, read_card, save_model
 from lckd.network import build_network
 
 

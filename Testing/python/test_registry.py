@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from lckd.errors import ModelError
-from lckd.modelcard import ModelCard, load_model, save_model, sha256_file
+from lckd.hashing import sha256_file
+from lckd.modelcard import ModelCard, load_model, save_model
 from lckd.network import build_network
 from lckd.registry import list_models, resolve_model
 
