@@ -142,6 +142,10 @@ class Segmenter:
         check_cancel()
 
         t = time.perf_counter()
+        if not register and len(images) > 1:
+            # Every entry point (CLI, batch, API, worker, Slicer) passes here. Registration would
+            # fix a misalignment, so only unregistered runs are checked (~0.25 s for 4 BraTS scans).
+            warnings += validation.check_alignment(images, reference)
         if register and len(images) > 1:
             report(0.0, f"register: co-registering onto {reference}")
         images, notes = self._harmonise(images, reference, register, report)

@@ -6,7 +6,8 @@ voxels, an empty or constant image, inputs whose physical extents do not overlap
 reference. Warnings (returned as strings for the caller to show): an image that looks
 like a label map, the same file or the same voxels given for two modalities, an input on
 a different grid than the reference (it will be resampled), an input covering little of
-the reference's extent.
+the reference's extent, scans that look misregistered against the reference
+(`check_alignment`, run by the pipeline unless it co-registers them).
 
 Size policy: a volume smaller than the network's patch is padded and works, so only
 volumes that are not really 3D are refused: fewer than 4 voxels along any axis is a slice
@@ -26,7 +27,7 @@ from .geometry import extents_overlap, physical_bounds, same_grid
 from .imageio import check_shape, check_spacing, read_image, same_voxels
 from .modalities import canonical, default_reference
 
-__all__ = ["MIN_AXIS_VOXELS", "LABELMAP_MAX_VALUES", "check_image", "check_inputs",
+__all__ = ["MIN_AXIS_VOXELS", "LABELMAP_MAX_VALUES", "check_image", "check_inputs", "check_alignment",
            "same_grid", "choose_reference", "CheckedInputs", "read_and_check", "estimate_memory", "check_memory"]
 
 #: Fewest voxels along any axis for an image to count as a 3D volume.
@@ -181,6 +182,80 @@ def check_inputs(images: Mapping[str, sitk.Image], sources: Mapping[str, str | N
         if coverage < MIN_COVERAGE:
             warnings.append(f"{_label(m, sources.get(m))} covers only {100 * coverage:.0f}% of {ref}'s extent; "
                             "outside it that scan is treated as empty")
+    return warnings
+
+
+#: Voxel size (mm) of the coarse grid on which the alignment check compares the scans' masks.
+ALIGN_GRID_MM = 4.0
+#: Warn when the centres of two scans' non-background masks are further apart than this (mm) ...
+ALIGN_MAX_CENTRE_MM = 3.0
+#: ... or when the masks overlap less than this (Dice). Co-registered BraTS scans: Dice >= 0.957,
+#: centres <= 2.0 mm apart; a 6 degree / 8 mm shift: Dice <= 0.92, centres >= 6.7 mm apart.
+ALIGN_MIN_DICE = 0.93
+
+
+def _foreground_score(image: sitk.Image) -> sitk.Image:
+    """Distance from the background value in units of a noise tolerance, averaged over blocks of ~4 mm.
+
+    Above 1 where a coarse voxel is mostly head or brain. The background value is the median
+    of the volume's faces (0 for skull-stripped scans, whatever the z-scoring did inside); the
+    tolerance is 5% of the 99th percentile, above typical MR background noise. Averaging over
+    blocks fills the voxels near 0 inside a z-scored brain.
+    """
+    arr = sitk.GetArrayViewFromImage(image)
+    faces = np.concatenate([arr[[0, -1]].ravel(), arr[:, [0, -1]].ravel(), arr[:, :, [0, -1]].ravel()])
+    bg = float(np.median(faces))
+    dist = np.abs(arr.astype(np.float32) - np.float32(bg))
+    tol = 0.05 * float(np.percentile(dist[::2, ::2, ::2], 99))
+    if tol <= 0:
+        tol = 1.0  # (almost) everything is background: the masks say so, the caller skips the scan
+    score = sitk.GetImageFromArray(dist / np.float32(tol))
+    score.CopyInformation(image)
+    shrink = [max(1, int(round(ALIGN_GRID_MM / s))) for s in image.GetSpacing()]
+    return sitk.BinShrink(score, shrink)
+
+
+def _mask_centre(mask: np.ndarray, image: sitk.Image) -> np.ndarray:
+    """Physical centre (mm) of a mask on `image`'s grid."""
+    idx = np.argwhere(mask).mean(axis=0)[::-1]  # (x, y, z) continuous index
+    return np.asarray(image.TransformContinuousIndexToPhysicalPoint([float(v) for v in idx]))
+
+
+def check_alignment(images: Mapping[str, sitk.Image], reference: str) -> list[str]:
+    """Warn about scans that look misregistered against the reference (a quick, intensity-based check).
+
+    Each scan's head/brain mask (non-background voxels, on a ~4 mm grid) is compared with the
+    reference's: their overlap (Dice) and the distance between their centres. Works across
+    contrasts because it looks only at where the signal is, not what it is. Scans on another
+    grid are compared inside their field of view. Scans whose mask is (nearly) empty or fills
+    the whole field of view are not judged. Skip it when the scans are co-registered anyway.
+    """
+    ref_score = _foreground_score(images[reference])
+    ref_mask = sitk.GetArrayViewFromImage(ref_score) > 1.0
+    warnings: list[str] = []
+    for m, img in images.items():
+        if m == reference:
+            continue
+        score = _foreground_score(img)
+        if not same_grid(score, ref_score):
+            # -1 marks coarse voxels outside this scan's field of view
+            score = sitk.Resample(score, ref_score, sitk.Transform(), sitk.sitkLinear, -1.0, sitk.sitkFloat32)
+        arr = sitk.GetArrayViewFromImage(score)
+        inside = arr >= 0
+        a, b = ref_mask & inside, arr > 1.0
+        n_in = int(np.count_nonzero(inside))
+        na, nb = int(np.count_nonzero(a)), int(np.count_nonzero(b))
+        # not judged: nothing to compare, or no background left to tell where the head is
+        if min(na, nb) < 50 or max(na, nb) > 0.85 * n_in:
+            continue
+        dice = 2.0 * np.count_nonzero(a & b) / (na + nb)
+        apart = float(np.linalg.norm(_mask_centre(a, ref_score) - _mask_centre(b, ref_score)))
+        if dice < ALIGN_MIN_DICE or apart > ALIGN_MAX_CENTRE_MM:
+            warnings.append(
+                f"{m} looks misaligned with {reference}: their head/brain masks (non-background voxels, "
+                f"{ALIGN_GRID_MM:g} mm grid) overlap with Dice {dice:.3f} and their centres are {apart:.1f} mm "
+                f"apart (co-registered scans: Dice above {ALIGN_MIN_DICE:g}, under {ALIGN_MAX_CENTRE_MM:g} mm); "
+                "co-register them or run with --register (register=True; 'Co-register inputs' in Slicer)")
     return warnings
 
 
