@@ -21,8 +21,12 @@ import qt
 import slicer
 import vtk
 from slicer import vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode  # noqa: F401 (parameter node types)
-from slicer.ScriptedLoadableModule import (ScriptedLoadableModule, ScriptedLoadableModuleLogic,
-                                           ScriptedLoadableModuleTest, ScriptedLoadableModuleWidget)
+from slicer.ScriptedLoadableModule import (
+    ScriptedLoadableModule,
+    ScriptedLoadableModuleLogic,
+    ScriptedLoadableModuleTest,
+    ScriptedLoadableModuleWidget,
+)
 from slicer.util import VTKObservationMixin
 
 from lckd.modalities import MODALITIES, REFERENCE_PREFERENCE
@@ -266,7 +270,8 @@ class LCKDSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         finally:
             self._updating = False
         worker = self.logic.segmentation.worker
-        if self.parent.isEntered and (worker is None or (worker.model, worker.device) != (p.model or None, p.device.value)):
+        wanted = (p.model or None, p.device.value)
+        if self.parent.isEntered and (worker is None or (worker.model, worker.device) != wanted):
             self.prepareWorker()  # a new model or device: load it now, not when Apply is pressed
 
     def onModelChosen(self, index):
@@ -286,7 +291,8 @@ class LCKDSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         problem = self.logic.segmentation.deviceProblem(self._parameterNode.device.value) \
             if self._parameterNode is not None else None
         self.ui.applyButton.enabled = bool(chosen) and not running and not problem
-        self.ui.applyButton.toolTip = (problem or "Segment the tumour") if chosen else "Select at least one input volume"
+        self.ui.applyButton.toolTip = ((problem or "Segment the tumour") if chosen
+                                       else "Select at least one input volume")
         self.ui.cancelButton.enabled = running
         self.updateModelText(list(chosen))
 
@@ -483,6 +489,7 @@ class LCKDSegmentationTest(ScriptedLoadableModuleTest):
 
     def loadPhantom(self) -> dict:
         import SimpleITK as sitk
+
         from lckd.phantom import make_phantom
 
         images, _ = make_phantom(7, shape=(64, 80, 80), spacing=(1.2, 1.0, 2.0)).to_sitk()

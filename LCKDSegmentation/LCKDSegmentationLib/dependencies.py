@@ -40,6 +40,7 @@ def _satisfied(requirement: str) -> bool:
         return False
     try:  # also catch a too-old version, where the tools to tell are available
         from importlib.metadata import PackageNotFoundError, version
+
         from packaging.requirements import Requirement
     except ImportError:
         return True

@@ -11,9 +11,10 @@ import logging
 import shutil
 import tempfile
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable
 
 from lckd.modalities import canonical, subset_key
 from lckd.protocol import ERROR, READY
@@ -162,7 +163,8 @@ class SegmentationLogic:
             raise SelectionError(problem)
         if self.worker is not None and (self.worker.model, self.worker.device) != (model, device):
             if self._active:
-                raise RuntimeError("A segmentation is running; wait for it or cancel it before changing model or device.")
+                raise RuntimeError("A segmentation is running; wait for it or cancel it before changing "
+                                   "model or device.")
             self.worker.stop()
             self.worker = None
         if self.worker is None:

@@ -6,7 +6,7 @@ runs, what it is for and was trained on, and the Dice to expect for the chosen s
 """
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 from lckd.modalities import subset_key
 from lckd.segments import REGIONS

@@ -7,7 +7,8 @@ anything in the scene changes.
 """
 from __future__ import annotations
 
-from typing import Any, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 from lckd.errors import InputError
 from lckd.modalities import MODALITIES, canonical, default_reference, guess_modality

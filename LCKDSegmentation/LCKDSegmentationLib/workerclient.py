@@ -28,8 +28,17 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from lckd.protocol import (CANCELLED, ERROR, FINAL_EVENTS, PROTOCOL_MISMATCH, PROTOCOL_VERSION, READY,
-                           WORKER_DIED, decode, encode)
+from lckd.protocol import (
+    CANCELLED,
+    ERROR,
+    FINAL_EVENTS,
+    PROTOCOL_MISMATCH,
+    PROTOCOL_VERSION,
+    READY,
+    WORKER_DIED,
+    decode,
+    encode,
+)
 
 log = logging.getLogger("LCKDSegmentation.worker")
 

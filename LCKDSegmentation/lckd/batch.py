@@ -25,9 +25,10 @@ import os
 import re
 import sys
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable
 
 from .errors import InputError, LCKDError, OutputError
 from .imageio import printable
@@ -48,7 +49,7 @@ class Shard:
     count: int = 1
 
     @classmethod
-    def parse(cls, text: str | None) -> "Shard":
+    def parse(cls, text: str | None) -> Shard:
         if not text:
             return cls()
         try:
@@ -305,10 +306,11 @@ def merge_parts(out_dir: str | Path, expect: int | None = None) -> list[dict]:
     Returns the merged rows.
     """
     out = Path(out_dir)
-    parts = sorted(out.glob("summary-part-*-of-*.json"))
-    if not parts:
+    # Only names the shards write count: a stray 'summary-part-a-of-b.json' is not a part.
+    names = (re.fullmatch(r"summary-part-\d+-of-(\d+)\.json", p.name) for p in out.glob("summary-part-*-of-*.json"))
+    totals = {int(m.group(1)) for m in names if m}
+    if not totals:
         raise InputError(f"no shard summaries (summary-part-K-of-N.json) in '{printable(out)}'")
-    totals = {int(re.search(r"-of-(\d+)\.json$", p.name).group(1)) for p in parts}
     if len(totals) != 1:
         raise InputError(f"'{printable(out)}' holds parts of batches with different N: {sorted(totals)}")
     n = expect or totals.pop()
@@ -355,8 +357,8 @@ def run_batch(args) -> int:
     from .cli import run_options, segment_record
     from .imageio import check_path_text
     from .labels import check_convention
-    from .modelcard import read_card
     from .modalities import parse_subset
+    from .modelcard import read_card
     from .options import check_run_options
     from .provenance import model_line
     from .registry import resolve_model
@@ -392,15 +394,13 @@ def run_batch(args) -> int:
         print(model_line(card), flush=True)
     from .inference import Segmenter
     from .output import check_probability_dir, probability_names, write_result
-    from .provenance import model_record
 
     seg = Segmenter.load(card_path, device=device, threads=args.threads)
     if rank == 0 and not quiet:
         from .cli import _device_line
         share = f" (share {shard.index + 1} of {shard.count})" if shard.count > 1 else ""
         print(f"{_device_line(seg, args.device)}\n{len(cases)} case(s){share} -> {printable(out_dir)}", flush=True)
-    model = model_record(seg.card, card_path)
-    seg._model_record = model
+    model = seg.model_record()   # the same record in the summary and in every case's record
     prob_dir = getattr(args, "probabilities", None)
 
     def segment_one(case: BatchCase, outputs: list) -> dict:

@@ -9,9 +9,9 @@ is trained, evaluated and deployed.
 """
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import numpy as np
 import SimpleITK as sitk

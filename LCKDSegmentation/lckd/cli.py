@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Callable, Sequence
+from collections.abc import Sequence
 
 from .errors import LCKDError
 from .labels import CONVENTIONS, check_convention
@@ -296,12 +296,10 @@ def _device_line(seg, asked: str) -> str:
 
 def segment_record(seg, res, args, outputs, probabilities, timings: dict) -> dict:
     """The result record (JSON sidecar) of one `lckd segment` / `lckd batch` case."""
-    from .provenance import model_record, result_record
+    from .provenance import result_record
 
-    if getattr(seg, "_model_record", None) is None:  # the card's sha256 once per loaded model
-        seg._model_record = model_record(seg.card, getattr(seg, "card_path", None))
     return result_record(
-        model=seg._model_record, modalities=res.modalities, inputs=res.sources, reference=res.reference,
+        model=seg.model_record(), modalities=res.modalities, inputs=res.sources, reference=res.reference,
         labels=res.label_convention, volumes_ml=res.volumes_ml, outputs=outputs, probabilities=probabilities,
         warnings=res.warnings, timings=timings, device=str(seg.device), options=run_options(seg, args))
 
@@ -335,7 +333,7 @@ def cmd_batch_merge(args) -> int:
 
 
 def cmd_info(args) -> int:
-    from .modelcard import card_summary, read_card
+    from .modelcard import read_card
     from .registry import list_models, resolve_model
 
     if args.list:

@@ -23,8 +23,8 @@ from __future__ import annotations
 import argparse
 import fnmatch
 import json
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -196,7 +196,8 @@ def _train_fold(data: str, fold: int, out: Path, cfg, name: str, device: str, th
 def _evaluate_fold(data: str, fold: int, out: Path, card: Path, postprocess: dict | None, device: str,
                    threads: int | None, progress: bool) -> dict:
     """The fold's test-case report (read back when already written)."""
-    from .evaluate import evaluate_model, write_report as write_eval
+    from .evaluate import evaluate_model
+    from .evaluate import write_report as write_eval
     from .inference import Segmenter
 
     report_path = fold_dir(out, fold) / "eval" / "evaluation.json"
@@ -272,8 +273,8 @@ def run_crossval(args: argparse.Namespace) -> int:
         print(f"wrote {path}")
     if args.update_card:
         from .modelcard import load_model, save_model
-        net, card = load_model(args.update_card)
-        card.evaluation = card_evaluation(report, str(args.data))
-        card.postprocessing = dict(rule or {})     # the expected Dice holds for labels cleaned up this way
-        print(f"updated {save_model(net, card, Path(args.update_card).parent)}")
+        net, updated = load_model(args.update_card)
+        updated.evaluation = card_evaluation(report, str(args.data))
+        updated.postprocessing = dict(rule or {})     # the expected Dice holds for labels cleaned up this way
+        print(f"updated {save_model(net, updated, Path(args.update_card).parent)}")
     return 0

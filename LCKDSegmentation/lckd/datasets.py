@@ -15,9 +15,10 @@ from __future__ import annotations
 import csv
 import io
 import re
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -187,8 +188,8 @@ def _from_2018(arr: np.ndarray, layout: str, where: str) -> np.ndarray:
 def write_case(
     out_root: str | Path,
     case_id: str,
-    images: Mapping[str, "sitk.Image"],
-    label: "sitk.Image | None",
+    images: Mapping[str, sitk.Image],
+    label: sitk.Image | None,
     layout: str = "brats2018",
 ) -> Path:
     """Write one case folder ``out_root/case_id`` in ``layout``; returns the folder.

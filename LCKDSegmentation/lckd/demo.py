@@ -53,12 +53,12 @@ def run_demo(args) -> int:
     import SimpleITK as sitk
 
     from .cli import print_volumes
-    from .progress import StageProgress
     from .datasets import read_label
     from .inference import Segmenter
     from .labels import labels_to_regions
     from .output import write_labelmap
     from .preview import result_figure
+    from .progress import StageProgress
     from .provenance import model_line
 
     subset = parse_subset(args.modalities)

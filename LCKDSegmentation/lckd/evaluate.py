@@ -16,8 +16,9 @@ import csv
 import io
 import json
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable
 
 import numpy as np
 

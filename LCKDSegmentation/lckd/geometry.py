@@ -1,7 +1,7 @@
 """Image grids: resampling onto a reference, physical extents, canonical orientation, brain crop."""
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import SimpleITK as sitk

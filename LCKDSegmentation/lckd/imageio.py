@@ -19,8 +19,9 @@ import stat
 import struct
 import sys
 import zlib
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Callable, Iterator, Union
+from typing import Callable, Union
 
 import SimpleITK as sitk
 
@@ -188,7 +189,8 @@ def _unreadable_dicom_files(folder: Path, ids: list) -> list:
     GDCM silently leaves out a truncated file, and ITK then reads a volume with one slice
     fewer (only a warning about non-uniform sampling): a different volume, so refuse it.
     """
-    listed = {os.path.realpath(f) for sid in ids for f in sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), sid)}
+    listed = {os.path.realpath(f) for sid in ids
+              for f in sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), sid)}
     stray = []
     for entry in sorted(os.scandir(folder), key=lambda e: e.name):
         if entry.name.startswith(".") or not entry.is_file() or os.path.realpath(entry.path) in listed:

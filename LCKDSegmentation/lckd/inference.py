@@ -8,16 +8,18 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Mapping, Union
+from typing import Callable, Union
 
 import numpy as np
 import SimpleITK as sitk
 import torch
 from monai.inferers import sliding_window_inference
 
-from . import cases, geometry, labels as labels_mod, options, validation
+from . import cases, geometry, options, validation
+from . import labels as labels_mod
 from .errors import Cancelled, InputError, itk_error_detail
 from .modelcard import ModelCard, load_model
 from .network import LCKDNet
@@ -73,10 +75,22 @@ class Segmenter:
         self.card = card
         self.device = device
         self.card_path = card_path   # the card file, for provenance (its sha256 goes into result records)
+        self._model_record: dict | None = None
+
+    def model_record(self) -> dict:
+        """Name, version, card sha256 and scope of the loaded model (`provenance.model_record`).
+
+        Computed once per loaded model: a batch records it for every case, and hashing the
+        card each time would be wasted work.
+        """
+        if self._model_record is None:
+            from .provenance import model_record
+            self._model_record = model_record(self.card, self.card_path)
+        return self._model_record
 
     @classmethod
     def load(cls, model: str | Path | None = None, device: str = "auto",
-             threads: int | None = None, progress: Progress | None = None) -> "Segmenter":
+             threads: int | None = None, progress: Progress | None = None) -> Segmenter:
         """Load a model (None = bundled default; registry name; card path) onto a device.
 
         `threads`: CPU threads for PyTorch; None = the cores available to this process
@@ -89,7 +103,8 @@ class Segmenter:
 
     # -- steps -------------------------------------------------------------------------
     def _harmonise(self, images: dict, reference: str, register: bool, progress: Progress) -> tuple[dict, list]:
-        out, notes = {}, []
+        out: dict = {}
+        notes: list = []
         if register and len(images) > 1:
             from .registration import register_inputs
             try:

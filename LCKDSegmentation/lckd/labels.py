@@ -5,6 +5,7 @@ import numpy as np
 from scipy import ndimage
 
 from .errors import InputError
+
 # Re-exported: training, evaluation and scripts import REGIONS from here.
 from .segments import REGIONS as REGIONS
 

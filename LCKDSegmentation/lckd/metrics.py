@@ -10,7 +10,7 @@ one empty -> Dice 0, HD95 = `HD95_PENALTY` (373.13 mm, the diagonal of the BraTS
 from __future__ import annotations
 
 import warnings
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

@@ -70,7 +70,7 @@ class ModelCard:
         return json.dumps(self.__dict__, indent=2, sort_keys=False)
 
     @classmethod
-    def from_dict(cls, d: dict, source: str = "model card") -> "ModelCard":
+    def from_dict(cls, d: dict, source: str = "model card") -> ModelCard:
         known = set(cls.__dataclass_fields__)
         missing = {"name", "version", "architecture"} - set(d)
         if missing:
@@ -84,7 +84,7 @@ class ModelCard:
         return None if row is None else {r: row.get(r) for r in ("ET", "TC", "WT")}
 
 
-def save_model(net: "LCKDNet", card: ModelCard, out_dir: str | Path) -> Path:
+def save_model(net: LCKDNet, card: ModelCard, out_dir: str | Path) -> Path:
     """Write `<name>.safetensors` and `<name>.json` into out_dir; returns the card path.
 
     The card's architecture and modalities are taken from the network, and the weights'
@@ -202,7 +202,7 @@ def safetensors_numel(path: Path) -> int:
     return total
 
 
-def load_model(card_path: str | Path, device: "str | torch.device" = "cpu") -> "tuple[LCKDNet, ModelCard]":
+def load_model(card_path: str | Path, device: str | torch.device = "cpu") -> tuple[LCKDNet, ModelCard]:
     """Load a model from its card: verify the weights' sha256, rebuild, load strictly, eval mode.
 
     Refuses (ModelError) a card that fails the schema, weights outside the card's folder or

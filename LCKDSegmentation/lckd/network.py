@@ -13,8 +13,9 @@ about 43.7 M parameters) and ``lite`` (the CPU default).
 from __future__ import annotations
 
 import weakref
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
-from typing import NamedTuple, Sequence
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -56,13 +57,14 @@ class NetConfig:
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items()}
 
     @classmethod
-    def from_dict(cls, d: dict) -> "NetConfig":
+    def from_dict(cls, d: dict) -> NetConfig:
         """Inverse of `to_dict`; unknown keys are an error so a mismatched card is refused."""
         known = set(cls.__dataclass_fields__)
         unknown = set(d) - known
         if unknown:
             raise ValueError(f"unknown architecture fields: {sorted(unknown)}")
-        return cls(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items()})
+        values: dict[str, Any] = {k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items()}
+        return cls(**values)
 
 
 PAPER = NetConfig(name="paper")
@@ -151,7 +153,7 @@ class WSConv3d(nn.Conv3d):
                 cached = self._ws_cache = (weakref.ref(w), key, self._standardise(w))
         return cached[2]
 
-    def train(self, mode: bool = True) -> "WSConv3d":
+    def train(self, mode: bool = True) -> WSConv3d:
         self._ws_cache = None
         return super().train(mode)
 
@@ -167,7 +169,8 @@ class WSConv3d(nn.Conv3d):
         return conv3d(x, self.standardised_weight(), self.bias, self.stride, self.padding, self.dilation, self.groups)
 
 
-def _conv(cfg: NetConfig, cin: int, cout: int, k: int = 3, stride=1, dilation: int = 1, bias: bool = False) -> nn.Conv3d:
+def _conv(cfg: NetConfig, cin: int, cout: int, k: int = 3, stride=1, dilation: int = 1,
+          bias: bool = False) -> nn.Conv3d:
     cls = WSConv3d if cfg.weight_std else nn.Conv3d
     pad = dilation * (k // 2)
     return cls(cin, cout, k, stride=stride, padding=pad, dilation=dilation, bias=bias)

@@ -115,8 +115,10 @@ def check_device(value) -> str:
 
 def check_max_memory(value) -> float | None:
     """The memory limit in GB: None (the default) or a positive number."""
-    if value is None:
-        return None
+    return None if value is None else _positive_gb(value)
+
+
+def _positive_gb(value) -> float:
     x = _number(value, "--max-memory")
     if x <= 0:
         raise InputError(f"--max-memory must be a positive number of GB, got {value!r}")
@@ -146,11 +148,11 @@ def memory_limit(max_memory_gb=None) -> tuple[int, str]:
     `max_memory_gb` wins, then $LCKD_MAX_MEMORY_GB, then 80% of `machine_memory()`.
     """
     if max_memory_gb is not None:
-        return int(check_max_memory(max_memory_gb) * 1e9), "--max-memory"
+        return int(_positive_gb(max_memory_gb) * 1e9), "--max-memory"
     env = os.environ.get(MEMORY_ENV)
     if env:
         try:
-            gb = check_max_memory(env)
+            gb = _positive_gb(env)
         except InputError:
             raise InputError(f"${MEMORY_ENV} must be a positive number of GB, got {env!r}") from None
         return int(gb * 1e9), f"${MEMORY_ENV}"

@@ -10,16 +10,24 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Iterable, Mapping, Sequence, Union
+from typing import Union
 
 import numpy as np
 import SimpleITK as sitk
 
 from .errors import OutputError
 from .filetypes import OUTPUT_SUFFIXES, is_segmentation
-from .imageio import (TEMP_NAME_EXTRA, atomic_path, check_path_text, image_writer_target, probe_writable,
-                      shown_path, write_image_file)
+from .imageio import (
+    TEMP_NAME_EXTRA,
+    atomic_path,
+    check_path_text,
+    image_writer_target,
+    probe_writable,
+    shown_path,
+    write_image_file,
+)
 from .labels import CONVENTIONS
 from .segments import SEGMENTS
 
@@ -95,7 +103,7 @@ def _verify_segmentation(path: Path, labelmap: sitk.Image, label: str) -> None:
     finally:
         sitk.ProcessObject.SetGlobalWarningDisplay(shown)
     ok = back is not None
-    if ok and back.GetDimension() == 3 and back.GetNumberOfComponentsPerPixel() == 1:
+    if back is not None and back.GetDimension() == 3 and back.GetNumberOfComponentsPerPixel() == 1:
         # Slicer numbers segments 1..n, so compare where the tumour is, not the label values.
         ok = back.GetSize() == labelmap.GetSize() and bool(np.array_equal(
             sitk.GetArrayViewFromImage(back) > 0, sitk.GetArrayViewFromImage(labelmap) > 0))
@@ -178,12 +186,13 @@ def write_result(result, outputs: Sequence[PathLike], *, probabilities_dir: Path
 
     `outputs`: labelmap paths (`.seg.nrrd` gives a Slicer segmentation). The probability
     maps go into `probabilities_dir` as three files (`probability_names(probabilities_stem)`),
-    or into `probabilities_file` as one 3-component image. No output may be one of the inputs (`inputs`, default the files the
-    result was made from). Every file is written under a temporary name and verified; the
-    renames onto the final names happen only once all of them are complete.
+    or into `probabilities_file` as one 3-component image. No output may be one of the inputs
+    (`inputs`, default the files the result was made from). Every file is written under a
+    temporary name and verified; the renames onto the final names happen only once all of
+    them are complete.
     """
     sources = inputs if inputs is not None else _result_sources(result)
-    plan: list[tuple[Path, str, object]] = []
+    plan: list[tuple[Path, str, sitk.Image | None]] = []   # (path, what, image; None: the labelmap)
     for out in outputs:
         p = Path(os.path.expanduser(str(out)))
         if not is_segmentation(p.name):
@@ -195,7 +204,7 @@ def write_result(result, outputs: Sequence[PathLike], *, probabilities_dir: Path
                               "(segment with probabilities=True)")
         if probabilities_dir is not None:
             d = Path(os.path.expanduser(str(probabilities_dir)))
-            for i, (region, name) in enumerate(probability_names(probabilities_stem).items()):
+            for i, name in enumerate(probability_names(probabilities_stem).values()):   # ET, TC, WT: the components
                 plan.append((d / name, "probability map", sitk.VectorIndexSelectionCast(result.probabilities, i)))
         if probabilities_file is not None:
             plan.append((image_writer_target(probabilities_file, "probabilities"), "probabilities",

@@ -49,9 +49,10 @@ Testing/python/test_phantom.py compares these statistics when the real case is p
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from scipy import ndimage
@@ -155,7 +156,7 @@ class PhantomCase:
     seed: int = 0
     info: dict = field(default_factory=dict)   # generation parameters (for debugging)
 
-    def to_sitk(self, integer: bool = False) -> tuple[dict[str, "sitk.Image"], "sitk.Image"]:
+    def to_sitk(self, integer: bool = False) -> tuple[dict[str, sitk.Image], sitk.Image]:
         """The scans and the label map as SimpleITK images carrying the case geometry.
 
         ``integer`` rounds the scans to int16, the pixel type of BraTS files (a quarter of
@@ -166,7 +167,7 @@ class PhantomCase:
         def scan(arr: np.ndarray) -> np.ndarray:
             return np.clip(np.rint(arr), 0, np.iinfo(np.int16).max).astype(np.int16) if integer else arr
 
-        def wrap(arr: np.ndarray) -> "sitk.Image":
+        def wrap(arr: np.ndarray) -> sitk.Image:
             img = sitk.GetImageFromArray(arr)
             img.SetSpacing(self.spacing)
             img.SetOrigin(self.origin)
@@ -288,7 +289,7 @@ class _Grid:
         for ax, a, b in zip(self.axes, lo, hi):
             idx = np.nonzero((ax >= a) & (ax <= b))[0]
             out.append(slice(int(idx[0]), int(idx[-1]) + 1) if idx.size else slice(0, 0))
-        return tuple(out)
+        return out[0], out[1], out[2]
 
     def crop_coords(self, crop: tuple[slice, slice, slice], dtype: type = np.float32
                     ) -> list[np.ndarray]:
@@ -557,8 +558,8 @@ def _draw_appearance(rng: np.random.Generator, randomize: bool) -> dict[str, dic
         for t, (lo, hi) in _TEXTURE.items():
             texture[t] = pick(lo, hi)
         defaults = {**_APPEARANCE_DEFAULTS, "noise": _NOISE_DEFAULTS[m]}
-        p = {k: pick(lo, hi, defaults[k]) for k, (lo, hi) in _APPEARANCE_RANGES.items()
-             if k != "blur_sigma"}
+        p: dict[str, Any] = {k: pick(lo, hi, defaults[k]) for k, (lo, hi) in _APPEARANCE_RANGES.items()
+                             if k != "blur_sigma"}
         blur = _APPEARANCE_RANGES["blur_sigma"]             # one sigma per axis
         p["blur_sigma"] = tuple(pick(*blur, defaults["blur_sigma"]) for _ in range(3))
         p.update(means=means, texture=texture, texture_mix=pick(0.3, 1.0, 0.6))

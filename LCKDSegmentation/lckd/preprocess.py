@@ -1,8 +1,8 @@
 """Intensity preprocessing shared by training and inference (one definition, used by both)."""
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Mapping, Sequence
 
 import numpy as np
 

@@ -7,9 +7,9 @@ image gives them: rows run anterior -> posterior, columns right -> left (radiolo
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 

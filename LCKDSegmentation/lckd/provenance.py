@@ -13,8 +13,9 @@ from __future__ import annotations
 import datetime
 import json
 import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from .errors import OutputError
 from .filetypes import image_stem
@@ -106,8 +107,8 @@ def result_record(*, model: Mapping, modalities: Sequence[str], inputs: Mapping[
     in-process result (CLI) give the same record.
     """
     from . import __version__
-    from .labels import CONVENTIONS
     from .imageio import printable
+    from .labels import CONVENTIONS
 
     def path_text(p: Any) -> str | None:
         if not isinstance(p, (str, os.PathLike)) or str(p).startswith("<"):

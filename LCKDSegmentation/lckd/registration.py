@@ -23,7 +23,8 @@ Choices, and why:
 from __future__ import annotations
 
 import math
-from typing import Callable, Mapping, Optional
+from collections.abc import Mapping
+from typing import Callable, Optional
 
 import numpy as np
 import SimpleITK as sitk

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Callable
 
 from .errors import ModelError
-from .hashing import sha256_file   # light on purpose: Slicer's GUI process lists models, torch-free
+from .hashing import sha256_file  # light on purpose: Slicer's GUI process lists models, torch-free
 from .resources import cache_dir, resources_dir
 
 
@@ -69,7 +69,8 @@ def _download(url: str, dest: Path, sha256: str, size: int | None,
     actual = sha256_file(tmp)
     if actual != sha256:
         tmp.unlink(missing_ok=True)
-        raise ModelError(f"download of '{url}' is corrupt (sha256 {actual[:12]}... != {sha256[:12]}...); nothing was kept")
+        raise ModelError(f"download of '{url}' is corrupt (sha256 {actual[:12]}... != {sha256[:12]}...); "
+                         "nothing was kept")
     tmp.replace(dest)
 
 

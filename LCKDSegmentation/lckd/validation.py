@@ -16,8 +16,9 @@ or a line (and 4 is the least that trilinear resampling and brain cropping handl
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Mapping, Union
+from typing import Union
 
 import numpy as np
 import SimpleITK as sitk

@@ -46,8 +46,7 @@ from pathlib import Path
 from typing import Any, Callable, TextIO
 
 from .errors import Cancelled, LCKDError
-from .protocol import (CANCELLED, FATAL_EXIT, INTERNAL, MALFORMED, OPS, PROTOCOL_VERSION, SEGMENT_OPTIONS,
-                       encode)
+from .protocol import CANCELLED, FATAL_EXIT, INTERNAL, MALFORMED, OPS, PROTOCOL_VERSION, SEGMENT_OPTIONS, encode
 
 #: Options that must be true/false when given.
 BOOLEAN_OPTIONS = ("register", "postprocess", "probabilities")
@@ -178,7 +177,7 @@ class Worker:
         elif any(options.get(k) is not None and not isinstance(options[k], str)
                  for k in ("reference", "labels", "probabilities_output")):
             problem = "options 'reference', 'labels' and 'probabilities_output' must be strings"
-        if problem:
+        if problem or not isinstance(inputs, dict):   # (inputs is a dict once no problem was found)
             self.out.send(rid, "error", error=MALFORMED, message=problem)
             return True
         self._jobs.put(_Job(str(rid), inputs, options))

@@ -49,7 +49,6 @@ from lckd.training.election import tumour_box
 from lckd.training.presets import TrainConfig
 from lckd.training.trainer import RunOptions, Trainer
 
-
 ARMS = ("a", "b", "c", "d", "e")
 
 

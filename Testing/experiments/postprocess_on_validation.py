@@ -46,8 +46,10 @@ def main(argv=None) -> int:
             results.setdefault(f, []).append(rep["mean"])
             if f == fractions[0]:
                 results["raw"].append(rep["raw"]["mean"])
-        print(f"fold {k} ({fold['val'][0]}): raw WT {results['raw'][-1]['WT']:.3f} HD95 {results['raw'][-1]['HD95_WT']:.1f}; "
-              + "; ".join(f"keep {f}: WT {results[f][-1]['WT']:.3f} HD95 {results[f][-1]['HD95_WT']:.1f}" for f in fractions))
+        raw = results["raw"][-1]
+        print(f"fold {k} ({fold['val'][0]}): raw WT {raw['WT']:.3f} HD95 {raw['HD95_WT']:.1f}; "
+              + "; ".join(f"keep {f}: WT {results[f][-1]['WT']:.3f} HD95 {results[f][-1]['HD95_WT']:.1f}"
+                          for f in fractions))
     print("\nmean over validation cases (15-subset means):")
     print("rule            " + "  ".join(f"Dice {r}" for r in REGIONS) + "  " + "  ".join(f"HD95 {r}" for r in REGIONS))
     for name, rows in results.items():

@@ -67,3 +67,12 @@ def test_bad_shard_is_a_clear_error(cohort, tmp_path, capsys):
     root, _ = cohort
     assert main(["batch", str(root), str(tmp_path / "o"), "--shard", "2/2"]) == 1
     assert "--shard 2/2" in capsys.readouterr().err
+
+
+def test_merge_ignores_names_no_shard_writes(tmp_path):
+    from lckd.batch import merge_parts
+    from lckd.errors import InputError
+
+    (tmp_path / "summary-part-a-of-b.json").write_text("{}")   # matches the glob, not the shards' names
+    with pytest.raises(InputError, match="no shard summaries"):
+        merge_parts(tmp_path)

@@ -25,7 +25,7 @@ def _write(img: sitk.Image, path):
 def _assert_refused(capsys, tmp_path, args, *needles):
     out_file = tmp_path / "out" / "seg.nii.gz"
     code, out, err = _run(capsys, *args, "-o", out_file)
-    lines = [l for l in err.strip().splitlines() if l]
+    lines = [ln for ln in err.strip().splitlines() if ln]
     assert code == 1, err
     assert len(lines) == 1 and lines[0].startswith("lckd segment: error: "), err
     for n in needles:

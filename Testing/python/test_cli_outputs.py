@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from conftest import SMALL, TEST_MODEL as MODEL
+from conftest import SMALL
+from conftest import TEST_MODEL as MODEL
 from lckd.cli import main
 from lckd.hashing import sha256_file
 from lckd.modelcard import ModelCard
@@ -22,7 +23,6 @@ from lckd.preview import REGION_COLOURS
 from lckd.progress import StageProgress
 from lckd.provenance import output_stem, scope_line
 from lckd.registry import resolve_model
-
 
 
 def _rows(path):
@@ -222,7 +222,7 @@ def test_batch_lines_records_resume_with_volumes_and_merge(cohort, tmp_path, cap
     again = _rows(out / "summary.csv")
     assert [again[c]["status"] for c in ids] == ["skipped", "skipped", "error"]
     assert [again[c]["WT_ml"] for c in ids[:2]] == [rows[c]["WT_ml"] for c in ids[:2]]
-    assert f"[1/3]" not in captured.out and "0 segmented, 2 skipped (already done), 1 failed" in captured.out
+    assert "[1/3]" not in captured.out and "0 segmented, 2 skipped (already done), 1 failed" in captured.out
     assert f"[3/3] {ids[2]}" in captured.err
 
     # shards written by separate processes, merged by `lckd batch-merge`

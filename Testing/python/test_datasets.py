@@ -9,7 +9,13 @@ import pytest
 import SimpleITK as sitk
 
 from lckd.datasets import (
-    CaseFiles, find_cases, load_split, make_split, read_label, write_case, write_split,
+    CaseFiles,
+    find_cases,
+    load_split,
+    make_split,
+    read_label,
+    write_case,
+    write_split,
 )
 from lckd.errors import InputError, OutputError
 from lckd.modalities import MODALITIES

@@ -17,7 +17,6 @@ import gzip
 import hashlib
 import io
 import json
-import math
 import os
 import random
 import shutil
@@ -95,7 +94,7 @@ def _segment(tmp_path, *args):
 def _nrrd(sizes, spacings=None, type_="float", data: bytes | None = None, extra="") -> bytes:
     """A raw NRRD written by hand, so every header field can be made wrong."""
     sizes = list(sizes)
-    head = [f"NRRD0004", f"type: {type_}", f"dimension: {len(sizes)}", f"sizes: {' '.join(map(str, sizes))}",
+    head = ["NRRD0004", f"type: {type_}", f"dimension: {len(sizes)}", f"sizes: {' '.join(map(str, sizes))}",
             "encoding: raw", "endian: little"]
     if spacings is not None:
         head.append(f"spacings: {' '.join(map(str, spacings))}")

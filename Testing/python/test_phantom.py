@@ -203,7 +203,7 @@ def test_modality_contrast_matches_real_mri(randomize):
 
 def test_t2_oedema_is_close_to_csf_and_flair_suppresses_csf():
     case = make_phantom(3, (64, 80, 80), randomize_appearance=False)
-    from lckd.phantom import _MEANS, CSF, ED, WM   # the nominal table, not measured
+    from lckd.phantom import _MEANS, CSF, ED, WM  # the nominal table, not measured
     t2, fl = _MEANS["T2"], _MEANS["FLAIR"]
     assert t2[ED][0] == "CSF" and t2[ED][2] <= 1.0          # oedema up to CSF brightness
     assert fl[CSF][2] < fl[WM][1]                            # FLAIR: CSF darker than WM

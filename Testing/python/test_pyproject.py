@@ -22,7 +22,8 @@ def test_every_package_data_glob_matches_files(project):
         assert package in setuptools["packages"]
         folder = ROOT / dirs[package]
         for pattern in globs:
-            assert [p for p in folder.glob(pattern) if p.is_file()], f"{package}: '{pattern}' matches no file in {folder}"
+            matched = [p for p in folder.glob(pattern) if p.is_file()]
+            assert matched, f"{package}: '{pattern}' matches no file in {folder}"
 
 
 def test_version_comes_from_the_package(project):

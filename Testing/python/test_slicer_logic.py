@@ -22,6 +22,7 @@ slicer = pytest.importorskip("slicer")
 vtk = pytest.importorskip("vtk")
 sitk = pytest.importorskip("SimpleITK")
 
+from conftest import TEST_MODEL as MODEL  # noqa: E402
 from lckd.hashing import sha256_file  # noqa: E402
 from lckd.labels import CONVENTIONS  # noqa: E402
 from lckd.registry import resolve_model  # noqa: E402
@@ -29,9 +30,7 @@ from lckd.segments import SEGMENTS  # noqa: E402
 from LCKDSegmentationLib import volumeio  # noqa: E402
 from LCKDSegmentationLib.logic import SegmentationCancelled, SegmentationFailed, SegmentationLogic  # noqa: E402
 from LCKDSegmentationLib.output import TABLE_ROLE, VOLUME_COLUMN  # noqa: E402
-from LCKDSegmentationLib.selection import (DuplicateVolumeError, LabelmapInputError, NoInputError,  # noqa: E402
-                                           SelectionError)
-from conftest import TEST_MODEL as MODEL  # noqa: E402
+from LCKDSegmentationLib.selection import DuplicateVolumeError, LabelmapInputError, NoInputError, SelectionError  # noqa: E402
 
 #: Realistic series names: also what the GUI auto-assigns from.
 NAMES = {"T1": "T1 MPRAGE pre", "T1ce": "AX T1 POST GD", "T2": "t2_tse_tra", "FLAIR": "Sag 3D FLAIR"}
@@ -262,6 +261,7 @@ def test_worker_killed_mid_run_fails_clearly_and_the_next_run_works(logic, scene
 
 def test_batch_writes_seg_nrrd_and_nifti(logic, scene, tmp_path):
     import slicerio
+
     from lckd.datasets import write_case
     from lckd.phantom import make_phantom
 
@@ -288,7 +288,8 @@ def test_batch_writes_seg_nrrd_and_nifti(logic, scene, tmp_path):
         assert float(row["WT_ml"]) == pytest.approx(record["volumes_ml"]["WT"], abs=0.01)
         assert float(row["WT_ml"]) == pytest.approx((labels > 0).sum() * 1.0 / 1000, abs=0.01)  # 1 mm voxels
     assert scene_state(logic.scene) == before  # batch leaves the scene alone
-    again = logic.batch(in_dir, out_dir, device="cpu", model=MODEL, writeNifti=True)  # done cases are skipped, volumes kept
+    # done cases are skipped, their volumes kept
+    again = logic.batch(in_dir, out_dir, device="cpu", model=MODEL, writeNifti=True)
     assert again["skipped"] == 2 and [r["WT_ml"] for r in again["cases"]] == [rows[c]["WT_ml"] for c in sorted(rows)]
     only = logic.batch(in_dir, tmp_path / "out2", device="cpu", model=MODEL, modalities=["FLAIR"])
     assert all(r["modalities"] == "FLAIR" for r in only["cases"])
@@ -317,7 +318,7 @@ def test_logic_needs_a_scene_outside_slicer():
     if getattr(slicer, "mrmlScene", None) is not None:
         pytest.skip("running inside the Slicer application")
     with pytest.raises(RuntimeError, match="SegmentationLogic\\(scene\\)"):
-        SegmentationLogic().scene
+        _ = SegmentationLogic().scene  # reading the property is what raises
 
 
 def _table_volumes(seg) -> dict:

@@ -52,7 +52,8 @@ def _files(folder: Path, pattern: str = "*") -> set[str]:
 def test_every_python_file_is_listed(module_cmake):
     listed = set(module_cmake["MODULE_PYTHON_SCRIPTS"])
     on_disk = _files(MODULE, "*.py")
-    assert not on_disk - listed, f"add to MODULE_PYTHON_SCRIPTS in LCKDSegmentation/CMakeLists.txt: {sorted(on_disk - listed)}"
+    assert not on_disk - listed, ("add to MODULE_PYTHON_SCRIPTS in LCKDSegmentation/CMakeLists.txt: "
+                                  f"{sorted(on_disk - listed)}")
     assert not listed - on_disk, f"listed but missing: {sorted(listed - on_disk)}"
 
 
@@ -135,7 +136,8 @@ def test_ui_parses_and_has_every_widget_the_code_uses():
     missing = used - widgets
     assert not missing, f"LCKDSegmentation.ui lacks widgets the code uses: {sorted(missing)}"
     receivers = {c.findtext("receiver") for c in root.iter("connection")}
-    mrml = {w.get("name") for w in root.iter("widget") if w.get("class", "").startswith("qMRML") and w.get("class") != "qMRMLWidget"}
+    mrml = {w.get("name") for w in root.iter("widget")
+            if w.get("class", "").startswith("qMRML") and w.get("class") != "qMRMLWidget"}
     assert mrml <= receivers, f"MRML widgets without a scene connection: {sorted(mrml - receivers)}"
 
 

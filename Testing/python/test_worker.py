@@ -199,6 +199,7 @@ def test_describe_exit():
 def case_files(tmp_path_factory):
     """A small phantom (64x80x80, anisotropic) as NIfTI files."""
     import SimpleITK as sitk
+
     from lckd.phantom import make_phantom
 
     folder = tmp_path_factory.mktemp("worker-case")

@@ -12,7 +12,7 @@ the uninterrupted run would have drawn, with no sampler state to store.
 from __future__ import annotations
 
 import itertools
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -60,7 +60,7 @@ def draw_subset(choices: Sequence[np.ndarray], rng: np.random.Generator) -> np.n
     return pool[int(rng.integers(len(pool)))]
 
 
-def _crop(array: np.ndarray, start: Sequence[int], size: Sequence[int]) -> np.ndarray:
+def _crop(array: np.ndarray, start: Sequence[int] | np.ndarray, size: Sequence[int] | np.ndarray) -> np.ndarray:
     """array[..., start:start+size] along the last 3 axes, zero-padded where it leaves the array."""
     lead = array.shape[:-3]
     out = np.zeros(lead + tuple(size), dtype=array.dtype)
@@ -90,9 +90,9 @@ def rotation_matrix(rng: np.random.Generator, max_degrees: float) -> np.ndarray:
 
 def _start(centre: np.ndarray, size: np.ndarray, shape: Sequence[int]) -> np.ndarray:
     """Crop start around `centre`, kept inside the volume where it fits (padding only for small volumes)."""
-    shape = np.asarray(shape)
+    dims = np.asarray(shape)
     start = centre - size // 2
-    return np.where(size <= shape, np.clip(start, 0, shape - size), (shape - size) // 2)
+    return np.where(size <= dims, np.clip(start, 0, dims - size), (dims - size) // 2)
 
 
 def _scaled_crop(case: LoadedCase, centre: np.ndarray, patch: np.ndarray,
@@ -160,7 +160,9 @@ class PatchSampler:
         xs, ys, ps = [], [], []
         for _ in range(self.cfg.batch):
             x, y, p = self._sample(rng, full)
-            xs.append(x), ys.append(y), ps.append(p)
+            xs.append(x)
+            ys.append(y)
+            ps.append(p)
         return torch.stack(xs), torch.stack(ys), torch.from_numpy(np.stack(ps))
 
     def _sample(self, rng: np.random.Generator, full: bool) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:

@@ -12,12 +12,12 @@ early in training) veto the enhancing tumour it sees well.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
-from ..metrics import region_metrics
 from ..labels import REGIONS
+from ..metrics import region_metrics
 from .data import LoadedCase
 
 

@@ -1,7 +1,7 @@
 """The LCKD loss: soft Dice + BCE on the three regions, cross-modal distillation, bottleneck supervision."""
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -56,7 +56,8 @@ def bottleneck_loss(coarse_logits: torch.Tensor, target: torch.Tensor) -> torch.
     The target is the average of the full-resolution masks over each bottleneck voxel's
     footprint (a soft label in [0, 1]), so a voxel half filled with tumour asks for 0.5.
     """
-    soft = F.adaptive_avg_pool3d(target.float(), coarse_logits.shape[2:])
+    d, h, w = coarse_logits.shape[2:]
+    soft = F.adaptive_avg_pool3d(target.float(), (d, h, w))
     return segmentation_loss(coarse_logits, soft)
 
 

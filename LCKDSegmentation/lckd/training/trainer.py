@@ -106,7 +106,7 @@ class Trainer:
             self.step = int(resume[1]["step"])
             for k in ("history", "teachers", "wall_seconds"):
                 self.meta[k] = resume[1].get(k, self.meta[k])
-        self.model = self.net
+        self.model: torch.nn.Module = self.net   # the network, or its DDP wrapper
         if self.world > 1:
             from torch.nn.parallel import DistributedDataParallel as DDP
             self.model = DDP(self.net, device_ids=[self.device.index] if self.device.type == "cuda" else None)
@@ -240,7 +240,8 @@ class Trainer:
         """Rank 0: 15-subset table on the validation cases into the card, then save the model."""
         if self.rank != 0:
             return None
-        from ..evaluate import card_evaluation, evaluate_cases, format_table as eval_table
+        from ..evaluate import card_evaluation, evaluate_cases
+        from ..evaluate import format_table as eval_table
         card = self.card()
         card.teachers = {"elected": self.meta["teachers"],
                          "table": self.meta["history"][-1]["table"] if self.meta["history"] else {},
