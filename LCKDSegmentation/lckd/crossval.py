@@ -113,10 +113,15 @@ def aggregate(reports: Sequence[dict]) -> dict:
         vals = np.array([f[m] for f in fold_means], dtype=float)
         mean[m] = float(vals.mean())
         mean[f"{m}_sd"] = float(vals.std(ddof=1)) if len(vals) > 1 else 0.0
-    cases = sorted({c for r in reports for c in r["cases"]})
-    return {"per_subset": per_subset, "mean": mean, "per_fold": fold_means, "folds": len(reports),
-            "cases": cases, "per_case": [row for r in reports for row in r["per_case"]],
-            "empty_rule": EMPTY_RULE, "hd95_unit": "mm", "spread": "SD over folds"}
+    cases = sorted({c for r in reports for c in r.get("cases", [])})
+    out = {"per_subset": per_subset, "mean": mean, "per_fold": fold_means, "folds": len(reports),
+           "cases": cases, "per_case": [row for r in reports for row in r.get("per_case", [])],
+           "empty_rule": EMPTY_RULE, "hd95_unit": "mm", "spread": "SD over folds",
+           "postprocess": reports[0].get("postprocess")}
+    if all("raw" in r for r in reports):            # the same predictions without the clean-up
+        raw = aggregate([r["raw"] for r in reports])
+        out["raw"] = {k: raw[k] for k in ("per_subset", "mean", "per_fold")}
+    return out
 
 
 def format_table(report: dict, markdown: bool = True) -> str:
@@ -152,6 +157,11 @@ def write_report(report: dict, out: str | Path) -> list[Path]:
                    + [f"{v[h]:.4f}" for m in metrics for h in (m, m + "_sd")])
     note = (f"\n\n{report['folds']}-fold cross-validation, {len(report['cases'])} test cases; "
             f"mean ± SD over folds. Empty regions: {report['empty_rule']}. HD95 in mm.\n")
+    if report.get("raw"):
+        raw = report["raw"]["mean"]
+        note += (f"Clean-up {report['postprocess']}; without it the 15-subset mean is "
+                 + ", ".join(f"Dice {r} {raw[r]:.3f}" for r in REGIONS) + ", "
+                 + ", ".join(f"HD95 {r} {raw['HD95_' + r]:.1f}" for r in REGIONS) + ".\n")
     texts = {"crossval.json": json.dumps(report, indent=1) + "\n", "crossval.md": format_table(report) + note,
              "crossval.csv": buf.getvalue()}
     paths = []

@@ -77,6 +77,14 @@ def test_aggregate_is_the_mean_and_sd_over_folds(tmp_path):
     assert "0.300 ± 0.141" in format_table(rep)
     names = sorted(p.name for p in write_report(rep, tmp_path))
     assert names == ["crossval.csv", "crossval.json", "crossval.md"]
+    assert "raw" not in rep                                   # no clean-up, nothing to compare
+    for fold, raw in zip(folds, ([0.1, 0.7], [0.3, 0.5])):
+        fold["raw"] = _report({"T1": raw[0], "FLAIR": raw[1]}, fold["cases"])
+        fold["postprocess"] = {"keep_fraction": 0.1}
+    both = aggregate(folds)
+    assert both["raw"]["per_subset"]["T1"]["ET"] == pytest.approx(0.2)
+    assert both["per_subset"]["T1"]["ET"] == pytest.approx(0.3)
+    assert "without it the 15-subset mean is Dice ET 0.400" in (write_report(both, tmp_path)[1].read_text())
     card = card_evaluation(rep, "data")
     assert card["per_subset"]["FLAIR"]["WT"] == pytest.approx(0.7) and card["folds"] == 2
     assert "per_case" not in card
