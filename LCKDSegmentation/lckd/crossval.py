@@ -93,7 +93,7 @@ def aggregate(reports: Sequence[dict]) -> dict:
     (`<metric>_sd`), the number of folds and of test cases. `mean` is the 15-subset mean of
     each fold, averaged over folds, with the SD over folds; `per_fold` keeps those fold means.
     """
-    from .evaluate import EMPTY_RULE, METRIC_KEYS
+    from .metrics import EMPTY_RULE, METRIC_KEYS
 
     keys = list(dict.fromkeys(k for r in reports for k in r["per_subset"]))
     per_subset = {}
