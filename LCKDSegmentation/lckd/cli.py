@@ -359,10 +359,10 @@ def dice_cell(row: dict, region: str) -> str:
     if not isinstance(value, (int, float)):
         return "-"
     sd = row.get(f"{region}_sd")
-    return f"{value:.3f}" + (f" {_pm()} {sd:.3f}" if isinstance(sd, (int, float)) else "")
+    return f"{value:.3f}" + (f" {plus_minus()} {sd:.3f}" if isinstance(sd, (int, float)) else "")
 
 
-def _pm() -> str:
+def plus_minus() -> str:
     """The plus-minus sign, or '+/-' where stdout's encoding lacks it (an ASCII locale)."""
     try:
         "\u00b1".encode(getattr(sys.stdout, "encoding", None) or "ascii")
@@ -402,7 +402,7 @@ def card_text(card) -> str:
 
         lines.append("")
         lines.append(textwrap.fill(f"expected Dice per modality subset ({where}"
-                                   + (f"; mean {_pm()} SD over {folds or 'the'} folds)" if spread else ")")
+                                   + (f"; mean {plus_minus()} SD over {folds or 'the'} folds)" if spread else ")")
                                    + ":",
                                    width=100))
         width = 16 if spread else 8

@@ -124,14 +124,14 @@ def aggregate(reports: Sequence[dict]) -> dict:
     return out
 
 
-def format_table(report: dict, markdown: bool = True) -> str:
-    """Per-subset table with mean ± SD over folds (and the 15-subset mean)."""
+def format_table(report: dict, markdown: bool = True, pm: str = "\u00b1") -> str:
+    """Per-subset table with mean ± SD over folds (and the 15-subset mean); `pm` is the sign used."""
     from .labels import REGIONS
 
     head = ["subset", "Dice ET", "Dice TC", "Dice WT", "HD95 ET", "HD95 TC", "HD95 WT"]
     items = list(report["per_subset"].items()) + [("mean", report["mean"])]
-    body = [[k] + [f"{v[r]:.3f} ± {v[r + '_sd']:.3f}" for r in REGIONS]
-            + [f"{v['HD95_' + r]:.1f} ± {v['HD95_' + r + '_sd']:.1f}" for r in REGIONS] for k, v in items]
+    body = [[k] + [f"{v[r]:.3f} {pm} {v[r + '_sd']:.3f}" for r in REGIONS]
+            + [f"{v['HD95_' + r]:.1f} {pm} {v['HD95_' + r + '_sd']:.1f}" for r in REGIONS] for k, v in items]
     if markdown:
         lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] + ["---:"] * 6) + "|"]
         return "\n".join(lines + ["| " + " | ".join(b) + " |" for b in body])
@@ -278,7 +278,9 @@ def run_crossval(args: argparse.Namespace) -> int:
         print(f"folds still to run: {', '.join(map(str, missing))} (the report is written when all are done)")
         return 0
     report = aggregate([json.loads(p.read_text()) for p in done])
-    print(format_table(report, markdown=False))
+    from .cli import plus_minus
+
+    print(format_table(report, markdown=False, pm=plus_minus()))
     for path in write_report(report, out):
         print(f"wrote {path}")
     if args.update_card:

@@ -75,6 +75,7 @@ def test_aggregate_is_the_mean_and_sd_over_folds(tmp_path):
     assert rep["mean"]["WT"] == pytest.approx(0.5) and rep["mean"]["WT_sd"] == pytest.approx(0.0)
     assert rep["cases"] == ["a", "b", "c"]
     assert "0.300 ± 0.141" in format_table(rep)
+    assert "0.300 +/- 0.141" in format_table(rep, markdown=False, pm="+/-")
     names = sorted(p.name for p in write_report(rep, tmp_path))
     assert names == ["crossval.csv", "crossval.json", "crossval.md"]
     assert "raw" not in rep                                   # no clean-up, nothing to compare
@@ -84,7 +85,7 @@ def test_aggregate_is_the_mean_and_sd_over_folds(tmp_path):
     both = aggregate(folds)
     assert both["raw"]["per_subset"]["T1"]["ET"] == pytest.approx(0.2)
     assert both["per_subset"]["T1"]["ET"] == pytest.approx(0.3)
-    assert "without it the 15-subset mean is Dice ET 0.400" in (write_report(both, tmp_path)[1].read_text())
+    assert "without it the 15-subset mean is Dice ET 0.400" in (write_report(both, tmp_path)[1].read_text(encoding="utf-8"))
     card = card_evaluation(rep, "data")
     assert card["per_subset"]["FLAIR"]["WT"] == pytest.approx(0.7) and card["folds"] == 2
     assert "per_case" not in card

@@ -55,7 +55,7 @@ print("REPORT " + json.dumps(report))
 
 def test_glue_registry_and_cli_parser_work_without_torch(tmp_path):
     run = subprocess.run([sys.executable, "-c", BLOCKED_SCRIPT, str(MODULE), str(tmp_path / "ph")],
-                         capture_output=True, text=True, timeout=300)
+                         capture_output=True, text=True, encoding="utf-8", errors="replace", timeout=300)
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-4000:]
     line = next(x for x in run.stdout.splitlines() if x.startswith("REPORT "))
     report = json.loads(line[len("REPORT "):])
@@ -95,4 +95,4 @@ def test_chosen_lazy_command_is_built_in_full():
 def test_core_keeps_python_39_syntax():
     # Slicer 5.8 bundles Python 3.9; the core is imported there as is.
     for path in sorted((MODULE / "lckd").rglob("*.py")):
-        ast.parse(path.read_text(), filename=str(path), feature_version=(3, 9))
+        ast.parse(path.read_text(encoding="utf-8"), filename=str(path), feature_version=(3, 9))

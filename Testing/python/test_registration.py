@@ -79,7 +79,7 @@ def test_pipeline_with_register_realigns_a_moved_scan(case):
     images, _ = case
     truth = _true_transform(images)
     moved = resample_onto(images["FLAIR"], images["FLAIR"], truth)
-    seg = Segmenter.load(device="cpu")
+    seg = Segmenter.load("lckd-lite-phantom", device="cpu")      # phantom input: the phantom model
     aligned = seg.segment({"T1ce": images["T1ce"], "FLAIR": images["FLAIR"]})
     registered = seg.segment({"T1ce": images["T1ce"], "FLAIR": moved}, register=True)
     unregistered = seg.segment({"T1ce": images["T1ce"], "FLAIR": moved})
