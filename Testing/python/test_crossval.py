@@ -85,7 +85,8 @@ def test_aggregate_is_the_mean_and_sd_over_folds(tmp_path):
     both = aggregate(folds)
     assert both["raw"]["per_subset"]["T1"]["ET"] == pytest.approx(0.2)
     assert both["per_subset"]["T1"]["ET"] == pytest.approx(0.3)
-    assert "without it the 15-subset mean is Dice ET 0.400" in (write_report(both, tmp_path)[1].read_text(encoding="utf-8"))
+    md = write_report(both, tmp_path)[1].read_text(encoding="utf-8")
+    assert "without it the 15-subset mean is Dice ET 0.400" in md
     card = card_evaluation(rep, "data")
     assert card["per_subset"]["FLAIR"]["WT"] == pytest.approx(0.7) and card["folds"] == 2
     assert "per_case" not in card
