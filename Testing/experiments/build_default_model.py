@@ -44,7 +44,7 @@ def main(argv=None) -> int:
     preset = PRESETS[card.training["preset"]]
     card.postprocessing = dict(preset.postprocessing)
     card.scope = SCOPE
-    card.evaluation = card_evaluation(report, card.training.get("data", "training data"))
+    card.evaluation = card_evaluation(report, f"the real labelled cases ({len(report['cases'])} rotating test cases)")
     folds = []
     for k in range(report["folds"]):
         fold_card = json.loads(next((cv / f"fold-{k}" / "model").glob("*-fold*.json")).read_text())
