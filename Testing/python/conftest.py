@@ -32,3 +32,16 @@ def small_case(tmp_path_factory):
         sitk.WriteImage(img, str(paths[m]))
     sitk.WriteImage(label, str(out / "seg.nii.gz"))
     return paths, out / "seg.nii.gz"
+
+
+@pytest.fixture()
+def cohort(tmp_path):
+    """Three BraTS 2023 cases: one complete, one without T1/T2, one with a corrupt FLAIR."""
+    root = tmp_path / "in"
+    from lckd.phantom import write_phantom_dataset
+
+    folders = write_phantom_dataset(root, 3, seed=40, shape=SMALL)
+    for suffix in ("t1n", "t2w"):
+        (folders[1] / f"{folders[1].name}-{suffix}.nii.gz").unlink()
+    (folders[2] / f"{folders[2].name}-t2f.nii.gz").write_bytes(b"not an image at all")
+    return root, [f.name for f in folders]

@@ -8,18 +8,6 @@ import SimpleITK as sitk
 
 from conftest import SMALL
 from lckd.cli import main
-from lckd.phantom import write_phantom_dataset
-
-
-@pytest.fixture()
-def cohort(tmp_path):
-    """Three BraTS 2023 cases: one complete, one without T1/T2, one with a corrupt FLAIR."""
-    root = tmp_path / "in"
-    folders = write_phantom_dataset(root, 3, seed=40, shape=SMALL)
-    for suffix in ("t1n", "t2w"):
-        (folders[1] / f"{folders[1].name}-{suffix}.nii.gz").unlink()
-    (folders[2] / f"{folders[2].name}-t2f.nii.gz").write_bytes(b"not an image at all")
-    return root, [f.name for f in folders]
 
 
 def _summary(path):

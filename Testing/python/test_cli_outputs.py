@@ -18,7 +18,7 @@ from conftest import TEST_MODEL as MODEL
 from lckd.cli import main
 from lckd.hashing import sha256_file
 from lckd.modelcard import ModelCard
-from lckd.phantom import make_phantom, write_phantom_dataset
+from lckd.phantom import make_phantom
 from lckd.preview import REGION_COLOURS
 from lckd.progress import StageProgress
 from lckd.provenance import output_stem, scope_line
@@ -178,16 +178,6 @@ def test_stage_progress_lines_on_a_terminal_and_in_a_log():
 
 
 # ----------------------------------------------------------------------------- batch
-
-@pytest.fixture()
-def cohort(tmp_path):
-    """Three BraTS 2023 cases: complete, without T1/T2, and one with a corrupt FLAIR."""
-    root = tmp_path / "in"
-    folders = write_phantom_dataset(root, 3, seed=40, shape=SMALL)
-    for suffix in ("t1n", "t2w"):
-        (folders[1] / f"{folders[1].name}-{suffix}.nii.gz").unlink()
-    (folders[2] / f"{folders[2].name}-t2f.nii.gz").write_bytes(b"not an image at all")
-    return root, [f.name for f in folders]
 
 
 def test_batch_lines_records_resume_with_volumes_and_merge(cohort, tmp_path, capsys):
