@@ -493,11 +493,7 @@ def atomic_path(path: PathLike, what: str = "output",
     writes, so only reading the file back proves it is complete. A full disk, quota or
     file-size limit met while writing is reported as one `OutputError` line.
     """
-    target = Path(os.path.expanduser(str(path)))
-    label = f"cannot write {what} '{shown_path(path)}'"
-    check_path_text(target, label, OutputError)
-    if target.is_dir():
-        raise OutputError(f"{label}: it is an existing folder; give a file name")
+    target, label = _output_target(path, what)
     parent = target.parent
     _make_folder(parent, label)
     tmp = None
@@ -538,6 +534,17 @@ def atomic_path(path: PathLike, what: str = "output",
         raise
 
 
+def _output_target(path: PathLike, what: str) -> tuple[Path, str]:
+    """(expanded target path, the "cannot write ..." message prefix), refusing names ITK would
+    choke on and existing folders: the checks every write and write probe start with."""
+    target = Path(os.path.expanduser(str(path)))
+    label = f"cannot write {what} '{shown_path(path)}'"
+    check_path_text(target, label, OutputError)
+    if target.is_dir():
+        raise OutputError(f"{label}: it is an existing folder; give a file name")
+    return target, label
+
+
 def _fsync(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -554,11 +561,7 @@ def probe_writable(path: PathLike, what: str = "output") -> Path:
     as the final write will; a missing folder is not created here (the write does that),
     its nearest existing parent must be a writable folder.
     """
-    target = Path(os.path.expanduser(str(path)))
-    label = f"cannot write {what} '{shown_path(path)}'"
-    check_path_text(target, label, OutputError)
-    if target.is_dir():
-        raise OutputError(f"{label}: it is an existing folder; give a file name")
+    target, label = _output_target(path, what)
     folder = target.parent
     if not folder.is_dir():
         for parent in [folder, *folder.parents]:

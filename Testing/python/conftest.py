@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import pytest
-import SimpleITK as sitk
 
 SMALL = (64, 80, 80)  # (z, y, x): a shrunken brain, one or two sliding windows
 
@@ -22,16 +21,9 @@ def segmenter():
 @pytest.fixture(scope="session")
 def small_case(tmp_path_factory):
     """One small phantom case as NIfTI files: (dict modality -> path, label path)."""
-    from lckd.phantom import make_phantom
+    from phantom_files import write_phantom_files
 
-    out = tmp_path_factory.mktemp("small_case")
-    images, label = make_phantom(3, SMALL).to_sitk()
-    paths = {}
-    for m, img in images.items():
-        paths[m] = out / f"{m}.nii.gz"
-        sitk.WriteImage(img, str(paths[m]))
-    sitk.WriteImage(label, str(out / "seg.nii.gz"))
-    return paths, out / "seg.nii.gz"
+    return write_phantom_files(tmp_path_factory.mktemp("small_case"), 3, SMALL)
 
 
 @pytest.fixture()

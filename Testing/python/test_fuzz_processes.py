@@ -30,15 +30,9 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONDONTWRITEBYTECODE": "1"}
 @pytest.fixture(scope="module")
 def case(tmp_path_factory):
     """A small phantom case: modality -> NIfTI path."""
-    from lckd.phantom import make_phantom
+    from phantom_files import write_phantom_files
 
-    root = tmp_path_factory.mktemp("proc_case")
-    images, _ = make_phantom(8, SHAPE).to_sitk()
-    paths = {}
-    for m, img in images.items():
-        paths[m] = root / f"{m}.nii.gz"
-        sitk.WriteImage(img, str(paths[m]))
-    return paths
+    return write_phantom_files(tmp_path_factory.mktemp("proc_case"), 8, SHAPE)[0]
 
 
 def _lckd(*args, timeout=120, preexec=None, cwd=None):

@@ -44,18 +44,14 @@ def _digest(path: Path) -> str:
 @pytest.fixture(scope="module")
 def good(tmp_path_factory):
     """A small, valid four-scan phantom case (NIfTI) and the bundled model copied aside."""
-    from lckd.phantom import make_phantom
+    from phantom_files import write_phantom_files
 
     root = tmp_path_factory.mktemp("fuzz_good")
-    images, _ = make_phantom(5, SHAPE).to_sitk()
-    paths = {}
-    for m, img in images.items():
-        paths[m] = root / f"{m}.nii.gz"
-        sitk.WriteImage(img, str(paths[m]))
+    paths = write_phantom_files(root, 5, SHAPE)[0]
     card = resolve_model(None)
     model = root / "model"
     shutil.copytree(card.parent, model)
-    return {"paths": paths, "card": model / card.name, "image": images["FLAIR"],
+    return {"paths": paths, "card": model / card.name, "image": sitk.ReadImage(str(paths["FLAIR"])),
             "digests": {p: _digest(p) for p in [*paths.values(), *model.iterdir()]}}
 
 
