@@ -222,7 +222,7 @@ def _evaluate_fold(data: str, fold: int, out: Path, card: Path, postprocess: dic
 
 def add_crossval_parser(subparsers) -> argparse.ArgumentParser:
     """Register `lckd crossval`."""
-    from .training.presets import PRESETS
+    from .training.presets import NETWORK_NAMES, PRESETS
 
     p = subparsers.add_parser(
         "crossval", help="k-fold cross-validation: train and evaluate one model per fold",
@@ -240,6 +240,8 @@ def add_crossval_parser(subparsers) -> argparse.ArgumentParser:
                    help="case ids (shell patterns) kept on the training side of every fold, "
                         "e.g. a patient who also appears under another BraTS year")
     p.add_argument("--preset", choices=sorted(PRESETS), default="cpu-real", help="training preset (default cpu-real)")
+    p.add_argument("--network", choices=NETWORK_NAMES, default=None,
+                   help="network configuration (default: the preset's)")
     p.add_argument("--name", default="lckd-cv", help="model name; fold K's model is NAME-foldK")
     p.add_argument("--seed", type=int, default=0, help="fold shuffling and training seed")
     p.add_argument("--device", default="cpu", help="cpu (default), cuda, auto")
@@ -262,7 +264,7 @@ def run_crossval(args: argparse.Namespace) -> int:
         raise InputError(f"{old} holds a different fold plan (other data, k, seed or --train-only): "
                          f"use a new --out folder")
     write_plan(plan, out)
-    cfg = PRESETS[args.preset].with_overrides(seed=args.seed)
+    cfg = PRESETS[args.preset].with_overrides(seed=args.seed, network=args.network)
     rule = dict(cfg.postprocessing) or None       # the recipe's clean-up, as its models apply it
     folds = args.fold if args.fold is not None else range(args.folds)
     for k in folds:

@@ -133,6 +133,24 @@ def test_lite_is_much_smaller_than_paper():
     assert count_parameters(build_network("lite")) < count_parameters(build_network("paper")) / 20
 
 
+def test_lite_small_has_about_a_quarter_of_lite_and_runs_every_subset():
+    small = build_network("lite-small")
+    ratio = count_parameters(small) / count_parameters(build_network("lite"))
+    assert 0.2 < ratio < 0.35, ratio
+    small.eval()
+    with torch.no_grad():
+        out = small(torch.randn(1, 4, SIZE, SIZE, SIZE), torch.tensor([False, True, False, True]))
+    assert out.logits.shape == (1, 3, SIZE, SIZE, SIZE)
+
+
+def test_command_line_network_names_are_the_configurations():
+    """The parsers list the names without importing torch; they must match the real table."""
+    from lckd.network import CONFIGS
+    from lckd.training.presets import NETWORK_NAMES
+
+    assert sorted(NETWORK_NAMES) == sorted(CONFIGS)
+
+
 @pytest.mark.parametrize("cin,cout,k,stride,pad,dil", [(16, 16, 3, 1, 1, 1), (16, 24, 3, 2, 1, 1),
                                                        (16, 24, 1, 2, 0, 1), (8, 8, 3, 1, 2, 2)])
 def test_inference_convolution_matches_pytorch(cin, cout, k, stride, pad, dil):

@@ -5,7 +5,7 @@ import argparse
 import shlex
 import sys
 
-from .presets import PRESETS, TrainConfig
+from .presets import NETWORK_NAMES, PRESETS, TrainConfig
 
 EXAMPLES = """examples:
   lckd train /data/phantoms --split split.csv --preset cpu --out runs/lite
@@ -42,7 +42,7 @@ def add_train_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--stop-at", type=int, default=None, metavar="STEP",
                    help="stop after STEP steps (checkpoint kept; continue later with --resume)")
     g = p.add_argument_group("overrides of the preset")
-    g.add_argument("--network", choices=["paper", "lite"], default=None)
+    g.add_argument("--network", choices=NETWORK_NAMES, default=None)
     g.add_argument("--patch", type=_triple, default=None, metavar="ZxYxX", help="e.g. 64 or 80x160x160")
     g.add_argument("--batch", type=int, default=None, help="samples per step and process")
     g.add_argument("--warmup-steps", type=int, default=None)

@@ -5,6 +5,10 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 
+#: lckd.network.CONFIGS's names, here so the command-line parsers need not import torch.
+NETWORK_NAMES = ("lite", "lite-small", "paper")
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Everything that defines a training run (stored in checkpoints and the model card)."""
