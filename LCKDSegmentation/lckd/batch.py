@@ -354,7 +354,7 @@ def case_line(index: int, total: int, row: Mapping) -> str:
 
 def run_batch(args) -> int:
     """Run `lckd batch`; returns the exit status (1 if any case failed)."""
-    from .cli import run_options, segment_record
+    from .cli import check_preprocess_request, preprocess_kwargs, run_options, segment_record
     from .imageio import check_path_text
     from .labels import check_convention
     from .modalities import parse_subset
@@ -366,6 +366,7 @@ def run_batch(args) -> int:
     check_convention(args.labels)
     check_run_options(overlap=args.overlap, sw_batch_size=args.sw_batch_size, threads=args.threads,
                       device=args.device, max_memory_gb=getattr(args, "max_memory", None))
+    check_preprocess_request(args)
     check_path_text(args.output_dir, f"output folder '{printable(args.output_dir)}'", LCKDError)
     check_path_text(args.input_dir, f"input folder '{printable(args.input_dir)}'", InputError)
     wanted = parse_subset(args.modalities) if getattr(args, "modalities", None) else None
@@ -411,9 +412,15 @@ def run_batch(args) -> int:
             probs = [Path(prob_dir) / n for n in probability_names(case.case_id).values()]
         res = seg.segment(case.images, labels=args.labels, register=args.register,
                           probabilities=bool(prob_dir), postprocess=args.postprocess, overlap=args.overlap,
-                          sw_batch_size=args.sw_batch_size, max_memory_gb=getattr(args, "max_memory", None))
+                          sw_batch_size=args.sw_batch_size, max_memory_gb=getattr(args, "max_memory", None),
+                          **preprocess_kwargs(args))
         w = time.perf_counter()
-        write_result(res, outputs, probabilities_dir=prob_dir, probabilities_stem=case.case_id)
+        mask_file = (out_dir / f"{case.case_id}_brainmask.nii.gz"
+                     if getattr(args, "brain_masks", False) and res.brain_mask is not None else None)
+        written = write_result(res, outputs, probabilities_dir=prob_dir, probabilities_stem=case.case_id,
+                               brain_mask_file=mask_file)
+        if mask_file is not None:
+            outputs = outputs + written[-1:]
         timings = dict(res.timings, write=time.perf_counter() - w, total=time.perf_counter() - t)
         return segment_record(seg, res, args, outputs, probs, timings)
 

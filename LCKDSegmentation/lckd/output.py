@@ -180,13 +180,14 @@ def check_probability_dir(folder: PathLike, inputs: Iterable[PathLike | None] = 
 
 
 def write_result(result, outputs: Sequence[PathLike], *, probabilities_dir: PathLike | None = None,
-                 probabilities_file: PathLike | None = None,
+                 probabilities_file: PathLike | None = None, brain_mask_file: PathLike | None = None,
                  inputs: Iterable[PathLike | None] | None = None, probabilities_stem: str = "") -> list[Path]:
     """Write a `SegmentationResult`'s files all-or-nothing; return the paths written.
 
     `outputs`: labelmap paths (`.seg.nrrd` gives a Slicer segmentation). The probability
     maps go into `probabilities_dir` as three files (`probability_names(probabilities_stem)`),
-    or into `probabilities_file` as one 3-component image. No output may be one of the inputs
+    or into `probabilities_file` as one 3-component image; the extracted brain mask (raw-scan
+    preprocessing) into `brain_mask_file`. No output may be one of the inputs
     (`inputs`, default the files the result was made from). Every file is written under a
     temporary name and verified; the renames onto the final names happen only once all of
     them are complete.
@@ -209,6 +210,11 @@ def write_result(result, outputs: Sequence[PathLike], *, probabilities_dir: Path
         if probabilities_file is not None:
             plan.append((image_writer_target(probabilities_file, "probabilities"), "probabilities",
                          result.probabilities))
+    if brain_mask_file is not None:
+        if result.brain_mask is None:
+            raise OutputError("a brain mask was asked for but none was extracted (raw-scan preprocessing did "
+                              "not run: use --preprocess on)")
+        plan.append((image_writer_target(brain_mask_file, "brain mask"), "brain mask", result.brain_mask))
     refuse_input_overwrite([p for p, _, _ in plan], sources)
     missing = {p.parent for p, _, _ in plan if not p.parent.exists()}
     try:

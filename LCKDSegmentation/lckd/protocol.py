@@ -17,7 +17,8 @@ PROTOCOL_VERSION = 1
 OPS = ("segment", "cancel", "ping", "info", "shutdown")
 #: Options a segment request may carry (anything else is refused, so typos are not silently ignored).
 SEGMENT_OPTIONS = frozenset({"output", "probabilities_output", "reference", "labels", "register",
-                             "postprocess", "probabilities"})
+                             "postprocess", "probabilities", "preprocess", "brain_extractor", "bias_correction",
+                             "brain_mask_output"})
 
 #: Replies (``event``). ``ready`` comes once, with id null; every request ends with exactly
 #: one of FINAL_EVENTS carrying its id.

@@ -12,7 +12,10 @@ Requests (stdin)::
     {"id": "7", "op": "segment", "inputs": {"T1ce": "/tmp/x/T1ce.nrrd", ...},
      "options": {"output": "/tmp/x/label.nrrd", "reference": "T1ce", "labels": "brats2018",
                  # "output" may also be a list, e.g. ["/o/case.seg.nrrd", "/o/case.nii.gz"]
-                 "register": false, "postprocess": false, "probabilities": false}}
+                 "register": false, "postprocess": false, "probabilities": false,
+                 # raw scans: "preprocess": "auto"|"on"|"off", "brain_extractor": "deepbet",
+                 # "bias_correction": false, "brain_mask_output": "/tmp/x/brainmask.nrrd"
+                 }}
     {"id": "8", "op": "cancel", "target": "7"}    # target omitted: cancel everything
     {"id": "9", "op": "ping"} | {"id": "10", "op": "info"} | {"id": "11", "op": "shutdown"}
 
@@ -49,7 +52,9 @@ from .errors import Cancelled, LCKDError
 from .protocol import CANCELLED, FATAL_EXIT, INTERNAL, MALFORMED, OPS, PROTOCOL_VERSION, SEGMENT_OPTIONS, encode
 
 #: Options that must be true/false when given.
-BOOLEAN_OPTIONS = ("register", "postprocess", "probabilities")
+BOOLEAN_OPTIONS = ("register", "postprocess", "probabilities", "bias_correction")
+#: Options that must be strings when given.
+STRING_OPTIONS = ("reference", "labels", "probabilities_output", "preprocess", "brain_extractor", "brain_mask_output")
 #: Longest request line served (a real one is well under 4 kB).
 MAX_LINE_BYTES = 1 << 20
 
@@ -174,9 +179,8 @@ class Worker:
         elif any(options.get(k) is not None and not isinstance(options[k], bool) for k in BOOLEAN_OPTIONS):
             problem = (f"options {', '.join(BOOLEAN_OPTIONS)} must be true, false or null "
                        "(null postprocess follows the model card)")
-        elif any(options.get(k) is not None and not isinstance(options[k], str)
-                 for k in ("reference", "labels", "probabilities_output")):
-            problem = "options 'reference', 'labels' and 'probabilities_output' must be strings"
+        elif any(options.get(k) is not None and not isinstance(options[k], str) for k in STRING_OPTIONS):
+            problem = f"options {', '.join(repr(k) for k in STRING_OPTIONS)} must be strings"
         if problem or not isinstance(inputs, dict):   # (inputs is a dict once no problem was found)
             self.out.send(rid, "error", error=MALFORMED, message=problem)
             return True
@@ -255,22 +259,32 @@ class Worker:
                 prob_path = check_output_path(opts.get("probabilities_output")
                                               or outputs[0].with_name("probabilities.nrrd"),
                                               job.inputs.values(), "probabilities")
+            mask_path = None
+            if opts.get("brain_mask_output"):
+                from .output import check_output_path
+                mask_path = check_output_path(opts["brain_mask_output"], job.inputs.values(), "brain mask")
             res = self.segmenter.segment(
                 job.inputs, reference=opts.get("reference"), labels=opts.get("labels", "brats2018"),
                 register=bool(opts.get("register", False)), postprocess=opts.get("postprocess"),
-                probabilities=bool(opts.get("probabilities", False)), progress=progress, cancel=job.cancel)
+                probabilities=bool(opts.get("probabilities", False)), progress=progress, cancel=job.cancel,
+                preprocess=opts.get("preprocess") or "auto", brain_extractor=opts.get("brain_extractor"),
+                bias_correction=bool(opts.get("bias_correction", False)))
             if job.cancel.is_set():
                 raise Cancelled("cancelled")
             from .output import write_result
+            if res.brain_mask is None:
+                mask_path = None
             # Same writer as `lckd segment` (identical files), all outputs or none.
             write_result(res, outputs, probabilities_file=prob_path if res.probabilities is not None else None,
-                         inputs=job.inputs.values())
+                         brain_mask_file=mask_path, inputs=job.inputs.values())
             for w in res.warnings:
                 self.out.send(job.id, "log", level="warning", message=str(w))
             self.out.send(job.id, "result", output=str(outputs[0]), outputs=[str(p) for p in outputs],
                           probabilities=None if prob_path is None else str(prob_path),
                           volumes_ml=res.volumes_ml, modalities=list(res.modalities), reference=res.reference,
                           labels=res.label_convention, warnings=[str(w) for w in res.warnings],
+                          preprocessing=res.preprocessing,
+                          brain_mask=None if mask_path is None else str(mask_path),
                           timings=getattr(res, "timings", {}), seconds=round(time.perf_counter() - t0, 3))
         except Cancelled:
             self.out.send(job.id, "error", error=CANCELLED, message="cancelled")

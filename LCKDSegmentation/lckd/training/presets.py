@@ -4,7 +4,6 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
-
 #: lckd.network.CONFIGS's names, here so the command-line parsers need not import torch.
 NETWORK_NAMES = ("lite", "lite-small", "paper")
 

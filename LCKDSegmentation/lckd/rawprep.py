@@ -1,0 +1,205 @@
+"""Raw clinical scans to BraTS-style input: detection, co-registration, brain extraction, N4.
+
+One pipeline for every entry point (`Segmenter.segment` runs it, so the CLI, batch, the
+worker and the Slicer module share it), for any subset of scans:
+
+1. refuse localizers (fewer than `MIN_SLICES` slices);
+2. co-register every series rigidly onto the reference series (`lckd.registration`) and
+   resample it onto the reference grid: the output is drawn on that grid;
+3. extract the brain on one scan, the first of `EXTRACTION_PREFERENCE` given (the default
+   extractor was trained on T1-weighted scans and measured worst on T2), now on the
+   reference grid, and refuse a scan in which no brain is found;
+4. refuse series that do not overlap the brain after registration, or that the
+   registration left misaligned (the same head-mask check as `validation.check_alignment`);
+5. zero everything outside the mask in every series (the network's brain mask is then the
+   extracted one) and, on request, correct the bias field with N4 inside it.
+
+`decide` is the `auto` rule: a scan looks unstripped when its background is not one
+constant value (scanner noise) or when it holds more signal than a brain could; BraTS-style
+input passes in a few hundredths of a second.
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+
+import numpy as np
+import SimpleITK as sitk
+
+from .errors import InputError
+from .options import check_brain_extractor, check_preprocess
+
+Progress = Optional[Callable[[float, str], None]]
+
+__all__ = ["Decision", "RawPrepared", "decide", "prepare_raw_scans", "extraction_scan"]
+
+#: A series with fewer slices than this along its thinnest axis is a localizer (scout).
+MIN_SLICES = 10
+#: Scans whose field of view is under this (second-largest side, mm) are not judged by `auto`.
+MIN_HEAD_FOV_MM = 120.0
+#: Skull-stripped scans keep at least this share of voxels at the one background value.
+MIN_CONSTANT_BACKGROUND = 0.2
+#: More signal than this (litres) is more than a brain: a head with skull, scalp and neck.
+MAX_BRAIN_LITRES = 2.2
+#: An extracted mask under this (mL) means no brain was found.
+MIN_BRAIN_ML = 200.0
+#: Share of the brain a registered series must cover (refused under it; noted under 95 %).
+MIN_COVERAGE = 0.5
+#: The scan the brain is extracted on: the first of these given.
+EXTRACTION_PREFERENCE = ("T1ce", "T1", "FLAIR", "T2")
+
+
+@dataclass
+class Decision:
+    """Whether the raw pipeline runs, and the one line that says why."""
+
+    run: bool
+    reason: str
+
+
+def _series_verdict(name: str, image: sitk.Image) -> tuple[bool | None, str]:
+    """(True: unstripped, False: skull-stripped, None: not judged, reason) for one scan."""
+    from .preprocess import background_value
+
+    size, spacing = np.array(image.GetSize()), np.array(image.GetSpacing())
+    if sorted(size * spacing)[1] < MIN_HEAD_FOV_MM:
+        return None, f"{name}: field of view under {MIN_HEAD_FOV_MM:g} mm"
+    arr = sitk.GetArrayViewFromImage(image)
+    bg = arr.dtype.type(background_value(arr))
+    at_bg = np.count_nonzero(arr == bg)
+    if at_bg < MIN_CONSTANT_BACKGROUND * arr.size:
+        return True, (f"{name}: background is not constant ({at_bg / arr.size:.0%} of voxels at one value, "
+                      f"skull-stripped scans have over {MIN_CONSTANT_BACKGROUND:.0%})")
+    litres = (arr.size - at_bg) * float(np.prod(spacing)) / 1e6
+    if litres > MAX_BRAIN_LITRES:
+        return True, f"{name}: {litres:.1f} L of signal, more than a brain (under {MAX_BRAIN_LITRES:g} L)"
+    return False, f"{name}: constant background, {litres:.1f} L of signal"
+
+
+def decide(images: Mapping[str, sitk.Image], mode: str = "auto") -> Decision:
+    """Run the raw pipeline? `on`/`off` say so; `auto` runs it when any scan looks unstripped."""
+    check_preprocess(mode)
+    if mode != "auto":
+        return Decision(mode == "on", f"raw-scan preprocessing {mode} (asked for)")
+    verdicts = [_series_verdict(m, img) for m, img in images.items()]
+    raw = [why for v, why in verdicts if v]
+    if raw:
+        more = f"; {len(raw) - 1} more scan(s) alike" if len(raw) > 1 else ""
+        return Decision(True, f"scans look unstripped ({raw[0]}{more}): extracting the brain")
+    return Decision(False, "scans look skull-stripped (constant background, brain-sized): raw-scan "
+                           "preprocessing skipped")
+
+
+def extraction_scan(names) -> str:
+    """The scan the brain is extracted on (see EXTRACTION_PREFERENCE)."""
+    given = list(names)
+    return next((m for m in EXTRACTION_PREFERENCE if m in given), given[0])
+
+
+@dataclass
+class RawPrepared:
+    """Scans on the reference grid with everything outside the brain set to 0."""
+
+    images: dict                      # modality -> float32 image on the reference grid
+    brain_mask: sitk.Image            # uint8 on the reference grid
+    scan: str                         # the scan the brain was extracted on
+    summary: str = ""                 # "brain: deepbet on T1ce, 1450 mL"
+    notes: list = field(default_factory=list)
+    timings: dict = field(default_factory=dict)
+
+
+def _check_slices(images: Mapping[str, sitk.Image]) -> None:
+    for m, img in images.items():
+        n = min(img.GetSize())
+        if n < MIN_SLICES:
+            raise InputError(f"{m} has only {n} slices ({'x'.join(map(str, img.GetSize()))}): a localizer "
+                             f"(scout), not a diagnostic series; leave it out")
+
+
+def _coverage(moving: sitk.Image, mask: sitk.Image, tx: sitk.Transform) -> float:
+    """Share of the mask's voxels inside `moving`'s field of view after the transform."""
+    ones = sitk.Image(moving.GetSize(), sitk.sitkUInt8) + 1
+    ones.CopyInformation(moving)
+    inside = sitk.GetArrayViewFromImage(sitk.Resample(ones, mask, tx, sitk.sitkNearestNeighbor, 0))
+    m = sitk.GetArrayViewFromImage(mask) > 0
+    return float(np.count_nonzero(inside[m])) / max(1, int(np.count_nonzero(m)))
+
+
+def _n4(image: sitk.Image, mask: sitk.Image, shrink: int = 4) -> sitk.Image:
+    """N4 bias-field correction fitted on a shrunk copy, applied at full resolution."""
+    small = sitk.Shrink(image, [shrink] * 3)
+    small_mask = sitk.Shrink(mask, [shrink] * 3)
+    n4 = sitk.N4BiasFieldCorrectionImageFilter()
+    n4.SetMaximumNumberOfIterations([50, 50, 30])
+    n4.Execute(small, small_mask)
+    log_field = n4.GetLogBiasFieldAsImage(image)
+    return sitk.Cast(image / sitk.Exp(log_field), sitk.sitkFloat32)
+
+
+def prepare_raw_scans(images: Mapping[str, sitk.Image], reference: str, *, method: str | None = None,
+                      device: str = "cpu", bias_correction: bool = False, progress: Progress = None
+                      ) -> RawPrepared:
+    """Run the raw pipeline (module docstring); raises InputError with one line on bad input."""
+    from .brainextract import extract_brain
+    from .validation import check_alignment
+
+    report = progress or (lambda f, m: None)
+    method = check_brain_extractor(method)
+    _check_slices(images)
+    notes: list[str] = []
+    timings: dict[str, float] = {}
+    t = time.perf_counter()
+    transforms: dict[str, sitk.Transform] = {}
+    if len(images) > 1:
+        from .registration import register_inputs
+        report(0.0, f"register: co-registering onto {reference}")
+        registered, transforms = register_inputs(images, reference, warnings=notes,
+                                                 progress=lambda f, m: report(0.05 * f, f"register: {m}"))
+        timings["register"] = time.perf_counter() - t
+        misaligned = check_alignment(registered, reference)
+        if misaligned:
+            names = ", ".join(w.split(" ", 1)[0] for w in misaligned)
+            raise InputError(f"co-registration onto {reference} did not align {names}: their head masks still "
+                             "disagree after registration; check that the series are of the same patient and "
+                             "session, and leave out the one that is not")
+    else:
+        registered = dict(images)
+    scan = extraction_scan(registered)
+    report(0.05, f"brain extraction: {method} on {scan}")
+    t = time.perf_counter()
+    try:
+        mask = extract_brain(registered[scan], method, device)
+    except InputError:
+        raise
+    except (AssertionError, RuntimeError, ValueError, IndexError) as exc:
+        raise InputError(f"brain extraction found no brain in {scan} ({type(exc).__name__}): is it a head scan?") \
+            from None
+    timings["brain extraction"] = time.perf_counter() - t
+    voxel_ml = float(np.prod(mask.GetSpacing())) / 1000.0
+    brain_ml = float(np.count_nonzero(sitk.GetArrayViewFromImage(mask))) * voxel_ml
+    if brain_ml < MIN_BRAIN_ML:
+        raise InputError(f"no brain found in {scan}: the extracted mask holds {brain_ml:.0f} mL "
+                         f"(a brain is over {MIN_BRAIN_ML:g} mL); is it a head scan?")
+    for m, tx in transforms.items():
+        if m == reference:
+            continue
+        cover = _coverage(images[m], mask, tx)
+        if cover < MIN_COVERAGE:
+            raise InputError(f"{m} covers only {cover:.0%} of the brain after co-registration onto {reference}: "
+                             "the series do not overlap; leave it out")
+        if cover < 0.95:
+            notes.append(f"{m} covers {cover:.0%} of the brain; the rest is segmented without it")
+
+    t = time.perf_counter()
+    out = {}
+    for i, (m, img) in enumerate(registered.items()):
+        img = sitk.Mask(sitk.Cast(img, sitk.sitkFloat32), mask)
+        if bias_correction:
+            report(0.07 + 0.03 * i / len(registered), f"bias correction: N4 on {m}")
+            img = _n4(img, mask)
+        out[m] = img
+    timings["bias correction" if bias_correction else "mask"] = time.perf_counter() - t
+    summary = f"brain: {method} on {scan}, {brain_ml:.0f} mL" + (", N4 bias correction" if bias_correction else "")
+    return RawPrepared(out, mask, scan, summary, notes, timings)
