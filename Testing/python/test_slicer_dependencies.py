@@ -1,0 +1,343 @@
+"""The Slicer module's dependency check and installer (LCKDSegmentationLib/dependencies.py).
+
+The checks run against what really is installed in this Python (numpy, torch, the module's
+own requirements.txt) and against packages written into a temporary folder on sys.path
+(one with pip metadata, one without). A package is made "not installed" the way Python
+itself marks a blocked import: `sys.modules[name] = None`, which `importlib.util.find_spec`
+answers with None. Slicer cannot run here, so `ensure()` is driven with a small stand-in
+`slicer` module whose `util.pip_install` / `util.confirmOkCancelDisplay` (and optional
+`packaging` and `PyTorchUtils`) record their calls; an "installation" un-blocks the package,
+so the re-check `ensure()` does afterwards sees it.
+"""
+from __future__ import annotations
+
+import importlib.metadata
+import importlib.util
+import shlex
+import subprocess
+import sys
+import types
+
+import pytest
+from packaging.requirements import Requirement
+
+from LCKDSegmentationLib import dependencies as deps
+
+# --------------------------------------------------------------------------- helpers
+
+def hide(monkeypatch, name: str) -> None:
+    """Make `name` not importable for the test (find_spec -> None, import -> ImportError)."""
+    monkeypatch.setitem(sys.modules, name, None)
+
+
+def unhide(name: str) -> None:
+    """The effect of installing `name`: its block is lifted (monkeypatch restores the rest)."""
+    if name in sys.modules and sys.modules[name] is None:
+        del sys.modules[name]
+
+
+def requirement_for(name: str) -> str:
+    """The line of the module's real requirements.txt for distribution `name`."""
+    return next(r for r in deps.read_requirements() if deps.distribution_name(r).lower() == name.lower())
+
+
+class FakeSlicer:
+    """A recording stand-in for the bits of Slicer's Python API that dependencies.py uses."""
+
+    def __init__(self, monkeypatch, *, confirm=True, installs=True, packaging=None, pytorchutils=None):
+        self.calls: list[tuple] = []
+        self.confirm_answers = list(confirm) if isinstance(confirm, (list, tuple)) else None
+        self.confirm = confirm
+        self.installs = installs
+        self.module = types.ModuleType("slicer")
+        util = types.ModuleType("slicer.util")
+        util.pip_install = self._pip_install
+        util.confirmOkCancelDisplay = self._confirm
+        self.module.util = util
+        if packaging is not None:
+            self.module.packaging = packaging
+        monkeypatch.setitem(sys.modules, "slicer", self.module)
+        monkeypatch.setitem(sys.modules, "slicer.util", util)
+        if pytorchutils is None:
+            hide(monkeypatch, "PyTorchUtils")      # the PyTorch extension is not installed
+        else:
+            monkeypatch.setitem(sys.modules, "PyTorchUtils", pytorchutils)
+
+    def _confirm(self, text, windowTitle=None, **kwargs):
+        self.calls.append(("confirm", windowTitle, text))
+        return self.confirm_answers.pop(0) if self.confirm_answers is not None else self.confirm
+
+    def _pip_install(self, requirements, **kwargs):
+        self.calls.append(("pip_install", requirements))
+        if self.installs:
+            for r in [requirements] if isinstance(requirements, str) else requirements:
+                unhide(deps.distribution_name(r))
+
+    def kinds(self) -> list[str]:
+        return [c[0] for c in self.calls]
+
+
+def fake_pytorchutils(result_installs: bool, calls: list):
+    """A PyTorchUtils module whose logic's installTorch records its arguments."""
+    mod = types.ModuleType("PyTorchUtils")
+
+    class PyTorchUtilsLogic:
+        def installTorch(self, **kwargs):
+            calls.append(("installTorch", kwargs))
+            if not result_installs:
+                return None   # the user declined, or installation failed
+            unhide("torch")
+            return types.ModuleType("torch")
+
+    mod.PyTorchUtilsLogic = PyTorchUtilsLogic
+    return mod
+
+
+# --------------------------------------------------------------------------- requirement parsing
+
+def test_read_requirements_drops_comments_and_blanks_and_keeps_specs_extras_markers(tmp_path):
+    path = tmp_path / "requirements.txt"
+    path.write_text(
+        "# a heading comment\n"
+        "\n"
+        "   \n"
+        "numpy>=1.20  # inline comment\n"
+        "  monai[nibabel]~=1.3\n"
+        "scipy ; python_version >= '3.8'\n"
+        "SimpleITK!=2.0.0,<3\n"
+        "\t# an indented comment\n"
+        "plainname\n", encoding="utf-8")
+    assert deps.read_requirements(path) == [
+        "numpy>=1.20", "monai[nibabel]~=1.3", "scipy ; python_version >= '3.8'", "SimpleITK!=2.0.0,<3", "plainname"]
+    assert deps.read_requirements(str(path)) == deps.read_requirements(path)   # str paths too
+
+
+def test_read_requirements_of_an_empty_or_comment_only_file_is_empty(tmp_path):
+    path = tmp_path / "requirements.txt"
+    path.write_text("# nothing here\n\n# still nothing\n", encoding="utf-8")
+    assert deps.read_requirements(path) == []
+
+
+def test_the_module_requirements_file_parses_line_for_line():
+    lines = deps.REQUIREMENTS_FILE.read_text(encoding="utf-8").splitlines()
+    expected = [t for t in (ln.partition("#")[0].strip() for ln in lines) if t]
+    reqs = deps.read_requirements()
+    assert reqs == expected and reqs
+    for r in reqs:   # every line is a valid PEP 508 requirement with the name distribution_name sees
+        assert Requirement(r).name == deps.distribution_name(r)
+
+
+@pytest.mark.parametrize("requirement", [
+    "numpy", "numpy>=1.20", "numpy >= 1.20", "monai[nibabel,itk]~=1.3", "monai [nibabel]", "scipy<2",
+    "SimpleITK!=2.0.0", "safetensors==0.4.*", "slicerio===1.1", "torch; sys_platform != 'darwin'",
+    "scikit-image>=0.20;python_version>'3.8'", "zope.interface>5", "pkg @ https://example.org/pkg-1.0.tar.gz",
+])
+def test_distribution_name_is_the_pep508_name(requirement):
+    assert deps.distribution_name(requirement) == Requirement(requirement).name
+
+
+# --------------------------------------------------------------------------- satisfied / missing
+
+def test_satisfied_against_the_installed_numpy_version():
+    v = importlib.metadata.version("numpy")
+    assert deps._satisfied("numpy")
+    assert deps._satisfied(f"numpy=={v}")
+    assert deps._satisfied(f"numpy>={v}")
+    assert deps._satisfied(f"numpy[extra]=={v}")          # extras do not change the version check
+    assert not deps._satisfied(f"numpy>{v}")               # installed but too old
+    assert not deps._satisfied(f"numpy<{v}")               # installed but too new
+    assert not deps._satisfied(f"numpy!={v}")
+    assert not deps._satisfied(f"numpy>{v}; python_version > '2'")
+
+
+def test_satisfied_maps_simpleitk_to_its_import_name_in_any_case():
+    v = importlib.metadata.version("SimpleITK")
+    for name in ("SimpleITK", "simpleitk", "SIMPLEITK"):
+        assert deps._satisfied(f"{name}=={v}"), name
+        assert not deps._satisfied(f"{name}>{v}"), name
+
+
+def test_a_package_that_is_not_installed_is_unsatisfied():
+    name = "lckd-test-no-such-distribution"
+    with pytest.raises(importlib.metadata.PackageNotFoundError):
+        importlib.metadata.version(name)
+    assert not deps._satisfied(name)
+    assert not deps._satisfied(name + ">=1.0")
+
+
+def test_satisfied_reads_pip_metadata_and_accepts_prereleases(tmp_path, monkeypatch):
+    """A real distribution on sys.path: its package folder and a .dist-info with its version."""
+    for name, version in (("lckd_testdist_a", "1.4.0"), ("lckd_testdist_b", "2.0rc1")):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "__init__.py").write_text("")
+        info = tmp_path / f"{name}-{version}.dist-info"
+        info.mkdir()
+        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert importlib.metadata.version("lckd_testdist_a") == "1.4.0"
+    assert deps._satisfied("lckd_testdist_a>=1.4")
+    assert deps._satisfied("lckd_testdist_a~=1.3")
+    assert not deps._satisfied("lckd_testdist_a~=1.5")
+    assert not deps._satisfied("lckd_testdist_a<1.4")
+    assert deps._satisfied("lckd_testdist_b>=1.0")         # a pre-release install counts
+    assert not deps._satisfied("lckd_testdist_b>=2.0")     # 2.0rc1 comes before 2.0
+
+
+def test_importable_without_pip_metadata_is_accepted_and_not_imported(tmp_path, monkeypatch):
+    """Like a package bundled with Slicer: importable, no .dist-info. Checking must not import it."""
+    (tmp_path / "lckd_test_bundled.py").write_text("raise RuntimeError('imported by the check')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert deps._satisfied("lckd_test_bundled>=99")       # version unknown: accepted
+    assert deps.missing_packages(["lckd_test_bundled>=99"]) == []
+    assert "lckd_test_bundled" not in sys.modules
+
+
+def test_missing_packages_keeps_order_and_drops_satisfied_ones():
+    v = importlib.metadata.version("numpy")
+    reqs = ["lckd-test-missing-one>=1", f"numpy=={v}", f"numpy>{v}", "lckd-test-missing-two"]
+    assert importlib.util.find_spec("torch") is not None   # torch is installed here: not listed
+    assert deps.missing_packages(reqs) == ["lckd-test-missing-one>=1", f"numpy>{v}", "lckd-test-missing-two"]
+    assert deps.missing_packages([f"numpy=={v}"]) == []
+    assert deps.missing_packages([]) == []
+
+
+def test_missing_torch_is_listed_first(monkeypatch):
+    v = importlib.metadata.version("numpy")
+    hide(monkeypatch, "torch")
+    assert deps.missing_packages([f"numpy>{v}", f"numpy=={v}"]) == ["torch" + deps.TORCH_REQUIREMENT, f"numpy>{v}"]
+    assert deps.missing_packages([]) == ["torch" + deps.TORCH_REQUIREMENT]
+    Requirement(deps.missing_packages([])[0])              # a valid requirement for pip
+
+
+def test_missing_packages_defaults_to_the_module_requirements_file(monkeypatch):
+    assert deps.missing_packages() == []                   # this environment has them all
+    hide(monkeypatch, "monai")
+    hide(monkeypatch, "safetensors")
+    assert deps.missing_packages() == [requirement_for("monai"), requirement_for("safetensors")]
+
+
+def test_manual_command_installs_torch_and_the_requirements_file():
+    words = shlex.split(deps.manual_command())
+    assert words == ["PythonSlicer", "-m", "pip", "install", "torch", "-r", str(deps.REQUIREMENTS_FILE)]
+    assert deps.REQUIREMENTS_FILE.is_file()
+
+
+def test_manual_command_is_a_valid_pip_command():
+    """pip itself accepts its arguments (offline dry run: everything is installed here)."""
+    words = shlex.split(deps.manual_command())
+    run = subprocess.run([sys.executable, *words[1:], "--dry-run", "--no-index", "--quiet",
+                          "--disable-pip-version-check"], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stdout + run.stderr
+
+
+# --------------------------------------------------------------------------- ensure()
+
+def test_ensure_does_nothing_and_never_imports_slicer_when_all_is_there(monkeypatch):
+    assert deps.missing_packages() == []
+    hide(monkeypatch, "slicer")                            # an import of slicer would fail
+    assert deps.ensure() is None
+
+
+def test_ensure_installs_torch_then_the_rest_with_pip_when_there_is_no_pytorch_extension(monkeypatch):
+    hide(monkeypatch, "torch")
+    hide(monkeypatch, "monai")
+    hide(monkeypatch, "slicerio")
+    fake = FakeSlicer(monkeypatch, confirm=True)
+    deps.ensure()
+    others = [requirement_for("monai"), requirement_for("slicerio")]
+    assert [c for c in fake.calls if c[0] == "pip_install"] == [
+        ("pip_install", "torch" + deps.TORCH_REQUIREMENT), ("pip_install", others)]
+    assert fake.kinds() == ["confirm", "pip_install", "confirm", "pip_install"]   # asked before each install
+    titles = [c[1] for c in fake.calls if c[0] == "confirm"]
+    assert titles == ["Install PyTorch", "Install Python packages"]
+    assert all(r in fake.calls[2][2] for r in others)      # the user is shown what will be installed
+    assert deps.missing_packages() == []
+
+
+def test_ensure_uses_the_pytorch_extension_for_torch(monkeypatch):
+    hide(monkeypatch, "torch")
+    calls: list = []
+    fake = FakeSlicer(monkeypatch, pytorchutils=fake_pytorchutils(True, calls))
+    deps.ensure()
+    assert calls == [("installTorch", {"askConfirmation": True, "torchVersionRequirement": deps.TORCH_REQUIREMENT})]
+    assert fake.calls == []                                # no pip, no own dialog: nothing else was missing
+
+
+def test_pytorch_extension_declining_is_a_dependency_error_and_installs_nothing_else(monkeypatch):
+    hide(monkeypatch, "torch")
+    hide(monkeypatch, "monai")
+    calls: list = []
+    fake = FakeSlicer(monkeypatch, pytorchutils=fake_pytorchutils(False, calls))
+    with pytest.raises(deps.DependencyError, match="PyTorch was not installed.*PyTorch Util"):
+        deps.ensure()
+    assert len(calls) == 1 and fake.calls == []
+
+
+def test_declining_plain_pip_torch_is_a_dependency_error(monkeypatch):
+    hide(monkeypatch, "torch")
+    fake = FakeSlicer(monkeypatch, confirm=False)
+    with pytest.raises(deps.DependencyError, match="PyTorch is required.*pip install torch"):
+        deps.ensure()
+    assert fake.kinds() == ["confirm"]                     # asked, then nothing installed
+
+
+def test_declining_the_requirements_is_a_dependency_error_naming_them(monkeypatch):
+    hide(monkeypatch, "safetensors")
+    fake = FakeSlicer(monkeypatch, confirm=False)
+    with pytest.raises(deps.DependencyError, match="Installation cancelled") as err:
+        deps.ensure()
+    assert requirement_for("safetensors") in str(err.value) and deps.manual_command() in str(err.value)
+    assert fake.kinds() == ["confirm"]
+
+
+def test_torch_installed_but_requirements_declined(monkeypatch):
+    hide(monkeypatch, "torch")
+    hide(monkeypatch, "scipy")
+    fake = FakeSlicer(monkeypatch, confirm=[True, False])
+    with pytest.raises(deps.DependencyError, match="Installation cancelled"):
+        deps.ensure()
+    assert fake.kinds() == ["confirm", "pip_install", "confirm"]
+    assert fake.calls[1] == ("pip_install", "torch" + deps.TORCH_REQUIREMENT)
+
+
+def test_an_install_that_leaves_packages_missing_is_a_dependency_error_with_the_manual_command(monkeypatch):
+    hide(monkeypatch, "torch")
+    hide(monkeypatch, "monai")
+    fake = FakeSlicer(monkeypatch, confirm=True, installs=False)   # pip "succeeds" but nothing appears
+    with pytest.raises(deps.DependencyError) as err:
+        deps.ensure()
+    text = str(err.value)
+    assert "torch" + deps.TORCH_REQUIREMENT in text and requirement_for("monai") in text
+    assert deps.manual_command() in text and "restart Slicer" in text
+    assert fake.kinds() == ["confirm", "pip_install", "confirm", "pip_install"]
+
+
+def test_slicer_packaging_pip_ensure_is_used_where_this_slicer_has_it(monkeypatch):
+    hide(monkeypatch, "monai")
+    recorded: list = []
+    packaging = types.ModuleType("slicer.packaging")
+
+    def load_requirements(path):
+        recorded.append(("load_requirements", path))
+        return deps.read_requirements(path)
+
+    def pip_ensure(requirements, **kwargs):
+        recorded.append(("pip_ensure", requirements, kwargs))
+        unhide("monai")
+
+    packaging.load_requirements = load_requirements
+    packaging.pip_ensure = pip_ensure
+    fake = FakeSlicer(monkeypatch, packaging=packaging)
+    deps.ensure()
+    assert recorded == [("load_requirements", str(deps.REQUIREMENTS_FILE)),
+                        ("pip_ensure", deps.read_requirements(), {"requester": "LCKD Segmentation"})]
+    assert fake.calls == []                                # pip_ensure asks; no own dialog, no pip_install
+
+
+def test_an_older_slicer_packaging_without_pip_ensure_falls_back_to_pip_install(monkeypatch):
+    hide(monkeypatch, "monai")
+    packaging = types.ModuleType("slicer.packaging")      # e.g. only pip_install, no pip_ensure
+    packaging.pip_install = lambda *a, **k: pytest.fail("slicer.packaging.pip_install is not the fallback")
+    fake = FakeSlicer(monkeypatch, packaging=packaging)
+    deps.ensure()
+    assert fake.calls[1:] == [("pip_install", [requirement_for("monai")])]
