@@ -110,6 +110,8 @@ class LCKDSegmentationParameterNode:
     outputSegmentation: where the tumour segments go (None: a new segmentation).
     model: registry name of the model; "" = the bundled default.
     postprocess: BraTS-style clean-up; set from the model card until the user chooses.
+    rawScans: raw-scan preprocessing (co-registration, brain extraction); set from the core's
+    auto-detection whenever the selected volumes change, until the user chooses.
     """
 
     t1: vtkMRMLScalarVolumeNode
@@ -123,6 +125,7 @@ class LCKDSegmentationParameterNode:
     keepOtherSegments: bool = False
     register: bool = False
     postprocess: bool = False
+    rawScans: bool = False
 
     def volumes(self) -> dict:
         """{modality: volume node} of the filled selectors, in canonical order."""
@@ -153,6 +156,7 @@ class LCKDSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._updating = False
         # The user's own post-processing choice beats the model card's default.
         self._postprocessChosen = False
+        self._rawScansFor: tuple | None = None   # the selection the raw-scans checkbox was detected for
 
     def setup(self):
         ScriptedLoadableModuleWidget.setup(self)
@@ -266,6 +270,7 @@ class LCKDSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         try:
             index = self.ui.modelComboBox.findData(p.model)
             self.ui.modelComboBox.setCurrentIndex(max(index, 0))
+            self.detectRawScans()
             self.updateState()
         finally:
             self._updating = False
@@ -280,6 +285,23 @@ class LCKDSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def onPostprocessClicked(self, checked):
         self._postprocessChosen = True
+
+    def detectRawScans(self):
+        """Set the raw-scans checkbox from the core's auto-detection when the selected volumes
+        change (a user's tick stands until then); its tooltip says why."""
+        chosen = self.selectedVolumes()
+        key = tuple((m, n.GetID()) for m, n in chosen.items())
+        if key == self._rawScansFor:
+            return
+        self._rawScansFor = key
+        try:
+            raw, reason = self.logic.segmentation.detectRawScans(chosen)
+        except Exception as e:  # a volume without image data, or an odd array: leave the box as it is
+            logging.warning(f"LCKD Segmentation: raw-scan detection failed: {e}")
+            return
+        self._parameterNode.rawScans = raw
+        self.ui.rawScansCheckBox.toolTip = ("Co-register the scans and extract the brain before segmenting "
+                                            f"(for scans with the skull on). Detected: {reason}")
 
     def selectedVolumes(self) -> dict:
         return self._parameterNode.volumes() if self._parameterNode is not None else {}
@@ -379,17 +401,22 @@ class LCKDSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if self.jobRunning():
             return
         self.ui.statusLog.clear()
+        p = self._parameterNode
         try:
             dependencies.ensure()
+            if p.rawScans:
+                dependencies.ensure_preprocess()
         except dependencies.DependencyError as e:
             slicer.util.errorDisplay(str(e))
             return
-        p = self._parameterNode
+        except Exception as e:  # pip failing, or Slicer's installer declined (RuntimeError): a message, no traceback
+            slicer.util.errorDisplay(f"Installing the Python packages failed: {e}")
+            return
         with slicer.util.tryWithErrorDisplay("Cannot start the segmentation.", waitCursor=True):
             self._job = self.logic.segmentation.startSegment(
                 p.volumes(), outputSegmentation=p.outputSegmentation, device=p.device.value,
                 model=p.model or None, reference=p.reference.value, keepOtherSegments=p.keepOtherSegments,
-                register=p.register, postprocess=p.postprocess)
+                register=p.register, postprocess=p.postprocess, preprocess="on" if p.rawScans else "off")
             model = self.logic.segmentation.modelInfo()
             if model:
                 self.log(panel.model_text(model))
@@ -421,6 +448,8 @@ class LCKDSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             volumes = job.reply.get("volumes_ml", {})
             self.log(f"Done in {job.seconds:.1f} s: whole tumour {volumes.get('WT', 0):.1f} mL, "
                      f"core {volumes.get('TC', 0):.1f} mL, enhancing {volumes.get('ET', 0):.1f} mL.")
+            if job.reply.get("preprocessing"):
+                self.log(f"Preprocessing: {job.reply['preprocessing']}")
             for warning in job.reply.get("warnings", []):
                 self.log(f"Warning: {warning}")
         self.updateState()

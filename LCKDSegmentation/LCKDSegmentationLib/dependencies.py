@@ -121,3 +121,37 @@ def _install_requirements(slicer, requirements: list[str]) -> None:
         raise DependencyError("Installation cancelled. The module needs: " + ", ".join(requirements)
                               + f". Install them later with: {manual_command()}")
     slicer.util.pip_install(requirements)
+
+
+def missing_preprocess_packages(extractor: str | None = None) -> list[str]:
+    """The brain extractor's requirement if it is not installed (raw scans need it; nothing else does)."""
+    from lckd.options import BRAIN_EXTRACTOR_REQUIREMENTS, check_brain_extractor
+
+    requirement = BRAIN_EXTRACTOR_REQUIREMENTS[check_brain_extractor(extractor)]
+    return [] if _satisfied(requirement) else [requirement]
+
+
+def ensure_preprocess(extractor: str | None = None) -> None:
+    """Before segmenting raw scans: install the brain extractor after the user agrees; raise
+    DependencyError if it is still missing. Asked only when raw-scan preprocessing is on, so
+    users of skull-stripped data never download it."""
+    missing = missing_preprocess_packages(extractor)
+    if not missing:
+        return
+    import slicer
+
+    if not slicer.util.confirmOkCancelDisplay(
+            "Raw scans (skull not removed) need a brain extraction tool:\n\n  " + "\n  ".join(missing)
+            + "\n\n(about 30 MB with what it needs; its network weights come with it, nothing is downloaded "
+              "when it runs). Install it now?", "Install brain extraction"):
+        raise DependencyError("Brain extraction is not installed, so raw scans cannot be prepared. Untick "
+                              "'Raw scans' for skull-stripped input, or install it with: PythonSlicer -m pip "
+                              "install " + " ".join(f'"{r}"' for r in missing))
+    slicer.util.pip_install(missing)
+    importlib.invalidate_caches()
+    still = missing_preprocess_packages(extractor)
+    if still:
+        raise DependencyError("Brain extraction could not be installed: " + ", ".join(still)
+                              + ". Install it from a terminal with: PythonSlicer -m pip install "
+                              + " ".join(f'"{r}"' for r in still))
+

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from lckd.modalities import canonical, subset_key
+from lckd.options import check_preprocess
 from lckd.protocol import ERROR, READY
 
 from . import output, volumeio
@@ -58,6 +59,7 @@ class SegmentJob:
     cancel_requested: float | None = None
     reply: dict | None = None     # the worker's result or error message
     segmentation: Any = None      # the output node, once imported
+    brain_mask: Any = None        # labelmap node of the extracted brain (raw-scan preprocessing), if any
 
     @property
     def failed(self) -> bool:
@@ -200,10 +202,14 @@ class SegmentationLogic:
     # -- one case, asynchronous (GUI) --------------------------------------------------
     def startSegment(self, volumes: Mapping[str, Any], outputSegmentation: Any = None, device: str = "auto",
                      model: str | None = None, reference: str | None = None, keepOtherSegments: bool = False,
-                     register: bool = False, postprocess: bool | None = None, show3D: bool = True) -> SegmentJob:
+                     register: bool = False, postprocess: bool | None = None, show3D: bool = True,
+                     preprocess: str = "auto") -> SegmentJob:
         """Check the selection, hand the volumes to the worker and return at once.
 
         `postprocess`: None follows the model card's clean-up rule, True/False force it.
+        `preprocess`: raw scans (skull on, own grids): "on" co-registers and extracts the brain
+        (the mask comes back as a labelmap node, `job.brain_mask`), "off" never, "auto" when
+        the scans look unstripped (`detectRawScans` tells in advance).
         Raises `SelectionError` (a ValueError) for bad selections or a device this computer
         is known not to have; the scene is unchanged.
         """
@@ -214,9 +220,12 @@ class SegmentationLogic:
         try:
             inputs = {m: str(volumeio.write_volume(node, Path(temp_dir) / f"{m}.nrrd")) for m, node in chosen.items()}
             worker = self.startWorker(model, device)
-            rid = worker.send("segment", inputs=inputs, options={
-                "output": str(Path(temp_dir) / "label.nrrd"), "reference": ref, "labels": self.labels,
-                "register": bool(register), "postprocess": None if postprocess is None else bool(postprocess)})
+            options = {"output": str(Path(temp_dir) / "label.nrrd"), "reference": ref, "labels": self.labels,
+                       "register": bool(register), "postprocess": None if postprocess is None else bool(postprocess),
+                       "preprocess": check_preprocess(preprocess)}
+            if preprocess != "off":
+                options["brain_mask_output"] = str(Path(temp_dir) / "brainmask.nrrd")
+            rid = worker.send("segment", inputs=inputs, options=options)
         except Exception:
             shutil.rmtree(temp_dir, ignore_errors=True)
             raise
@@ -284,11 +293,33 @@ class SegmentationLogic:
             node = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", name)
         try:
             self._fillOutput(job, reply, node, labelmap)
+            if reply.get("brain_mask"):
+                mask = volumeio.read_labelmap(reply["brain_mask"])
+                mask.SetName(scene.GenerateUniqueName(f"{reference_node.GetName()} brain mask"))
+                scene.AddNode(mask)
+                node.SetAttribute("LCKD.BrainMask", mask.GetID())
+                job.brain_mask = mask
         except Exception:
             if created:  # leave no half-made node behind
                 scene.RemoveNode(node)
             raise
+        node.SetAttribute("LCKD.Preprocessing", str(reply.get("preprocessing", "")))
         return node
+
+    def detectRawScans(self, volumes: Mapping[str, Any]) -> tuple[bool, str]:
+        """(whether the selected volumes look like raw scans, the one-line reason): `lckd.rawprep`'s
+        `auto` rule on the nodes' arrays, in this process (no worker, no torch; a few hundredths
+        of a second for four BraTS-size volumes). Used to set the panel's raw-scans checkbox."""
+        import slicer
+
+        from lckd.rawprep import decide_verdicts, series_verdict
+
+        verdicts = [series_verdict(canonical(m), slicer.util.arrayFromVolume(node), node.GetSpacing())
+                    for m, node in volumes.items() if node is not None and node.GetImageData() is not None]
+        if not verdicts:
+            return False, "no volume selected"
+        decision = decide_verdicts(verdicts)
+        return decision.run, decision.reason
 
     def _fillOutput(self, job: SegmentJob, reply: dict, node, labelmap) -> None:
         from lckd.labels import CONVENTIONS  # needs scipy: only once the worker proved dependencies are there
@@ -316,18 +347,19 @@ class SegmentationLogic:
     def segment(self, volumes: Mapping[str, Any], outputSegmentation: Any = None, device: str = "auto",
                 model: str | None = None, reference: str | None = None, keepOtherSegments: bool = False,
                 register: bool = False, postprocess: bool | None = None, show3D: bool = True,
-                progress: Progress | None = None, timeout: float | None = None):
+                progress: Progress | None = None, timeout: float | None = None, preprocess: str = "auto"):
         """Segment one case and return the segmentation node (blocks until done).
 
         `volumes` maps modality names (T1, T1ce, T2, FLAIR or aliases) to volume nodes;
         any non-empty subset. A new segmentation node is created unless
         `outputSegmentation` is given; re-running into it replaces the tumour segments and
         keeps other segments only with `keepOtherSegments`. `postprocess` None follows the
-        model card. Raises `SelectionError` for a bad selection or an absent GPU and
+        model card. `preprocess` ("auto", "on", "off"): raw-scan preprocessing, as in
+        `startSegment`. Raises `SelectionError` for a bad selection or an absent GPU and
         `SegmentationFailed` if the worker fails (scene unchanged).
         """
         job = self.startSegment(volumes, outputSegmentation, device, model, reference, keepOtherSegments,
-                                register, postprocess, show3D)
+                                register, postprocess, show3D, preprocess)
         deadline = None if timeout is None else time.monotonic() + timeout
         while not job.done:
             for msg in self.pollJob(job):

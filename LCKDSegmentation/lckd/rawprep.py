@@ -33,7 +33,8 @@ from .options import check_brain_extractor, check_preprocess
 
 Progress = Optional[Callable[[float, str], None]]
 
-__all__ = ["Decision", "RawPrepared", "decide", "prepare_raw_scans", "extraction_scan"]
+__all__ = ["Decision", "RawPrepared", "decide", "decide_verdicts", "series_verdict", "prepare_raw_scans",
+           "extraction_scan"]
 
 #: A series with fewer slices than this along its thinnest axis is a localizer (scout).
 MIN_SLICES = 10
@@ -43,8 +44,13 @@ MIN_HEAD_FOV_MM = 120.0
 MIN_CONSTANT_BACKGROUND = 0.2
 #: More signal than this (litres) is more than a brain: a head with skull, scalp and neck.
 MAX_BRAIN_LITRES = 2.2
-#: An extracted mask under this (mL) means no brain was found.
-MIN_BRAIN_ML = 200.0
+#: An extracted mask outside these volumes (mL) or box sides (mm; left-right, front-back,
+#: top-bottom) is not an adult brain: the extractors (deepbet, HD-BET) return a confident
+#: "brain" even for a leg or pure noise. Measured: 18 BraTS brains 1.4-1.7 L and 132-167 x
+#: 153-198 x 128-160 mm (raw phantoms, T2 the loosest, up to 2.24 L); a leg-sized cylinder
+#: gave 91 x 114 x 149 mm, noise 195 x 192 x 146 mm and 2.2 L.
+BRAIN_ML_RANGE = (600.0, 2600.0)
+BRAIN_SIDES_MM = ((105.0, 185.0), (130.0, 225.0), (80.0, 185.0))
 #: Share of the brain a registered series must cover (refused under it; noted under 95 %).
 MIN_COVERAGE = 0.5
 #: The scan the brain is extracted on: the first of these given.
@@ -59,23 +65,37 @@ class Decision:
     reason: str
 
 
-def _series_verdict(name: str, image: sitk.Image) -> tuple[bool | None, str]:
-    """(True: unstripped, False: skull-stripped, None: not judged, reason) for one scan."""
+def series_verdict(name: str, array: np.ndarray, spacing) -> tuple[bool | None, str]:
+    """(True: unstripped, False: skull-stripped, None: not judged, reason) for one scan.
+
+    `array` is the voxel array in any axis order and `spacing` its voxel size (mm, any order:
+    only the field of view's sides and the voxel volume are used), so the Slicer module can
+    judge its volume nodes' arrays without copying them into SimpleITK images.
+    """
     from .preprocess import background_value
 
-    size, spacing = np.array(image.GetSize()), np.array(image.GetSpacing())
-    if sorted(size * spacing)[1] < MIN_HEAD_FOV_MM:
+    sides = sorted(np.array(array.shape[::-1], dtype=float) * np.array(spacing, dtype=float))
+    if sides[1] < MIN_HEAD_FOV_MM:
         return None, f"{name}: field of view under {MIN_HEAD_FOV_MM:g} mm"
-    arr = sitk.GetArrayViewFromImage(image)
-    bg = arr.dtype.type(background_value(arr))
-    at_bg = np.count_nonzero(arr == bg)
-    if at_bg < MIN_CONSTANT_BACKGROUND * arr.size:
-        return True, (f"{name}: background is not constant ({at_bg / arr.size:.0%} of voxels at one value, "
+    bg = array.dtype.type(background_value(array))
+    at_bg = np.count_nonzero(array == bg)
+    if at_bg < MIN_CONSTANT_BACKGROUND * array.size:
+        return True, (f"{name}: background is not constant ({at_bg / array.size:.0%} of voxels at one value, "
                       f"skull-stripped scans have over {MIN_CONSTANT_BACKGROUND:.0%})")
-    litres = (arr.size - at_bg) * float(np.prod(spacing)) / 1e6
+    litres = (array.size - at_bg) * float(np.prod(spacing)) / 1e6
     if litres > MAX_BRAIN_LITRES:
         return True, f"{name}: {litres:.1f} L of signal, more than a brain (under {MAX_BRAIN_LITRES:g} L)"
     return False, f"{name}: constant background, {litres:.1f} L of signal"
+
+
+def decide_verdicts(verdicts: list[tuple[bool | None, str]]) -> Decision:
+    """The `auto` decision from every scan's `series_verdict`: raw if any scan looks unstripped."""
+    raw = [why for v, why in verdicts if v]
+    if raw:
+        more = f"; {len(raw) - 1} more scan(s) alike" if len(raw) > 1 else ""
+        return Decision(True, f"scans look unstripped ({raw[0]}{more}): extracting the brain")
+    return Decision(False, "scans look skull-stripped (constant background, brain-sized): raw-scan "
+                           "preprocessing skipped")
 
 
 def decide(images: Mapping[str, sitk.Image], mode: str = "auto") -> Decision:
@@ -83,13 +103,8 @@ def decide(images: Mapping[str, sitk.Image], mode: str = "auto") -> Decision:
     check_preprocess(mode)
     if mode != "auto":
         return Decision(mode == "on", f"raw-scan preprocessing {mode} (asked for)")
-    verdicts = [_series_verdict(m, img) for m, img in images.items()]
-    raw = [why for v, why in verdicts if v]
-    if raw:
-        more = f"; {len(raw) - 1} more scan(s) alike" if len(raw) > 1 else ""
-        return Decision(True, f"scans look unstripped ({raw[0]}{more}): extracting the brain")
-    return Decision(False, "scans look skull-stripped (constant background, brain-sized): raw-scan "
-                           "preprocessing skipped")
+    return decide_verdicts([series_verdict(m, sitk.GetArrayViewFromImage(img), img.GetSpacing())
+                            for m, img in images.items()])
 
 
 def extraction_scan(names) -> str:
@@ -118,11 +133,30 @@ def _check_slices(images: Mapping[str, sitk.Image]) -> None:
                              f"(scout), not a diagnostic series; leave it out")
 
 
+def check_brain_shape(mask: sitk.Image, scan: str) -> float:
+    """The mask's volume (mL) if it is shaped like an adult brain (BRAIN_ML_RANGE,
+    BRAIN_SIDES_MM), else an InputError: the scan holds no head."""
+    oriented = sitk.DICOMOrient(mask, "LPS")      # array axes: top-bottom, front-back, left-right
+    arr = sitk.GetArrayViewFromImage(oriented) > 0
+    ml = float(np.count_nonzero(arr)) * float(np.prod(mask.GetSpacing())) / 1000.0
+    sides = []
+    for axis, spacing in zip((2, 1, 0), oriented.GetSpacing()):
+        idx = np.nonzero(arr.any(axis=tuple(a for a in range(3) if a != axis)))[0]
+        sides.append(float(idx[-1] - idx[0] + 1) * spacing if idx.size else 0.0)
+    shaped = all(lo <= v <= hi for v, (lo, hi) in zip(sides, BRAIN_SIDES_MM))
+    if not shaped or not BRAIN_ML_RANGE[0] <= ml <= BRAIN_ML_RANGE[1]:
+        expected = " x ".join(f"{lo:g}-{hi:g}" for lo, hi in BRAIN_SIDES_MM)
+        raise InputError(f"no brain found in {scan}: the extracted region is {' x '.join(f'{v:.0f}' for v in sides)} "
+                         f"mm (left-right x front-back x top-bottom) and {ml:.0f} mL, where an adult brain is "
+                         f"{expected} mm and {BRAIN_ML_RANGE[0]:g}-{BRAIN_ML_RANGE[1]:g} mL; is it a head scan?")
+    return ml
+
+
 def _coverage(moving: sitk.Image, mask: sitk.Image, tx: sitk.Transform) -> float:
     """Share of the mask's voxels inside `moving`'s field of view after the transform."""
     ones = sitk.Image(moving.GetSize(), sitk.sitkUInt8) + 1
     ones.CopyInformation(moving)
-    inside = sitk.GetArrayViewFromImage(sitk.Resample(ones, mask, tx, sitk.sitkNearestNeighbor, 0))
+    inside = sitk.GetArrayFromImage(sitk.Resample(ones, mask, tx, sitk.sitkNearestNeighbor, 0))
     m = sitk.GetArrayViewFromImage(mask) > 0
     return float(np.count_nonzero(inside[m])) / max(1, int(np.count_nonzero(m)))
 
@@ -153,7 +187,16 @@ def prepare_raw_scans(images: Mapping[str, sitk.Image], reference: str, *, metho
     t = time.perf_counter()
     transforms: dict[str, sitk.Transform] = {}
     if len(images) > 1:
-        from .registration import register_inputs
+        from .registration import foreground, register_inputs
+        # scans of one session share scanner coordinates: a series that misses most of the
+        # reference's head there cannot be registered onto it, so say so before trying
+        head = sitk.GetImageFromArray(foreground(images[reference]).astype(np.uint8))
+        head.CopyInformation(images[reference])
+        for m, img in images.items():
+            cover = _coverage(img, head, sitk.Transform()) if m != reference else 1.0
+            if cover < MIN_COVERAGE:
+                raise InputError(f"{m} covers only {cover:.0%} of the head in {reference}'s field of view: the "
+                                 "series do not overlap enough to be registered; leave it out")
         report(0.0, f"register: co-registering onto {reference}")
         registered, transforms = register_inputs(images, reference, warnings=notes,
                                                  progress=lambda f, m: report(0.05 * f, f"register: {m}"))
@@ -177,11 +220,7 @@ def prepare_raw_scans(images: Mapping[str, sitk.Image], reference: str, *, metho
         raise InputError(f"brain extraction found no brain in {scan} ({type(exc).__name__}): is it a head scan?") \
             from None
     timings["brain extraction"] = time.perf_counter() - t
-    voxel_ml = float(np.prod(mask.GetSpacing())) / 1000.0
-    brain_ml = float(np.count_nonzero(sitk.GetArrayViewFromImage(mask))) * voxel_ml
-    if brain_ml < MIN_BRAIN_ML:
-        raise InputError(f"no brain found in {scan}: the extracted mask holds {brain_ml:.0f} mL "
-                         f"(a brain is over {MIN_BRAIN_ML:g} mL); is it a head scan?")
+    brain_ml = check_brain_shape(mask, scan)
     for m, tx in transforms.items():
         if m == reference:
             continue

@@ -55,7 +55,7 @@ SEED = 20231003
 _MIN_LEVEL_VOXELS = 12
 
 
-def _foreground(image: sitk.Image) -> np.ndarray:
+def foreground(image: sitk.Image) -> np.ndarray:
     """Voxels above 0 (skull-stripped data) or, when nearly everything is above 0 (raw scans
     with noisy background), above a tenth of a robust maximum."""
     arr = sitk.GetArrayViewFromImage(image)
@@ -143,8 +143,8 @@ def register_rigid(fixed: sitk.Image, moving: sitk.Image, *, progress: Progress 
         raise InputError("registration needs two 3D images")
     fixed = sitk.Cast(fixed, sitk.sitkFloat32)
     moving = sitk.Cast(moving, sitk.sitkFloat32)
-    fixed_fg = _foreground(fixed)
-    moving_fg = _foreground(moving)
+    fixed_fg = foreground(fixed)
+    moving_fg = foreground(moving)
 
     centre = _centroid(fixed, fixed_fg)
     if centre is None:
