@@ -429,7 +429,8 @@ class SegmentationLogic:
                                  inputs=case.images, reference=reply.get("reference"),
                                  labels=reply.get("labels", self.labels), volumes_ml=reply.get("volumes_ml", {}),
                                  outputs=outputs, warnings=reply.get("warnings", []), timings=reply.get("timings"),
-                                 device=str(info.get("device")), options=options)
+                                 device=str(info.get("device")), options=options,
+                                 preprocessing=reply.get("preprocessing", ""))
 
         def on_row(index: int, total: int, row: dict) -> None:
             if row["status"] == "error":

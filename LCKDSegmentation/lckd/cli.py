@@ -349,7 +349,8 @@ def segment_record(seg, res, args, outputs, probabilities, timings: dict) -> dic
     return result_record(
         model=seg.model_record(), modalities=res.modalities, inputs=res.sources, reference=res.reference,
         labels=res.label_convention, volumes_ml=res.volumes_ml, outputs=outputs, probabilities=probabilities,
-        warnings=res.warnings, timings=timings, device=str(seg.device), options=run_options(seg, args))
+        warnings=res.warnings, timings=timings, device=str(seg.device), options=run_options(seg, args),
+        preprocessing=res.preprocessing)
 
 
 def run_options(seg, args) -> dict:

@@ -15,7 +15,8 @@ import time
 from typing import TextIO
 
 #: Stage names in pipeline order; timings (`SegmentationResult.timings`) use the same keys.
-STAGES = ("read", "load", "register", "preprocess", "network", "postprocess", "write")
+STAGES = ("read", "load", "detect", "register", "brain extraction", "mask", "bias correction", "preprocess",
+          "network", "postprocess", "write")
 _WINDOW = re.compile(r"window (\d+)/(\d+)")
 
 

@@ -100,7 +100,7 @@ def result_record(*, model: Mapping, modalities: Sequence[str], inputs: Mapping[
                   labels: str, volumes_ml: Mapping[str, float], options: Mapping[str, Any],
                   outputs: Sequence[str | Path] = (), probabilities: Sequence[str | Path] = (),
                   warnings: Sequence[str] = (), timings: Mapping[str, float] | None = None,
-                  device: str | None = None) -> dict:
+                  device: str | None = None, preprocessing: str = "") -> dict:
     """The JSON record of one segmentation (the sidecar), from its parts.
 
     Takes plain values, not a `SegmentationResult`, so the worker's reply (Slicer) and an
@@ -129,6 +129,7 @@ def result_record(*, model: Mapping, modalities: Sequence[str], inputs: Mapping[
         "probabilities": [path_text(p) for p in probabilities],
         "device": device,
         "options": dict(options),
+        "preprocessing": str(preprocessing),     # what the raw-scan check decided, in one line
         "warnings": [str(w) for w in warnings],
         "timings_s": _stage_order({k: round(float(v), 3) for k, v in (timings or {}).items()}),
     }

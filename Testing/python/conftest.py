@@ -37,3 +37,19 @@ def cohort(tmp_path):
         (folders[1] / f"{folders[1].name}-{suffix}.nii.gz").unlink()
     (folders[2] / f"{folders[2].name}-t2f.nii.gz").write_bytes(b"not an image at all")
     return root, [f.name for f in folders]
+
+
+#: Seed of the raw-scan phantom the raw-pipeline tests share.
+RAW_SEED = 5
+
+
+@pytest.fixture(scope="session")
+def raw_case(tmp_path_factory):
+    """One raw-scan phantom (`lckd phantom --raw`) as files: (case folder, {modality: path})."""
+    from lckd.rawphantom import write_raw_phantom
+
+    folder = write_raw_phantom(tmp_path_factory.mktemp("raw_case"), RAW_SEED)
+    cid = folder.name
+    files = {m: folder / f"{cid}-{s}.nii.gz" for m, s in (("T1", "t1n"), ("T1ce", "t1c"), ("T2", "t2w"),
+                                                          ("FLAIR", "t2f"))}
+    return folder, files

@@ -392,3 +392,32 @@ def test_a_gpu_that_does_not_exist_is_refused_with_a_clear_message(scene, volume
         assert lg.worker is worker and worker.running
     finally:
         lg.shutdown()
+
+
+def test_raw_scans_are_detected_and_come_back_with_a_brain_mask(logic, scene, volumes, raw_case):
+    """The panel's checkbox rule (detectRawScans) and a raw FLAIR through the worker, headless."""
+    from lckd.brainextract import extractor_available
+
+    if not extractor_available():
+        pytest.skip("brain extractor (deepbet) not installed")
+    folder, files = raw_case
+    flair = load_volume(scene, files["FLAIR"], "AX FLAIR raw")
+    raw, reason = logic.detectRawScans({"FLAIR": flair})
+    assert raw and reason.startswith("scans look unstripped (FLAIR")
+    stripped, reason = logic.detectRawScans(volumes)
+    assert not stripped and "skull-stripped" in reason
+
+    seg = logic.segment({"FLAIR": flair}, device="cpu", model=MODEL, preprocess="on")
+    assert "deepbet on FLAIR" in seg.GetAttribute("LCKD.Preprocessing")
+    mask = scene.GetNodeByID(seg.GetAttribute("LCKD.BrainMask"))
+    assert mask is not None and mask.IsA("vtkMRMLLabelMapVolumeNode") and mask.GetName() == "AX FLAIR raw brain mask"
+    truth = sitk.ReadImage(str(folder / f"{folder.name}-brainmask.nii.gz"))
+    on_flair = sitk.GetArrayFromImage(sitk.Resample(truth, sitk.ReadImage(str(files["FLAIR"])), sitk.Transform(),
+                                                    sitk.sitkNearestNeighbor, 0)) > 0
+    ours = slicer.util.arrayFromVolume(mask) > 0
+    assert ours.shape == on_flair.shape
+    assert 2 * np.count_nonzero(ours & on_flair) / (ours.sum() + on_flair.sum()) >= 0.9   # 6 mm slices: coarse truth
+
+    again = logic.segment({"FLAIR": flair}, device="cpu", model=MODEL, preprocess="off")
+    assert again.GetAttribute("LCKD.BrainMask") is None
+    assert again.GetAttribute("LCKD.Preprocessing") == "raw-scan preprocessing off (asked for)"
