@@ -25,7 +25,7 @@ from .errors import Cancelled, InputError, itk_error_detail
 from .modelcard import ModelCard, load_model
 from .network import LCKDNet
 from .registry import resolve_model
-from .threads import configure_threads
+from .threads import ThreadGovernor, configure_threads, governor_possible
 
 ImageLike = Union[str, Path, sitk.Image]
 Progress = Callable[[float, str], None]
@@ -79,6 +79,11 @@ class Segmenter:
         self.device = device
         self.card_path = card_path   # the card file, for provenance (its sha256 goes into result records)
         self._model_record: dict | None = None
+        # CPU threads: None lets a ThreadGovernor follow the cores other processes leave free
+        # (lckd.threads); a number (`--threads`) is kept as given.
+        self.fixed_threads: int | None = None
+        self.thread_ceiling = torch.get_num_threads()
+        self.thread_history: list[int] = []   # the counts the last `predict` ran with
 
     def model_record(self) -> dict:
         """Name, version, card sha256 and scope of the loaded model (`provenance.model_record`).
@@ -98,11 +103,13 @@ class Segmenter:
 
         `threads`: CPU threads for PyTorch; None = the cores available to this process
         (affinity and cgroup quota, `lckd.threads`)."""
-        configure_threads(options.check_threads(threads))
+        n = configure_threads(options.check_threads(threads))
         dev = pick_device(device)
         path = resolve_model(model, progress=progress)
         net, card = load_model(path, device=dev)
-        return cls(net, card, dev, Path(path))
+        seg = cls(net, card, dev, Path(path))
+        seg.fixed_threads, seg.thread_ceiling = threads, n
+        return seg
 
     # -- steps -------------------------------------------------------------------------
     def _harmonise(self, images: dict, reference: str, register: bool, progress: Progress) -> tuple[dict, list]:
@@ -249,10 +256,16 @@ class Segmenter:
         dev = self.device
         mask = torch.as_tensor(np.asarray(present), dtype=torch.bool, device=dev)
         report = progress or (lambda f, m: None)
+        governor = None
+        if dev.type == "cpu" and self.fixed_threads is None and governor_possible():
+            governor = ThreadGovernor(self.thread_ceiling)
+        self.thread_history = governor.history if governor is not None else []
 
         def predictor(batch: torch.Tensor) -> torch.Tensor:
             if cancel is not None and cancel.is_set():
                 raise Cancelled("cancelled")
+            if governor is not None:
+                governor.update()
             out = torch.sigmoid(self.net(batch, mask).logits.float())
             done[0] += batch.shape[0]
             report(0.1 + 0.85 * min(done[0] / total, 1.0), f"network: window {min(done[0], total)}/{total}")

@@ -11,39 +11,128 @@ PyTorch's intra-op threads to ``n`` when given (``--threads``, which always wins
 (``Segmenter.load``, hence ``lckd segment/batch/evaluate/demo`` and the Slicer worker) and
 training use it.
 
-Wait policy. OpenMP threads (PyTorch's intra-op pool, oneDNN and MKL run on it) by default
-spin for a while at every barrier before they sleep. On an idle machine that saves a few
-microseconds per parallel region; when another process holds one of the cores, the
-spinning threads burn the time slices the preempted thread needs, and every barrier waits
-for the scheduler. ``lckd/__init__.py`` therefore sets ``OMP_WAIT_POLICY=PASSIVE`` with
-``os.environ.setdefault`` (a value the user set is kept). The OpenMP runtime reads it once,
-when torch's shared libraries are loaded, so it takes effect only if ``lckd`` is imported
-before ``torch`` in that process; that holds for the ``lckd`` command, ``python -m
-lckd.worker`` and ``torchrun -m lckd.cli``. A program that imports torch first keeps
-torch's default, which ``wait_policy_applied()`` reports.
+Busy machines. OpenMP threads (PyTorch's intra-op pool, oneDNN and MKL run on it) by
+default spin for a while at every barrier before they sleep. On an idle machine that is
+what makes 2 threads fast; when another process holds one of the cores, the spinning
+threads burn the time slices the preempted thread needs and every barrier waits for the
+scheduler (measured on 2 cores: 5-10x slower). Two remedies, measured on one BraTS case:
+
+- the passive wait policy (``OMP_WAIT_POLICY=PASSIVE``) keeps a busy core from hurting
+  (6.6 s) but costs about a third of the idle speed (5.6-7.0 s instead of 4.1-4.3 s);
+- ``ThreadGovernor`` (used where the count is not fixed by ``--threads``): between sliding
+  windows it measures, from ``/proc/stat`` and this process's own CPU time, how many of
+  this process's cores other processes are using, and gives PyTorch only the cores left
+  (at least 1). Idle, all threads spin as fast as they can; with one of two cores taken,
+  the network runs on one thread, which no barrier can stall.
+
+So on Linux (where ``/proc/stat`` tells) the governor is used and the wait policy is left at
+OpenMP's default; elsewhere, and when ``--threads`` fixes the count, ``lckd/__init__.py``
+sets ``OMP_WAIT_POLICY=PASSIVE`` with ``os.environ.setdefault`` (a value the user set is
+kept). The OpenMP runtime reads it once, when torch's shared libraries are loaded, so it takes
+effect only if ``lckd`` is imported before ``torch`` in that process; that holds for the
+``lckd`` command, ``python -m lckd.worker`` and ``torchrun -m lckd.cli``. A program that
+imports torch first keeps torch's default, which ``wait_policy_applied()`` reports.
 """
 from __future__ import annotations
 
 import math
 import os
 import sys
+import time
 from pathlib import Path
 
 from .errors import InputError
 
-#: Set in lckd/__init__.py before anything can import torch (see the module docstring).
+#: Set in lckd/__init__.py before anything can import torch, where the governor cannot work
+#: or `--threads` fixes the count (see the module docstring).
 WAIT_POLICY_ENV = {"OMP_WAIT_POLICY": "PASSIVE"}
+PROC_STAT = Path("/proc/stat")
 
 # Whether torch (hence its OpenMP runtime) was already loaded when lckd was first imported;
 # set by lckd/__init__.py.
 _torch_preloaded = False
 
 
-def set_wait_policy_env(environ: dict | None = None) -> None:
-    """Put the passive wait policy into `environ` (default os.environ) unless already set."""
+def governor_possible() -> bool:
+    """Whether `ThreadGovernor` can see the other processes' CPU use (Linux's /proc/stat)."""
+    return _cpu_busy_seconds(PROC_STAT, None) is not None
+
+
+def _threads_fixed(argv: list[str]) -> bool:
+    return any(a == "--threads" or a.startswith("--threads=") for a in argv)
+
+
+def set_wait_policy_env(environ: dict | None = None, argv: list[str] | None = None) -> None:
+    """Put the passive wait policy into `environ` (default os.environ) unless already set,
+    where the governor cannot adapt the thread count: no /proc/stat, or `--threads` in `argv`
+    (default sys.argv)."""
     env = os.environ if environ is None else environ
+    if governor_possible() and not _threads_fixed(sys.argv if argv is None else argv):
+        return
     for key, value in WAIT_POLICY_ENV.items():
         env.setdefault(key, value)
+
+
+def _cpu_busy_seconds(proc_stat: Path, cpus: set[int] | None) -> float | None:
+    """Seconds the given CPUs (None: all) spent busy since boot, from /proc/stat; None if unreadable."""
+    try:
+        lines = proc_stat.read_text().splitlines()
+    except OSError:
+        return None
+    tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    busy = 0
+    found = False
+    for line in lines:
+        name, _, rest = line.partition(" ")
+        if not name.startswith("cpu") or name == "cpu" or not name[3:].isdigit():
+            continue
+        if cpus is not None and int(name[3:]) not in cpus:
+            continue
+        fields = [int(v) for v in rest.split()]
+        # user nice system idle iowait irq softirq steal ...: busy = all but idle and iowait
+        busy += sum(fields) - fields[3] - (fields[4] if len(fields) > 4 else 0)
+        found = True
+    return busy / tick if found else None
+
+
+class ThreadGovernor:
+    """Keeps PyTorch's intra-op threads at the cores other processes leave free (module docstring).
+
+    Call `update()` between parallel regions (e.g. once per sliding window); it measures at
+    most every `interval` seconds and never goes above `ceiling` or below 1 thread.
+    """
+
+    def __init__(self, ceiling: int, interval: float = 0.25, proc_stat: Path = PROC_STAT):
+        try:
+            self.cpus: set[int] | None = set(os.sched_getaffinity(0))
+        except (AttributeError, OSError):
+            self.cpus = None
+        self.ceiling = max(1, int(ceiling))
+        self.interval = interval
+        self.proc_stat = proc_stat
+        self.others = 0.0             # cores other processes used in the last interval
+        self.history: list[int] = []  # thread counts chosen, for the record
+        self._last = self._sample()
+
+    def _sample(self) -> tuple[float, float, float | None]:
+        return time.monotonic(), time.process_time(), _cpu_busy_seconds(self.proc_stat, self.cpus)
+
+    def update(self) -> int:
+        """Set and return the thread count for the next parallel work."""
+        import torch
+
+        now = self._sample()
+        wall = now[0] - self._last[0]
+        if wall < self.interval or now[2] is None or self._last[2] is None:
+            return torch.get_num_threads()
+        # busy time of our cores minus our own CPU time = what the others took
+        self.others = max(0.0, ((now[2] - self._last[2]) - (now[1] - self._last[1])) / wall)
+        self._last = now
+        n = max(1, min(self.ceiling, int(math.floor(self.ceiling - self.others + 0.5))))
+        if n != torch.get_num_threads():
+            torch.set_num_threads(n)
+        self.history.append(n)
+        return n
 
 
 def wait_policy_applied() -> bool:

@@ -114,15 +114,67 @@ def test_bad_thread_count_is_a_user_error():
         threads.configure_threads(-2)
 
 
-def test_wait_policy_is_passive_when_lckd_comes_first():
-    r = _run("import os, lckd, torch; print(os.environ['OMP_WAIT_POLICY'], lckd.threads.wait_policy_applied())",
-             {"OMP_DISPLAY_ENV": "VERBOSE"})
+def test_wait_policy_is_passive_only_where_the_governor_cannot_adapt():
+    if not threads.governor_possible():
+        pytest.skip("no /proc/stat here: the passive policy is always set")
+    # the governor adapts the thread count: OpenMP keeps its default (spinning) policy
+    r = _run("import os, lckd, torch; print(os.environ.get('OMP_WAIT_POLICY', 'unset'), "
+             "lckd.threads.wait_policy_applied())")
     assert r.returncode == 0, r.stderr
-    assert r.stdout.split() == ["PASSIVE", "True"]
+    assert r.stdout.split() == ["unset", "True"]
+    # --threads fixes the count: then no spinning at barriers
+    r = _run("import sys; sys.argv += ['segment', '--threads', '2']\n"
+             "import os, lckd, torch; print(os.environ['OMP_WAIT_POLICY'])", {"OMP_DISPLAY_ENV": "VERBOSE"})
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["PASSIVE"]
     if "GOMP_SPINCOUNT" not in r.stderr:
         pytest.skip("torch's OpenMP runtime is not libgomp: its settings cannot be displayed")
-    # libgomp prints its settings when torch loads it: no spinning at barriers
-    assert "GOMP_SPINCOUNT = '0'" in r.stderr
+    assert "GOMP_SPINCOUNT = '0'" in r.stderr   # libgomp printed its settings when torch loaded it
+
+
+def test_set_wait_policy_env_rules(tmp_path, monkeypatch):
+    env: dict = {}
+    threads.set_wait_policy_env(env, ["segment", "--threads=1"])
+    assert env == {"OMP_WAIT_POLICY": "PASSIVE"}
+    env = {"OMP_WAIT_POLICY": "ACTIVE"}
+    threads.set_wait_policy_env(env, ["segment", "--threads", "1"])
+    assert env == {"OMP_WAIT_POLICY": "ACTIVE"}
+    monkeypatch.setattr(threads, "PROC_STAT", tmp_path / "absent")   # not Linux: nothing to adapt with
+    env = {}
+    threads.set_wait_policy_env(env, ["segment"])
+    assert env == {"OMP_WAIT_POLICY": "PASSIVE"}
+
+
+def _write_stat(path, ticks: list[int]) -> None:
+    lines = ["cpu  0 0 0 0 0 0 0 0"] + [f"cpu{i} {t} 0 0 1000 0 0 0 0" for i, t in enumerate(ticks)]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def test_governor_gives_pytorch_the_cores_others_leave(tmp_path):
+    """The arithmetic on a /proc/stat file whose busy counters we advance by hand."""
+    import os
+    import time
+
+    import torch
+
+    stat, tick = tmp_path / "stat", os.sysconf("SC_CLK_TCK")
+    cpus = sorted(os.sched_getaffinity(0))
+    counters = {c: 0 for c in range(max(cpus) + 1)}
+    _write_stat(stat, list(counters.values()))
+    before = torch.get_num_threads()
+    try:
+        gov = threads.ThreadGovernor(2, interval=0.2, proc_stat=stat)
+        time.sleep(0.4)
+        counters[cpus[0]] += int(0.4 * tick) + 2          # another process kept one core busy
+        _write_stat(stat, list(counters.values()))
+        assert gov.update() == 1 == torch.get_num_threads()
+        assert 0.8 < gov.others < 1.3
+        time.sleep(0.3)                                   # ... and stopped
+        assert gov.update() == 2 == torch.get_num_threads()
+        time.sleep(0.01)
+        assert gov.update() == 2 and gov.history == [1, 2]   # too soon to measure: unchanged
+    finally:
+        torch.set_num_threads(before)
 
 
 def test_wait_policy_set_by_the_user_is_kept_and_late_import_is_reported():

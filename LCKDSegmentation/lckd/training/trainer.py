@@ -23,7 +23,7 @@ from ..inference import Segmenter, pick_device
 from ..labels import REGIONS
 from ..modelcard import ModelCard, save_model
 from ..network import build_network
-from ..threads import configure_threads
+from ..threads import ThreadGovernor, configure_threads, governor_possible
 from . import checkpoint as ckpt
 from .data import LoadedCase, PatchSampler, load_cases, select_cases
 from .election import elect, format_table, single_modality_table, tumour_box
@@ -90,7 +90,10 @@ class Trainer:
             resume = ckpt.read_checkpoint(self.ckpt_dir)
             cfg = TrainConfig.from_dict(resume[1]["config"])   # the stored schedule wins
         self.cfg = cfg
-        configure_threads(opts.threads, world=int(os.environ.get("LOCAL_WORLD_SIZE", 1)))
+        n_threads = configure_threads(opts.threads, world=int(os.environ.get("LOCAL_WORLD_SIZE", 1)))
+        # the same rule as inference: without --threads, follow the cores others leave free
+        self.governor = (ThreadGovernor(n_threads) if opts.threads is None and self.device.type == "cpu"
+                         and governor_possible() else None)
         if self.world > 1 and not dist.is_initialized():
             dist.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
         torch.manual_seed(cfg.seed)                  # same initial weights on every rank
@@ -188,6 +191,8 @@ class Trainer:
                 lr = poly_lr(cfg, self.step)
                 for g in self.optimizer.param_groups:
                     g["lr"] = lr
+                if self.governor is not None:
+                    self.governor.update()
                 x, y, present = self.sampler.batch(self.step)
                 x, y, present = x.to(self.device), y.to(self.device), present.to(self.device)
                 out = self.model(x, present)
