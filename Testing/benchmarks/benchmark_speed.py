@@ -6,9 +6,15 @@ blending -> labels), 2 CPU threads. Each measurement runs in its own process so 
 resident memory is its own. Prints a table with ratios to the default model, last.
 
     python Testing/benchmarks/benchmark_speed.py [--threads 2] [--out results.json]
+    python Testing/benchmarks/benchmark_speed.py --busy 1     # contention: idle vs N busy processes
 
 Targets (issue "core engine"): default end to end <= 1/8 of `paper` and <= 1/4 of
-SegResNet in the same run; peak memory of the default <= 3 GB.
+SegResNet in the same run; peak memory of the default <= 3 GB. With `--busy N` (issue "Stay
+fast on a busy machine"): the default model and SegResNet each run idle and beside N
+single-threaded busy processes, and the default's slowdown should be no worse than
+SegResNet's (<= 2x with one of two cores taken). Threads are left to each arm's own rule
+(the default: lckd's ThreadGovernor; SegResNet: the same pipeline, also governed) unless
+`--fixed-threads` pins them to `--threads`.
 """
 from __future__ import annotations
 
@@ -75,13 +81,15 @@ def _segmenter(kind: str):
     raise ValueError(kind)
 
 
-def _one(kind: str, modalities: list, paths: dict, threads: int) -> dict:
-    """Child process: load, segment once end to end, report time and peak memory."""
+def _one(kind: str, modalities: list, paths: dict, threads: int, fixed: bool = True) -> dict:
+    """Child process: load, segment once end to end, report time, stage times and peak memory."""
     import torch
 
     torch.set_num_threads(threads)
     t = time.perf_counter()
     seg = _segmenter(kind)
+    seg.thread_ceiling = threads
+    seg.fixed_threads = threads if fixed else None
     load = time.perf_counter() - t
     params = sum(p.numel() for p in seg.net.parameters())
     t = time.perf_counter()
@@ -89,29 +97,78 @@ def _one(kind: str, modalities: list, paths: dict, threads: int) -> dict:
     total = time.perf_counter() - t
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return {"kind": kind, "modalities": "+".join(modalities), "params": params, "load_s": load,
-            "seconds": total, "network_s": res.timings["network"], "peak_mb": peak_mb}
+            "seconds": total, "network_s": res.timings["network"], "peak_mb": peak_mb,
+            "stages": {k: round(v, 2) for k, v in res.timings.items() if k != "total"},
+            "threads": sorted(set(seg.thread_history)) or [torch.get_num_threads()]}
 
 
-def _run_child(kind: str, modalities, paths, threads: int) -> dict:
+def _run_child(kind: str, modalities, paths, threads: int, fixed: bool = True) -> dict:
     cmd = [sys.executable, __file__, "--child", json.dumps({"kind": kind, "modalities": list(modalities),
-                                                           "paths": paths, "threads": threads})]
+                                                           "paths": paths, "threads": threads, "fixed": fixed})]
     out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
     return json.loads(out.strip().splitlines()[-1])
+
+
+def _busy(n: int) -> list:
+    """N single-threaded processes that keep a core each busy (until killed)."""
+    return [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(n)]
+
+
+def contention(paths: dict, threads: int, busy: int, fixed: bool) -> list:
+    """Each arm idle, then beside `busy` busy processes; returns the rows."""
+    rows = []
+    for kind in ("lite", "segresnet"):
+        for load in (0, busy):
+            print(f"running {kind}, {load} busy process(es) ...", file=sys.stderr, flush=True)
+            hogs = _busy(load)
+            try:
+                time.sleep(0.5 if load else 0.0)       # let the busy processes settle on their cores
+                row = _run_child(kind, ALL, paths, threads, fixed)
+            finally:
+                for h in hogs:
+                    h.kill()
+                    h.wait()
+            rows.append(dict(row, busy=load))
+    print(f"\nOne BraTS-size phantom, all four scans, {threads} threads at most, "
+          f"{'fixed' if fixed else 'governed (lckd.threads.ThreadGovernor)'}; {busy} busy process(es)")
+    print("| network | busy processes | end to end (s) | network (s) | threads used | slowdown |")
+    print("|---|---:|---:|---:|---|---:|")
+    for kind in ("lite", "segresnet"):
+        idle, hot = [r for r in rows if r["kind"] == kind]
+        name = {"lite": "lite (default)", "segresnet": "MONAI SegResNet"}[kind]
+        for r in (idle, hot):
+            print(f"| {name} | {r['busy']} | {r['seconds']:.1f} | {r['network_s']:.1f} | "
+                  f"{','.join(map(str, r['threads']))} | {r['seconds'] / idle['seconds']:.2f}x |")
+    lite = rows[1]["seconds"] / rows[0]["seconds"]
+    seg = rows[3]["seconds"] / rows[2]["seconds"]
+    print(f"\nslowdown with {busy} busy: lite {lite:.2f}x, SegResNet {seg:.2f}x (target: lite <= SegResNet, <= 2x); "
+          f"lite / SegResNet idle 1/{rows[2]['seconds'] / rows[0]['seconds']:.1f}, "
+          f"busy 1/{rows[3]['seconds'] / rows[1]['seconds']:.1f}")
+    print("lite stage times idle: " + ", ".join(f"{k} {v:.2f}" for k, v in rows[0]["stages"].items()))
+    return rows
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", default=None, help="also write the results as JSON")
+    ap.add_argument("--busy", type=int, default=0, metavar="N",
+                    help="contention run: each arm idle and beside N busy processes")
+    ap.add_argument("--fixed-threads", action="store_true", help="with --busy: pin threads to --threads")
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
         job = json.loads(args.child)
-        print(json.dumps(_one(job["kind"], job["modalities"], job["paths"], job["threads"])))
+        print(json.dumps(_one(job["kind"], job["modalities"], job["paths"], job["threads"], job["fixed"])))
         return
 
     with tempfile.TemporaryDirectory() as tmp:
         paths = _write_case(Path(tmp))
+        if args.busy:
+            rows = contention(paths, args.threads, args.busy, args.fixed_threads)
+            if args.out:
+                Path(args.out).write_text(json.dumps(rows, indent=2))
+            return
         arms = [("lite", ALL), ("paper", ALL), ("segresnet", ALL),
                 ("lite", ("T1ce",)), ("lite", ("T1ce", "FLAIR")), ("lite", ("T1ce", "T2", "FLAIR"))]
         rows = []

@@ -79,7 +79,8 @@ def main() -> None:
     rows = []
     for scan, truth in jobs:
         for tool in args.tools:
-            cmd = [sys.executable, __file__, "--threads", str(args.threads), "--one", tool, scan] + ([truth] if truth else [])
+            cmd = [sys.executable, __file__, "--threads", str(args.threads), "--one", tool, scan]
+            cmd += [truth] if truth else []
             done = subprocess.run(cmd, capture_output=True, text=True)
             if done.returncode != 0:
                 print(f"{tool} on {Path(scan).name}: failed: {done.stderr.strip().splitlines()[-1:]}", flush=True)
