@@ -218,5 +218,6 @@ def test_slicer_glue_never_imports_torch():
 
 def test_python_39_syntax():
     for path in GLUE + [MODULE / "lckd" / "worker.py"]:
-        ast.parse(path.read_text(), filename=str(path), feature_version=(3, 9))
-        assert "from __future__ import annotations" in path.read_text() or path.name == "__init__.py", path
+        text = path.read_text(encoding="utf-8")
+        ast.parse(text, filename=str(path), feature_version=(3, 9))
+        assert "from __future__ import annotations" in text or path.name == "__init__.py", path

@@ -32,6 +32,8 @@ class _Result:
         self.probabilities = None
         self.warnings = ["a warning"]
         self.timings = {}
+        self.brain_mask = None
+        self.preprocessing = "raw-scan preprocessing off (asked for)"
 
 
 class _FakeSegmenter:
@@ -45,7 +47,8 @@ class _FakeSegmenter:
         self.started = threading.Event()
 
     def segment(self, inputs, *, reference=None, labels="brats2018", register=False, postprocess=False,
-                probabilities=False, progress=None, cancel=None):
+                probabilities=False, progress=None, cancel=None, preprocess="auto", brain_extractor=None,
+                bias_correction=False):
         import SimpleITK as sitk
         if "T1" not in inputs:
             raise InputError("fake segmenter wants T1")
