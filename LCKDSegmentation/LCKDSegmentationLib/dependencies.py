@@ -53,7 +53,8 @@ def _satisfied(requirement: str) -> bool:
 
 def missing_packages(requirements: list[str] | None = None) -> list[str]:
     """Requirements not satisfied in this Python, torch first; imports none of them."""
-    missing = [] if importlib.util.find_spec("torch") is not None else ["torch" + TORCH_REQUIREMENT]
+    torch = "torch" + TORCH_REQUIREMENT
+    missing = [] if _satisfied(torch) else [torch]   # absent, or older than TORCH_REQUIREMENT
     for requirement in read_requirements() if requirements is None else requirements:
         if not _satisfied(requirement):
             missing.append(requirement)

@@ -303,6 +303,8 @@ def merge_parts(out_dir: str | Path, expect: int | None = None) -> list[dict]:
     """Merge the shard summaries `summary-part-K-of-N.json` of `out_dir` into `summary.csv/.json`.
 
     All N parts must be there (`InputError` naming the missing ones); cases sorted by id.
+    `expect` (torchrun: the world size) says which N this run wrote, so parts of an earlier
+    run with another N are ignored; without it, parts of several N are refused as ambiguous.
     Returns the merged rows.
     """
     out = Path(out_dir)
@@ -311,7 +313,7 @@ def merge_parts(out_dir: str | Path, expect: int | None = None) -> list[dict]:
     totals = {int(m.group(1)) for m in names if m}
     if not totals:
         raise InputError(f"no shard summaries (summary-part-K-of-N.json) in '{printable(out)}'")
-    if len(totals) != 1:
+    if expect is None and len(totals) != 1:
         raise InputError(f"'{printable(out)}' holds parts of batches with different N: {sorted(totals)}")
     n = expect or totals.pop()
     missing = [k for k in range(n) if not (out / f"summary-part-{k}-of-{n}.json").is_file()]
@@ -462,8 +464,10 @@ def _merge_ranks(out_dir: Path, rank: int, world: int) -> list:
         dist.init_process_group("gloo")
     dist.barrier()
     rows: list = []
-    if rank == 0:
-        rows = merge_parts(out_dir, expect=world)
-    dist.barrier()
-    dist.destroy_process_group()
+    try:
+        if rank == 0:
+            rows = merge_parts(out_dir, expect=world)
+    finally:
+        dist.barrier()              # a failed merge on rank 0 must not leave the others waiting
+        dist.destroy_process_group()
     return rows

@@ -174,7 +174,7 @@ def main() -> None:
         rows = []
         for kind, mods in arms:
             print(f"running {kind} with {'+'.join(mods)} ...", file=sys.stderr, flush=True)
-            rows.append(_run_child(kind, mods, paths, args.threads))
+            rows.append(_run_child(kind, mods, paths, args.threads, fixed=False))
     if args.out:
         Path(args.out).write_text(json.dumps(rows, indent=2))
 

@@ -163,6 +163,11 @@ def test_parts_of_different_batches_or_unreadable_parts_are_refused(shard_parts)
     stale.write_bytes(_part(out, 0, 2).read_bytes())   # left over from an earlier --shard 0/3 run
     with pytest.raises(InputError, match=r"different N: \[2, 3\]"):
         merge_parts(out)
+    # torchrun knows its world size: the stale part is not one of this run's and is ignored
+    rows = merge_parts(out, expect=2)
+    assert len(rows) == len({r["case"] for r in rows}) and (out / "summary.csv").is_file()
+    (out / "summary.csv").unlink()
+    (out / "summary.json").unlink()
     stale.unlink()
     _part(out, 1, 2).write_text('{"cases": [', encoding="utf-8")   # cut off mid-write
     with pytest.raises(InputError, match="cannot read batch summary .*summary-part-1-of-2.json"):

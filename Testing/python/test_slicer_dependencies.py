@@ -341,3 +341,46 @@ def test_an_older_slicer_packaging_without_pip_ensure_falls_back_to_pip_install(
     fake = FakeSlicer(monkeypatch, packaging=packaging)
     deps.ensure()
     assert fake.calls[1:] == [("pip_install", [requirement_for("monai")])]
+
+
+# --------------------------------------------------------------------------- the raw-scan extra
+
+def test_preprocess_extractor_pins_match_pyproject():
+    """One pin for the brain extractor: the core's table, which the Slicer module installs from."""
+    from pathlib import Path
+
+    import tomllib
+
+    from lckd.options import BRAIN_EXTRACTOR_REQUIREMENTS, DEFAULT_BRAIN_EXTRACTOR
+
+    project = tomllib.loads((Path(__file__).resolve().parents[2] / "pyproject.toml").read_text())["project"]
+    assert project["optional-dependencies"]["preprocess"] == [BRAIN_EXTRACTOR_REQUIREMENTS[DEFAULT_BRAIN_EXTRACTOR]]
+    assert BRAIN_EXTRACTOR_REQUIREMENTS[DEFAULT_BRAIN_EXTRACTOR] in project["optional-dependencies"]["test"]
+
+
+def test_ensure_preprocess_installs_the_extractor_after_asking(monkeypatch):
+    hide(monkeypatch, "deepbet")
+    fake = FakeSlicer(monkeypatch)
+    deps.ensure_preprocess()
+    assert fake.kinds() == ["confirm", "pip_install"]
+    assert fake.calls[0][1] == "Install brain extraction" and "deepbet==1.0.2" in fake.calls[0][2]
+    assert fake.calls[1] == ("pip_install", ["deepbet==1.0.2"])
+    assert deps.missing_preprocess_packages() == []
+
+
+def test_ensure_preprocess_does_nothing_when_installed_and_refuses_when_declined_or_failed(monkeypatch):
+    if deps.missing_preprocess_packages():
+        pytest.skip("deepbet is not installed here")
+    FakeSlicer(monkeypatch)
+    deps.ensure_preprocess()                       # nothing asked, nothing installed
+    hide(monkeypatch, "deepbet")
+    declined = FakeSlicer(monkeypatch, confirm=False)
+    with pytest.raises(deps.DependencyError, match="Untick 'Raw scans'.*pip install \"deepbet==1.0.2\""):
+        deps.ensure_preprocess()
+    assert declined.kinds() == ["confirm"]
+    broken = FakeSlicer(monkeypatch, installs=False)
+    with pytest.raises(deps.DependencyError, match="could not be installed: deepbet==1.0.2"):
+        deps.ensure_preprocess()
+    assert broken.kinds() == ["confirm", "pip_install"]
+    with pytest.raises(Exception, match="unknown brain extraction method 'bet2'"):
+        deps.missing_preprocess_packages("bet2")
