@@ -196,6 +196,36 @@ def _n4(image: sitk.Image, mask: sitk.Image, shrink: int = 4) -> sitk.Image:
     return sitk.Cast(image / sitk.Exp(log_field), sitk.sitkFloat32)
 
 
+def _register_checked(images: Mapping[str, sitk.Image], reference: str, report: Callable[[float, str], None],
+                      notes: list) -> tuple[dict, dict]:
+    """Every series registered onto the reference grid, with the overlap checks before and after."""
+    from .registration import register_inputs
+
+    # scans of one session share scanner coordinates: a series that misses most of the
+    # reference's head there cannot be registered onto it, so say so before trying
+    ref_head = _head(images[reference])
+    head = sitk.GetImageFromArray(ref_head.astype(np.uint8))
+    head.CopyInformation(images[reference])
+    for m, img in images.items():
+        cover = _coverage(img, head, sitk.Transform()) if m != reference else 1.0
+        if cover < MIN_COVERAGE:
+            raise InputError(f"{m} covers only {cover:.0%} of the head in {reference}'s field of view: the "
+                             "series do not overlap enough to be registered; leave it out")
+    report(0.0, f"register: co-registering onto {reference}")
+    registered, transforms = register_inputs(images, reference, warnings=notes,
+                                             progress=lambda f, m: report(0.05 * f, f"register: {m}"))
+    for m in registered:
+        if m == reference:
+            continue
+        overlap = _head_overlap(ref_head, registered[m], _fov(images[m], head, transforms[m]))
+        if overlap < MIN_HEAD_DICE:
+            raise InputError(f"co-registration of {m} onto {reference} did not converge: their heads overlap "
+                             f"with Dice {overlap:.2f} after it (aligned series: over {MIN_HEAD_DICE:g}); check "
+                             "that the series are of the same patient and session, and leave out the one "
+                             "that is not")
+    return registered, transforms
+
+
 def prepare_raw_scans(images: Mapping[str, sitk.Image], reference: str, *, method: str | None = None,
                       device: str = "cpu", bias_correction: bool = False, progress: Progress = None
                       ) -> RawPrepared:
@@ -207,35 +237,12 @@ def prepare_raw_scans(images: Mapping[str, sitk.Image], reference: str, *, metho
     _check_slices(images)
     notes: list[str] = []
     timings: dict[str, float] = {}
-    t = time.perf_counter()
-    transforms: dict[str, sitk.Transform] = {}
+    registered: dict = dict(images)
+    transforms: dict = {}
     if len(images) > 1:
-        from .registration import register_inputs
-        # scans of one session share scanner coordinates: a series that misses most of the
-        # reference's head there cannot be registered onto it, so say so before trying
-        ref_head = _head(images[reference])
-        head = sitk.GetImageFromArray(ref_head.astype(np.uint8))
-        head.CopyInformation(images[reference])
-        for m, img in images.items():
-            cover = _coverage(img, head, sitk.Transform()) if m != reference else 1.0
-            if cover < MIN_COVERAGE:
-                raise InputError(f"{m} covers only {cover:.0%} of the head in {reference}'s field of view: the "
-                                 "series do not overlap enough to be registered; leave it out")
-        report(0.0, f"register: co-registering onto {reference}")
-        registered, transforms = register_inputs(images, reference, warnings=notes,
-                                                 progress=lambda f, m: report(0.05 * f, f"register: {m}"))
+        t = time.perf_counter()
+        registered, transforms = _register_checked(images, reference, report, notes)
         timings["register"] = time.perf_counter() - t
-        for m in registered:
-            if m == reference:
-                continue
-            overlap = _head_overlap(ref_head, registered[m], _fov(images[m], head, transforms[m]))
-            if overlap < MIN_HEAD_DICE:
-                raise InputError(f"co-registration of {m} onto {reference} did not converge: their heads overlap "
-                                 f"with Dice {overlap:.2f} after it (aligned series: over {MIN_HEAD_DICE:g}); check "
-                                 "that the series are of the same patient and session, and leave out the one "
-                                 "that is not")
-    else:
-        registered = dict(images)
     scan = extraction_scan(registered)
     report(0.05, f"brain extraction: {method} on {scan}")
     t = time.perf_counter()
