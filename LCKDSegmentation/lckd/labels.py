@@ -59,12 +59,17 @@ def postprocess(label: np.ndarray, convention: str = "brats2018", *, min_compone
     """
     v = check_convention(convention)
     out = label.copy()
-    comps, n = ndimage.label(out > 0)
+    tumour = out > 0
+    comps, n = ndimage.label(tumour)
     if n:
-        sizes = ndimage.sum_labels(np.ones_like(comps), comps, index=np.arange(1, n + 1))
+        # counted over the tumour voxels only: ndimage.sum_labels over the whole BraTS-size
+        # volume took 0.3 s, a sixth of the time outside the network
+        inside = comps[tumour]
+        sizes = np.bincount(inside, minlength=n + 1)[1:]
         limit = max(float(min_component_voxels), keep_fraction * float(sizes.max()))
-        small = np.flatnonzero(sizes < limit) + 1
-        out[np.isin(comps, small)] = 0
+        drop = np.zeros(n + 1, dtype=bool)
+        drop[1:] = sizes < limit
+        out[tumour] = np.where(drop[inside], 0, out[tumour])
     et = out == v["ET"]
     if 0 < int(et.sum()) < min_et_voxels:
         out[et] = v["NCR"]
