@@ -26,7 +26,7 @@ GLUE = [MODULE_PY] + sorted((MODULE / "LCKDSegmentationLib").glob("*.py"))
 
 def cmake_sets(path: Path) -> dict[str, list[str]]:
     """`set(NAME a b c)` blocks of a CMakeLists.txt, with ${MODULE_NAME} expanded."""
-    text = re.sub(r"#[^\n]*", "", path.read_text())
+    text = re.sub(r"#[^\n]*", "", path.read_text(encoding="utf-8"))
     sets = {}
     for name, body in re.findall(r"\bset\(\s*(\w+)\s+(.*?)\)", text, flags=re.S):
         sets[name] = re.findall(r'"[^"]*"|[^\s"]+', body)
@@ -70,7 +70,7 @@ def test_every_resource_is_listed(module_cmake):
 
 
 def _imported_modules(path: Path) -> set[str]:
-    tree = ast.parse(path.read_text(), filename=str(path))
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
     names = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
@@ -97,7 +97,7 @@ def test_everything_the_module_imports_or_loads_is_listed(module_cmake):
             candidates = {"/".join(parts) + ".py", "/".join(parts) + "/__init__.py"}
             if (MODULE / ("/".join(parts) + ".py")).exists() or (MODULE / "/".join(parts)).is_dir():
                 assert candidates & scripts, f"{path.name} imports {name}, not listed in CMakeLists"
-        for loaded in re.findall(r"resourcePath\(\s*[\"']([^\"']+)", path.read_text()):
+        for loaded in re.findall(r"resourcePath\(\s*[\"']([^\"']+)", path.read_text(encoding="utf-8")):
             assert f"Resources/{loaded}" in resources, f"{path.name} loads {loaded}, not listed"
     assert "Resources/Icons/LCKDSegmentation.png" in resources  # sampledata thumbnail, module icon
 
@@ -108,13 +108,13 @@ def test_extension_metadata_and_catalog_entry(extension_cmake):
                 "EXTENSION_ICONURL", "EXTENSION_SCREENSHOTURLS", "EXTENSION_DEPENDS"):
         assert extension_cmake.get(key) and all(extension_cmake[key]), key
     assert extension_cmake["EXTENSION_CATEGORY"] == ["Segmentation"]
-    assert re.search(r"add_subdirectory\(\s*LCKDSegmentation\s*\)", (ROOT / "CMakeLists.txt").read_text())
+    assert re.search(r"add_subdirectory\(\s*LCKDSegmentation\s*\)", (ROOT / "CMakeLists.txt").read_text(encoding="utf-8"))
     icon_path = extension_cmake["EXTENSION_ICONURL"][0].split("/main/", 1)[1]
     assert (ROOT / icon_path).is_file(), "EXTENSION_ICONURL must point at a file of this repository"
 
-    entry = json.loads(CATALOG.read_text())
+    entry = json.loads(CATALOG.read_text(encoding="utf-8"))
     if SCHEMA.is_file():
-        jsonschema.Draft7Validator(json.loads(SCHEMA.read_text())).validate(entry)
+        jsonschema.Draft7Validator(json.loads(SCHEMA.read_text(encoding="utf-8"))).validate(entry)
     assert entry["category"] == "Segmentation"
     assert entry["build_dependencies"] == extension_cmake["EXTENSION_DEPENDS"]
     assert entry["scm_url"].removesuffix(".git") == extension_cmake["EXTENSION_HOMEPAGE"][0]
@@ -122,7 +122,7 @@ def test_extension_metadata_and_catalog_entry(extension_cmake):
 
 def _parameter_node_fields() -> dict[str, str]:
     """{field: annotation text} of the module's @parameterNodeWrapper class."""
-    tree = ast.parse(MODULE_PY.read_text())
+    tree = ast.parse(MODULE_PY.read_text(encoding="utf-8"))
     cls = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "LCKDSegmentationParameterNode")
     return {n.target.id: ast.unparse(n.annotation) for n in cls.body if isinstance(n, ast.AnnAssign)}
 
@@ -130,7 +130,7 @@ def _parameter_node_fields() -> dict[str, str]:
 def test_ui_parses_and_has_every_widget_the_code_uses():
     root = ET.parse(UI_FILE).getroot()
     widgets = {w.get("name") for w in root.iter("widget")}
-    source = MODULE_PY.read_text()
+    source = MODULE_PY.read_text(encoding="utf-8")
     used = set(re.findall(r"self\.ui\.(\w+)", source))
     assert used - {"setMRMLScene"}, "found no widget lookups: the test's parser is out of date"
     missing = used - widgets
@@ -155,7 +155,7 @@ def test_widgets_bind_to_parameter_node_fields_of_a_type_they_can_show():
     assert set(bound) <= set(fields), f"UI binds unknown parameters: {sorted(set(bound) - set(fields))}"
     # every field is shown by a widget, except the model: its combo box is filled from the registry
     assert set(fields) - set(bound) == {"model"}, sorted(set(fields) - set(bound))
-    source = MODULE_PY.read_text()
+    source = MODULE_PY.read_text(encoding="utf-8")
     enums = set(re.findall(r"^class (\w+)\(enum\.Enum\)", source, flags=re.M))
     for name, widget_class in bound.items():
         kind = fields[name]
@@ -177,7 +177,7 @@ def test_widgets_bind_to_parameter_node_fields_of_a_type_they_can_show():
 
 
 def test_module_logic_holds_the_segmentation_logic_instead_of_inheriting_it():
-    tree = ast.parse(MODULE_PY.read_text())
+    tree = ast.parse(MODULE_PY.read_text(encoding="utf-8"))
     cls = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "LCKDSegmentationLogic")
     assert [ast.unparse(b) for b in cls.bases] == ["ScriptedLoadableModuleLogic"]
     assert "self.segmentation = SegmentationLogic(scene)" in ast.unparse(cls)
