@@ -175,15 +175,16 @@ class Segmenter:
         timings["detect"] = time.perf_counter() - t
         brain_mask = None
         if decision.run and preprocess == "auto" and not extractor_available(brain_extractor):
-            warnings.append(f"{decision.reason.split(':')[0]}, but no brain extractor is installed: segmenting "
-                            f"the scans as they are ({INSTALL_HINT})")
-            decision = rawprep.Decision(False, decision.reason.split(":")[0] + ": brain extraction not installed")
+            warnings.append(f"{decision.headline}, but no brain extractor is installed: segmenting the scans as "
+                            f"they are ({INSTALL_HINT})")
+            decision = rawprep.Decision(False, f"{decision.headline}: brain extraction is not installed, the scans "
+                                               "were segmented as given", decision.headline)
         t = time.perf_counter()
         if decision.run:
             prepared = rawprep.prepare_raw_scans(images, reference, method=brain_extractor, device=self.device.type,
                                                  bias_correction=bias_correction, progress=report)
             images, brain_mask = prepared.images, prepared.brain_mask
-            decision = rawprep.Decision(True, f"{decision.reason}; {prepared.summary}")
+            decision = rawprep.Decision(True, f"{decision.reason}; {prepared.summary}", decision.headline)
             warnings += prepared.notes
             timings.update(prepared.timings)
             t = time.perf_counter()

@@ -68,6 +68,7 @@ class Decision:
 
     run: bool
     reason: str
+    headline: str = ""        # the reason without its evidence, e.g. "scans look unstripped"
 
 
 def series_verdict(name: str, array: np.ndarray, spacing) -> tuple[bool | None, str]:
@@ -98,16 +99,18 @@ def decide_verdicts(verdicts: list[tuple[bool | None, str]]) -> Decision:
     raw = [why for v, why in verdicts if v]
     if raw:
         more = f"; {len(raw) - 1} more scan(s) alike" if len(raw) > 1 else ""
-        return Decision(True, f"scans look unstripped ({raw[0]}{more}): extracting the brain")
+        return Decision(True, f"scans look unstripped ({raw[0]}{more}): extracting the brain",
+                        "scans look unstripped")
     return Decision(False, "scans look skull-stripped (constant background, brain-sized): raw-scan "
-                           "preprocessing skipped")
+                           "preprocessing skipped", "scans look skull-stripped")
 
 
 def decide(images: Mapping[str, sitk.Image], mode: str = "auto") -> Decision:
     """Run the raw pipeline? `on`/`off` say so; `auto` runs it when any scan looks unstripped."""
     check_preprocess(mode)
     if mode != "auto":
-        return Decision(mode == "on", f"raw-scan preprocessing {mode} (asked for)")
+        reason = f"raw-scan preprocessing {mode} (asked for)"
+        return Decision(mode == "on", reason, reason)
     return decide_verdicts([series_verdict(m, sitk.GetArrayViewFromImage(img), img.GetSpacing())
                             for m, img in images.items()])
 
