@@ -108,7 +108,8 @@ def test_extension_metadata_and_catalog_entry(extension_cmake):
                 "EXTENSION_ICONURL", "EXTENSION_SCREENSHOTURLS", "EXTENSION_DEPENDS"):
         assert extension_cmake.get(key) and all(extension_cmake[key]), key
     assert extension_cmake["EXTENSION_CATEGORY"] == ["Segmentation"]
-    assert re.search(r"add_subdirectory\(\s*LCKDSegmentation\s*\)", (ROOT / "CMakeLists.txt").read_text(encoding="utf-8"))
+    top = (ROOT / "CMakeLists.txt").read_text(encoding="utf-8")
+    assert re.search(r"add_subdirectory\(\s*LCKDSegmentation\s*\)", top)
     icon_path = extension_cmake["EXTENSION_ICONURL"][0].split("/main/", 1)[1]
     assert (ROOT / icon_path).is_file(), "EXTENSION_ICONURL must point at a file of this repository"
 
