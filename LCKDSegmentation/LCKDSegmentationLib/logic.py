@@ -390,7 +390,7 @@ class SegmentationLogic:
     # -- many cases (console) ----------------------------------------------------------
     def batch(self, inputDir: str | Path, outputDir: str | Path, device: str = "auto", model: str | None = None,
               modalities=None, writeNifti: bool = False, register: bool = False, postprocess: bool | None = None,
-              progress: Progress | None = None, overwrite: bool = False) -> dict:
+              progress: Progress | None = None, overwrite: bool = False, preprocess: str = "auto") -> dict:
         """Segment every case of a folder; write `<case>.seg.nrrd` (and `<case>.nii.gz`) and `<case>.json`.
 
         The same batch as `lckd batch` (`lckd.batch.run_cases`): BraTS case folders, cases
@@ -398,7 +398,8 @@ class SegmentationLogic:
         an error row and the others go on, and `summary.csv` / `summary.json` record every
         case with the model (name, version, card sha256) and the options. `modalities`
         restricts the scans used (e.g. ["T1ce", "FLAIR"]); `postprocess` None follows the
-        model card. Nothing is added to the scene. Returns summary.json's content plus the
+        model card; `preprocess` ("auto", "on", "off") is the raw-scan preprocessing of
+        `lckd batch --preprocess`. Nothing is added to the scene. Returns summary.json's content plus the
         counts `succeeded`, `skipped`, `failed`.
         """
         from lckd.batch import counts, find_batch_cases, read_summary, run_cases
@@ -413,7 +414,8 @@ class SegmentationLogic:
         card = dict(info.get("model") or {})
         model_rec = {k: card.get(k) for k in ("name", "version", "card_sha256", "scope")}
         options = {"labels": self.labels, "register": bool(register), "postprocess": postprocess,
-                   "device": device, "formats": formats, "modalities": wanted}
+                   "device": device, "formats": formats, "modalities": wanted,
+                   "preprocess": check_preprocess(preprocess)}
 
         def segment_one(case, outputs) -> dict:
             worker = self.startWorker(model, device)   # a new worker if the last one died
@@ -422,7 +424,8 @@ class SegmentationLogic:
                 reply = worker.request("segment", on_event=self._dispatch,
                                        inputs={m: str(p) for m, p in case.images.items()}, options={
                                            "output": [str(p) for p in outputs], "labels": self.labels,
-                                           "register": bool(register), "postprocess": postprocess})
+                                           "register": bool(register), "postprocess": postprocess,
+                                           "preprocess": preprocess})
             except WorkerError as e:
                 raise LCKDError(str(e)) from None
             return result_record(model=model_rec, modalities=reply.get("modalities", list(case.images)),

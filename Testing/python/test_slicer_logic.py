@@ -394,7 +394,7 @@ def test_a_gpu_that_does_not_exist_is_refused_with_a_clear_message(scene, volume
         lg.shutdown()
 
 
-def test_raw_scans_are_detected_and_come_back_with_a_brain_mask(logic, scene, volumes, raw_case):
+def test_raw_scans_are_detected_and_come_back_with_a_brain_mask(logic, scene, volumes, raw_case, tmp_path):
     """The panel's checkbox rule (detectRawScans) and a raw FLAIR through the worker, headless."""
     from lckd.brainextract import extractor_available
 
@@ -421,3 +421,10 @@ def test_raw_scans_are_detected_and_come_back_with_a_brain_mask(logic, scene, vo
     again = logic.segment({"FLAIR": flair}, device="cpu", model=MODEL, preprocess="off")
     assert again.GetAttribute("LCKD.BrainMask") is None
     assert again.GetAttribute("LCKD.Preprocessing") == "raw-scan preprocessing off (asked for)"
+
+    # the console batch takes the same option, and its records say what was done
+    summary = logic.batch(folder.parent, tmp_path / "out", device="cpu", model=MODEL, modalities=["FLAIR"],
+                          preprocess="on")
+    assert summary["succeeded"] == 1 and summary["options"]["preprocess"] == "on"
+    record = json.loads((tmp_path / "out" / f"{folder.name}.json").read_text())
+    assert "deepbet on FLAIR" in record["preprocessing"]
