@@ -392,7 +392,20 @@ def cmd_info(args) -> int:
         return 0
     card = read_card(resolve_model(args.model, allow_download=False))
     print(card_text(card))
+    print(_wrap("raw scans", _extractors_line()))
     return 0
+
+
+def _extractors_line() -> str:
+    """Which brain extractors (raw-scan preprocessing) are installed, found without importing them."""
+    from .brainextract import INSTALL_HINT, extractor_available
+    from .options import BRAIN_EXTRACTORS, DEFAULT_BRAIN_EXTRACTOR
+
+    have = [n + (" (default)" if n == DEFAULT_BRAIN_EXTRACTOR else "") for n in BRAIN_EXTRACTORS
+            if extractor_available(n)]
+    if have:
+        return "brain extraction with " + ", ".join(have) + " installed (--preprocess auto|on|off)"
+    return f"no brain extractor installed: --preprocess on is refused, auto segments as given; {INSTALL_HINT}"
 
 
 def _wrap(label: str, text: str, width: int = 100) -> str:

@@ -71,6 +71,9 @@ def test_info_shows_the_card_and_the_registry(capsys):
     for field in ("name:", "modalities:", "T1, T1ce, T2, FLAIR", "teachers:", "intended use:"):
         assert field in out
     assert "expected Dice per modality subset" in out and "T1ce+FLAIR" in out
+    from lckd.brainextract import extractor_available
+    line = next(x for x in out.splitlines() if x.startswith("raw scans:"))
+    assert ("deepbet (default) installed" in line) == extractor_available("deepbet")
     assert main(["info", "--list"]) == 0
     assert "bundled" in capsys.readouterr().out
 
