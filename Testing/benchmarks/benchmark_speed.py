@@ -6,7 +6,7 @@ blending -> labels), 2 CPU threads. Each measurement runs in its own process so 
 resident memory is its own. Prints a table with ratios to the default model, last.
 
     python Testing/benchmarks/benchmark_speed.py [--threads 2] [--out results.json]
-    python Testing/benchmarks/benchmark_speed.py --busy 1     # contention: idle vs N busy processes
+    python Testing/benchmarks/benchmark_speed.py --busy 1     # contention: idle vs N busy, then warm vs cold
 
 Targets (issue "core engine"): default end to end <= 1/8 of `paper` and <= 1/4 of
 SegResNet in the same run; peak memory of the default <= 3 GB. With `--busy N` (issue "Stay
@@ -151,6 +151,15 @@ def contention(paths: dict, threads: int, busy: int, fixed: bool) -> list:
     return rows
 
 
+def warm_vs_cold() -> None:
+    """The warm Slicer worker against a cold `lckd segment` (bench_slicer_gui_path.py), in the same run."""
+    script = Path(__file__).with_name("bench_slicer_gui_path.py")
+    print("\nwarm worker vs cold command (bench_slicer_gui_path.py --runs 2):", flush=True)
+    done = subprocess.run([sys.executable, str(script), "--runs", "2"], capture_output=True, text=True)
+    lines = [ln for ln in done.stdout.splitlines() if ln.strip()]
+    print("\n".join(lines[-5:]) if done.returncode == 0 else f"  not measured: {done.stderr.strip()[-300:]}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--threads", type=int, default=2)
@@ -171,6 +180,7 @@ def main() -> None:
             rows = contention(paths, args.threads, args.busy, args.fixed_threads)
             if args.out:
                 Path(args.out).write_text(json.dumps(rows, indent=2))
+            warm_vs_cold()
             return
         arms = [("lite", ALL), ("paper", ALL), ("segresnet", ALL), ("lite-small", ALL),
                 ("lite", ("T1ce",)), ("lite", ("T1ce", "FLAIR")), ("lite", ("T1ce", "T2", "FLAIR"))]
