@@ -146,7 +146,7 @@ def _bias_field(shape: tuple[int, ...], rng: np.random.Generator, strength: floa
 
 
 def make_raw_phantom(seed: int, modalities: tuple[str, ...] = MODALITIES) -> RawPhantom:
-    """Series of one raw-scan phantom (deterministic for a seed)."""
+    """Series of one raw-scan phantom (deterministic for a seed and the `modalities` asked for)."""
     case = make_phantom(seed)                       # BraTS grid, 1 mm, skull-stripped
     rng = np.random.default_rng(np.random.SeedSequence([int(seed), 7_001]))
     below, above, py, px = _PAD
@@ -162,9 +162,6 @@ def make_raw_phantom(seed: int, modalities: tuple[str, ...] = MODALITIES) -> Raw
     world_geom.SetOrigin((-float(px), -float(py), -float(below)))   # the BraTS grid starts at 0
     centre = np.array(world_geom.TransformContinuousIndexToPhysicalPoint(
         [(brain.shape[2] - 1) / 2, (brain.shape[1] - 1) / 2, (brain.shape[0] - 1) / 2]))
-    head = brain.copy()
-    for layer in layers.values():
-        head |= layer
 
     series = {}
     for m in modalities:
