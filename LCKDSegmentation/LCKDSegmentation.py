@@ -290,6 +290,8 @@ class LCKDSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         """Set the raw-scans checkbox from the core's auto-detection when the selected volumes
         change (a user's tick stands until then); its tooltip says why."""
         chosen = self.selectedVolumes()
+        if any(n.GetImageData() is None for n in chosen.values()):
+            return  # still loading: judge the selection once every volume has its voxels
         key = tuple((m, n.GetID()) for m, n in chosen.items())
         if key == self._rawScansFor:
             return
