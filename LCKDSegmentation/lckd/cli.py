@@ -275,11 +275,9 @@ def cmd_segment(args) -> int:
                   file=sys.stderr)
         written = write_result(res, [args.output], probabilities_dir=args.probabilities, probabilities_stem=stem,
                                brain_mask_file=mask_file)
-        if mask_file is not None:
-            written, mask_written = written[:-1], written[-1:]
-        else:
-            mask_written = []
-        probs, outputs = written[1:], written[:1] + mask_written
+        # written: the labelmap, the probability maps, then the mask if asked for
+        n_probs = len(written) - 1 - (mask_file is not None)
+        probs, outputs = written[1:1 + n_probs], [written[0]] + written[1 + n_probs:]
         if args.preview:
             save_result_preview(res, checked.images, args.preview, seg.card, title=f"{stem}: LCKD segmentation")
             outputs.append(args.preview)

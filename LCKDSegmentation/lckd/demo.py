@@ -14,6 +14,7 @@ import numpy as np
 
 from .errors import InputError
 from .labels import CONVENTIONS
+from .metrics import mask_dice
 from .modalities import MODALITIES, parse_subset
 from .resources import resources_dir
 from .segments import SEGMENTS
@@ -43,12 +44,6 @@ def add_demo_parser(sub) -> None:
     p.set_defaults(func=run_demo)
 
 
-def dice(pred: np.ndarray, truth: np.ndarray) -> float:
-    """Dice of two boolean masks; 1.0 when both are empty."""
-    denom = int(pred.sum()) + int(truth.sum())
-    return 1.0 if denom == 0 else 2.0 * int((pred & truth).sum()) / denom
-
-
 def sample_dice(labelmap) -> dict[str, float]:
     """Dice {ET, TC, WT} of a labelmap (BraTS 2018 labels, SimpleITK image) against the sample's truth."""
     import SimpleITK as sitk
@@ -58,7 +53,7 @@ def sample_dice(labelmap) -> dict[str, float]:
 
     pred = labels_to_regions(sitk.GetArrayFromImage(labelmap))
     truth = labels_to_regions(read_label(sample_case()[2], "brats2023"))
-    return {r: dice(pred[i], truth[i]) for i, r in enumerate(("ET", "TC", "WT"))}
+    return {r: mask_dice(pred[i], truth[i]) for i, r in enumerate(("ET", "TC", "WT"))}
 
 
 def run_demo(args) -> int:

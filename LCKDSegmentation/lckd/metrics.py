@@ -23,6 +23,13 @@ EMPTY_RULE = ("both empty: Dice 1, HD95 0; one empty: Dice 0, HD95 "
 METRIC_KEYS = list(REGIONS) + [f"HD95_{r}" for r in REGIONS]
 
 
+def mask_dice(a: np.ndarray, b: np.ndarray) -> float:
+    """Dice of two masks (non-zero = inside); 1.0 when both are empty. No torch needed."""
+    a, b = np.asarray(a) != 0, np.asarray(b) != 0
+    denom = int(np.count_nonzero(a)) + int(np.count_nonzero(b))
+    return 1.0 if denom == 0 else 2.0 * int(np.count_nonzero(a & b)) / denom
+
+
 def region_metrics(pred: np.ndarray, true: np.ndarray, spacing_zyx: Sequence[float] | None = None,
                    hd95: bool = True) -> dict[str, float]:
     """Dice (and HD95 in mm when `hd95`) per region for boolean (3, z, y, x) arrays.

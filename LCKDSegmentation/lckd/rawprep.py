@@ -173,9 +173,12 @@ def _coverage(moving: sitk.Image, mask: sitk.Image, tx: sitk.Transform) -> float
     return float(np.count_nonzero(_fov(moving, mask, tx)[m])) / max(1, int(np.count_nonzero(m)))
 
 
-def _head(image: sitk.Image) -> np.ndarray:
+def head_mask(image: sitk.Image) -> np.ndarray:
     """Voxels above a tenth of the 99th percentile of the non-zero ones: the head without the
-    scanner noise around it (raw scans), the brain (skull-stripped ones)."""
+    scanner noise around it (raw scans), the brain (skull-stripped ones).
+
+    Unlike `registration.foreground` (which takes every non-zero voxel unless nearly all are),
+    this holds for a series resampled onto another grid, whose field of view is padded with 0."""
     arr = sitk.GetArrayViewFromImage(image)
     nonzero = arr[arr > 0]
     return arr > (0.1 * float(np.percentile(nonzero, 99)) if nonzero.size else 0.0)
@@ -184,8 +187,9 @@ def _head(image: sitk.Image) -> np.ndarray:
 def _head_overlap(ref_head: np.ndarray, registered: sitk.Image, fov: np.ndarray) -> float:
     """Dice of the reference's head and a registered series' head, inside that series' field of
     view (outside it the resampled series is empty, which says nothing about alignment)."""
-    a, b = ref_head & fov, _head(registered) & fov
-    return 2.0 * float(np.count_nonzero(a & b)) / max(1, int(np.count_nonzero(a)) + int(np.count_nonzero(b)))
+    from .metrics import mask_dice
+
+    return mask_dice(ref_head & fov, head_mask(registered) & fov)
 
 
 def _n4(image: sitk.Image, mask: sitk.Image, shrink: int = 4) -> sitk.Image:
@@ -206,7 +210,7 @@ def _register_checked(images: Mapping[str, sitk.Image], reference: str, report: 
 
     # scans of one session share scanner coordinates: a series that misses most of the
     # reference's head there cannot be registered onto it, so say so before trying
-    ref_head = _head(images[reference])
+    ref_head = head_mask(images[reference])
     head = sitk.GetImageFromArray(ref_head.astype(np.uint8))
     head.CopyInformation(images[reference])
     for m, img in images.items():

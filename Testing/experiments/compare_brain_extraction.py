@@ -29,7 +29,6 @@ REAL = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "real" /
 
 def one(tool: str, scan: str, truth: str | None, threads: int) -> dict:
     """Run one tool on one scan in this process; Dice against `truth` (None: the scan's non-zero voxels)."""
-    import numpy as np
     import SimpleITK as sitk
     import torch
 
@@ -37,8 +36,8 @@ def one(tool: str, scan: str, truth: str | None, threads: int) -> dict:
     img = sitk.ReadImage(scan, sitk.sitkFloat32)
     t = time.perf_counter()
     if tool == "none":
-        from lckd.rawprep import _head
-        mask = _head(img)
+        from lckd.rawprep import head_mask
+        mask = head_mask(img)
     else:
         from lckd.brainextract import extract_brain
         mask = sitk.GetArrayFromImage(extract_brain(img, tool)) > 0
@@ -48,7 +47,8 @@ def one(tool: str, scan: str, truth: str | None, threads: int) -> dict:
     else:
         ref = sitk.GetArrayFromImage(sitk.Resample(sitk.ReadImage(truth), img, sitk.Transform(),
                                                    sitk.sitkNearestNeighbor, 0)) > 0
-    dice = 2.0 * np.count_nonzero(mask & ref) / max(1, np.count_nonzero(mask) + np.count_nonzero(ref))
+    from lckd.metrics import mask_dice
+    dice = mask_dice(mask, ref)
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
     return {"tool": tool, "scan": Path(scan).name, "dice": round(dice, 4), "seconds": round(seconds, 1),
             "peak_mb": round(peak_mb)}

@@ -17,7 +17,7 @@ import SimpleITK as sitk
 
 from lckd.inference import Segmenter
 from lckd.labels import labels_to_regions
-from lckd.metrics import region_metrics
+from lckd.metrics import mask_dice, region_metrics
 from lckd.preview import Panel, save_outline_figure, tumour_slice
 from lckd.rawphantom import SERIES, make_raw_phantom
 
@@ -37,16 +37,16 @@ def main(argv=None) -> int:
     mask = sitk.GetArrayFromImage(res.brain_mask) > 0
     truth_mask = sitk.GetArrayFromImage(raw.brain_mask) > 0
     lab, truth = sitk.GetArrayFromImage(res.labelmap), sitk.GetArrayFromImage(raw.label)
-    mask_dice = 2 * np.count_nonzero(mask & truth_mask) / (mask.sum() + truth_mask.sum())
+    mask_score = mask_dice(mask, truth_mask)
     dice = region_metrics(labels_to_regions(lab), labels_to_regions(truth), hd95=False)
-    print(f"seed {args.seed}: brain mask Dice {mask_dice:.3f}; Dice ET {dice['ET']:.3f} TC {dice['TC']:.3f} "
+    print(f"seed {args.seed}: brain mask Dice {mask_score:.3f}; Dice ET {dice['ET']:.3f} TC {dice['TC']:.3f} "
           f"WT {dice['WT']:.3f}; {res.preprocessing}")
     z = tumour_slice(truth)
     flair = SERIES["FLAIR"]
     panels = [
         Panel(arr["T1ce"][z], "T1ce as acquired: 3D, 1 mm (reference)"),
         Panel(arr["FLAIR"][z], f"FLAIR as acquired: 2D, {flair.spacing[2]:g} mm slices"),
-        Panel(np.where(mask, arr["T1ce"], 0)[z], f"brain kept (deepbet): mask Dice {mask_dice:.2f}"),
+        Panel(np.where(mask, arr["T1ce"], 0)[z], f"brain kept (deepbet): mask Dice {mask_score:.2f}"),
         Panel(np.where(mask, arr["FLAIR"], 0)[z], f"segmentation: Dice WT {dice['WT']:.2f}, TC {dice['TC']:.2f}, "
                                                   f"ET {dice['ET']:.2f}",
               [(lab[z], "solid", "prediction"), (truth[z], "dashed", "phantom truth")]),

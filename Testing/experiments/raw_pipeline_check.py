@@ -16,13 +16,9 @@ import numpy as np
 import SimpleITK as sitk
 
 from lckd.inference import Segmenter
+from lckd.metrics import mask_dice as dice
 from lckd.phantom import make_phantom
 from lckd.rawphantom import make_raw_phantom
-
-
-def dice(a: np.ndarray, b: np.ndarray) -> float:
-    a, b = a > 0, b > 0
-    return 2.0 * np.count_nonzero(a & b) / max(1, np.count_nonzero(a) + np.count_nonzero(b))
 
 
 def on(img: sitk.Image, grid: sitk.Image) -> np.ndarray:

@@ -20,9 +20,10 @@ import SimpleITK as sitk
 from scipy import ndimage
 
 from lckd.datasets import find_cases
-from lckd.demo import dice, save_overlay_png
+from lckd.demo import save_overlay_png
 from lckd.inference import Segmenter
 from lckd.labels import labels_to_regions
+from lckd.metrics import mask_dice as dice
 
 DEFAULT_CASE = Path(__file__).resolve().parents[3] / "shared" / "data" / "real" / "BraTS-GLI-00001-000"
 SUBSETS = (("T1", "T1ce", "T2", "FLAIR"), ("T2", "FLAIR"), ("FLAIR",))

@@ -8,6 +8,7 @@ import pytest
 import SimpleITK as sitk
 
 from lckd.errors import InputError
+from lckd.metrics import mask_dice as dice
 from lckd.modalities import MODALITIES
 from lckd.phantom import REAL_MEDIANS, PhantomCase, make_phantom
 
@@ -216,10 +217,6 @@ def test_t2_oedema_is_close_to_csf_and_flair_suppresses_csf():
 
 
 # --------------------------------------------------------------------------- realism
-
-def dice(a: np.ndarray, b: np.ndarray) -> float:
-    return float(2.0 * (a & b).sum() / max(a.sum() + b.sum(), 1))
-
 
 def brain_stats(images: dict[str, np.ndarray]) -> dict:
     brain = np.logical_and.reduce([a > 0 for a in images.values()])

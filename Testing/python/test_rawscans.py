@@ -16,14 +16,10 @@ from conftest import RAW_SEED, TEST_MODEL
 from lckd.brainextract import extract_brain, extractor_available
 from lckd.cli import main
 from lckd.errors import InputError
+from lckd.metrics import mask_dice as dice
 from lckd.rawprep import MAX_BRAIN_LITRES, decide, extraction_scan, series_verdict
 
 pytestmark = pytest.mark.skipif(not extractor_available(), reason="brain extractor (deepbet) not installed")
-
-
-def dice(a: np.ndarray, b: np.ndarray) -> float:
-    a, b = a > 0, b > 0
-    return 2.0 * np.count_nonzero(a & b) / max(1, np.count_nonzero(a) + np.count_nonzero(b))
 
 
 def on_grid(img: sitk.Image, grid: sitk.Image) -> np.ndarray:
