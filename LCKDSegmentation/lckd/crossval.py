@@ -242,6 +242,8 @@ def add_crossval_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--preset", choices=sorted(PRESETS), default="cpu-real", help="training preset (default cpu-real)")
     p.add_argument("--network", choices=NETWORK_NAMES, default=None,
                    help="network configuration (default: the preset's)")
+    p.add_argument("--balanced-subsets", action=argparse.BooleanOptionalAction, default=None,
+                   help="override the preset's subset sampling (lckd train --help)")
     p.add_argument("--name", default="lckd-cv", help="model name; fold K's model is NAME-foldK")
     p.add_argument("--seed", type=int, default=0, help="fold shuffling and training seed")
     p.add_argument("--device", default="cpu", help="cpu (default), cuda, auto")
@@ -264,7 +266,8 @@ def run_crossval(args: argparse.Namespace) -> int:
         raise InputError(f"{old} holds a different fold plan (other data, k, seed or --train-only): "
                          f"use a new --out folder")
     write_plan(plan, out)
-    cfg = PRESETS[args.preset].with_overrides(seed=args.seed, network=args.network)
+    cfg = PRESETS[args.preset].with_overrides(seed=args.seed, network=args.network,
+                                              balanced_subsets=args.balanced_subsets)
     rule = dict(cfg.postprocessing) or None       # the recipe's clean-up, as its models apply it
     folds = args.fold if args.fold is not None else range(args.folds)
     for k in folds:

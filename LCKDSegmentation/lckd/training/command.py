@@ -51,6 +51,8 @@ def add_train_parser(subparsers) -> argparse.ArgumentParser:
     g.add_argument("--lr", type=float, default=None)
     g.add_argument("--momentum", type=float, default=None, help="SGD momentum (Nesterov)")
     g.add_argument("--kd-weight", type=float, default=None)
+    g.add_argument("--balanced-subsets", action=argparse.BooleanOptionalAction, default=None,
+                   help="missing-modality phase: draw the subset first, then a case that has its scans")
     g.add_argument("--bottleneck-weight", type=float, default=None,
                    help="weight of the bottleneck head's loss (0 = no head): stops the distillation "
                         "collapsing the bottleneck, at a small cost of its own (README, Method notes)")
@@ -76,7 +78,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     return PRESETS[args.preset].with_overrides(
         network=args.network, patch=args.patch, batch=args.batch, warmup_steps=args.warmup_steps,
         missing_steps=args.missing_steps, optimizer=args.optimizer, lr=args.lr, momentum=args.momentum,
-        kd_weight=args.kd_weight, bottleneck_weight=args.bottleneck_weight, fixed_teachers=fixed,
+        kd_weight=args.kd_weight, balanced_subsets=args.balanced_subsets, bottleneck_weight=args.bottleneck_weight, fixed_teachers=fixed,
         election_every=args.election_every, election_cases=args.election_cases,
         final_eval_cases=args.final_eval_cases, checkpoint_every=args.checkpoint_every, seed=args.seed)
 

@@ -143,6 +143,11 @@ class PatchSampler:
         self.cfg = cfg
         self.rank = rank
         # a sample of tumour voxels per case, for tumour-centred crops
+        # balanced_subsets: every presence mask some training case can serve, with its servers
+        union = np.any([c.present for c in self.cases], axis=0)
+        self.servers = {tuple(m): [i for i, c in enumerate(self.cases) if np.all(c.present[m])]
+                        for m in subset_choices(union, full=False)}
+        self.servable = [np.array(m) for m, who in self.servers.items() if who]
         self.tumour = []
         for c in self.cases:
             pts = np.argwhere(c.regions[2])
@@ -167,7 +172,16 @@ class PatchSampler:
 
     def _sample(self, rng: np.random.Generator, full: bool) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
         cfg = self.cfg
-        i = int(rng.integers(len(self.cases)))
+        present = None
+        if cfg.balanced_subsets and not full:
+            # subset first, then a case that has its scans: drawing the case first let the
+            # partial cases (FLAIR + T1ce, T1 only) supply most single-scan samples and left
+            # T2 alone, which only four-scan cases have, with a 25th of them
+            present = draw_subset(self.servable, rng)
+            who = self.servers[tuple(present)]
+            i = who[int(rng.integers(len(who)))]
+        else:
+            i = int(rng.integers(len(self.cases)))
         case = self.cases[i]
         shape = case.x.shape[1:]
         patch = np.asarray(cfg.patch)
@@ -187,7 +201,8 @@ class PatchSampler:
             dims = [d + 1 for d in range(3) if rng.random() < 0.5]
             if dims:
                 x, y = x.flip(dims), y.flip(dims)
-        present = draw_subset(subset_choices(case.present, full), rng)
+        if present is None:
+            present = draw_subset(subset_choices(case.present, full), rng)
         if cfg.intensity_augment:
             x = augment_intensities(x, present, rng, cfg.thick_slice_prob, float(min(cfg.spacing)))
         x = x * torch.from_numpy(present.astype(np.float32)).view(-1, 1, 1, 1)  # absent scans are zeros
