@@ -111,3 +111,45 @@ def test_the_number_of_kept_scans_is_uniform_then_the_scans():
     assert np.all(np.abs(counts / len(draws) - 1 / 3) < 0.03), counts
     singles = np.bincount([int(np.flatnonzero(d)[0]) for d in draws if d.sum() == 1], minlength=4)
     assert np.all(np.abs(singles / len(draws) - 1 / 12) < 0.02), singles
+
+
+def _mixed_cases():
+    """Four-scan, FLAIR + T1ce and T1-only cases, as in the shared real data set."""
+    from lckd.cases import LoadedCase
+
+    shape = (20, 20, 20)
+    regions = np.zeros((3,) + shape, dtype=bool)
+    regions[:, 8:12, 8:12, 8:12] = True
+    masks = [[1, 1, 1, 1]] * 2 + [[0, 1, 0, 1]] * 3 + [[1, 0, 0, 0]]
+    return [LoadedCase(f"c{i}", np.ones((4,) + shape, dtype=np.float16) * np.array(m, np.float16)[:, None, None, None],
+                       np.array(m, dtype=bool), regions, (1.0, 1.0, 1.0)) for i, m in enumerate(masks)]
+
+
+def _missing_phase_draws(balanced: bool, n: int = 400) -> list[tuple[int, tuple]]:
+    from lckd.training.data import PatchSampler
+    from lckd.training.presets import CPU_REAL
+
+    cfg = CPU_REAL.with_overrides(patch=(16, 16, 16), batch=1, balanced_subsets=balanced, rotation_deg=0.0,
+                                  intensity_augment=False)
+    s = PatchSampler(_mixed_cases(), cfg)
+    draws = []
+    for step in range(cfg.warmup_steps, cfg.warmup_steps + n):
+        x, _, present = s.batch(step)
+        # the case is recognisable by which scans hold signal (absent scans are zeros)
+        assert torch.equal(x[0].flatten(1).abs().amax(1) > 0, present[0])
+        draws.append(tuple(present[0].tolist()))
+    return [(int(sum(d)), d) for d in draws]
+
+
+def test_balanced_sampling_gives_every_subset_its_share_whoever_supplies_it():
+    balanced = _missing_phase_draws(True)
+    sizes = np.bincount([k for k, _ in balanced], minlength=4)[1:]
+    assert np.all(np.abs(sizes / len(balanced) - 1 / 3) < 0.08), sizes
+    t2_alone = sum(d == (False, False, True, False) for _, d in balanced) / len(balanced)
+    assert abs(t2_alone - 1 / 12) < 0.04                   # only the two four-scan cases have T2
+    pairs = {d for k, d in balanced if k == 2}
+    assert len(pairs) == 6                                 # every pair, FLAIR + T1ce from all five cases that have it
+    # case first: the partial cases hand out single scans (here 2/3 of the samples), pairs are rare
+    case_first = _missing_phase_draws(False)
+    assert sum(k == 1 for k, _ in case_first) / len(case_first) > 0.6
+    assert sum(d == (False, False, True, False) for _, d in case_first) < t2_alone * len(case_first)

@@ -78,7 +78,8 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     return PRESETS[args.preset].with_overrides(
         network=args.network, patch=args.patch, batch=args.batch, warmup_steps=args.warmup_steps,
         missing_steps=args.missing_steps, optimizer=args.optimizer, lr=args.lr, momentum=args.momentum,
-        kd_weight=args.kd_weight, balanced_subsets=args.balanced_subsets, bottleneck_weight=args.bottleneck_weight, fixed_teachers=fixed,
+        kd_weight=args.kd_weight, balanced_subsets=args.balanced_subsets,
+        bottleneck_weight=args.bottleneck_weight, fixed_teachers=fixed,
         election_every=args.election_every, election_cases=args.election_cases,
         final_eval_cases=args.final_eval_cases, checkpoint_every=args.checkpoint_every, seed=args.seed)
 
