@@ -153,3 +153,19 @@ def test_balanced_sampling_gives_every_subset_its_share_whoever_supplies_it():
     case_first = _missing_phase_draws(False)
     assert sum(k == 1 for k, _ in case_first) / len(case_first) > 0.6
     assert sum(d == (False, False, True, False) for _, d in case_first) < t2_alone * len(case_first)
+
+
+def test_subset_sampling_is_a_recorded_choice_of_the_preset_and_the_command_line():
+    import argparse
+
+    from lckd.training.command import add_train_parser, config_from_args
+    from lckd.training.presets import CPU_REAL, TrainConfig
+
+    parser = argparse.ArgumentParser()
+    add_train_parser(parser.add_subparsers())
+    base = ["train", "data", "--out", "o", "--preset", "cpu-real"]
+    assert config_from_args(parser.parse_args(base)).balanced_subsets is True
+    assert config_from_args(parser.parse_args(base + ["--no-balanced-subsets"])).balanced_subsets is False
+    # cards written before the option existed reproduce their case-first sampling
+    old = {k: v for k, v in CPU_REAL.to_dict().items() if k != "balanced_subsets"}
+    assert TrainConfig.from_dict(old).balanced_subsets is False
