@@ -142,12 +142,12 @@ class PatchSampler:
         self.cases = list(cases)
         self.cfg = cfg
         self.rank = rank
-        # a sample of tumour voxels per case, for tumour-centred crops
         # balanced_subsets: every presence mask some training case can serve, with its servers
         union = np.any([c.present for c in self.cases], axis=0)
         self.servers = {tuple(m): [i for i, c in enumerate(self.cases) if np.all(c.present[m])]
                         for m in subset_choices(union, full=False)}
         self.servable = [np.array(m) for m, who in self.servers.items() if who]
+        # a sample of tumour voxels per case, for tumour-centred crops
         self.tumour = []
         for c in self.cases:
             pts = np.argwhere(c.regions[2])
