@@ -164,8 +164,8 @@ def test_subset_sampling_is_a_recorded_choice_of_the_preset_and_the_command_line
     parser = argparse.ArgumentParser()
     add_train_parser(parser.add_subparsers())
     base = ["train", "data", "--out", "o", "--preset", "cpu-real"]
-    assert config_from_args(parser.parse_args(base)).balanced_subsets is True
-    assert config_from_args(parser.parse_args(base + ["--no-balanced-subsets"])).balanced_subsets is False
+    assert config_from_args(parser.parse_args(base)).balanced_subsets is False
+    assert config_from_args(parser.parse_args(base + ["--balanced-subsets"])).balanced_subsets is True
     # cards written before the option existed reproduce their case-first sampling
     old = {k: v for k, v in CPU_REAL.to_dict().items() if k != "balanced_subsets"}
     assert TrainConfig.from_dict(old).balanced_subsets is False
