@@ -367,7 +367,7 @@ def run_batch(args) -> int:
 
     check_convention(args.labels)
     check_run_options(overlap=args.overlap, sw_batch_size=args.sw_batch_size, threads=args.threads,
-                      device=args.device, max_memory_gb=getattr(args, "max_memory", None))
+                      device=args.device, max_memory_gb=getattr(args, "max_memory", None), mirrors=args.mirrors)
     check_preprocess_request(args)
     check_path_text(args.output_dir, f"output folder '{printable(args.output_dir)}'", LCKDError)
     check_path_text(args.input_dir, f"input folder '{printable(args.input_dir)}'", InputError)
@@ -414,7 +414,8 @@ def run_batch(args) -> int:
             probs = [Path(prob_dir) / n for n in probability_names(case.case_id).values()]
         res = seg.segment(case.images, labels=args.labels, register=args.register,
                           probabilities=bool(prob_dir), postprocess=args.postprocess, overlap=args.overlap,
-                          sw_batch_size=args.sw_batch_size, max_memory_gb=getattr(args, "max_memory", None),
+                          sw_batch_size=args.sw_batch_size, mirrors=args.mirrors,
+                          max_memory_gb=getattr(args, "max_memory", None),
                           **preprocess_kwargs(args))
         w = time.perf_counter()
         mask_file = (out_dir / f"{case.case_id}_brainmask.nii.gz"

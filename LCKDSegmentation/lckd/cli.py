@@ -54,6 +54,9 @@ def _add_segment_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bias-correction", action="store_true",
                    help="raw scans: N4 bias-field correction inside the brain mask (about 0.5-1 s per scan)")
     p.add_argument("--overlap", type=float, default=None, help="sliding-window overlap (default: the model card's)")
+    p.add_argument("--mirrors", type=int, default=1, metavar="N",
+                   help="average the network over N mirrored copies of each window: 1 (default), 2, 4 or 8; "
+                        "N times the network time (README, Accuracy)")
     p.add_argument("--sw-batch-size", type=int, default=1, help="windows per network call (more is faster on GPUs)")
     p.add_argument("--max-memory", type=float, default=None, metavar="GB",
                    help="refuse a case whose estimated memory exceeds GB (default: $LCKD_MAX_MEMORY_GB, "
@@ -233,7 +236,7 @@ def cmd_segment(args) -> int:
     # Everything that can be refused is refused before the model loads (seconds), in this order:
     # options, outputs, inputs, the model card, the memory the case needs.
     check_run_options(overlap=args.overlap, sw_batch_size=args.sw_batch_size, threads=args.threads,
-                      device=args.device, max_memory_gb=args.max_memory)
+                      device=args.device, max_memory_gb=args.max_memory, mirrors=args.mirrors)
     check_convention(args.labels)
     check_output_path(args.output, inputs.values())
     stem = output_stem(args.output)
@@ -263,7 +266,8 @@ def cmd_segment(args) -> int:
         print(_device_line(seg, args.device), flush=True)
         res = seg.segment(checked, labels=args.labels, register=args.register,
                           probabilities=bool(args.probabilities), postprocess=args.postprocess,
-                          overlap=args.overlap, sw_batch_size=args.sw_batch_size, progress=progress,
+                          overlap=args.overlap, sw_batch_size=args.sw_batch_size, mirrors=args.mirrors,
+                          progress=progress,
                           max_memory_gb=args.max_memory, **preprocess_kwargs(args))
         print(f"preprocess: {res.preprocessing}", flush=True)
         for w in res.warnings:
@@ -356,7 +360,8 @@ def run_options(seg, args) -> dict:
     return {"labels": args.labels, "register": bool(args.register), "reference": getattr(args, "reference", None),
             "postprocess": seg.postprocess_rule(args.postprocess),
             "overlap": seg.card.overlap if args.overlap is None else args.overlap,
-            "sw_batch_size": args.sw_batch_size, "device": args.device, "threads": args.threads,
+            "sw_batch_size": args.sw_batch_size, "mirrors": args.mirrors, "device": args.device,
+            "threads": args.threads,
             **preprocess_kwargs(args)}
 
 

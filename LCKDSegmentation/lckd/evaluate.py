@@ -29,7 +29,7 @@ from .modalities import all_subsets, subset_key
 
 
 def evaluate_cases(segmenter, cases, subsets: Sequence[Sequence[str]] | None = None, *,
-                   overlap: float | None = None, postprocess: dict | None = None,
+                   overlap: float | None = None, mirrors: int = 1, postprocess: dict | None = None,
                    progress: Callable[[int, int, str], None] | None = None) -> dict:
     """Run every subset on every loaded case (lckd.cases.LoadedCase); returns the report dict.
 
@@ -45,7 +45,7 @@ def evaluate_cases(segmenter, cases, subsets: Sequence[Sequence[str]] | None = N
     rows, raw_rows, total, done = [], [], len(runs), 0
     for case, sub in runs:
         present = np.array([m in sub for m in order], dtype=bool)
-        probs = segmenter.predict(case.x.astype(np.float32, copy=False), present, overlap=overlap)
+        probs = segmenter.predict(case.x.astype(np.float32, copy=False), present, overlap=overlap, mirrors=mirrors)
         spacing_zyx = tuple(reversed(case.spacing))
         label = regions_to_labels(probs)
         key = {"case_id": case.case_id, "subset": subset_key(sub)}
@@ -143,6 +143,8 @@ def add_evaluate_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N, mps")
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: all cores)")
     p.add_argument("--overlap", type=float, default=None, help="sliding-window overlap (default: the card's)")
+    p.add_argument("--mirrors", type=int, default=1, metavar="N",
+                   help="average over N mirrored copies of each window (1, 2, 4 or 8), as `lckd segment --mirrors`")
     p.add_argument("--postprocess", action=argparse.BooleanOptionalAction, default=None,
                    help="score the cleaned-up labels (default: as the model card says, as `lckd segment` does)")
     p.add_argument("--update-card", action="store_true",
@@ -153,8 +155,8 @@ def add_evaluate_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def evaluate_model(segmenter, data: str | Path, split: str | Path | None = None, subset: str = "test", *,
-                   max_cases: int | None = None, overlap: float | None = None, postprocess: dict | None = None,
-                   show_progress: bool = True) -> dict:
+                   max_cases: int | None = None, overlap: float | None = None, mirrors: int = 1,
+                   postprocess: dict | None = None, show_progress: bool = True) -> dict:
     """15-subset report of `segmenter` on the labelled cases of `data` (one split of `split`, or all).
 
     Cases are read by `lckd.cases` (as training reads them) onto the model's grid, as the
@@ -184,7 +186,8 @@ def evaluate_model(segmenter, data: str | Path, split: str | Path | None = None,
                 bar.set_postfix_str(msg)
                 bar.refresh()
 
-        report = evaluate_cases(segmenter, loaded, overlap=overlap, postprocess=postprocess, progress=progress)
+        report = evaluate_cases(segmenter, loaded, overlap=overlap, mirrors=mirrors, postprocess=postprocess,
+                                progress=progress)
     finally:
         if bar is not None:
             bar.close()
@@ -200,7 +203,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
     seg = Segmenter.load(args.model, device=args.device, threads=args.threads)
     report = evaluate_model(seg, args.data, args.split, args.subset, max_cases=args.cases,
-                            overlap=args.overlap, postprocess=seg.postprocess_rule(args.postprocess),
+                            overlap=args.overlap, mirrors=args.mirrors,
+                            postprocess=seg.postprocess_rule(args.postprocess),
                             show_progress=not args.quiet)
     print(format_table(report, markdown=False))
     if args.out:

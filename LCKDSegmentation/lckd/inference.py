@@ -137,7 +137,7 @@ class Segmenter:
     def segment(self, inputs: Mapping[str, ImageLike] | validation.CheckedInputs, *, reference: str | None = None,
                 labels: str = "brats2018", register: bool = False, probabilities: bool = False,
                 postprocess: bool | None = None, overlap: float | None = None, sw_batch_size: int = 1,
-                progress: Progress | None = None, cancel=None, max_memory_gb: float | None = None,
+                mirrors: int = 1, progress: Progress | None = None, cancel=None, max_memory_gb: float | None = None,
                 preprocess: str = "auto", brain_extractor: str | None = None, bias_correction: bool = False
                 ) -> SegmentationResult:
         """Segment one case from any non-empty subset of scans (files or SimpleITK images).
@@ -146,6 +146,7 @@ class Segmenter:
         model was loaded). `max_memory_gb` raises the memory guard (`validation.check_memory`).
         `postprocess`: None follows the model card (its `postprocessing` rule, if it has one),
         True applies the card's rule (or the BraTS-style default), False never cleans up.
+        `mirrors` (1, 2, 4, 8): mirrored copies of each window averaged (`predict`).
         `preprocess`: "auto" runs the raw-scan pipeline (`lckd.rawprep`: co-registration, brain
         extraction with `brain_extractor`, optional N4 `bias_correction`) when the scans look
         unstripped, "on" always, "off" never; the result says what was decided.
@@ -156,6 +157,7 @@ class Segmenter:
         labels_mod.check_convention(labels)
         overlap = options.check_overlap(overlap)
         sw_batch_size = options.check_sw_batch_size(sw_batch_size)
+        options.check_mirrors(mirrors)
 
         def check_cancel() -> None:
             if cancel is not None and cancel.is_set():
@@ -212,7 +214,7 @@ class Segmenter:
 
         t = time.perf_counter()
         probs_crop = self.predict(case.x, case.present, overlap=overlap, sw_batch_size=sw_batch_size,
-                                  progress=report, cancel=cancel)
+                                  mirrors=mirrors, progress=report, cancel=cancel)
         timings["network"] = time.perf_counter() - t
         check_cancel()
 
@@ -248,8 +250,13 @@ class Segmenter:
         return img
 
     def predict(self, x: np.ndarray, present, *, overlap: float | None = None, sw_batch_size: int = 1,
-                progress: Progress | None = None, cancel=None) -> np.ndarray:
-        """Region probabilities (3, d, h, w) for normalised arrays x (M, d, h, w) of present scans."""
+                mirrors: int = 1, progress: Progress | None = None, cancel=None) -> np.ndarray:
+        """Region probabilities (3, d, h, w) for normalised arrays x (M, d, h, w) of present scans.
+
+        `mirrors` > 1 averages the network over that many mirrored copies of each window
+        (`MIRRORS`: x first, then y, z and their combinations), at that many times the cost.
+        """
+        mirror_dims = options.check_mirrors(mirrors)
         roi = tuple(int(r) for r in self.card.patch_size)
         ov = float(self.card.overlap if overlap is None else overlap)
         total = _windows_count(x.shape[1:], roi, ov)
@@ -267,7 +274,12 @@ class Segmenter:
                 raise Cancelled("cancelled")
             if governor is not None:
                 governor.update()
-            out = torch.sigmoid(self.net(batch, mask).logits.float())
+            out = torch.zeros(())
+            for dims in mirror_dims:
+                # trained with random flips on every axis, the network sees a mirrored brain as a brain
+                p = torch.sigmoid(self.net(batch.flip(dims) if dims else batch, mask).logits.float())
+                out = out + (p.flip(dims) if dims else p)
+            out = out / len(mirror_dims)
             done[0] += batch.shape[0]
             report(0.1 + 0.85 * min(done[0] / total, 1.0), f"network: window {min(done[0], total)}/{total}")
             return out

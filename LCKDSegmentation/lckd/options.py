@@ -54,6 +54,19 @@ def check_overlap(value) -> float | None:
     return x
 
 
+#: Mirrored copies for test-time averaging, as flipped axes of a (batch, scan, z, y, x) window:
+#: x (left-right in an axial grid) first, so `--mirrors 2` is the cheapest useful average.
+MIRRORS = ((), (4,), (3,), (2,), (3, 4), (2, 4), (2, 3), (2, 3, 4))
+
+
+def check_mirrors(value) -> tuple:
+    """`--mirrors N`: 1 (no averaging), 2, 4 or 8; returns the first N of `MIRRORS`."""
+    n = _integer(value, "--mirrors")
+    if n not in (1, 2, 4, 8):
+        raise InputError(f"--mirrors must be 1, 2, 4 or 8 (mirrored copies averaged per window), got {value!r}")
+    return MIRRORS[:n]
+
+
 def check_sw_batch_size(value) -> int:
     """Windows per network call: a whole number from 1 to MAX_SW_BATCH."""
     n = _integer(value, "--sw-batch-size")
@@ -162,9 +175,11 @@ def memory_limit(max_memory_gb=None) -> tuple[int, str]:
     return int(total * DEFAULT_MEMORY_SHARE), f"{int(DEFAULT_MEMORY_SHARE * 100)}% of this machine's memory"
 
 
-def check_run_options(*, overlap=None, sw_batch_size=1, threads=None, device="auto", max_memory_gb=None) -> None:
+def check_run_options(*, overlap=None, sw_batch_size=1, threads=None, device="auto", max_memory_gb=None,
+                      mirrors=1) -> None:
     """Every run option at once, without torch (the device's syntax only); raises `InputError`."""
     check_overlap(overlap)
+    check_mirrors(mirrors)
     check_sw_batch_size(sw_batch_size)
     check_threads(threads)
     check_device_name(device)

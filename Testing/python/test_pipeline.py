@@ -112,3 +112,33 @@ def test_progress_is_reported_and_cancel_stops(segmenter, small_case):
 
     with pytest.raises(Cancelled):
         segmenter.segment(paths, progress=cancel_soon, cancel=stop, overlap=0.9)
+
+
+def test_mirrored_averaging_costs_n_passes_and_stays_close_to_one(segmenter, small_case):
+    from lckd.errors import InputError
+    from lckd.metrics import mask_dice
+
+    paths, label = small_case
+    calls = []
+    forward = segmenter.net.forward
+
+    def counting(*args, **kwargs):
+        calls.append(args[0].shape)
+        return forward(*args, **kwargs)
+
+    segmenter.net.forward = counting
+    try:
+        one = segmenter.segment(paths, probabilities=True)
+        n_one = len(calls)
+        two = segmenter.segment(paths, probabilities=True, mirrors=2)
+    finally:
+        del segmenter.net.forward
+    assert len(calls) == 3 * n_one                       # each window twice with mirrors=2
+    p1, p2 = (sitk.GetArrayFromImage(r.probabilities) for r in (one, two))
+    assert not np.allclose(p1, p2) and 0.0 <= p2.min() and p2.max() <= 1.0
+    truth = sitk.GetArrayFromImage(sitk.ReadImage(str(label))) > 0
+    dice = [mask_dice(sitk.GetArrayFromImage(r.labelmap) > 0, truth) for r in (one, two)]
+    assert dice[1] > dice[0] - 0.05, dice                 # the same tumour, averaged
+    for bad in (0, 3, 16, "two"):
+        with pytest.raises(InputError, match="--mirrors"):
+            segmenter.segment(paths, mirrors=bad)
