@@ -269,6 +269,8 @@ def _bad_options():
         cases.append((f"sw={v}", [f"--sw-batch-size={v}"], "--sw-batch-size"))
     for v in ("0", "-1", "100000"):
         cases.append((f"threads={v}", [f"--threads={v}"], "--threads"))
+    for v in ("0", "3", "16", "-2"):
+        cases.append((f"mirrors={v}", [f"--mirrors={v}"], "--mirrors"))
     for v in ("cuda", "cuda:0", "cuda:7", "gpu", "mps", "tpu", "cuda:-1", "cpu:0", "cuda:x", " ", "CUDA:0:1"):
         cases.append((f"device={v!r}", [f"--device={v}"], "device"))
     for v in ("0", "-1", "nan", "inf", "0.001"):
