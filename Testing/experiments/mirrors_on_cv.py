@@ -5,7 +5,7 @@
 
 `--cases val` scores each fold's validation case (never trained on, never a test case): the
 place to choose N. `--cases test` then scores the fold's test cases, as `lckd crossval` does
-(the card's clean-up applied), for the N chosen; with `--mirrors 1` it reproduces the
+(with the clean-up rule recorded in CV_DIR/crossval.json), for the N chosen; with `--mirrors 1` it reproduces the
 cross-validation table. Prints each fold's 15-subset mean Dice and HD95 and, per N, the mean
 and SD over the folds run; `--out FILE` keeps every fold's per-subset report as JSON. Folds
 can run in separate processes (`--fold K`) and be pooled with `--pool FILE ...`.
@@ -26,8 +26,9 @@ from lckd.labels import REGIONS
 KEYS = list(REGIONS) + [f"HD95_{r}" for r in REGIONS]
 
 
-def run_fold(cv: Path, data: str, fold: int, which: str, mirrors: list[int], threads: int) -> dict:
-    """{N: report} for one fold's validation or test cases."""
+def run_fold(cv: Path, data: str, fold: int, which: str, mirrors: list[int], threads: int,
+             rule: dict | None) -> dict:
+    """{N: report} for one fold's validation or test cases, cleaned up with `rule`."""
     card = next((cv / f"fold-{fold}" / "model").glob("*-fold*.json"))
     seg = Segmenter.load(str(card), device="cpu", threads=threads)
     files = [c for c in select_cases(data, cv / f"fold-{fold}" / "split.csv", which) if c.label is not None]
@@ -35,7 +36,7 @@ def run_fold(cv: Path, data: str, fold: int, which: str, mirrors: list[int], thr
                        seg.card.preprocessing.get("clip_percentiles", (0.5, 99.5)), dtype=np.float32)
     out = {}
     for n in mirrors:
-        rep = evaluate_cases(seg, cases, mirrors=n, postprocess=seg.postprocess_rule(None))
+        rep = evaluate_cases(seg, cases, mirrors=n, postprocess=rule)
         out[n] = {"cases": [c.case_id for c in cases], "per_subset": rep["per_subset"], "mean": rep["mean"]}
         print(f"fold {fold} mirrors {n}: " + "  ".join(f"{k} {rep['mean'][k]:.3f}" for k in KEYS), flush=True)
     return out
@@ -70,9 +71,12 @@ def main(argv=None) -> int:
     cv = Path(args.cv_dir)
     plan = json.loads((cv / "plan.json").read_text())
     folds = args.fold if args.fold is not None else range(len(plan["folds"]))
+    # the clean-up the cross-validation table was scored with (the recipe's; a fold's own card may
+    # predate it), so `--cases test --mirrors 1` reproduces that table
+    rule = json.loads((cv / "crossval.json").read_text()).get("postprocess")
     results = {}
     for k in folds:
-        reports = run_fold(cv, args.data, k, args.cases, args.mirrors or [1, 2], args.threads)
+        reports = run_fold(cv, args.data, k, args.cases, args.mirrors or [1, 2], args.threads, rule)
         results[str(k)] = {str(n): r for n, r in reports.items()}
         if args.out:
             Path(args.out).write_text(json.dumps(results, indent=1))
