@@ -222,6 +222,7 @@ def _evaluate_fold(data: str, fold: int, out: Path, card: Path, postprocess: dic
 
 def add_crossval_parser(subparsers) -> argparse.ArgumentParser:
     """Register `lckd crossval`."""
+    from .training.command import fraction
     from .training.presets import NETWORK_NAMES, PRESETS
 
     p = subparsers.add_parser(
@@ -244,6 +245,8 @@ def add_crossval_parser(subparsers) -> argparse.ArgumentParser:
                    help="network configuration (default: the preset's)")
     p.add_argument("--balanced-subsets", action=argparse.BooleanOptionalAction, default=None,
                    help="override the preset's subset sampling (lckd train --help)")
+    p.add_argument("--centred-fraction", type=fraction, default=None, metavar="F",
+                   help="override the preset's share of tumour-centred crops (lckd train --help)")
     p.add_argument("--name", default="lckd-cv", help="model name; fold K's model is NAME-foldK")
     p.add_argument("--seed", type=int, default=0, help="fold shuffling and training seed")
     p.add_argument("--device", default="cpu", help="cpu (default), cuda, auto")
@@ -267,7 +270,8 @@ def run_crossval(args: argparse.Namespace) -> int:
                          f"use a new --out folder")
     write_plan(plan, out)
     cfg = PRESETS[args.preset].with_overrides(seed=args.seed, network=args.network,
-                                              balanced_subsets=args.balanced_subsets)
+                                              balanced_subsets=args.balanced_subsets,
+                                              centred_fraction=args.centred_fraction)
     rule = dict(cfg.postprocessing) or None       # the recipe's clean-up, as its models apply it
     folds = args.fold if args.fold is not None else range(args.folds)
     for k in folds:

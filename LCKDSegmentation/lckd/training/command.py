@@ -20,6 +20,17 @@ def _triple(text: str) -> tuple:
     return tuple(parts * 3) if len(parts) == 1 else tuple(parts)
 
 
+def fraction(text: str) -> float:
+    """argparse type: a number from 0 to 1."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"{text} is outside 0 to 1")
+    return value
+
+
 def add_train_parser(subparsers) -> argparse.ArgumentParser:
     """Register `lckd train`."""
     p = subparsers.add_parser(
@@ -53,6 +64,8 @@ def add_train_parser(subparsers) -> argparse.ArgumentParser:
     g.add_argument("--kd-weight", type=float, default=None)
     g.add_argument("--balanced-subsets", action=argparse.BooleanOptionalAction, default=None,
                    help="missing-modality phase: draw the subset first, then a case that has its scans")
+    g.add_argument("--centred-fraction", type=fraction, default=None, metavar="F",
+                   help="share of crops centred on a tumour voxel (the rest anywhere in the volume)")
     g.add_argument("--bottleneck-weight", type=float, default=None,
                    help="weight of the bottleneck head's loss (0 = no head): stops the distillation "
                         "collapsing the bottleneck, at a small cost of its own (README, Method notes)")
@@ -78,7 +91,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     return PRESETS[args.preset].with_overrides(
         network=args.network, patch=args.patch, batch=args.batch, warmup_steps=args.warmup_steps,
         missing_steps=args.missing_steps, optimizer=args.optimizer, lr=args.lr, momentum=args.momentum,
-        kd_weight=args.kd_weight, balanced_subsets=args.balanced_subsets,
+        kd_weight=args.kd_weight, balanced_subsets=args.balanced_subsets, centred_fraction=args.centred_fraction,
         bottleneck_weight=args.bottleneck_weight, fixed_teachers=fixed,
         election_every=args.election_every, election_cases=args.election_cases,
         final_eval_cases=args.final_eval_cases, checkpoint_every=args.checkpoint_every, seed=args.seed)
