@@ -110,6 +110,7 @@ class LCKDSegmentationParameterNode:
     outputSegmentation: where the tumour segments go (None: a new segmentation).
     model: registry name of the model; "" = the bundled default.
     postprocess: BraTS-style clean-up; set from the model card until the user chooses.
+    mirrorAverage: average each window with its mirror image (`--mirrors 2`; slower).
     rawScans: raw-scan preprocessing (co-registration, brain extraction); set from the core's
     auto-detection whenever the selected volumes change, until the user chooses.
     """
@@ -125,6 +126,7 @@ class LCKDSegmentationParameterNode:
     keepOtherSegments: bool = False
     register: bool = False
     postprocess: bool = False
+    mirrorAverage: bool = False
     rawScans: bool = False
 
     def volumes(self) -> dict:
@@ -418,7 +420,8 @@ class LCKDSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._job = self.logic.segmentation.startSegment(
                 p.volumes(), outputSegmentation=p.outputSegmentation, device=p.device.value,
                 model=p.model or None, reference=p.reference.value, keepOtherSegments=p.keepOtherSegments,
-                register=p.register, postprocess=p.postprocess, preprocess="on" if p.rawScans else "off")
+                register=p.register, postprocess=p.postprocess, preprocess="on" if p.rawScans else "off",
+                mirrors=2 if p.mirrorAverage else 1)
             model = self.logic.segmentation.modelInfo()
             if model:
                 self.log(panel.model_text(model))

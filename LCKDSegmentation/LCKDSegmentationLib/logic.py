@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from lckd.modalities import canonical, subset_key
-from lckd.options import check_preprocess
+from lckd.options import check_mirrors, check_preprocess
 from lckd.protocol import ERROR, READY
 
 from . import output, volumeio
@@ -203,17 +203,20 @@ class SegmentationLogic:
     def startSegment(self, volumes: Mapping[str, Any], outputSegmentation: Any = None, device: str = "auto",
                      model: str | None = None, reference: str | None = None, keepOtherSegments: bool = False,
                      register: bool = False, postprocess: bool | None = None, show3D: bool = True,
-                     preprocess: str = "auto") -> SegmentJob:
+                     preprocess: str = "auto", mirrors: int = 1) -> SegmentJob:
         """Check the selection, hand the volumes to the worker and return at once.
 
         `postprocess`: None follows the model card's clean-up rule, True/False force it.
         `preprocess`: raw scans (skull on, own grids): "on" co-registers and extracts the brain
         (the mask comes back as a labelmap node, `job.brain_mask`), "off" never, "auto" when
         the scans look unstripped (`detectRawScans` tells in advance).
+        `mirrors` (1, 2, 4, 8): mirrored copies of each window averaged (`lckd segment --mirrors`;
+        2 costs about twice the network time). Bad options raise the core's `InputError`.
         Raises `SelectionError` (a ValueError) for bad selections or a device this computer
         is known not to have; the scene is unchanged.
         """
         chosen, ref = validate_selection(volumes, reference, self.scene)
+        check_mirrors(mirrors)
         if outputSegmentation is not None and not outputSegmentation.IsA("vtkMRMLSegmentationNode"):
             raise SelectionError(f"Output '{outputSegmentation.GetName()}' is not a segmentation node.")
         temp_dir = tempfile.mkdtemp(prefix="lckd-")
@@ -222,7 +225,7 @@ class SegmentationLogic:
             worker = self.startWorker(model, device)
             options = {"output": str(Path(temp_dir) / "label.nrrd"), "reference": ref, "labels": self.labels,
                        "register": bool(register), "postprocess": None if postprocess is None else bool(postprocess),
-                       "preprocess": check_preprocess(preprocess)}
+                       "preprocess": check_preprocess(preprocess), "mirrors": int(mirrors)}
             if preprocess != "off":
                 options["brain_mask_output"] = str(Path(temp_dir) / "brainmask.nrrd")
             rid = worker.send("segment", inputs=inputs, options=options)
@@ -347,19 +350,20 @@ class SegmentationLogic:
     def segment(self, volumes: Mapping[str, Any], outputSegmentation: Any = None, device: str = "auto",
                 model: str | None = None, reference: str | None = None, keepOtherSegments: bool = False,
                 register: bool = False, postprocess: bool | None = None, show3D: bool = True,
-                progress: Progress | None = None, timeout: float | None = None, preprocess: str = "auto"):
+                progress: Progress | None = None, timeout: float | None = None, preprocess: str = "auto",
+                mirrors: int = 1):
         """Segment one case and return the segmentation node (blocks until done).
 
         `volumes` maps modality names (T1, T1ce, T2, FLAIR or aliases) to volume nodes;
         any non-empty subset. A new segmentation node is created unless
         `outputSegmentation` is given; re-running into it replaces the tumour segments and
         keeps other segments only with `keepOtherSegments`. `postprocess` None follows the
-        model card. `preprocess` ("auto", "on", "off"): raw-scan preprocessing, as in
+        model card. `preprocess` ("auto", "on", "off") and `mirrors` (1, 2, 4, 8): as in
         `startSegment`. Raises `SelectionError` for a bad selection or an absent GPU and
         `SegmentationFailed` if the worker fails (scene unchanged).
         """
         job = self.startSegment(volumes, outputSegmentation, device, model, reference, keepOtherSegments,
-                                register, postprocess, show3D, preprocess)
+                                register, postprocess, show3D, preprocess, mirrors)
         deadline = None if timeout is None else time.monotonic() + timeout
         while not job.done:
             for msg in self.pollJob(job):
@@ -390,7 +394,8 @@ class SegmentationLogic:
     # -- many cases (console) ----------------------------------------------------------
     def batch(self, inputDir: str | Path, outputDir: str | Path, device: str = "auto", model: str | None = None,
               modalities=None, writeNifti: bool = False, register: bool = False, postprocess: bool | None = None,
-              progress: Progress | None = None, overwrite: bool = False, preprocess: str = "auto") -> dict:
+              progress: Progress | None = None, overwrite: bool = False, preprocess: str = "auto",
+              mirrors: int = 1) -> dict:
         """Segment every case of a folder; write `<case>.seg.nrrd` (and `<case>.nii.gz`) and `<case>.json`.
 
         The same batch as `lckd batch` (`lckd.batch.run_cases`): BraTS case folders, cases
@@ -399,13 +404,14 @@ class SegmentationLogic:
         case with the model (name, version, card sha256) and the options. `modalities`
         restricts the scans used (e.g. ["T1ce", "FLAIR"]); `postprocess` None follows the
         model card; `preprocess` ("auto", "on", "off") is the raw-scan preprocessing of
-        `lckd batch --preprocess`. Nothing is added to the scene. Returns summary.json's content plus the
-        counts `succeeded`, `skipped`, `failed`.
+        `lckd batch --preprocess`; `mirrors` that of `--mirrors`. Nothing is added to the
+        scene. Returns summary.json's content plus the counts `succeeded`, `skipped`, `failed`.
         """
         from lckd.batch import counts, find_batch_cases, read_summary, run_cases
         from lckd.errors import LCKDError
         from lckd.provenance import result_record
 
+        check_mirrors(mirrors)
         cases = find_batch_cases(Path(inputDir))
         wanted = None if modalities is None else [canonical(m) for m in modalities]
         out_dir = Path(outputDir)
@@ -415,7 +421,7 @@ class SegmentationLogic:
         model_rec = {k: card.get(k) for k in ("name", "version", "card_sha256", "scope")}
         options = {"labels": self.labels, "register": bool(register), "postprocess": postprocess,
                    "device": device, "formats": formats, "modalities": wanted,
-                   "preprocess": check_preprocess(preprocess)}
+                   "preprocess": check_preprocess(preprocess), "mirrors": int(mirrors)}
 
         def segment_one(case, outputs) -> dict:
             worker = self.startWorker(model, device)   # a new worker if the last one died
@@ -425,7 +431,7 @@ class SegmentationLogic:
                                        inputs={m: str(p) for m, p in case.images.items()}, options={
                                            "output": [str(p) for p in outputs], "labels": self.labels,
                                            "register": bool(register), "postprocess": postprocess,
-                                           "preprocess": preprocess})
+                                           "preprocess": preprocess, "mirrors": int(mirrors)})
             except WorkerError as e:
                 raise LCKDError(str(e)) from None
             return result_record(model=model_rec, modalities=reply.get("modalities", list(case.images)),

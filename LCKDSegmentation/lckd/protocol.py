@@ -18,7 +18,7 @@ OPS = ("segment", "cancel", "ping", "info", "shutdown")
 #: Options a segment request may carry (anything else is refused, so typos are not silently ignored).
 SEGMENT_OPTIONS = frozenset({"output", "probabilities_output", "reference", "labels", "register",
                              "postprocess", "probabilities", "preprocess", "brain_extractor", "bias_correction",
-                             "brain_mask_output"})
+                             "brain_mask_output", "mirrors"})
 
 #: Replies (``event``). ``ready`` comes once, with id null; every request ends with exactly
 #: one of FINAL_EVENTS carrying its id.

@@ -14,7 +14,8 @@ Requests (stdin)::
                  # "output" may also be a list, e.g. ["/o/case.seg.nrrd", "/o/case.nii.gz"]
                  "register": false, "postprocess": false, "probabilities": false,
                  # raw scans: "preprocess": "auto"|"on"|"off", "brain_extractor": "deepbet",
-                 # "bias_correction": false, "brain_mask_output": "/tmp/x/brainmask.nrrd"
+                 # "bias_correction": false, "brain_mask_output": "/tmp/x/brainmask.nrrd",
+                 # "mirrors": 1 (2, 4, 8: mirrored copies of each window averaged, slower)
                  }}
     {"id": "8", "op": "cancel", "target": "7"}    # target omitted: cancel everything
     {"id": "9", "op": "ping"} | {"id": "10", "op": "info"} | {"id": "11", "op": "shutdown"}
@@ -181,6 +182,9 @@ class Worker:
                        "(null postprocess follows the model card)")
         elif any(options.get(k) is not None and not isinstance(options[k], str) for k in STRING_OPTIONS):
             problem = f"options {', '.join(repr(k) for k in STRING_OPTIONS)} must be strings"
+        elif options.get("mirrors") is not None and (isinstance(options["mirrors"], bool)
+                                                     or not isinstance(options["mirrors"], int)):
+            problem = "option 'mirrors' must be an integer (1, 2, 4 or 8)"
         if problem or not isinstance(inputs, dict):   # (inputs is a dict once no problem was found)
             self.out.send(rid, "error", error=MALFORMED, message=problem)
             return True
@@ -253,6 +257,7 @@ class Worker:
 
         try:
             outputs = _outputs(job)
+            mirrors = 1 if opts.get("mirrors") is None else opts["mirrors"]   # bad values: InputError below
             prob_path = None
             if opts.get("probabilities"):
                 from .output import check_output_path
@@ -268,7 +273,7 @@ class Worker:
                 register=bool(opts.get("register", False)), postprocess=opts.get("postprocess"),
                 probabilities=bool(opts.get("probabilities", False)), progress=progress, cancel=job.cancel,
                 preprocess=opts.get("preprocess") or "auto", brain_extractor=opts.get("brain_extractor"),
-                bias_correction=bool(opts.get("bias_correction", False)))
+                bias_correction=bool(opts.get("bias_correction", False)), mirrors=mirrors)
             if job.cancel.is_set():
                 raise Cancelled("cancelled")
             from .output import write_result
@@ -283,7 +288,7 @@ class Worker:
                           probabilities=None if prob_path is None else str(prob_path),
                           volumes_ml=res.volumes_ml, modalities=list(res.modalities), reference=res.reference,
                           labels=res.label_convention, warnings=[str(w) for w in res.warnings],
-                          preprocessing=res.preprocessing,
+                          preprocessing=res.preprocessing, mirrors=mirrors,
                           brain_mask=None if mask_path is None else str(mask_path),
                           timings=getattr(res, "timings", {}), seconds=round(time.perf_counter() - t0, 3))
         except Cancelled:

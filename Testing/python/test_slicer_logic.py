@@ -23,6 +23,7 @@ vtk = pytest.importorskip("vtk")
 sitk = pytest.importorskip("SimpleITK")
 
 from conftest import TEST_MODEL as MODEL  # noqa: E402
+from lckd.errors import InputError  # noqa: E402
 from lckd.hashing import sha256_file  # noqa: E402
 from lckd.labels import CONVENTIONS  # noqa: E402
 from lckd.metrics import mask_dice  # noqa: E402
@@ -134,10 +135,10 @@ def exported_labels(seg_node, reference_node) -> np.ndarray:
     return arr
 
 
-def cli_labels(files: dict, mods, out: Path) -> np.ndarray:
+def cli_labels(files: dict, mods, out: Path, *extra: str) -> np.ndarray:
     from lckd.cli import main
 
-    argv = ["segment", "-o", str(out), "--device", "cpu", "--model", MODEL, "-q"]
+    argv = ["segment", "-o", str(out), "--device", "cpu", "--model", MODEL, "-q", *extra]
     for m in mods:
         argv += ["--" + m.lower(), str(files[m])]
     assert main(argv) == 0
@@ -181,6 +182,21 @@ def test_segment_matches_cli_voxel_for_voxel(logic, scene, volumes, case_files, 
     assert table.GetCellText(0, 3) == "+".join(mods)
     assert table.GetColumnName(2) == VOLUME_COLUMN
     assert seg.GetAttribute("LCKD.Modalities") == "+".join(mods)
+
+
+def test_mirrored_averaging_reaches_the_core_and_bad_values_change_nothing(logic, scene, volumes, case_files,
+                                                                           tmp_path):
+    mods = ("T1ce", "FLAIR")
+    plain = cli_labels(case_files, mods, tmp_path / "plain.nii.gz")
+    mirrored = cli_labels(case_files, mods, tmp_path / "mirrored.nii.gz", "--mirrors", "2")
+    assert not np.array_equal(plain, mirrored)   # else this case could not tell whether it was applied
+    seg = logic.segment({m: volumes[m] for m in mods}, device="cpu", model=MODEL, mirrors=2, show3D=False)
+    assert np.array_equal(exported_labels(seg, volumes["T1ce"]), mirrored)
+    before = scene_state(scene)
+    for bad in (0, 3):
+        with pytest.raises(InputError, match="--mirrors"):
+            logic.segment({"T2": volumes["T2"]}, device="cpu", model=MODEL, mirrors=bad)
+    assert scene_state(scene) == before
 
 
 def test_running_twice_replaces_segments_and_keeps_others_only_if_asked(logic, scene, volumes):

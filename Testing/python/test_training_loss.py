@@ -4,6 +4,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pytest
 import torch
 
 from lckd.modalities import MODALITIES
@@ -169,3 +170,35 @@ def test_subset_sampling_is_a_recorded_choice_of_the_preset_and_the_command_line
     # cards written before the option existed reproduce their case-first sampling
     old = {k: v for k, v in CPU_REAL.to_dict().items() if k != "balanced_subsets"}
     assert TrainConfig.from_dict(old).balanced_subsets is False
+
+
+def test_centred_fraction_sets_the_share_of_crops_on_the_tumour():
+    import argparse
+
+    from lckd.cases import LoadedCase
+    from lckd.training.command import add_train_parser, config_from_args
+    from lckd.training.data import PatchSampler
+    from lckd.training.presets import CPU_REAL
+
+    shape = (48, 48, 48)
+    regions = np.zeros((3,) + shape, dtype=bool)
+    regions[:, 4:8, 4:8, 4:8] = True                      # a small tumour in one corner
+    case = LoadedCase("c", np.ones((4,) + shape, dtype=np.float16), np.ones(4, dtype=bool), regions, (1.0,) * 3)
+
+    def share_on_tumour(fraction: float) -> float:
+        cfg = CPU_REAL.with_overrides(patch=(16, 16, 16), batch=1, centred_fraction=fraction, rotation_deg=0.0,
+                                      intensity_augment=False)
+        s = PatchSampler([case], cfg)
+        return float(np.mean([s.batch(step)[1].sum() > 0 for step in range(200)]))
+
+    assert share_on_tumour(1.0) == 1.0
+    low, high = share_on_tumour(0.0), share_on_tumour(0.6)
+    assert low < 0.25 and high > low + 0.4, (low, high)
+    parser = argparse.ArgumentParser()
+    add_train_parser(parser.add_subparsers())
+    base = ["train", "data", "--out", "o", "--preset", "cpu-real"]
+    assert config_from_args(parser.parse_args(base)).centred_fraction == CPU_REAL.centred_fraction
+    assert config_from_args(parser.parse_args(base + ["--centred-fraction", "0.33"])).centred_fraction == 0.33
+    for bad in ("1.5", "-0.1", "half"):
+        with pytest.raises(SystemExit):
+            parser.parse_args(base + ["--centred-fraction", bad])

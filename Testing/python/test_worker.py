@@ -18,7 +18,7 @@ import pytest
 
 from lckd import worker as worker_mod
 from lckd.errors import Cancelled, InputError, ModelError
-from LCKDSegmentationLib.workerclient import WorkerClient, describe_exit
+from LCKDSegmentationLib.workerclient import WorkerClient, WorkerError, describe_exit
 
 
 # -- in-process protocol tests ---------------------------------------------------------
@@ -48,7 +48,7 @@ class _FakeSegmenter:
 
     def segment(self, inputs, *, reference=None, labels="brats2018", register=False, postprocess=False,
                 probabilities=False, progress=None, cancel=None, preprocess="auto", brain_extractor=None,
-                bias_correction=False):
+                bias_correction=False, mirrors=1):
         import SimpleITK as sitk
         if "T1" not in inputs:
             raise InputError("fake segmenter wants T1")
@@ -121,7 +121,9 @@ def test_malformed_lines_get_errors_and_the_worker_keeps_serving(image_file, tmp
            json.dumps({"id": "b", "op": "explode"}),
            json.dumps({"id": "c", "op": "segment", "inputs": {}}),
            json.dumps({"id": "d", "op": "segment", "inputs": {"T1": image_file}, "options": {"outptu": "x"}}),
-           json.dumps({"id": "e", "op": "segment", "inputs": {"T1": image_file}, "options": {"output": 5}})]
+           json.dumps({"id": "e", "op": "segment", "inputs": {"T1": image_file}, "options": {"output": 5}}),
+           json.dumps({"id": "f", "op": "segment", "inputs": {"T1": image_file}, "options": {"mirrors": "2"}}),
+           json.dumps({"id": "g", "op": "segment", "inputs": {"T1": image_file}, "options": {"mirrors": True}})]
     for line in bad:
         s.send(line)
     s.send({"id": "p", "op": "ping"})
@@ -130,6 +132,7 @@ def test_malformed_lines_get_errors_and_the_worker_keeps_serving(image_file, tmp
     assert len(errors) == len(bad)
     assert all(e["error"] == "MalformedRequest" and e["message"] for e in errors)
     assert "outptu" in errors[6]["message"]
+    assert all("'mirrors' must be an integer" in e["message"] for e in errors[-2:])
     # ...and real work still goes through
     s.send({"id": "ok", "op": "segment", "inputs": {"T1": image_file},
             "options": {"output": str(tmp_path / "out.nrrd")}})
@@ -258,6 +261,20 @@ def test_round_trip_and_the_model_is_loaded_once(client, case_files, tmp_path):
     # loaded or imported per request (the load, torch's import included, took load_seconds).
     for r in results:
         assert 0 < r["timings"]["total"] <= r["seconds"] < r["timings"]["total"] + min(1.0, ready["load_seconds"])
+
+
+def test_mirrors_are_echoed_and_bad_values_are_input_errors(client, case_files, tmp_path):
+    def segment(n):
+        return client.request("segment", timeout=120, inputs={"T2": case_files["T2"]},
+                              options={"output": str(tmp_path / f"m{n}.nii.gz"), "mirrors": n})
+
+    assert [segment(n)["mirrors"] for n in (1, 2)] == [1, 2]
+    for bad in (0, 3):
+        with pytest.raises(WorkerError, match="--mirrors must be 1, 2, 4 or 8") as info:
+            segment(bad)
+        assert info.value.kind == "InputError"
+    assert client.request("ping", timeout=30)["pong"] is True   # still serving
+    # (that the averaging is applied, not only echoed, is test_slicer_logic's voxel comparison)
 
 
 def test_malformed_message_gets_an_error_and_the_worker_keeps_serving(client):
