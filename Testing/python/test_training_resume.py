@@ -60,6 +60,33 @@ def test_resume_continues_the_schedule_exactly(tiny_data, tmp_path):
     assert torch.equal(net.bottleneck_head.weight, a["model.bottleneck_head.weight"])
 
 
+def test_init_from_starts_from_a_trained_model_and_refuses_another_network(tiny_data, tmp_path):
+    from lckd.errors import InputError
+    from lckd.registry import resolve_model
+
+    phantom, _ = load_model(resolve_model("lckd-lite-phantom", allow_download=False))
+    logged: list[str] = []
+    opts = RunOptions(data=str(tiny_data[0]), split=str(tiny_data[1]), out=str(tmp_path / "pre"), progress=False,
+                      final_eval=False, threads=2, log=logged.append)
+    cfg = CFG.with_overrides(init_from="lckd-lite-phantom")           # CFG's network is lite
+    t = Trainer(cfg, opts)
+    theirs = phantom.state_dict()
+    for k, v in t.net.state_dict().items():
+        if k in theirs:
+            assert torch.equal(v, theirs[k]), k
+    # the phantom model has no bottleneck head: only that starts fresh, and the log says so
+    assert any("weights from lckd-lite-phantom; new: bottleneck_head.bias, bottleneck_head.weight" in s
+               for s in logged), logged
+    t.train()                                        # trains on from there; the card records where it began
+    _, card = load_model(tmp_path / "pre" / "lckd-model.json")
+    assert card.training["config"]["init_from"] == "lckd-lite-phantom"
+    fresh = Trainer(CFG, _opts(tiny_data, tmp_path / "fresh"))
+    assert not torch.equal(fresh.net.state_dict()["decoder.head.weight"], theirs["decoder.head.weight"])
+    with pytest.raises(InputError, match="--init-from lckd-lite-phantom: its network is not"):
+        Trainer(CFG.with_overrides(network="lite-small", init_from="lckd-lite-phantom"),
+                _opts(tiny_data, tmp_path / "small"))
+
+
 WORKER = textwrap.dedent("""
     import os, sys
     from safetensors.torch import save_file

@@ -76,6 +76,9 @@ def add_train_parser(subparsers) -> argparse.ArgumentParser:
     g.add_argument("--final-eval-cases", type=int, default=None)
     g.add_argument("--checkpoint-every", type=int, default=None)
     g.add_argument("--seed", type=int, default=None)
+    g.add_argument("--init-from", default=None, metavar="MODEL",
+                   help="start from this model's weights (registry name or card; same --network), "
+                        "e.g. lckd-lite-phantom for phantom pre-training")
     p.add_argument("--device", default="cpu", help="cpu (default), cuda, auto")
     p.add_argument("--threads", type=int, default=None, help="CPU threads per process (default: all cores)")
     p.add_argument("--no-final-eval", action="store_true", help="skip the 15-subset validation table at the end")
@@ -94,7 +97,8 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         kd_weight=args.kd_weight, balanced_subsets=args.balanced_subsets, centred_fraction=args.centred_fraction,
         bottleneck_weight=args.bottleneck_weight, fixed_teachers=fixed,
         election_every=args.election_every, election_cases=args.election_cases,
-        final_eval_cases=args.final_eval_cases, checkpoint_every=args.checkpoint_every, seed=args.seed)
+        final_eval_cases=args.final_eval_cases, checkpoint_every=args.checkpoint_every, seed=args.seed,
+        init_from=args.init_from)
 
 
 def run_train(args: argparse.Namespace) -> int:

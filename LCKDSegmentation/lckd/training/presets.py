@@ -41,6 +41,7 @@ class TrainConfig:
     final_eval_cases: int = 0             # validation cases for the card's 15-subset table (0 = all)
     checkpoint_every: int = 500
     seed: int = 0
+    init_from: str = ""                   # model (registry name or card) whose weights start the run
     spacing: tuple = (1.0, 1.0, 1.0)      # model grid (x, y, z) mm
     clip_percentiles: tuple = (0.5, 99.5)
     postprocessing: dict = field(default_factory=dict)  # labels.postprocess rule the card applies by default

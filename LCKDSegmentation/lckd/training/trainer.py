@@ -102,6 +102,10 @@ class Trainer:
         if any(p % m for p, m in zip(cfg.patch, mult)):
             raise ValueError(f"patch {tuple(cfg.patch)} must be a multiple of {mult} for network '{cfg.network}'")
         self.order = list(self.net.modalities)
+        if cfg.init_from and resume is None:      # (a resumed run's checkpoint holds the weights)
+            from .pretrained import start_from
+            fresh = start_from(self.net, cfg.init_from)
+            self._log(f"weights from {cfg.init_from}" + (f"; new: {', '.join(fresh)}" if fresh else ""))
         self.optimizer = make_optimizer(cfg, self.net)
         self.step = 0
         if resume is not None:

@@ -1,0 +1,27 @@
+"""Start a training run from a trained model's weights (pre-training, e.g. on phantoms)."""
+from __future__ import annotations
+
+from dataclasses import replace
+
+from ..errors import InputError
+from ..network import LCKDNet
+
+
+def start_from(net: LCKDNet, model: str) -> list[str]:
+    """Copy the weights of `model` (registry name or card path, verified like any model) into `net`.
+
+    The source must have the same network configuration (modality order included); the
+    training-only bottleneck head may differ. Parts only `net` has keep their fresh initial
+    values, and their names are returned so the run can say what started from scratch.
+    """
+    from ..modelcard import load_model
+    from ..registry import resolve_model
+
+    source, _ = load_model(resolve_model(model, allow_download=False))
+    if replace(source.cfg, bottleneck_head=False) != replace(net.cfg, bottleneck_head=False):
+        raise InputError(f"--init-from {model}: its network is not this run's configuration "
+                         f"({source.cfg.name!r} against {net.cfg.name!r}, or other modalities); "
+                         f"give a model trained with the same --network")
+    own, theirs = net.state_dict(), source.state_dict()
+    net.load_state_dict({k: v for k, v in theirs.items() if k in own}, strict=False)
+    return sorted(k for k in own if k not in theirs)
