@@ -28,12 +28,13 @@ KEYS = list(REGIONS) + [f"HD95_{r}" for r in REGIONS]
 
 def run_fold(cv: Path, data: str, fold: int, which: str, mirrors: list[int], threads: int,
              rule: dict | None) -> dict:
-    """{N: report} for one fold's validation or test cases, cleaned up with `rule`."""
+    """{N: report} for one fold's validation or test cases, cleaned up with `rule` (None: the card's)."""
     card = next((cv / f"fold-{fold}" / "model").glob("*-fold*.json"))
     seg = Segmenter.load(str(card), device="cpu", threads=threads)
     files = [c for c in select_cases(data, cv / f"fold-{fold}" / "split.csv", which) if c.label is not None]
     cases = load_cases(files, list(seg.net.modalities), seg.card.spacing,
                        seg.card.preprocessing.get("clip_percentiles", (0.5, 99.5)), dtype=np.float32)
+    rule = rule if rule is not None else (dict(seg.card.postprocessing) or None)
     out = {}
     for n in mirrors:
         rep = evaluate_cases(seg, cases, mirrors=n, postprocess=rule)
@@ -73,7 +74,9 @@ def main(argv=None) -> int:
     folds = args.fold if args.fold is not None else range(len(plan["folds"]))
     # the clean-up the cross-validation table was scored with (the recipe's; a fold's own card may
     # predate it), so `--cases test --mirrors 1` reproduces that table
-    rule = json.loads((cv / "crossval.json").read_text()).get("postprocess")
+    # (before the report exists, each fold's card's own rule)
+    report = cv / "crossval.json"
+    rule = json.loads(report.read_text()).get("postprocess") if report.is_file() else None
     results = {}
     for k in folds:
         reports = run_fold(cv, args.data, k, args.cases, args.mirrors or [1, 2], args.threads, rule)
