@@ -247,6 +247,8 @@ def add_crossval_parser(subparsers) -> argparse.ArgumentParser:
                    help="override the preset's subset sampling (lckd train --help)")
     p.add_argument("--centred-fraction", type=fraction, default=None, metavar="F",
                    help="override the preset's share of tumour-centred crops (lckd train --help)")
+    p.add_argument("--init-from", default=None, metavar="MODEL",
+                   help="every fold starts from this model's weights (lckd train --help)")
     p.add_argument("--name", default="lckd-cv", help="model name; fold K's model is NAME-foldK")
     p.add_argument("--seed", type=int, default=0, help="fold shuffling and training seed")
     p.add_argument("--device", default="cpu", help="cpu (default), cuda, auto")
@@ -258,10 +260,17 @@ def add_crossval_parser(subparsers) -> argparse.ArgumentParser:
     return p
 
 
-def run_crossval(args: argparse.Namespace) -> int:
-    """`lckd crossval`: exit status 0 (also when some folds are left to other processes)."""
+def crossval_config(args: argparse.Namespace):
+    """The training recipe every fold uses: the preset with the command line's overrides."""
     from .training.presets import PRESETS
 
+    return PRESETS[args.preset].with_overrides(seed=args.seed, network=args.network,
+                                               balanced_subsets=args.balanced_subsets,
+                                               centred_fraction=args.centred_fraction, init_from=args.init_from)
+
+
+def run_crossval(args: argparse.Namespace) -> int:
+    """`lckd crossval`: exit status 0 (also when some folds are left to other processes)."""
     out = Path(args.out)
     plan = fold_plan(find_cases(args.data), args.folds, args.seed, args.train_only)
     old = out / PLAN
@@ -269,9 +278,7 @@ def run_crossval(args: argparse.Namespace) -> int:
         raise InputError(f"{old} holds a different fold plan (other data, k, seed or --train-only): "
                          f"use a new --out folder")
     write_plan(plan, out)
-    cfg = PRESETS[args.preset].with_overrides(seed=args.seed, network=args.network,
-                                              balanced_subsets=args.balanced_subsets,
-                                              centred_fraction=args.centred_fraction)
+    cfg = crossval_config(args)
     rule = dict(cfg.postprocessing) or None       # the recipe's clean-up, as its models apply it
     folds = args.fold if args.fold is not None else range(args.folds)
     for k in folds:

@@ -90,3 +90,19 @@ def test_aggregate_is_the_mean_and_sd_over_folds(tmp_path):
     card = card_evaluation(rep, "data")
     assert card["per_subset"]["FLAIR"]["WT"] == pytest.approx(0.7) and card["folds"] == 2
     assert "per_case" not in card
+
+
+def test_every_fold_trains_with_the_recipe_the_command_line_gives():
+    import argparse
+
+    from lckd.crossval import add_crossval_parser, crossval_config
+    from lckd.training.presets import CPU_REAL
+
+    parser = argparse.ArgumentParser()
+    add_crossval_parser(parser.add_subparsers())
+    default = crossval_config(parser.parse_args(["crossval", "data", "--out", "o"]))
+    assert default == CPU_REAL.with_overrides(seed=0)
+    cfg = crossval_config(parser.parse_args(["crossval", "data", "--out", "o", "--init-from", "lckd-lite-phantom",
+                                             "--centred-fraction", "0.33", "--seed", "3"]))
+    assert (cfg.init_from, cfg.centred_fraction, cfg.seed) == ("lckd-lite-phantom", 0.33, 3)
+    assert cfg.with_overrides(init_from="", centred_fraction=CPU_REAL.centred_fraction, seed=0) == default
