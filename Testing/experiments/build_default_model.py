@@ -10,7 +10,9 @@ FINAL_DIR is `lckd train ... --out FINAL_DIR` on all cases (the weights that shi
   from which the final run's fixed teachers were taken,
 - `evaluation["sample_case"]`: Dice on the bundled phantom sample for all 15 subsets, which
   `lckd demo` reproduces (a regression check, not an accuracy claim),
-- `scope`: the one line shown at every run.
+- `scope`: the one line shown at every run,
+- `training["init_from"]`: the starting model's name, version and weights sha256 when the
+  run began from one (`--init-from`) and its card does not say it yet.
 """
 from __future__ import annotations
 
@@ -22,9 +24,10 @@ from lckd.crossval import card_evaluation
 from lckd.demo import sample_case, sample_dice
 from lckd.inference import Segmenter
 from lckd.modalities import all_subsets, subset_key
-from lckd.modelcard import save_model
+from lckd.modelcard import read_card, save_model
 from lckd.registry import resolve_model
 from lckd.training.presets import PRESETS
+from lckd.training.pretrained import source_identity
 
 SCOPE = ("research use only, not for clinical use; trained on 18 real glioma cases (BraTS 2013-2021, TCGA), "
          "expects skull-stripped, co-registered scans")
@@ -44,6 +47,9 @@ def main(argv=None) -> int:
     preset = PRESETS[card.training["preset"]]
     card.postprocessing = dict(preset.postprocessing)
     card.scope = SCOPE
+    start = card.training.get("config", {}).get("init_from")
+    if start and "init_from" not in card.training:   # runs from before cards pinned the starting weights
+        card.training["init_from"] = source_identity(read_card(resolve_model(start, allow_download=False)))
     card.evaluation = card_evaluation(report, f"the real labelled cases ({len(report['cases'])} rotating test cases)")
     folds = []
     for k in range(report["folds"]):

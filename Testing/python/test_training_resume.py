@@ -64,7 +64,7 @@ def test_init_from_starts_from_a_trained_model_and_refuses_another_network(tiny_
     from lckd.errors import InputError
     from lckd.registry import resolve_model
 
-    phantom, _ = load_model(resolve_model("lckd-lite-phantom", allow_download=False))
+    phantom, phantom_card = load_model(resolve_model("lckd-lite-phantom", allow_download=False))
     logged: list[str] = []
     opts = RunOptions(data=str(tiny_data[0]), split=str(tiny_data[1]), out=str(tmp_path / "pre"), progress=False,
                       final_eval=False, threads=2, log=logged.append)
@@ -80,6 +80,8 @@ def test_init_from_starts_from_a_trained_model_and_refuses_another_network(tiny_
     t.train()                                        # trains on from there; the card records where it began
     _, card = load_model(tmp_path / "pre" / "lckd-model.json")
     assert card.training["config"]["init_from"] == "lckd-lite-phantom"
+    assert card.training["init_from"] == {"name": "lckd-lite-phantom", "version": phantom_card.version,
+                                          "weights_sha256": phantom_card.weights["sha256"]}
     fresh = Trainer(CFG, _opts(tiny_data, tmp_path / "fresh"))
     assert not torch.equal(fresh.net.state_dict()["decoder.head.weight"], theirs["decoder.head.weight"])
     with pytest.raises(InputError, match="--init-from lckd-lite-phantom: its network is not"):

@@ -4,24 +4,32 @@ from __future__ import annotations
 from dataclasses import replace
 
 from ..errors import InputError
+from ..modelcard import ModelCard
 from ..network import LCKDNet
 
 
-def start_from(net: LCKDNet, model: str) -> list[str]:
+def start_from(net: LCKDNet, model: str) -> tuple[list[str], dict]:
     """Copy the weights of `model` (registry name or card path, verified like any model) into `net`.
 
     The source must have the same network configuration (modality order included); the
-    training-only bottleneck head may differ. Parts only `net` has keep their fresh initial
-    values, and their names are returned so the run can say what started from scratch.
+    training-only bottleneck head may differ. Returns the names of the parts only `net` has
+    (they keep their fresh initial values, so the run can say what started from scratch) and
+    the source's identity for the card (`source_identity`).
     """
     from ..modelcard import load_model
     from ..registry import resolve_model
 
-    source, _ = load_model(resolve_model(model, allow_download=False))
+    source, card = load_model(resolve_model(model, allow_download=False))
     if replace(source.cfg, bottleneck_head=False) != replace(net.cfg, bottleneck_head=False):
         raise InputError(f"--init-from {model}: its network is not this run's configuration "
                          f"({source.cfg.name!r} against {net.cfg.name!r}, or other modalities); "
                          f"give a model trained with the same --network")
     own, theirs = net.state_dict(), source.state_dict()
     net.load_state_dict({k: v for k, v in theirs.items() if k in own}, strict=False)
-    return sorted(k for k in own if k not in theirs)
+    return sorted(k for k in own if k not in theirs), source_identity(card)
+
+
+def source_identity(card: ModelCard) -> dict:
+    """Name, version and weights sha256 of a starting model: a name alone would not pin the
+    weights a run began from once that model is retrained."""
+    return {"name": card.name, "version": card.version, "weights_sha256": card.weights.get("sha256")}

@@ -104,15 +104,16 @@ class Trainer:
         self.order = list(self.net.modalities)
         if cfg.init_from and resume is None:      # (a resumed run's checkpoint holds the weights)
             from .pretrained import start_from
-            fresh = start_from(self.net, cfg.init_from)
+            fresh, self.meta["init_from"] = start_from(self.net, cfg.init_from)
             self._log(f"weights from {cfg.init_from}" + (f"; new: {', '.join(fresh)}" if fresh else ""))
         self.optimizer = make_optimizer(cfg, self.net)
         self.step = 0
         if resume is not None:
             ckpt.restore(resume[0], resume[1], self.net, self.optimizer)
             self.step = int(resume[1]["step"])
-            for k in ("history", "teachers", "wall_seconds"):
-                self.meta[k] = resume[1].get(k, self.meta[k])
+            for k in ("history", "teachers", "wall_seconds", "init_from"):
+                if k in resume[1]:
+                    self.meta[k] = resume[1][k]
         self.model: torch.nn.Module = self.net   # the network, or its DDP wrapper
         if self.world > 1:
             from torch.nn.parallel import DistributedDataParallel as DDP
@@ -242,7 +243,7 @@ class Trainer:
             return
         meta = {"step": self.step, "config": self.cfg.to_dict(), "history": self.meta["history"],
                 "teachers": self.meta["teachers"], "wall_seconds": self.meta["wall_seconds"],
-                "world_size": self.world}
+                "world_size": self.world, **({"init_from": self.meta["init_from"]} if "init_from" in self.meta else {})}
         ckpt.save_checkpoint(self.ckpt_dir, self.net, self.optimizer, meta)
 
     def finish(self) -> Path | None:
@@ -262,6 +263,8 @@ class Trainer:
                          "data": self.opts.data_description or str(self.opts.data),
                          "config": self.cfg.to_dict(), "cases": self.train_ids,
                          "validation_cases": [c.case_id for c in self.val_cases], **self.opts.extra_training}
+        if "init_from" in self.meta:               # the weights the run began from, pinned by sha256
+            card.training["init_from"] = self.meta["init_from"]
         cases = self.val_cases[: self.cfg.final_eval_cases or None]
         if self.opts.final_eval and cases:
             self.net.eval()
