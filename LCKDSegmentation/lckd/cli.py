@@ -447,6 +447,10 @@ def card_text(card) -> str:
     lines.append(_wrap("scope", scope_line(card)))
     lines.append(_wrap("intended use", card.intended_use))
     lines.append(_wrap("training data", card.training.get("data") or "not stated in the model card"))
+    start = card.training.get("init_from")
+    if isinstance(start, dict):
+        lines.append(_wrap("started from", f"{start.get('name')} {start.get('version')} "
+                                           f"(weights sha256 {str(start.get('weights_sha256'))[:12]}...)"))
     if card.postprocessing:
         lines.append(_wrap("clean-up (default)", ", ".join(f"{k} {v}" for k, v in card.postprocessing.items())))
     teachers = card.teachers.get("elected") or []

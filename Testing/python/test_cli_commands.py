@@ -71,6 +71,12 @@ def test_info_shows_the_card_and_the_registry(capsys):
     for field in ("name:", "modalities:", "T1, T1ce, T2, FLAIR", "teachers:", "intended use:"):
         assert field in out
     assert "expected Dice per modality subset" in out and "T1ce+FLAIR" in out
+    # the default began from the phantom model's weights, which the card pins by sha256
+    from lckd.modelcard import read_card
+    from lckd.registry import resolve_model
+    phantom = read_card(resolve_model("lckd-lite-phantom", allow_download=False))
+    start = f"lckd-lite-phantom {phantom.version} (weights sha256 {phantom.weights['sha256'][:12]}"
+    assert f"started from:         {start}" in out
     from lckd.brainextract import extractor_available
     line = next(x for x in out.splitlines() if x.startswith("raw scans:"))
     assert ("deepbet (default) installed" in line) == extractor_available("deepbet")
