@@ -249,6 +249,7 @@ def add_crossval_parser(subparsers) -> argparse.ArgumentParser:
                    help="override the preset's share of tumour-centred crops (lckd train --help)")
     p.add_argument("--init-from", default=None, metavar="MODEL",
                    help="every fold starts from this model's weights (lckd train --help)")
+    p.add_argument("--lr", type=float, default=None, help="override the preset's learning rate")
     p.add_argument("--name", default="lckd-cv", help="model name; fold K's model is NAME-foldK")
     p.add_argument("--seed", type=int, default=0, help="fold shuffling and training seed")
     p.add_argument("--device", default="cpu", help="cpu (default), cuda, auto")
@@ -266,7 +267,8 @@ def crossval_config(args: argparse.Namespace):
 
     return PRESETS[args.preset].with_overrides(seed=args.seed, network=args.network,
                                                balanced_subsets=args.balanced_subsets,
-                                               centred_fraction=args.centred_fraction, init_from=args.init_from)
+                                               centred_fraction=args.centred_fraction, init_from=args.init_from,
+                                               lr=args.lr)
 
 
 def run_crossval(args: argparse.Namespace) -> int:

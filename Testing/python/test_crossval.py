@@ -103,6 +103,7 @@ def test_every_fold_trains_with_the_recipe_the_command_line_gives():
     default = crossval_config(parser.parse_args(["crossval", "data", "--out", "o"]))
     assert default == CPU_REAL.with_overrides(seed=0)
     cfg = crossval_config(parser.parse_args(["crossval", "data", "--out", "o", "--init-from", "lckd-lite-phantom",
-                                             "--centred-fraction", "0.33", "--seed", "3"]))
-    assert (cfg.init_from, cfg.centred_fraction, cfg.seed) == ("lckd-lite-phantom", 0.33, 3)
-    assert cfg.with_overrides(init_from="", centred_fraction=CPU_REAL.centred_fraction, seed=0) == default
+                                             "--centred-fraction", "0.33", "--seed", "3", "--lr", "1e-3"]))
+    assert (cfg.init_from, cfg.centred_fraction, cfg.seed, cfg.lr) == ("lckd-lite-phantom", 0.33, 3, 1e-3)
+    assert cfg.with_overrides(init_from="", centred_fraction=CPU_REAL.centred_fraction, seed=0,
+                              lr=CPU_REAL.lr) == default
