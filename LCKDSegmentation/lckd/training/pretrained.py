@@ -4,8 +4,9 @@ from __future__ import annotations
 from dataclasses import replace
 
 from ..errors import InputError
-from ..modelcard import ModelCard
+from ..modelcard import ModelCard, load_model
 from ..network import LCKDNet
+from ..registry import resolve_model
 
 
 def start_from(net: LCKDNet, model: str) -> tuple[list[str], dict]:
@@ -16,9 +17,6 @@ def start_from(net: LCKDNet, model: str) -> tuple[list[str], dict]:
     (they keep their fresh initial values, so the run can say what started from scratch) and
     the source's identity for the card (`source_identity`).
     """
-    from ..modelcard import load_model
-    from ..registry import resolve_model
-
     source, card = load_model(resolve_model(model, allow_download=False))
     if replace(source.cfg, bottleneck_head=False) != replace(net.cfg, bottleneck_head=False):
         raise InputError(f"--init-from {model}: its network is not this run's configuration "

@@ -84,7 +84,7 @@ class Trainer:
             torch.cuda.set_device(self.device)
         self.out = Path(opts.out)
         self.ckpt_dir = self.out / "checkpoint"
-        self.meta: dict = {"history": [], "teachers": [], "wall_seconds": 0.0}
+        self.meta: dict = {"history": [], "teachers": [], "wall_seconds": 0.0, "init_from": None}
         resume = None
         if opts.resume:
             resume = ckpt.read_checkpoint(self.ckpt_dir)
@@ -112,8 +112,7 @@ class Trainer:
             ckpt.restore(resume[0], resume[1], self.net, self.optimizer)
             self.step = int(resume[1]["step"])
             for k in ("history", "teachers", "wall_seconds", "init_from"):
-                if k in resume[1]:
-                    self.meta[k] = resume[1][k]
+                self.meta[k] = resume[1].get(k, self.meta[k])
         self.model: torch.nn.Module = self.net   # the network, or its DDP wrapper
         if self.world > 1:
             from torch.nn.parallel import DistributedDataParallel as DDP
@@ -243,7 +242,7 @@ class Trainer:
             return
         meta = {"step": self.step, "config": self.cfg.to_dict(), "history": self.meta["history"],
                 "teachers": self.meta["teachers"], "wall_seconds": self.meta["wall_seconds"],
-                "world_size": self.world, **({"init_from": self.meta["init_from"]} if "init_from" in self.meta else {})}
+                "world_size": self.world, "init_from": self.meta["init_from"]}
         ckpt.save_checkpoint(self.ckpt_dir, self.net, self.optimizer, meta)
 
     def finish(self) -> Path | None:
@@ -263,7 +262,7 @@ class Trainer:
                          "data": self.opts.data_description or str(self.opts.data),
                          "config": self.cfg.to_dict(), "cases": self.train_ids,
                          "validation_cases": [c.case_id for c in self.val_cases], **self.opts.extra_training}
-        if "init_from" in self.meta:               # the weights the run began from, pinned by sha256
+        if self.meta["init_from"]:                 # the weights the run began from, pinned by sha256
             card.training["init_from"] = self.meta["init_from"]
         cases = self.val_cases[: self.cfg.final_eval_cases or None]
         if self.opts.final_eval and cases:
