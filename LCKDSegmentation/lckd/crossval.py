@@ -249,6 +249,8 @@ def add_crossval_parser(subparsers) -> argparse.ArgumentParser:
                    help="override the preset's share of tumour-centred crops (lckd train --help)")
     p.add_argument("--init-from", default=None, metavar="MODEL",
                    help="every fold starts from this model's weights (lckd train --help)")
+    p.add_argument("--init-partial", action=argparse.BooleanOptionalAction, default=None,
+                   help="--init-from may be another network of the family (lckd train --help)")
     p.add_argument("--lr", type=float, default=None, help="override the preset's learning rate")
     p.add_argument("--name", default="lckd-cv", help="model name; fold K's model is NAME-foldK")
     p.add_argument("--seed", type=int, default=0, help="fold shuffling and training seed")
@@ -256,6 +258,8 @@ def add_crossval_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=None, help="CPU threads per process (default: all cores)")
     p.add_argument("--update-card", metavar="CARD", default=None,
                    help="store the cross-validation table as this model card's expected Dice (re-saves it)")
+    p.add_argument("--no-evaluate", action="store_true",
+                   help="train the folds only (e.g. on a GPU machine); a later run without it scores them")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=run_crossval)
     return p
@@ -268,7 +272,7 @@ def crossval_config(args: argparse.Namespace):
     return PRESETS[args.preset].with_overrides(seed=args.seed, network=args.network,
                                                balanced_subsets=args.balanced_subsets,
                                                centred_fraction=args.centred_fraction, init_from=args.init_from,
-                                               lr=args.lr)
+                                               init_partial=args.init_partial, lr=args.lr)
 
 
 def run_crossval(args: argparse.Namespace) -> int:
@@ -289,6 +293,8 @@ def run_crossval(args: argparse.Namespace) -> int:
         print(f"fold {k}: test {', '.join(plan['folds'][k]['test'])}; val {plan['folds'][k]['val'][0]}; "
               f"{len(plan['folds'][k]['train'])} training cases")
         card = _train_fold(args.data, k, out, cfg, args.name, args.device, args.threads, not args.quiet)
+        if args.no_evaluate:
+            continue
         _evaluate_fold(args.data, k, out, card, rule, args.device, args.threads, not args.quiet)
     done = [fold_dir(out, k) / "eval" / "evaluation.json" for k in range(args.folds)]
     missing = [k for k, p in enumerate(done) if not p.is_file()]

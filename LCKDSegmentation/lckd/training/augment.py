@@ -21,7 +21,7 @@ P_GAMMA, GAMMA = 0.3, (0.7, 1.5)
 P_BIAS, BIAS_STD = 0.3, (0.1, 0.35)
 P_NOISE, NOISE = 0.3, (0.0, 0.15)
 P_BLUR, BLUR = 0.2, (0.5, 1.0)
-THICK_MM = (3.0, 6.0)          # simulated slice thickness
+THICK_MM = (3.0, 7.0)          # simulated slice thickness (clinical 2D series: 3-7 mm)
 THICK_AXIS_P = (0.7, 0.15, 0.15)  # (z, y, x): most clinical 2D series are axial
 
 

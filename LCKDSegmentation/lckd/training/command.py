@@ -79,6 +79,9 @@ def add_train_parser(subparsers) -> argparse.ArgumentParser:
     g.add_argument("--init-from", default=None, metavar="MODEL",
                    help="start from this model's weights (registry name or card; same --network), "
                         "e.g. lckd-lite-phantom for phantom pre-training")
+    g.add_argument("--init-partial", action=argparse.BooleanOptionalAction, default=None,
+                   help="--init-from may be another network of the family (e.g. lite into lite-wide): "
+                        "copy the tensors whose shapes match, start the rest fresh")
     p.add_argument("--device", default="cpu", help="cpu (default), cuda, auto")
     p.add_argument("--threads", type=int, default=None, help="CPU threads per process (default: all cores)")
     p.add_argument("--no-final-eval", action="store_true", help="skip the 15-subset validation table at the end")
@@ -98,7 +101,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         bottleneck_weight=args.bottleneck_weight, fixed_teachers=fixed,
         election_every=args.election_every, election_cases=args.election_cases,
         final_eval_cases=args.final_eval_cases, checkpoint_every=args.checkpoint_every, seed=args.seed,
-        init_from=args.init_from)
+        init_from=args.init_from, init_partial=args.init_partial)
 
 
 def run_train(args: argparse.Namespace) -> int:

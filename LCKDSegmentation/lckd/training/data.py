@@ -22,6 +22,7 @@ from ..cases import LoadedCase, load_case, select_cases  # noqa: F401 (the train
 from ..cases import load_cases as _load_cases
 from ..datasets import CaseFiles
 from ..errors import InputError
+from ..modalities import default_reference
 from .augment import augment_intensities
 from .presets import TrainConfig
 
@@ -88,6 +89,25 @@ def rotation_matrix(rng: np.random.Generator, max_degrees: float) -> np.ndarray:
     return rz @ ry @ rx
 
 
+# per-scan misregistration (scans from separate series, registered imperfectly): small
+# enough that the reference labels still fit the scan, as after a good rigid registration
+SERIES_DEGREES, SERIES_MM = 3.0, 2.0
+
+
+def misregister(v: torch.Tensor, rng: np.random.Generator, spacing_mm: float = 1.0) -> torch.Tensor:
+    """A (D, H, W) scan moved by a random small rigid transform (up to SERIES_DEGREES about each
+    axis, SERIES_MM along each), resampled trilinearly on its own grid (zeros outside)."""
+    rotation = rotation_matrix(rng, SERIES_DEGREES)
+    shift = rng.uniform(-SERIES_MM, SERIES_MM, size=3) / spacing_mm
+    shape = np.asarray(v.shape, dtype=float)
+    theta = np.zeros((3, 4))
+    theta[:, :3] = np.diag(2.0 / shape) @ rotation @ np.diag(shape / 2.0)
+    theta[:, 3] = 2.0 * shift / shape
+    theta = np.concatenate([theta[::-1, :3][:, ::-1], theta[::-1, 3:]], axis=1)   # (x, y, z) order
+    grid = F.affine_grid(torch.from_numpy(theta.copy()).float()[None], [1, 1, *v.shape], align_corners=False)
+    return F.grid_sample(v[None, None], grid, mode="bilinear", padding_mode="zeros", align_corners=False)[0, 0]
+
+
 def _start(centre: np.ndarray, size: np.ndarray, shape: Sequence[int]) -> np.ndarray:
     """Crop start around `centre`, kept inside the volume where it fits (padding only for small volumes)."""
     dims = np.asarray(shape)
@@ -136,12 +156,16 @@ def _rotated_crop(case: LoadedCase, centre: np.ndarray, patch: np.ndarray, scale
 class PatchSampler:
     """Augmented training batches: tumour-centred or random crops, scaling, flips, modality dropping."""
 
-    def __init__(self, cases: Sequence[LoadedCase], cfg: TrainConfig, rank: int = 0):
+    def __init__(self, cases: Sequence[LoadedCase], cfg: TrainConfig, rank: int = 0,
+                 order: Sequence[str] = ()):
+        """`order`: the network's modality names (channel order); the scan that inference would
+        use as the reference grid keeps its place under `series_shift_prob`."""
         if not cases:
             raise InputError("no training case for this process: give more training cases than processes")
         self.cases = list(cases)
         self.cfg = cfg
         self.rank = rank
+        self.order = list(order)
         # balanced_subsets: every presence mask some training case can serve, with its servers
         union = np.any([c.present for c in self.cases], axis=0)
         self.servers = {tuple(m): [i for i, c in enumerate(self.cases) if np.all(c.present[m])]
@@ -203,6 +227,12 @@ class PatchSampler:
                 x, y = x.flip(dims), y.flip(dims)
         if present is None:
             present = draw_subset(subset_choices(case.present, full), rng)
+        if cfg.series_shift_prob > 0:
+            order = [self.order[c] for c in np.flatnonzero(present)] if self.order else []
+            reference = default_reference(order) if order else None
+            for c in np.flatnonzero(present):
+                if (not self.order or self.order[c] != reference) and rng.random() < cfg.series_shift_prob:
+                    x[c] = misregister(x[c], rng, float(min(cfg.spacing)))
         if cfg.intensity_augment:
             x = augment_intensities(x, present, rng, cfg.thick_slice_prob, float(min(cfg.spacing)))
         x = x * torch.from_numpy(present.astype(np.float32)).view(-1, 1, 1, 1)  # absent scans are zeros

@@ -9,22 +9,31 @@ from ..network import LCKDNet
 from ..registry import resolve_model
 
 
-def start_from(net: LCKDNet, model: str) -> tuple[list[str], dict]:
+def start_from(net: LCKDNet, model: str, partial: bool = False) -> tuple[list[str], dict]:
     """Copy the weights of `model` (registry name or card path, verified like any model) into `net`.
 
     The source must have the same network configuration (modality order included); the
-    training-only bottleneck head may differ. Returns the names of the parts only `net` has
-    (they keep their fresh initial values, so the run can say what started from scratch) and
-    the source's identity for the card (`source_identity`).
+    training-only bottleneck head may differ. With `partial`, the source may be another
+    configuration of the same family with the same modalities (e.g. `lite` into `lite-wide`):
+    every tensor whose name and shape match is copied, the rest start fresh. Returns the
+    names of the tensors that were not copied (they keep their fresh initial values, so the
+    run can say what started from scratch) and the source's identity for the card
+    (`source_identity`, with the share of tensors copied when partial).
     """
     source, card = load_model(resolve_model(model, allow_download=False))
-    if replace(source.cfg, bottleneck_head=False) != replace(net.cfg, bottleneck_head=False):
+    same = replace(source.cfg, bottleneck_head=False) == replace(net.cfg, bottleneck_head=False)
+    if not same and not (partial and source.cfg.modalities == net.cfg.modalities):
         raise InputError(f"--init-from {model}: its network is not this run's configuration "
                          f"({source.cfg.name!r} against {net.cfg.name!r}, or other modalities); "
-                         f"give a model trained with the same --network")
+                         f"give a model trained with the same --network, or --init-partial")
     own, theirs = net.state_dict(), source.state_dict()
-    net.load_state_dict({k: v for k, v in theirs.items() if k in own}, strict=False)
-    return sorted(k for k in own if k not in theirs), source_identity(card)
+    copied = {k: v for k, v in theirs.items() if k in own and own[k].shape == v.shape}
+    net.load_state_dict(copied, strict=False)
+    identity = source_identity(card)
+    if not same:
+        identity["network"] = source.cfg.name
+        identity["tensors_copied"] = f"{len(copied)} of {len(own)}"
+    return sorted(k for k in own if k not in copied), identity
 
 
 def source_identity(card: ModelCard) -> dict:

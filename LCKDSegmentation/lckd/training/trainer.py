@@ -104,7 +104,7 @@ class Trainer:
         self.order = list(self.net.modalities)
         if cfg.init_from and resume is None:      # (a resumed run's checkpoint holds the weights)
             from .pretrained import start_from
-            fresh, self.meta["init_from"] = start_from(self.net, cfg.init_from)
+            fresh, self.meta["init_from"] = start_from(self.net, cfg.init_from, partial=cfg.init_partial)
             self._log(f"weights from {cfg.init_from}" + (f"; new: {', '.join(fresh)}" if fresh else ""))
         self.optimizer = make_optimizer(cfg, self.net)
         self.step = 0
@@ -133,7 +133,7 @@ class Trainer:
         shard = train[self.rank::self.world]             # each rank samples from its own cases
         self._log(f"training cases: {len(train)} ({len(shard)} on this rank of {self.world}); loading into memory")
         self.train_cases = load_cases(shard, cfg, self.order, progress=o.progress and self.rank == 0)
-        self.sampler = PatchSampler(self.train_cases, cfg, rank=self.rank)
+        self.sampler = PatchSampler(self.train_cases, cfg, rank=self.rank, order=self.order)
         self.val_cases: list[LoadedCase] = []
         needs_val = (cfg.election_every > 0 and not cfg.fixed_teachers) or o.final_eval
         if self.rank == 0 and needs_val and o.split is not None:
