@@ -140,8 +140,8 @@ def format_table(report: dict, markdown: bool = True, pm: str = "\u00b1") -> str
                      + ["  ".join(c.ljust(w) for c, w in zip(b, widths)) for b in body])
 
 
-def write_report(report: dict, out: str | Path) -> list[Path]:
-    """OUT/crossval.json, .md and .csv (atomically)."""
+def write_report(report: dict, out: str | Path, stem: str = "crossval") -> list[Path]:
+    """OUT/<stem>.json, .md and .csv (atomically)."""
     import csv
     import io
 
@@ -162,8 +162,8 @@ def write_report(report: dict, out: str | Path) -> list[Path]:
         note += (f"Clean-up {report['postprocess']}; without it the 15-subset mean is "
                  + ", ".join(f"Dice {r} {raw[r]:.3f}" for r in REGIONS) + ", "
                  + ", ".join(f"HD95 {r} {raw['HD95_' + r]:.1f}" for r in REGIONS) + ".\n")
-    texts = {"crossval.json": json.dumps(report, indent=1) + "\n", "crossval.md": format_table(report) + note,
-             "crossval.csv": buf.getvalue()}
+    texts = {f"{stem}.json": json.dumps(report, indent=1) + "\n", f"{stem}.md": format_table(report) + note,
+             f"{stem}.csv": buf.getvalue()}
     paths = []
     for name, text in texts.items():
         path = Path(out) / name
@@ -203,21 +203,39 @@ def _train_fold(data: str, fold: int, out: Path, cfg, name: str, device: str, th
     return Path(path) if path else card
 
 
+#: What each fold is scored on: its test cases (the cross-validated tables) and its validation
+#: case (for choices that must not see the test cases, e.g. the quality flag's threshold), each
+#: at 1 mm and degraded to clinical 2D series (`lckd.degrade`).
+SCORED_SPLITS = ("test", "val")
+CONDITIONS = ("1mm", "clinical")
+
+
+def report_path(out: str | Path, fold: int, split: str = "test", condition: str = "1mm") -> Path:
+    """Where fold `fold`'s report for one split and condition lives (eval/evaluation.json is the
+    test cases at 1 mm, as before the clinical condition existed)."""
+    folder = "eval" if split == "test" else f"eval-{split}"
+    stem = "evaluation" if condition == "1mm" else f"evaluation-{condition}"
+    return fold_dir(out, fold) / folder / f"{stem}.json"
+
+
 def _evaluate_fold(data: str, fold: int, out: Path, card: Path, postprocess: dict | None, device: str,
-                   threads: int | None, progress: bool) -> dict:
-    """The fold's test-case report (read back when already written)."""
+                   threads: int | None, progress: bool) -> None:
+    """Score the fold's model on its test and validation cases, 1 mm and clinical (skips what is written)."""
     from .evaluate import evaluate_model
     from .evaluate import write_report as write_eval
     from .inference import Segmenter
 
-    report_path = fold_dir(out, fold) / "eval" / "evaluation.json"
-    if report_path.is_file():
-        return json.loads(report_path.read_text())
-    seg = Segmenter.load(str(card), device=device, threads=threads)
-    report = evaluate_model(seg, data, fold_dir(out, fold) / "split.csv", "test", postprocess=postprocess,
-                            show_progress=progress)
-    write_eval(report, report_path.parent)
-    return report
+    seg = None
+    for split in SCORED_SPLITS:
+        todo = [c for c in CONDITIONS if not report_path(out, fold, split, c).is_file()]
+        if not todo:
+            continue
+        seg = seg or Segmenter.load(str(card), device=device, threads=threads)
+        reports = evaluate_model(seg, data, fold_dir(out, fold) / "split.csv", split, postprocess=postprocess,
+                                 show_progress=progress, conditions=todo)
+        for condition, report in reports.items():
+            path = report_path(out, fold, split, condition)
+            write_eval(report, path.parent, stem=path.stem)
 
 
 def add_crossval_parser(subparsers) -> argparse.ArgumentParser:
@@ -296,21 +314,29 @@ def run_crossval(args: argparse.Namespace) -> int:
         if args.no_evaluate:
             continue
         _evaluate_fold(args.data, k, out, card, rule, args.device, args.threads, not args.quiet)
-    done = [fold_dir(out, k) / "eval" / "evaluation.json" for k in range(args.folds)]
-    missing = [k for k, p in enumerate(done) if not p.is_file()]
-    if missing:
-        print(f"folds still to run: {', '.join(map(str, missing))} (the report is written when all are done)")
+    missing = sorted({k for k in range(args.folds) for c in CONDITIONS if not report_path(out, k, "test", c).is_file()})
+    if args.no_evaluate or missing:
+        if missing:
+            print(f"folds still to score: {', '.join(map(str, missing))} (the report is written when all are done)")
         return 0
-    report = aggregate([json.loads(p.read_text()) for p in done])
     from .cli import plus_minus
 
-    print(format_table(report, markdown=False, pm=plus_minus()))
-    for path in write_report(report, out):
-        print(f"wrote {path}")
+    reports = {}
+    for condition in CONDITIONS:
+        report = aggregate([json.loads(report_path(out, k, "test", condition).read_text())
+                            for k in range(args.folds)])
+        report["condition"] = condition
+        reports[condition] = report
+        print(f"{condition}:")
+        print(format_table(report, markdown=False, pm=plus_minus()))
+        for path in write_report(report, out, stem="crossval" if condition == "1mm" else f"crossval-{condition}"):
+            print(f"wrote {path}")
+    report = reports["1mm"]
     if args.update_card:
         from .modelcard import load_model, save_model
         net, updated = load_model(args.update_card)
         updated.evaluation = card_evaluation(report, str(args.data))
+        updated.evaluation["clinical"] = card_evaluation(reports["clinical"], str(args.data) + " (clinical-slice)")
         updated.postprocessing = dict(rule or {})     # the expected Dice holds for labels cleaned up this way
         print(f"updated {save_model(net, updated, Path(args.update_card).parent)}")
     return 0

@@ -16,7 +16,7 @@ import csv
 import io
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Callable
 
@@ -30,6 +30,7 @@ from .modalities import all_subsets, subset_key
 
 def evaluate_cases(segmenter, cases, subsets: Sequence[Sequence[str]] | None = None, *,
                    overlap: float | None = None, mirrors: int = 1, postprocess: dict | None = None,
+                   slice_mm: Mapping[str, np.ndarray] | None = None,
                    progress: Callable[[int, int, str], None] | None = None) -> dict:
     """Run every subset on every loaded case (lckd.cases.LoadedCase); returns the report dict.
 
@@ -37,7 +38,12 @@ def evaluate_cases(segmenter, cases, subsets: Sequence[Sequence[str]] | None = N
     FLAIR + T1ce case is scored on FLAIR, T1ce and T1ce + FLAIR, never on "all four".
     With `postprocess` (keyword arguments of `labels.postprocess`) the report scores the
     cleaned-up labels, and `report["raw"]` the same predictions without the clean-up.
+    Each per-case row also holds the predicted and reference whole-tumour volumes (mL), their
+    ratio, and the run's quality features (`lckd.quality.run_features`); `slice_mm` gives each
+    case's per-channel slice thickness (default: the grid's own, for 1 mm scans).
     """
+    from .quality import run_features
+
     order = list(segmenter.net.modalities)
     subsets = [tuple(s) for s in (subsets or all_subsets(order))]
     runs = [(case, sub) for case in cases for sub in subsets
@@ -52,7 +58,15 @@ def evaluate_cases(segmenter, cases, subsets: Sequence[Sequence[str]] | None = N
         if postprocess is not None:
             raw_rows.append({**key, **region_metrics(labels_to_regions(label), case.regions, spacing_zyx)})
             label = postprocess_labels(label, **postprocess)
-        rows.append({**key, **region_metrics(labels_to_regions(label), case.regions, spacing_zyx)})
+        regions = labels_to_regions(label)
+        voxel_ml = float(np.prod(case.spacing)) / 1000.0
+        pred_ml, ref_ml = float(regions[2].sum()) * voxel_ml, float(case.regions[2].sum()) * voxel_ml
+        thick = slice_mm[case.case_id] if slice_mm is not None else np.full(len(order), max(case.spacing))
+        feats = run_features(probs, regions[2], np.any(case.x[present] != 0, axis=0), case.spacing, sub,
+                             float(np.max(thick[present])))
+        rows.append({**key, **region_metrics(regions, case.regions, spacing_zyx), "pred_wt_ml": round(pred_ml, 2),
+                     "ref_wt_ml": round(ref_ml, 2), "wt_volume_ratio": round(pred_ml / ref_ml, 4) if ref_ml else None,
+                     "features": {k: round(v, 5) for k, v in feats.items()}})
         done += 1
         if progress:
             progress(done, total, f"{case.case_id} {subset_key(sub)}")
@@ -127,6 +141,9 @@ def card_evaluation(report: dict, description: str) -> dict:
 
 # --------------------------------------------------------------------------- command line
 
+#: `--condition` choices and the conditions each scores.
+CONDITIONS = {"1mm": ("1mm",), "clinical": ("clinical",), "both": ("1mm", "clinical")}
+
 def add_evaluate_parser(subparsers) -> argparse.ArgumentParser:
     """Register `lckd evaluate`."""
     p = subparsers.add_parser(
@@ -147,8 +164,13 @@ def add_evaluate_parser(subparsers) -> argparse.ArgumentParser:
                    help="average over N mirrored copies of each window (1, 2, 4 or 8), as `lckd segment --mirrors`")
     p.add_argument("--postprocess", action=argparse.BooleanOptionalAction, default=None,
                    help="score the cleaned-up labels (default: as the model card says, as `lckd segment` does)")
+    p.add_argument("--condition", choices=sorted(CONDITIONS), default="1mm",
+                   help="1mm: the scans as given; clinical: degraded to clinical 2D series first (T1, T2, FLAIR "
+                        "as 5-6 mm tilted slices with bias fields, T1ce kept at 1 mm; README Accuracy); "
+                        "both: each, written as evaluation.* and evaluation-clinical.*")
     p.add_argument("--update-card", action="store_true",
-                   help="store the table in the model card's `evaluation` field (re-saves the model)")
+                   help="store the (first condition's) table in the model card's `evaluation` field "
+                        "(re-saves the model)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run_evaluate)
     return p
@@ -156,11 +178,14 @@ def add_evaluate_parser(subparsers) -> argparse.ArgumentParser:
 
 def evaluate_model(segmenter, data: str | Path, split: str | Path | None = None, subset: str = "test", *,
                    max_cases: int | None = None, overlap: float | None = None, mirrors: int = 1,
-                   postprocess: dict | None = None, show_progress: bool = True) -> dict:
-    """15-subset report of `segmenter` on the labelled cases of `data` (one split of `split`, or all).
+                   postprocess: dict | None = None, show_progress: bool = True,
+                   conditions: Sequence[str] = ("1mm",)) -> dict[str, dict]:
+    """15-subset reports of `segmenter` on the labelled cases of `data` (one split of `split`, or all).
 
     Cases are read by `lckd.cases` (as training reads them) onto the model's grid, as the
-    card's spacing and clipping say; raises InputError when no labelled case is found.
+    card's spacing and clipping say, once; each of `conditions` scores them: "1mm" as read,
+    "clinical" degraded to clinical 2D series first (`lckd.degrade.clinical_slices`).
+    Returns {condition: report}. Raises InputError when no labelled case is found.
     """
     from .cases import load_cases, select_cases
 
@@ -186,15 +211,25 @@ def evaluate_model(segmenter, data: str | Path, split: str | Path | None = None,
                 bar.set_postfix_str(msg)
                 bar.refresh()
 
-        report = evaluate_cases(segmenter, loaded, overlap=overlap, mirrors=mirrors, postprocess=postprocess,
-                                progress=progress)
+        reports = {}
+        for condition in conditions:
+            t1 = time.perf_counter()
+            cases, thick = loaded, None
+            if condition == "clinical":
+                from .degrade import clinical_slices
+                pairs = [clinical_slices(c, segmenter.net.modalities) for c in loaded]
+                cases, thick = [p[0] for p in pairs], {p[0].case_id: p[1] for p in pairs}
+            elif condition != "1mm":
+                raise ValueError(f"unknown evaluation condition {condition!r}: use 1mm or clinical")
+            report = evaluate_cases(segmenter, cases, overlap=overlap, mirrors=mirrors, postprocess=postprocess,
+                                    slice_mm=thick, progress=progress)
+            report.update(model={"name": card.name, "version": card.version}, data=str(data), condition=condition,
+                          seconds=round(time.perf_counter() - t1 + (t1 - t0 if not reports else 0), 1))
+            reports[condition] = report
     finally:
         if bar is not None:
             bar.close()
-    report["model"] = {"name": card.name, "version": card.version}
-    report["data"] = str(data)
-    report["seconds"] = round(time.perf_counter() - t0, 1)
-    return report
+    return reports
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
@@ -202,14 +237,19 @@ def run_evaluate(args: argparse.Namespace) -> int:
     from .inference import Segmenter
 
     seg = Segmenter.load(args.model, device=args.device, threads=args.threads)
-    report = evaluate_model(seg, args.data, args.split, args.subset, max_cases=args.cases,
-                            overlap=args.overlap, mirrors=args.mirrors,
-                            postprocess=seg.postprocess_rule(args.postprocess),
-                            show_progress=not args.quiet)
-    print(format_table(report, markdown=False))
-    if args.out:
-        for p in write_report(report, args.out):
-            print(f"wrote {p}")
+    reports = evaluate_model(seg, args.data, args.split, args.subset, max_cases=args.cases,
+                             overlap=args.overlap, mirrors=args.mirrors,
+                             postprocess=seg.postprocess_rule(args.postprocess),
+                             show_progress=not args.quiet, conditions=CONDITIONS[args.condition])
+    for condition, report in reports.items():
+        if len(reports) > 1:
+            print(f"{condition}:")
+        print(format_table(report, markdown=False))
+        if args.out:
+            stem = "evaluation" if condition == "1mm" else f"evaluation-{condition}"
+            for p in write_report(report, args.out, stem=stem):
+                print(f"wrote {p}")
+    report = reports[CONDITIONS[args.condition][0]]
     if args.update_card:
         from .modelcard import save_model
         from .registry import resolve_model

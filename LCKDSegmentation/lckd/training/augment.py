@@ -25,7 +25,7 @@ THICK_MM = (3.0, 7.0)          # simulated slice thickness (clinical 2D series: 
 THICK_AXIS_P = (0.7, 0.15, 0.15)  # (z, y, x): most clinical 2D series are axial
 
 
-def _restandardise(v: torch.Tensor, brain: torch.Tensor) -> torch.Tensor:
+def restandardise(v: torch.Tensor, brain: torch.Tensor) -> torch.Tensor:
     vals = v[brain]
     if vals.numel() < 2:
         return v
@@ -47,7 +47,7 @@ def _gaussian_blur(v: torch.Tensor, sigma: float) -> torch.Tensor:
     return out[0, 0]
 
 
-def _smooth_field(shape: tuple, gen: torch.Generator) -> torch.Tensor:
+def smooth_field(shape: tuple, gen: torch.Generator) -> torch.Tensor:
     """Zero-mean, unit-std smooth random field (a 4^3 lattice, trilinearly upsampled)."""
     coarse = torch.randn((1, 1, 4, 4, 4), generator=gen)
     field = F.interpolate(coarse, size=shape, mode="trilinear", align_corners=True)[0, 0]
@@ -67,6 +67,29 @@ def thick_slices(v: torch.Tensor, axis: int, factor: int) -> torch.Tensor:
     kernel[axis] = factor
     coarse = F.avg_pool3d(v[None, None], kernel_size=kernel, stride=kernel, ceil_mode=True, count_include_pad=False)
     return F.interpolate(coarse, size=tuple(v.shape), mode="trilinear", align_corners=False)[0, 0]
+
+
+def rigid_resample(v: torch.Tensor, rotation: np.ndarray, shift_vox=(0.0, 0.0, 0.0)) -> torch.Tensor:
+    """A (D, H, W) volume moved by `rotation` (3x3, (z, y, x) axes) about its centre and shifted
+    by `shift_vox` voxels, resampled trilinearly on its own grid (zeros where it leaves it)."""
+    shape = np.asarray(v.shape, dtype=float)
+    theta = np.zeros((3, 4))
+    theta[:, :3] = np.diag(2.0 / shape) @ rotation @ np.diag(shape / 2.0)
+    theta[:, 3] = 2.0 * np.asarray(shift_vox, dtype=float) / shape
+    # affine_grid wants (x, y, z) order: reverse the rows and the columns of the linear part
+    theta = np.concatenate([theta[::-1, :3][:, ::-1], theta[::-1, 3:]], axis=1)
+    grid = F.affine_grid(torch.from_numpy(theta.copy()).to(v.dtype)[None], [1, 1, *v.shape], align_corners=False)
+    return F.grid_sample(v[None, None], grid, mode="bilinear", padding_mode="zeros", align_corners=False)[0, 0]
+
+
+def random_rotation(rng: np.random.Generator, max_degrees: float) -> np.ndarray:
+    """A random 3x3 rotation: angles about each axis drawn uniformly in +-max_degrees."""
+    a = np.deg2rad(rng.uniform(-max_degrees, max_degrees, size=3))
+    c, s = np.cos(a), np.sin(a)
+    rx = np.array([[1, 0, 0], [0, c[0], -s[0]], [0, s[0], c[0]]])
+    ry = np.array([[c[1], 0, s[1]], [0, 1, 0], [-s[1], 0, c[1]]])
+    rz = np.array([[c[2], -s[2], 0], [s[2], c[2], 0], [0, 0, 1]])
+    return rz @ ry @ rx
 
 
 def augment_intensities(x: torch.Tensor, present: np.ndarray, rng: np.random.Generator,
@@ -91,7 +114,7 @@ def augment_intensities(x: torch.Tensor, present: np.ndarray, rng: np.random.Gen
             restandardise = True
         if rng.random() < P_BIAS:
             lo = v[brain].min()
-            v = lo + (v - lo) * torch.exp(float(rng.uniform(*BIAS_STD)) * _smooth_field(v.shape, gen))
+            v = lo + (v - lo) * torch.exp(float(rng.uniform(*BIAS_STD)) * smooth_field(v.shape, gen))
             restandardise = True
         if rng.random() < P_GAMMA:
             lo, hi = v[brain].min(), v[brain].max()
@@ -101,7 +124,7 @@ def augment_intensities(x: torch.Tensor, present: np.ndarray, rng: np.random.Gen
         if rng.random() < P_BLUR:
             v = _gaussian_blur(v, float(rng.uniform(*BLUR)))
         if restandardise:
-            v = _restandardise(v, brain)
+            v = restandardise(v, brain)
         if rng.random() < P_CONTRAST:
             v = v * float(rng.uniform(*CONTRAST)) + float(rng.uniform(*SHIFT))
         if rng.random() < P_NOISE:

@@ -23,7 +23,7 @@ from ..cases import load_cases as _load_cases
 from ..datasets import CaseFiles
 from ..errors import InputError
 from ..modalities import default_reference
-from .augment import augment_intensities
+from .augment import augment_intensities, random_rotation, rigid_resample
 from .presets import TrainConfig
 
 
@@ -79,16 +79,6 @@ def _crop(array: np.ndarray, start: Sequence[int] | np.ndarray, size: Sequence[i
 ROTATION_P = 0.5
 
 
-def rotation_matrix(rng: np.random.Generator, max_degrees: float) -> np.ndarray:
-    """A random 3x3 rotation: angles about each axis drawn uniformly in +-max_degrees."""
-    a = np.deg2rad(rng.uniform(-max_degrees, max_degrees, size=3))
-    c, s = np.cos(a), np.sin(a)
-    rx = np.array([[1, 0, 0], [0, c[0], -s[0]], [0, s[0], c[0]]])
-    ry = np.array([[c[1], 0, s[1]], [0, 1, 0], [-s[1], 0, c[1]]])
-    rz = np.array([[c[2], -s[2], 0], [s[2], c[2], 0], [0, 0, 1]])
-    return rz @ ry @ rx
-
-
 # per-scan misregistration (scans from separate series, registered imperfectly): small
 # enough that the reference labels still fit the scan, as after a good rigid registration
 SERIES_DEGREES, SERIES_MM = 3.0, 2.0
@@ -96,16 +86,9 @@ SERIES_DEGREES, SERIES_MM = 3.0, 2.0
 
 def misregister(v: torch.Tensor, rng: np.random.Generator, spacing_mm: float = 1.0) -> torch.Tensor:
     """A (D, H, W) scan moved by a random small rigid transform (up to SERIES_DEGREES about each
-    axis, SERIES_MM along each), resampled trilinearly on its own grid (zeros outside)."""
-    rotation = rotation_matrix(rng, SERIES_DEGREES)
-    shift = rng.uniform(-SERIES_MM, SERIES_MM, size=3) / spacing_mm
-    shape = np.asarray(v.shape, dtype=float)
-    theta = np.zeros((3, 4))
-    theta[:, :3] = np.diag(2.0 / shape) @ rotation @ np.diag(shape / 2.0)
-    theta[:, 3] = 2.0 * shift / shape
-    theta = np.concatenate([theta[::-1, :3][:, ::-1], theta[::-1, 3:]], axis=1)   # (x, y, z) order
-    grid = F.affine_grid(torch.from_numpy(theta.copy()).float()[None], [1, 1, *v.shape], align_corners=False)
-    return F.grid_sample(v[None, None], grid, mode="bilinear", padding_mode="zeros", align_corners=False)[0, 0]
+    axis, SERIES_MM along each), resampled on its own grid (zeros outside)."""
+    rotation = random_rotation(rng, SERIES_DEGREES)
+    return rigid_resample(v, rotation, rng.uniform(-SERIES_MM, SERIES_MM, size=3) / spacing_mm)
 
 
 def _start(centre: np.ndarray, size: np.ndarray, shape: Sequence[int]) -> np.ndarray:
@@ -216,7 +199,7 @@ class PatchSampler:
             centre = np.array([rng.integers(0, n) for n in shape])
         rotation = None
         if cfg.rotation_deg > 0 and rng.random() < ROTATION_P:
-            rotation = rotation_matrix(rng, cfg.rotation_deg)
+            rotation = random_rotation(rng, cfg.rotation_deg)
         if rotation is None:
             x, y = _scaled_crop(case, centre, patch, scale)
         else:
