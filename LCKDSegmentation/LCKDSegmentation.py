@@ -405,6 +405,7 @@ class LCKDSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if self.jobRunning():
             return
         self.ui.statusLog.clear()
+        self.ui.qualityLabel.text = ""
         p = self._parameterNode
         try:
             dependencies.ensure()
@@ -453,6 +454,10 @@ class LCKDSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             volumes = job.reply.get("volumes_ml", {})
             self.log(f"Done in {job.seconds:.1f} s: whole tumour {volumes.get('WT', 0):.1f} mL, "
                      f"core {volumes.get('TC', 0):.1f} mL, enhancing {volumes.get('ET', 0):.1f} mL.")
+            quality = panel.quality_text(job.reply.get("quality"))
+            self.ui.qualityLabel.text = quality
+            if quality:
+                self.log(quality)
             if job.reply.get("preprocessing"):
                 self.log(f"Preprocessing: {job.reply['preprocessing']}")
             for warning in job.reply.get("warnings", []):

@@ -307,7 +307,21 @@ class SegmentationLogic:
                 scene.RemoveNode(node)
             raise
         node.SetAttribute("LCKD.Preprocessing", str(reply.get("preprocessing", "")))
+        self._setQualityAttributes(node, reply.get("quality") or {})
         return node
+
+    @staticmethod
+    def _setQualityAttributes(node, quality: Mapping) -> None:
+        """The run's quality estimate on the segmentation node, where console scripts read it:
+        LCKD.ExpectedWTDice ('' when the model has no calibration), LCKD.LowConfidence ('1'/'0'/''),
+        LCKD.QualityReasons ('; '-joined) and LCKD.Quality (the panel's line)."""
+        from .panel import quality_text
+
+        dice, low = quality.get("expected_wt_dice"), quality.get("low_confidence")
+        node.SetAttribute("LCKD.ExpectedWTDice", "" if dice is None else f"{float(dice):.3f}")
+        node.SetAttribute("LCKD.LowConfidence", "" if low is None else ("1" if low else "0"))
+        node.SetAttribute("LCKD.QualityReasons", "; ".join(quality.get("reasons") or []))
+        node.SetAttribute("LCKD.Quality", quality_text(quality))
 
     def detectRawScans(self, volumes: Mapping[str, Any]) -> tuple[bool, str]:
         """(whether the selected volumes look like raw scans, the one-line reason): `lckd.rawprep`'s
@@ -439,7 +453,7 @@ class SegmentationLogic:
                                  labels=reply.get("labels", self.labels), volumes_ml=reply.get("volumes_ml", {}),
                                  outputs=outputs, warnings=reply.get("warnings", []), timings=reply.get("timings"),
                                  device=str(info.get("device")), options=options,
-                                 preprocessing=reply.get("preprocessing", ""))
+                                 preprocessing=reply.get("preprocessing", ""), quality=reply.get("quality"))
 
         def on_row(index: int, total: int, row: dict) -> None:
             if row["status"] == "error":

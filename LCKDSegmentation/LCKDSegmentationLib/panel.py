@@ -51,3 +51,20 @@ def dice_text(row: Mapping | None, modalities: Sequence[str]) -> str:
         cases = row.get("cases")
         source = "validation" + (f", {cases} cases" if isinstance(cases, int) else "")
     return f"Expected Dice for {subset}: " + ", ".join(parts) + f" ({source})"
+
+
+def quality_text(record: Mapping | None) -> str:
+    """The result's quality line (`lckd.quality`), e.g. 'Quality estimate: expected whole-tumour Dice
+    0.78 (0.64-0.90); an estimate, not a measurement.' or 'LOW CONFIDENCE: ... tumour drawn in both
+    hemispheres.' Empty when the worker sent none (an older worker)."""
+    if not record:
+        return ""
+    reasons = list(record.get("reasons") or [])
+    dice = record.get("expected_wt_dice")
+    if dice is None:
+        head = "Quality estimate: not calibrated for this model"
+    else:
+        lo, hi = record.get("interval") or (dice, dice)
+        head = (("LOW CONFIDENCE: check this result. " if record.get("low_confidence") else "Quality estimate: ")
+                + f"expected whole-tumour Dice {dice:.2f} ({lo:.2f}-{hi:.2f}); an estimate, not a measurement")
+    return head + (f". Reasons: {', '.join(reasons)}." if reasons else ".")

@@ -33,8 +33,8 @@ from typing import Any, Callable
 from .errors import InputError, LCKDError, OutputError
 from .imageio import printable
 
-FIELDS = ("case", "modalities", "NCR_ml", "ED_ml", "ET_ml", "TC_ml", "WT_ml", "seconds", "status", "message",
-          "model", "card_sha256")
+FIELDS = ("case", "modalities", "NCR_ml", "ED_ml", "ET_ml", "TC_ml", "WT_ml", "expected_wt_dice", "low_confidence",
+          "quality_reasons", "seconds", "status", "message", "model", "card_sha256")
 REGIONS_ML = ("NCR", "ED", "ET", "TC", "WT")
 #: Summary layout version (summary.json "format").
 SUMMARY_FORMAT = 1
@@ -213,7 +213,8 @@ def run_cases(cases: Sequence[BatchCase], out_dir: str | Path, segment_one: Segm
                 row.update(status="error", message="none of the requested modalities is present "
                                                    f"(it has {'+'.join(case.images) or 'no scan'})")
             elif previous is not None:
-                row.update(_volume_fields(previous.get("volumes_ml", {})), status="skipped",
+                row.update(_volume_fields(previous.get("volumes_ml", {})), _quality_fields(previous.get("quality")),
+                           status="skipped",
                            message="output exists", modalities="+".join(previous.get("modalities", images)))
                 prev_model = previous.get("model") or {}
                 row.update(model=f"{prev_model.get('name', '')} {prev_model.get('version', '')}".strip(),
@@ -222,7 +223,8 @@ def run_cases(cases: Sequence[BatchCase], out_dir: str | Path, segment_one: Segm
                 try:
                     record = segment_one(BatchCase(case.case_id, images), outputs)
                     write_record(record, record_path(out, case.case_id))
-                    row.update(_volume_fields(record.get("volumes_ml", {})), status="ok",
+                    row.update(_volume_fields(record.get("volumes_ml", {})), _quality_fields(record.get("quality")),
+                               status="ok",
                                modalities="+".join(record.get("modalities", images)),
                                message=printable("; ".join(record.get("warnings", []))))
                 except (KeyboardInterrupt, SystemExit):
@@ -248,6 +250,17 @@ def _volume_fields(volumes: Mapping[str, Any]) -> dict:
         except (KeyError, TypeError, ValueError):
             out[f"{k}_ml"] = ""
     return out
+
+
+def _quality_fields(quality: Mapping | None) -> dict:
+    """The summary's quality columns: expected WT Dice ('' without a calibration), low_confidence
+    ('yes'/'no'/''), reasons ('; '-joined). Sorting on low_confidence or expected_wt_dice puts the
+    runs to review first at the top."""
+    q = quality or {}
+    dice, low = q.get("expected_wt_dice"), q.get("low_confidence")
+    return {"expected_wt_dice": "" if dice is None else f"{float(dice):.3f}",
+            "low_confidence": "" if low is None else ("yes" if low else "no"),
+            "quality_reasons": printable("; ".join(q.get("reasons") or []))}
 
 
 # --------------------------------------------------------------------------- summaries
@@ -329,12 +342,18 @@ def merge_parts(out_dir: str | Path, expect: int | None = None) -> list[dict]:
 
 
 def print_summary(rows: Sequence[dict]) -> None:
-    print(f"\n{'case':<28}{'modalities':<22}{'ET':>8}{'TC':>8}{'WT':>8}{'s':>7}  status")
+    print(f"\n{'case':<28}{'modalities':<22}{'ET':>8}{'TC':>8}{'WT':>8}{'~WT Dice':>9}{'s':>7}  status")
     for r in rows:
         vols = "".join(f"{r[k]:>8}" for k in ("ET_ml", "TC_ml", "WT_ml"))
-        print(f"{r['case'][:27]:<28}{r['modalities'][:21]:<22}{vols}{r['seconds']:>7}  {r['status']}"
+        dice = (r.get("expected_wt_dice") or "-") + ("!" if r.get("low_confidence") == "yes" else " ")
+        print(f"{r['case'][:27]:<28}{r['modalities'][:21]:<22}{vols}{dice:>9}{r['seconds']:>7}  {r['status']}"
               + (f": {r['message']}" if r["message"] else ""))
     print(summary_line(rows))
+    flagged = [r["case"] for r in rows if r.get("low_confidence") == "yes"]
+    if flagged:
+        print(f"low confidence (review first; '!' above, column low_confidence in the summary): {', '.join(flagged)}")
+    if any(r.get("expected_wt_dice") for r in rows):
+        print("~WT Dice: the quality estimate, an expected whole-tumour Dice, not a measurement (README, Quality)")
 
 
 def summary_line(rows: Sequence[dict]) -> str:
@@ -349,6 +368,9 @@ def case_line(index: int, total: int, row: Mapping) -> str:
         return f"{head}  error: {row['message']}"
     vols = f"  WT {row['WT_ml']} mL, TC {row['TC_ml']} mL, ET {row['ET_ml']} mL" if row["WT_ml"] else ""
     note = " (skipped: already done)" if row["status"] == "skipped" else ""
+    if row.get("low_confidence") == "yes":
+        why = row["quality_reasons"] or "see the record"
+        note += f"  LOW CONFIDENCE (expected WT Dice {row['expected_wt_dice']}: {why})"
     return f"{head}{vols}  {row['seconds']} s  {row['status']}{note}"
 
 

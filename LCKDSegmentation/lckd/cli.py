@@ -295,6 +295,9 @@ def cmd_segment(args) -> int:
     finally:
         progress.close()
     print_volumes(res.volumes_ml, res.modalities)
+    from .quality import summary_line
+
+    print(summary_line(res.quality))
     for path in outputs + probs:
         print(f"wrote {path}")
     if args.verbose:
@@ -352,7 +355,7 @@ def segment_record(seg, res, args, outputs, probabilities, timings: dict) -> dic
         model=seg.model_record(), modalities=res.modalities, inputs=res.sources, reference=res.reference,
         labels=res.label_convention, volumes_ml=res.volumes_ml, outputs=outputs, probabilities=probabilities,
         warnings=res.warnings, timings=timings, device=str(seg.device), options=run_options(seg, args),
-        preprocessing=res.preprocessing)
+        preprocessing=res.preprocessing, quality=res.quality)
 
 
 def run_options(seg, args) -> dict:

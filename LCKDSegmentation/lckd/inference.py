@@ -59,6 +59,7 @@ class SegmentationResult:
     sources: dict = field(default_factory=dict)  # modality -> input file (outputs may never replace one)
     brain_mask: sitk.Image | None = None      # uint8 on the reference geometry, when the brain was extracted
     preprocessing: str = ""                   # one line: what the raw-scan check decided and why
+    quality: dict = field(default_factory=dict)  # lckd.quality.estimate: expected WT Dice, flag, reasons
 
 
 def _windows_count(shape, roi, overlap: float) -> int:
@@ -232,6 +233,7 @@ class Segmenter:
         if rule is not None:
             label = labels_mod.postprocess(label, labels, **rule)
         label_img = self._like(label, ref_img)
+        quality = self._quality(probs_crop, case, rule, labels, images, checked.images)
         prob_img = None
         if probabilities:
             prob_img = sitk.GetImageFromArray(np.moveaxis(prob_ref, 0, -1).astype(np.float32), isVector=True)
@@ -241,7 +243,23 @@ class Segmenter:
         timings["total"] = time.perf_counter() - t0
         report(1.0, "done")
         return SegmentationResult(label_img, volumes, tuple(m for m in order if m in images), reference,
-                                  labels, prob_img, warnings, timings, dict(sources), brain_mask, decision.reason)
+                                  labels, prob_img, warnings, timings, dict(sources), brain_mask, decision.reason,
+                                  quality)
+
+    def _quality(self, probs_crop: np.ndarray, case, rule: dict | None, labels: str, images: Mapping,
+                 given: Mapping) -> dict:
+        """The run's quality record (`lckd.quality`), measured on the model grid as cross-validation
+        measured the runs its calibration was fitted on (same labels, clean-up and brain mask)."""
+        from . import quality
+
+        label = labels_mod.regions_to_labels(probs_crop, labels)
+        if rule is not None:
+            label = labels_mod.postprocess(label, labels, **rule)
+        wt = labels_mod.labels_to_regions(label, labels)[2]
+        brain = np.any(case.x[case.present] != 0, axis=0)
+        slice_mm = max(max(img.GetSpacing()) for img in given.values())
+        feats = quality.run_features(probs_crop, wt, brain, self.card.spacing, list(images), slice_mm)
+        return quality.estimate(feats, self.card.quality)
 
     @staticmethod
     def _like(array: np.ndarray, ref: sitk.Image) -> sitk.Image:

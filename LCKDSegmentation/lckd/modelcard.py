@@ -63,6 +63,7 @@ class ModelCard:
     training: dict = field(default_factory=dict)       # data, preset, steps, time, hardware
     teachers: dict = field(default_factory=dict)       # elected, single-modality table, history
     evaluation: dict = field(default_factory=dict)     # per-subset Dice / HD95 on held-out cases
+    quality: dict = field(default_factory=dict)        # per-run quality calibration (lckd.calibration)
     weights: dict = field(default_factory=dict)        # file, sha256, size
     format_version: int = CARD_FORMAT
 

@@ -48,7 +48,11 @@ def save_outline_figure(panels: Sequence[Panel], path: str | Path, title: str = 
         raise InputError("figures need matplotlib: pip install matplotlib") from None
     from .imageio import atomic_path
 
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 4.9), facecolor="black", squeeze=False)
+    width = 4.2 * max(len(panels), 2)
+    lines = footer_lines(footer, width)
+    # the band under the images: the legend, then the footer lines (8 pt, about 0.16 in each)
+    band = 0.35 + 0.16 * len(lines)
+    fig, axes = plt.subplots(1, len(panels), figsize=(width, 4.55 + band), facecolor="black", squeeze=False)
     styles: dict = {}
     for ax, panel in zip(axes[0], panels):
         img = panel.image
@@ -69,19 +73,30 @@ def save_outline_figure(panels: Sequence[Panel], path: str | Path, title: str = 
         ax.axis("off")
     handles = [Line2D([], [], color=REGION_COLOURS[r], label=REGION_NAMES[r]) for r in ("WT", "TC", "ET")]
     handles += [Line2D([], [], color="white", linestyle=s, label=n) for n, s in styles.items()]
+    height = fig.get_figheight()
     fig.legend(handles=handles, loc="lower center", ncol=len(handles), frameon=False, labelcolor="white",
-               fontsize=9)
+               fontsize=9, bbox_to_anchor=(0.5, (0.16 * len(lines) + 0.02) / height))
     if title:
         fig.suptitle(title, color="white", fontsize=11)
-    if footer:
-        fig.text(0.5, 0.075, footer, color="#bbbbbb", ha="center", fontsize=8)
-    fig.tight_layout(rect=(0, 0.1, 1, 0.95))
+    for i, line in enumerate(reversed(lines)):
+        fig.text(0.5, (0.06 + 0.16 * i) / height, line, color="#bbbbbb", ha="center", va="bottom", fontsize=8)
+    fig.tight_layout(rect=(0, band / height, 1, 0.95))
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:
         fig.savefig(str(tmp), dpi=90, facecolor="black", format="png")
     plt.close(fig)
     return path
+
+
+def footer_lines(footer: str, width_in: float, fontsize: float = 8.0) -> list[str]:
+    """The footer's lines wrapped to fit a figure `width_in` inches wide (a long model scope or
+    quality line would otherwise run past the picture's edges)."""
+    import textwrap
+
+    # an average character of the default sans-serif font is about 0.6 em wide
+    chars = max(30, int(width_in * 72 / (0.6 * fontsize)) - 4)
+    return [w for line in footer.splitlines() for w in (textwrap.wrap(line, chars) or [""])] if footer else []
 
 
 #: Scans shown as backgrounds, in order of preference (ET/TC read on T1ce, oedema on FLAIR).
@@ -140,6 +155,9 @@ def result_figure(result, images: dict, path: str | Path, card=None, *, referenc
     vols = result.volumes_ml
     footer = (f"whole tumour {vols['WT']:.1f} mL   tumour core {vols['TC']:.1f} mL   "
               f"enhancing {vols['ET']:.1f} mL   (scans: {', '.join(result.modalities)})")
+    if getattr(result, "quality", None):
+        from .quality import summary_line
+        footer += "\n" + summary_line(result.quality)
     if card is not None:
         from .provenance import model_line
         footer += "\n" + model_line(card)

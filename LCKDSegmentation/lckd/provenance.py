@@ -100,7 +100,7 @@ def result_record(*, model: Mapping, modalities: Sequence[str], inputs: Mapping[
                   labels: str, volumes_ml: Mapping[str, float], options: Mapping[str, Any],
                   outputs: Sequence[str | Path] = (), probabilities: Sequence[str | Path] = (),
                   warnings: Sequence[str] = (), timings: Mapping[str, float] | None = None,
-                  device: str | None = None, preprocessing: str = "") -> dict:
+                  device: str | None = None, preprocessing: str = "", quality: Mapping | None = None) -> dict:
     """The JSON record of one segmentation (the sidecar), from its parts.
 
     Takes plain values, not a `SegmentationResult`, so the worker's reply (Slicer) and an
@@ -130,6 +130,7 @@ def result_record(*, model: Mapping, modalities: Sequence[str], inputs: Mapping[
         "device": device,
         "options": dict(options),
         "preprocessing": str(preprocessing),     # what the raw-scan check decided, in one line
+        "quality": dict(quality or {}),          # lckd.quality: an estimate of this run's WT Dice, not a measurement
         "warnings": [str(w) for w in warnings],
         "timings_s": _stage_order({k: round(float(v), 3) for k, v in (timings or {}).items()}),
     }
