@@ -75,6 +75,8 @@ LAZY_COMMANDS = {
                  "Dice and HD95 for all 15 modality subsets on a labelled data set"),
     "crossval": ("lckd.crossval", "add_crossval_parser",
                  "k-fold cross-validation: train and evaluate one model per fold"),
+    "calibrate": ("lckd.calibration", "add_calibrate_parser",
+                  "fit the per-run quality estimate on a cross-validation folder"),
 }
 
 

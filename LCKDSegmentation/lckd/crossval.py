@@ -96,6 +96,9 @@ def aggregate(reports: Sequence[dict]) -> dict:
     from .metrics import EMPTY_RULE, METRIC_KEYS
 
     keys = list(dict.fromkeys(k for r in reports for k in r["per_subset"]))
+    # each run row says which fold's model made it (so the tables and the quality calibration
+    # can be recomputed from the report alone); rows already tagged keep their fold
+    per_case = [{"fold": i, **row} for i, r in enumerate(reports) for row in r.get("per_case", [])]
     per_subset = {}
     for key in keys:
         rows = [r["per_subset"][key] for r in reports if key in r["per_subset"]]
@@ -115,7 +118,7 @@ def aggregate(reports: Sequence[dict]) -> dict:
         mean[f"{m}_sd"] = float(vals.std(ddof=1)) if len(vals) > 1 else 0.0
     cases = sorted({c for r in reports for c in r.get("cases", [])})
     out = {"per_subset": per_subset, "mean": mean, "per_fold": fold_means, "folds": len(reports),
-           "cases": cases, "per_case": [row for r in reports for row in r.get("per_case", [])],
+           "cases": cases, "per_case": per_case,
            "empty_rule": EMPTY_RULE, "hd95_unit": "mm", "spread": "SD over folds",
            "postprocess": reports[0].get("postprocess")}
     if all("raw" in r for r in reports):            # the same predictions without the clean-up
@@ -322,15 +325,21 @@ def run_crossval(args: argparse.Namespace) -> int:
     from .cli import plus_minus
 
     reports = {}
-    for condition in CONDITIONS:
-        report = aggregate([json.loads(report_path(out, k, "test", condition).read_text())
-                            for k in range(args.folds)])
-        report["condition"] = condition
-        reports[condition] = report
-        print(f"{condition}:")
-        print(format_table(report, markdown=False, pm=plus_minus()))
-        for path in write_report(report, out, stem="crossval" if condition == "1mm" else f"crossval-{condition}"):
-            print(f"wrote {path}")
+    for split in SCORED_SPLITS:
+        for condition in CONDITIONS:
+            paths = [report_path(out, k, split, condition) for k in range(args.folds)]
+            if not all(p.is_file() for p in paths):
+                continue
+            report = aggregate([json.loads(p.read_text()) for p in paths])
+            report.update(condition=condition, split=split)
+            stem = ("crossval" + ("" if split == "test" else f"-{split}")
+                    + ("" if condition == "1mm" else f"-{condition}"))
+            if split == "test":
+                reports[condition] = report
+                print(f"{condition}:")
+                print(format_table(report, markdown=False, pm=plus_minus()))
+            for path in write_report(report, out, stem=stem):
+                print(f"wrote {path}")
     report = reports["1mm"]
     if args.update_card:
         from .modelcard import load_model, save_model
