@@ -78,8 +78,10 @@ def choose_threshold(pred: np.ndarray, true: np.ndarray) -> float:
     good = true >= GOOD
     low = true < LOW
     best, best_catch = 0.0, -1.0
-    for t in np.unique(np.concatenate([pred, [0.0, 1.0]])):
-        t = float(t) + 1e-9
+    cuts = np.unique(np.clip(pred, 0.0, 1.0))
+    # candidate thresholds halfway between neighbouring predictions (and at the ends)
+    for t in np.concatenate([[0.0], (cuts[:-1] + cuts[1:]) / 2, [1.0]]):
+        t = float(t)
         false = float((pred[good] < t).mean()) if good.any() else 0.0
         catch = float((pred[low] < t).mean()) if low.any() else 0.0
         if false <= MAX_FALSE and catch > best_catch:

@@ -243,8 +243,7 @@ def _evaluate_fold(data: str, fold: int, out: Path, card: Path, postprocess: dic
 
 def add_crossval_parser(subparsers) -> argparse.ArgumentParser:
     """Register `lckd crossval`."""
-    from .training.command import fraction
-    from .training.presets import NETWORK_NAMES, PRESETS
+    from .training.command import add_recipe_arguments
 
     p = subparsers.add_parser(
         "crossval", help="k-fold cross-validation: train and evaluate one model per fold",
@@ -261,20 +260,8 @@ def add_crossval_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--train-only", action="append", default=[], metavar="PATTERN",
                    help="case ids (shell patterns) kept on the training side of every fold, "
                         "e.g. a patient who also appears under another BraTS year")
-    p.add_argument("--preset", choices=sorted(PRESETS), default="cpu-real", help="training preset (default cpu-real)")
-    p.add_argument("--network", choices=NETWORK_NAMES, default=None,
-                   help="network configuration (default: the preset's)")
-    p.add_argument("--balanced-subsets", action=argparse.BooleanOptionalAction, default=None,
-                   help="override the preset's subset sampling (lckd train --help)")
-    p.add_argument("--centred-fraction", type=fraction, default=None, metavar="F",
-                   help="override the preset's share of tumour-centred crops (lckd train --help)")
-    p.add_argument("--init-from", default=None, metavar="MODEL",
-                   help="every fold starts from this model's weights (lckd train --help)")
-    p.add_argument("--init-partial", action=argparse.BooleanOptionalAction, default=None,
-                   help="--init-from may be another network of the family (lckd train --help)")
-    p.add_argument("--lr", type=float, default=None, help="override the preset's learning rate")
+    add_recipe_arguments(p)
     p.add_argument("--name", default="lckd-cv", help="model name; fold K's model is NAME-foldK")
-    p.add_argument("--seed", type=int, default=0, help="fold shuffling and training seed")
     p.add_argument("--device", default="cpu", help="cpu (default), cuda, auto")
     p.add_argument("--threads", type=int, default=None, help="CPU threads per process (default: all cores)")
     p.add_argument("--update-card", metavar="CARD", default=None,
@@ -288,18 +275,15 @@ def add_crossval_parser(subparsers) -> argparse.ArgumentParser:
 
 def crossval_config(args: argparse.Namespace):
     """The training recipe every fold uses: the preset with the command line's overrides."""
-    from .training.presets import PRESETS
+    from .training.command import config_from_args
 
-    return PRESETS[args.preset].with_overrides(seed=args.seed, network=args.network,
-                                               balanced_subsets=args.balanced_subsets,
-                                               centred_fraction=args.centred_fraction, init_from=args.init_from,
-                                               init_partial=args.init_partial, lr=args.lr)
+    return config_from_args(args)
 
 
 def run_crossval(args: argparse.Namespace) -> int:
     """`lckd crossval`: exit status 0 (also when some folds are left to other processes)."""
     out = Path(args.out)
-    plan = fold_plan(find_cases(args.data), args.folds, args.seed, args.train_only)
+    plan = fold_plan(find_cases(args.data), args.folds, args.seed or 0, args.train_only)
     old = out / PLAN
     if old.is_file() and json.loads(old.read_text())["folds"] != plan["folds"]:
         raise InputError(f"{old} holds a different fold plan (other data, k, seed or --train-only): "

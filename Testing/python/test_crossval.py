@@ -96,14 +96,21 @@ def test_every_fold_trains_with_the_recipe_the_command_line_gives():
     import argparse
 
     from lckd.crossval import add_crossval_parser, crossval_config
-    from lckd.training.presets import CPU_REAL
+    from lckd.training.command import add_train_parser, config_from_args
+    from lckd.training.presets import DEFAULT_PRESET, PRESETS
 
     parser = argparse.ArgumentParser()
-    add_crossval_parser(parser.add_subparsers())
+    sub = parser.add_subparsers()
+    add_crossval_parser(sub)
+    add_train_parser(sub)
     default = crossval_config(parser.parse_args(["crossval", "data", "--out", "o"]))
-    assert default == CPU_REAL.with_overrides(seed=0)
-    cfg = crossval_config(parser.parse_args(["crossval", "data", "--out", "o", "--init-from", "lckd-lite-phantom",
-                                             "--centred-fraction", "0.33", "--seed", "3", "--lr", "1e-3"]))
-    assert (cfg.init_from, cfg.centred_fraction, cfg.seed, cfg.lr) == ("lckd-lite-phantom", 0.33, 3, 1e-3)
-    assert cfg.with_overrides(init_from="", centred_fraction=CPU_REAL.centred_fraction, seed=0,
-                              lr=CPU_REAL.lr) == default
+    assert default == PRESETS[DEFAULT_PRESET].with_overrides(seed=0)
+    flags = ["--preset", "cpu-real", "--init-from", "lckd-lite-phantom", "--centred-fraction", "0.33", "--seed", "3",
+             "--lr", "1e-3", "--missing-steps", "10", "--patch", "32"]
+    cfg = crossval_config(parser.parse_args(["crossval", "data", "--out", "o"] + flags))
+    assert (cfg.preset, cfg.init_from, cfg.centred_fraction, cfg.seed, cfg.lr, cfg.missing_steps, cfg.patch) == \
+        ("cpu-real", "lckd-lite-phantom", 0.33, 3, 1e-3, 10, (32, 32, 32))
+    # one recipe parser: `lckd train` reads the same flags into the same recipe
+    assert config_from_args(parser.parse_args(["train", "data", "--out", "o"] + flags)) == cfg
+    random_start = crossval_config(parser.parse_args(["crossval", "data", "--out", "o", "--init-from", "none"]))
+    assert random_start.init_from == "" and default.init_from == "lckd-lite-phantom"

@@ -106,24 +106,24 @@ def augment_intensities(x: torch.Tensor, present: np.ndarray, rng: np.random.Gen
         brain = v != 0
         if not bool(brain.any()):
             continue
-        restandardise = False
+        changed = False
         if thick_slice_prob > 0 and rng.random() < thick_slice_prob:
             axis = int(rng.choice(3, p=THICK_AXIS_P))
             factor = int(round(float(rng.uniform(*THICK_MM)) / spacing_mm))
             v = thick_slices(v, axis, factor)
-            restandardise = True
+            changed = True
         if rng.random() < P_BIAS:
             lo = v[brain].min()
             v = lo + (v - lo) * torch.exp(float(rng.uniform(*BIAS_STD)) * smooth_field(v.shape, gen))
-            restandardise = True
+            changed = True
         if rng.random() < P_GAMMA:
             lo, hi = v[brain].min(), v[brain].max()
             span = (hi - lo).clamp_min(1e-6)
             v = lo + span * ((v - lo) / span).clamp(0, 1) ** float(rng.uniform(*GAMMA))
-            restandardise = True
+            changed = True
         if rng.random() < P_BLUR:
             v = _gaussian_blur(v, float(rng.uniform(*BLUR)))
-        if restandardise:
+        if changed:
             v = restandardise(v, brain)
         if rng.random() < P_CONTRAST:
             v = v * float(rng.uniform(*CONTRAST)) + float(rng.uniform(*SHIFT))

@@ -5,7 +5,7 @@ import argparse
 import shlex
 import sys
 
-from .presets import NETWORK_NAMES, PRESETS, TrainConfig
+from .presets import DEFAULT_PRESET, NETWORK_NAMES, PRESETS, TrainConfig
 
 EXAMPLES = """examples:
   lckd train /data/phantoms --split split.csv --preset cpu --out runs/lite
@@ -43,7 +43,6 @@ def add_train_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("data", metavar="DATA_DIR", help="folder of case folders")
     p.add_argument("--split", metavar="CSV", default=None,
                    help="case_id,split file (train/val/test); without it every case trains and no election runs")
-    p.add_argument("--preset", choices=sorted(PRESETS), default="cpu", help="hyper-parameter preset (default: cpu)")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder (model, checkpoint, log)")
     p.add_argument("--name", default="lckd-model", help="model name (file names and card)")
     p.add_argument("--version", default="0.1.0", help="model version for the card")
@@ -52,6 +51,20 @@ def add_train_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue from DIR/checkpoint exactly where it stopped")
     p.add_argument("--stop-at", type=int, default=None, metavar="STEP",
                    help="stop after STEP steps (checkpoint kept; continue later with --resume)")
+    add_recipe_arguments(p)
+    p.add_argument("--device", default="cpu", help="cpu (default), cuda, auto")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads per process (default: all cores)")
+    p.add_argument("--no-final-eval", action="store_true", help="skip the 15-subset validation table at the end")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=run_train)
+    return p
+
+
+def add_recipe_arguments(p: argparse.ArgumentParser) -> None:
+    """The training recipe's options (`--preset` and its overrides), shared by `lckd train` and
+    `lckd crossval` so that both accept the same recipe the same way."""
+    p.add_argument("--preset", choices=sorted(PRESETS), default=DEFAULT_PRESET,
+                   help=f"hyper-parameter preset (default: {DEFAULT_PRESET}, the bundled default model's recipe)")
     g = p.add_argument_group("overrides of the preset")
     g.add_argument("--network", choices=NETWORK_NAMES, default=None)
     g.add_argument("--patch", type=_triple, default=None, metavar="ZxYxX", help="e.g. 64 or 80x160x160")
@@ -75,33 +88,29 @@ def add_train_parser(subparsers) -> argparse.ArgumentParser:
     g.add_argument("--election-cases", type=int, default=None)
     g.add_argument("--final-eval-cases", type=int, default=None)
     g.add_argument("--checkpoint-every", type=int, default=None)
-    g.add_argument("--seed", type=int, default=None)
+    g.add_argument("--seed", type=int, default=None, help="training seed (crossval: also the fold shuffling; "
+                                                           "default 0)")
     g.add_argument("--init-from", default=None, metavar="MODEL",
-                   help="start from this model's weights (registry name or card; same --network), "
-                        "e.g. lckd-lite-phantom for phantom pre-training")
+                   help="start from this model's weights (registry name or card; same --network unless "
+                        "--init-partial), e.g. lckd-lite-phantom for phantom pre-training; 'none' for random weights")
     g.add_argument("--init-partial", action=argparse.BooleanOptionalAction, default=None,
                    help="--init-from may be another network of the family (e.g. lite into lite-wide): "
                         "copy the tensors whose shapes match, start the rest fresh")
-    p.add_argument("--device", default="cpu", help="cpu (default), cuda, auto")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads per process (default: all cores)")
-    p.add_argument("--no-final-eval", action="store_true", help="skip the 15-subset validation table at the end")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
-    p.set_defaults(func=run_train)
-    return p
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    """The preset with the command line's overrides applied."""
+    """The preset with the command line's overrides applied (`add_recipe_arguments`)."""
     from ..modalities import parse_subset
     fixed = parse_subset(args.fixed_teachers) if args.fixed_teachers else None
+    init_from = "" if args.init_from == "none" else args.init_from
     return PRESETS[args.preset].with_overrides(
         network=args.network, patch=args.patch, batch=args.batch, warmup_steps=args.warmup_steps,
         missing_steps=args.missing_steps, optimizer=args.optimizer, lr=args.lr, momentum=args.momentum,
         kd_weight=args.kd_weight, balanced_subsets=args.balanced_subsets, centred_fraction=args.centred_fraction,
         bottleneck_weight=args.bottleneck_weight, fixed_teachers=fixed,
         election_every=args.election_every, election_cases=args.election_cases,
-        final_eval_cases=args.final_eval_cases, checkpoint_every=args.checkpoint_every, seed=args.seed,
-        init_from=args.init_from, init_partial=args.init_partial)
+        final_eval_cases=args.final_eval_cases, checkpoint_every=args.checkpoint_every,
+        seed=0 if args.seed is None else args.seed, init_from=init_from, init_partial=args.init_partial)
 
 
 def run_train(args: argparse.Namespace) -> int:

@@ -117,3 +117,5 @@ CPU_REAL_WIDE = replace(
 )
 
 PRESETS = {"paper": PAPER, "cpu": CPU, "cpu-real": CPU_REAL, "cpu-real-wide": CPU_REAL_WIDE}
+#: The preset `lckd train` and `lckd crossval` use without --preset: the bundled default's recipe.
+DEFAULT_PRESET = "cpu-real-wide"
