@@ -7,17 +7,37 @@ it is installed, so the build matching the GPU and CUDA driver is chosen; everyt
 comes from the module's `Resources/requirements.txt` (where Slicer's module template
 keeps it), via `slicer.packaging` where this
 Slicer has it and `slicer.util.pip_install` otherwise.
+
+Packages Slicer itself ships (SimpleITK built against Slicer's ITK, numpy, scipy, vtk,
+packaging, ...) are never reinstalled or upgraded: whatever version this Slicer has is
+accepted, and every pip run gets a constraints file that pins them at their installed
+versions, so a dependency of monai or deepbet cannot replace them either. Replacing
+Slicer's SimpleITK with a PyPI wheel breaks `sitkUtils` (it reads `slicer:` node
+addresses through Slicer's own ITK IO) for every module, not just this one.
 """
 from __future__ import annotations
 
+import importlib.machinery
+import importlib.metadata
 import importlib.util
 import re
+import tempfile
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 REQUIREMENTS_FILE = Path(__file__).resolve().parents[1] / "Resources" / "requirements.txt"
 TORCH_REQUIREMENT = ">=2.0"
 #: Import name of each distribution whose import name differs from it (lower-cased key).
 _IMPORT_NAMES = {"simpleitk": "SimpleITK"}
+
+
+#: Distributions a Slicer installation ships in its own Python (SuperBuild/External_*.cmake):
+#: accepted at any installed version, never reinstalled, and pinned while pip runs.
+BUNDLED_WITH_SLICER = ("SimpleITK", "numpy", "scipy", "vtk", "packaging", "pip", "setuptools", "wheel",
+                       "requests", "urllib3", "certifi", "idna", "charset-normalizer", "chardet", "pydicom",
+                       "pillow", "six", "pyparsing", "GitPython", "gitdb", "smmap", "PyGithub")
+_BUNDLED_KEYS = {re.sub(r"[-_.]+", "-", n).lower() for n in BUNDLED_WITH_SLICER}
 
 
 class DependencyError(RuntimeError):
@@ -31,34 +51,112 @@ def read_requirements(path: str | Path = REQUIREMENTS_FILE) -> list[str]:
 
 
 def distribution_name(requirement: str) -> str:
-    return re.split(r"[\s<>=!~;\[]", requirement, maxsplit=1)[0]
+    """The PEP 508 name at the start of a requirement line."""
+    return re.split(r"[\s<>=!~;\[@]", requirement, maxsplit=1)[0]
 
 
-def _satisfied(requirement: str) -> bool:
+def is_bundled(requirement: str) -> bool:
+    """True for a distribution Slicer ships itself (compared by normalised name)."""
+    return re.sub(r"[-_.]+", "-", distribution_name(requirement)).lower() in _BUNDLED_KEYS
+
+
+def _importable(name: str, path: Sequence[str] | None) -> bool:
+    """Whether `name` can be imported from `path` (None: sys.path), without importing it."""
+    module = _IMPORT_NAMES.get(name.lower(), name)
+    if path is None:
+        return importlib.util.find_spec(module) is not None
+    return importlib.machinery.PathFinder.find_spec(module, list(path)) is not None
+
+
+def _installed_version(name: str, path: Sequence[str] | None) -> str | None:
+    """Version from the pip metadata of `name` found on `path` (None: sys.path), if any."""
+    if path is None:
+        try:
+            return importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            return None
+    key = re.sub(r"[-_.]+", "-", name).lower()
+    for dist in importlib.metadata.distributions(path=list(path)):
+        if re.sub(r"[-_.]+", "-", dist.metadata["Name"] or "").lower() == key:
+            return dist.version
+    return None
+
+
+def _satisfied(requirement: str, path: Sequence[str] | None = None) -> bool:
     name = distribution_name(requirement)
-    if importlib.util.find_spec(_IMPORT_NAMES.get(name.lower(), name)) is None:
+    if not _importable(name, path):
         return False
+    if is_bundled(requirement):
+        return True   # Slicer's own copy: whatever version it is, it is the one to use
     try:  # also catch a too-old version, where the tools to tell are available
-        from importlib.metadata import PackageNotFoundError, version
-
         from packaging.requirements import Requirement
     except ImportError:
         return True
-    try:
-        spec = Requirement(requirement).specifier
-        return not spec or spec.contains(version(name), prereleases=True)
-    except PackageNotFoundError:
-        return True  # importable but not pip-installed (e.g. bundled with Slicer): accept it
+    installed = _installed_version(name, path)
+    if installed is None:
+        return True  # importable but not pip-installed: accept it
+    spec = Requirement(requirement).specifier
+    return not spec or spec.contains(installed, prereleases=True)
 
 
-def missing_packages(requirements: list[str] | None = None) -> list[str]:
-    """Requirements not satisfied in this Python, torch first; imports none of them."""
+def missing_packages(requirements: list[str] | None = None, path: Sequence[str] | None = None) -> list[str]:
+    """Requirements not satisfied in this Python (or on `path`), torch first; imports none of them."""
     torch = "torch" + TORCH_REQUIREMENT
-    missing = [] if _satisfied(torch) else [torch]   # absent, or older than TORCH_REQUIREMENT
+    missing = [] if _satisfied(torch, path) else [torch]   # absent, or older than TORCH_REQUIREMENT
     for requirement in read_requirements() if requirements is None else requirements:
-        if not _satisfied(requirement):
+        if not _satisfied(requirement, path):
             missing.append(requirement)
     return missing
+
+
+@dataclass
+class InstallPlan:
+    """What an installation would do: `install` goes to pip, `pinned` are Slicer's own
+    packages held at their installed versions (`name==version` constraint lines)."""
+
+    install: list = field(default_factory=list)
+    pinned: list = field(default_factory=list)
+
+    def pip_arguments(self, constraints_file: str | Path) -> list[str]:
+        """pip arguments: the constraints file (when anything is pinned), then the requirements."""
+        return (["-c", str(constraints_file)] if self.pinned else []) + list(self.install)
+
+
+def bundled_pins(path: Sequence[str] | None = None, names: Iterable[str] = BUNDLED_WITH_SLICER) -> list[str]:
+    """`name==version` for each of Slicer's own packages installed here (or on `path`)."""
+    pins = []
+    for name in names:
+        installed = _installed_version(name, path)
+        if installed is not None:
+            pins.append(f"{name}=={installed}")
+    return pins
+
+
+def install_plan(requirements: list[str], path: Sequence[str] | None = None) -> InstallPlan:
+    """Plan installing `requirements` without touching what Slicer ships.
+
+    A bundled package is installed only when it is missing altogether (never upgraded or
+    replaced); every bundled package present is pinned for the whole pip run.
+    """
+    install = [r for r in requirements if not _satisfied(r, path)]
+    return InstallPlan(install=install, pinned=bundled_pins(path))
+
+
+def write_constraints(pins: list[str]) -> Path:
+    """A constraints file holding `pins` (left in the temporary folder for pip to read)."""
+    handle = tempfile.NamedTemporaryFile("w", prefix="lckd-slicer-constraints-", suffix=".txt",
+                                         delete=False, encoding="utf-8")
+    with handle:
+        handle.write("# Packages Slicer ships: keep them as they are.\n" + "".join(p + "\n" for p in pins))
+    return Path(handle.name)
+
+
+def _pip_install_kept(slicer, requirements: list[str]) -> None:
+    """`slicer.util.pip_install` of `requirements` with Slicer's own packages pinned."""
+    plan = install_plan(requirements)
+    if not plan.install:
+        return
+    slicer.util.pip_install(plan.pip_arguments(write_constraints(plan.pinned)) if plan.pinned else plan.install)
 
 
 def manual_command() -> str:
@@ -121,7 +219,7 @@ def _install_requirements(slicer, requirements: list[str]) -> None:
             "Install Python packages"):
         raise DependencyError("Installation cancelled. The module needs: " + ", ".join(requirements)
                               + f". Install them later with: {manual_command()}")
-    slicer.util.pip_install(requirements)
+    _pip_install_kept(slicer, requirements)
 
 
 def missing_preprocess_packages(extractor: str | None = None) -> list[str]:
@@ -148,7 +246,7 @@ def ensure_preprocess(extractor: str | None = None) -> None:
         raise DependencyError("Brain extraction is not installed, so raw scans cannot be prepared. Untick "
                               "'Raw scans' for skull-stripped input, or install it with: PythonSlicer -m pip "
                               "install " + " ".join(f'"{r}"' for r in missing))
-    slicer.util.pip_install(missing)
+    _pip_install_kept(slicer, missing)
     importlib.invalidate_caches()
     still = missing_preprocess_packages(extractor)
     if still:

@@ -167,20 +167,23 @@ class SegmentationLogic:
             if self._active:
                 raise RuntimeError("A segmentation is running; wait for it or cancel it before changing "
                                    "model or device.")
-            self.worker.stop()
+            self.worker.stop(wait=False)   # called from the GUI thread: never wait for the old worker
             self.worker = None
         if self.worker is None:
             self.worker = WorkerClient(model=model, device=device, python=self.python)
         self.worker.start()
         return self.worker
 
-    def shutdown(self) -> None:
-        """Stop the worker (module cleanup, tests); jobs still running end as cancelled."""
+    def shutdown(self, wait: bool = False) -> None:
+        """Stop the worker (module cleanup, tests); jobs still running end as cancelled.
+
+        Returns at once unless `wait`: the old worker is shut down (killed if need be) in the
+        background, so the module's cleanup never freezes the GUI."""
         for job in list(self._active.values()):
             job.reply = {"id": job.request_id, "event": "error", "error": "Cancelled", "message": "shut down"}
             self._finish(job)
         if self.worker is not None:
-            self.worker.stop()
+            self.worker.stop(wait=wait)
             self.worker = None
 
     def expectedDice(self, modalities) -> dict | None:

@@ -27,14 +27,40 @@ def ids_by_label_value(label_values: dict) -> list:
     return ids
 
 
+class OutputSegmentationError(RuntimeError):
+    """The result cannot be written into the chosen segmentation; it was left as it was."""
+
+
+def _source_representation(segmentation) -> str:
+    return segmentation.GetSourceRepresentationName()
+
+
 def fill_segmentation(segmentation_node, labelmap_node, label_values: dict, keep_other_segments: bool = False) -> None:
     """Put the three tumour segments from `labelmap_node` into `segmentation_node`.
 
     Earlier LCKD segments are always replaced (fixed segment IDs, so re-runs never
     duplicate); any other segment is removed unless `keep_other_segments`.
     `label_values` maps NCR/ED/ET to the labelmap's values (a `lckd.labels` convention).
+
+    All or nothing: the segmentation is copied first and restored if anything fails, so the
+    user's segments survive a failed import. A segmentation whose source representation is
+    not a binary labelmap (made from models or closed surfaces) takes the result only when
+    none of its own segments is kept (its source then becomes binary labelmap); keeping
+    them would force converting the user's surfaces, so that is refused before any change.
     """
     segmentation = segmentation_node.GetSegmentation()
+    labelmap_name = slicer.vtkSegmentationConverter.GetBinaryLabelmapRepresentationName()
+    ours = {spec.key for spec in SEGMENTS}
+    kept = [segmentation.GetNthSegmentID(i) for i in range(segmentation.GetNumberOfSegments())
+            if keep_other_segments and segmentation.GetNthSegmentID(i) not in ours]
+    if _source_representation(segmentation) != labelmap_name and kept:
+        raise OutputSegmentationError(
+            f"'{segmentation_node.GetName()}' stores its segments as "
+            f"{_source_representation(segmentation).lower()}s, so the tumour segments cannot be added "
+            "next to them without converting them; it was left unchanged. Choose a new output "
+            "segmentation, or untick 'Keep other segments'.")
+    backup = slicer.vtkSegmentation()
+    backup.DeepCopy(segmentation)
     was_modifying = segmentation_node.StartModify()
     try:
         if keep_other_segments:
@@ -43,6 +69,8 @@ def fill_segmentation(segmentation_node, labelmap_node, label_values: dict, keep
                     segmentation.RemoveSegment(spec.key)
         else:
             segmentation.RemoveAllSegments()
+        if not kept:   # nothing of the user's is left: the result's own representation leads
+            segmentation.SetSourceRepresentationName(labelmap_name)
         for spec in SEGMENTS:
             segmentation.AddEmptySegment(spec.key, spec.name, spec.color)
             segment = segmentation.GetSegment(spec.key)
@@ -54,7 +82,11 @@ def fill_segmentation(segmentation_node, labelmap_node, label_values: dict, keep
             ids.InsertNextValue(segment_id)
         if not slicer.vtkSlicerSegmentationsModuleLogic.ImportLabelmapToSegmentationNode(
                 labelmap_node, segmentation_node, ids):
-            raise RuntimeError("importing the result labelmap into the segmentation failed")
+            raise OutputSegmentationError("importing the result labelmap into the segmentation failed; "
+                                          "the segmentation was left as it was")
+    except Exception:
+        segmentation.DeepCopy(backup)   # the user's segments come back, whatever failed
+        raise
     finally:
         segmentation_node.EndModify(was_modifying)
 

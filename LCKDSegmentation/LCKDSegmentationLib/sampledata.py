@@ -4,6 +4,10 @@ Every BraTS-layout case folder under `<resources>/SampleData/` becomes one Sampl
 entry; nothing here names files, so replacing the bundled case needs no code change. Node
 names are the file names (e.g. `BraTS-GLI-00001-000-t1c`), which the module's
 auto-assignment maps to the right modality selectors.
+
+`register` runs on every Slicer start-up, module used or not, so it imports only the
+standard-library parts of the core (`lckd.caselayout`, `lckd.resources`, `lckd.filetypes`):
+no numpy, SimpleITK or torch in a Slicer session that never opens the module.
 """
 from __future__ import annotations
 
@@ -15,7 +19,7 @@ CATEGORY = "LCKD Segmentation"
 
 def sample_cases() -> list:
     """`lckd.datasets.CaseFiles` of the bundled sample folder ([] if there is none)."""
-    from lckd.datasets import find_cases
+    from lckd.caselayout import find_cases
     from lckd.errors import LCKDError
     from lckd.resources import resources_dir
 

@@ -13,6 +13,28 @@ from typing import Any
 from lckd.errors import InputError
 from lckd.modalities import MODALITIES, canonical, default_reference, guess_modality
 
+#: The one node class the input selectors list. Their `showChildNodeTypes` is false (see
+#: Resources/UI/LCKDSegmentation.ui), so subclasses - labelmap, vector (RGB, displacement
+#: fields), diffusion tensor and DWI volumes - are never shown and must never be picked.
+SELECTOR_NODE_CLASS = "vtkMRMLScalarVolumeNode"
+
+
+def selectable(node: Any) -> bool:
+    """Whether an input selector shows `node`: exactly `SELECTOR_NODE_CLASS`, not hidden."""
+    return node.GetClassName() == SELECTOR_NODE_CLASS and not node.GetHideFromEditors()
+
+
+def selectable_volumes(scene: Any, exclude_ids: Iterable[str] = ()) -> list:
+    """The volumes the input selectors offer, in scene order, without those in `exclude_ids`.
+
+    What auto-assignment may pick: a node the selectors hide would sit in the parameter
+    node while the panel shows "None", and Apply would refuse it.
+    """
+    excluded = set(exclude_ids)
+    nodes = scene.GetNodesByClass(SELECTOR_NODE_CLASS)
+    found = [nodes.GetItemAsObject(i) for i in range(nodes.GetNumberOfItems())]
+    return [n for n in found if selectable(n) and n.GetID() not in excluded]
+
 
 class SelectionError(ValueError):
     """The chosen inputs cannot be segmented; the message says what to change."""

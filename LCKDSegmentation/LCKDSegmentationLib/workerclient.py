@@ -13,6 +13,7 @@ the launcher would leave the Python process below it running with the model load
 """
 from __future__ import annotations
 
+import atexit
 import collections
 import importlib.util
 import itertools
@@ -83,6 +84,33 @@ def kill_process_tree(proc: subprocess.Popen) -> None:
                        creationflags=getattr(subprocess, "CREATE_NO_WINDOW", 0))
     if proc.poll() is None:
         proc.kill()
+
+
+#: Workers stopped without waiting whose end has not been seen yet (killed at interpreter exit).
+_REAPING: set = set()
+
+
+def _reap(proc: subprocess.Popen, timeout: float) -> None:
+    """Wait up to `timeout` s for a worker asked to shut down, then kill its group; close its pipes."""
+    try:
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            kill_process_tree(proc)
+            try:
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                log.warning("worker %s did not end after it was killed", proc.pid)
+        WorkerClient._close(proc)
+    finally:
+        _REAPING.discard(proc)
+
+
+@atexit.register
+def _kill_unreaped() -> None:
+    # Daemon reaper threads die with the interpreter: never leave a worker (and its model) behind.
+    for proc in list(_REAPING):
+        kill_process_tree(proc)
 
 
 def describe_exit(code: int | None) -> str:
@@ -210,8 +238,15 @@ class WorkerClient:
         except (OSError, ValueError):
             pass
 
-    def stop(self, timeout: float = 5.0) -> None:
-        """Ask the worker to shut down; kill it if it does not within `timeout` seconds."""
+    def stop(self, timeout: float = 5.0, wait: bool = True) -> None:
+        """Ask the worker to shut down; kill it (whole group) if it does not within `timeout` s.
+
+        With `wait=False` this returns at once: the client forgets the process and a
+        background thread waits for it and kills it if needed. The Slicer module stops
+        workers from the GUI thread (model or device changed, module cleanup), and a worker
+        still loading its model does not read its requests, so waiting would freeze Slicer
+        for up to twice `timeout`.
+        """
         proc = self.proc
         if proc is None:
             return
@@ -222,14 +257,13 @@ class WorkerClient:
                 proc.stdin.close()
             except OSError:
                 pass
-            try:
-                proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                kill_process_tree(proc)
-                proc.wait(timeout)
-        self._close(proc)
         self.proc = None
         self.info = None
+        if wait:
+            _reap(proc, timeout)
+        else:
+            _REAPING.add(proc)
+            threading.Thread(target=_reap, args=(proc, timeout), name="lckd-worker-reaper", daemon=True).start()
 
     def kill(self, cancel: bool = False) -> None:
         """Kill the worker at once; with `cancel`, requests in flight end as Cancelled.

@@ -5,14 +5,9 @@ network trained by Learnable Cross-modal Knowledge Distillation (Wang et al., MI
 """
 from __future__ import annotations
 
-import sys as _sys
-
-from . import threads as _threads
-
 __version__ = "0.1.0"
 
-# OpenMP reads its wait policy once, when torch's libraries load, and every lckd entry point
-# (the `lckd` command, `python -m lckd.worker`, torchrun) imports this package before torch;
-# so this is the one place where it reliably takes effect (lckd/threads.py explains why).
-_threads._torch_preloaded = "torch" in _sys.modules
-_threads.set_wait_policy_env()
+# Importing the package changes nothing in the process (no environment variables): the
+# Slicer GUI imports it, and every torch later loaded there would inherit a thread policy.
+# Only the entry points that own their process (`lckd` command, `python -m lckd.worker`)
+# set the OpenMP wait policy: `lckd.threads.apply_wait_policy`.

@@ -530,6 +530,9 @@ def cmd_phantom(args) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
+    from .threads import apply_wait_policy
+
+    apply_wait_policy(argv)   # this process is ours: set the OpenMP wait policy before torch loads
     parser = build_parser(argv)
     args = parser.parse_args(argv)
     args.argv = argv                       # kept for provenance (lckd train records its command)

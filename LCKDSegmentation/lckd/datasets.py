@@ -16,15 +16,20 @@ import csv
 import io
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from .caselayout import (  # noqa: F401 (re-exported: the public home of these names stays here)
+    LAYOUTS,
+    CaseFiles,
+    _check_layout,
+    case_file_name,
+    find_cases,
+)
 from .errors import InputError, OutputError, itk_error_detail
 from .imageio import atomic_path, write_image
-from .modalities import MODALITIES, canonical
 
 if TYPE_CHECKING:
     import SimpleITK as sitk
@@ -32,109 +37,10 @@ if TYPE_CHECKING:
 __all__ = ["CaseFiles", "LAYOUTS", "SPLITS", "find_cases", "read_label", "write_case",
            "case_file_name", "load_split", "write_split", "make_split"]
 
-LAYOUTS: tuple[str, ...] = ("brats2018", "brats2023")
 SPLITS: tuple[str, ...] = ("train", "val", "test")
-
-# File-name suffix of each modality and of the label map, per layout.
-_SUFFIX = {
-    "brats2018": {"T1": "t1", "T1ce": "t1ce", "T2": "t2", "FLAIR": "flair", "seg": "seg"},
-    "brats2023": {"T1": "t1n", "T1ce": "t1c", "T2": "t2w", "FLAIR": "t2f", "seg": "seg"},
-}
-_SEPARATOR = {"brats2018": "_", "brats2023": "-"}
-_LAYOUT_OF_SEPARATOR = {"_": "brats2018", "-": "brats2023"}
 # Label values allowed in each layout's files; 2023 stores ET as 3.
 _FILE_LABELS = {"brats2018": (0, 1, 2, 4), "brats2023": (0, 1, 2, 3)}
-_NIFTI = re.compile(r"^(?P<stem>.+)\.nii(\.gz)?$", re.IGNORECASE)
-_STEM = re.compile(r"^(?P<prefix>.+)(?P<sep>[_-])(?P<suffix>[A-Za-z0-9]+)$")
 _CASE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-
-
-@dataclass
-class CaseFiles:
-    """The files of one case folder."""
-
-    case_id: str
-    images: dict[str, Path]     # canonical modality -> file (only those present)
-    label: Path | None
-    layout: str                 # "brats2018" | "brats2023"
-
-
-# --------------------------------------------------------------------------- discovery
-
-def find_cases(root: str | Path) -> list[CaseFiles]:
-    """Every case folder directly under ``root`` (sorted by id) holding at least one scan.
-
-    Accepts ``.nii.gz`` and ``.nii``; cases may lack some modalities; files and folders
-    that do not follow a BraTS naming are ignored. ``root`` may also be a single case
-    folder. Raises InputError if ``root`` is missing or holds no case.
-    """
-    root = Path(root).expanduser()
-    if not root.exists():
-        raise InputError(f"dataset folder not found: {root}")
-    if not root.is_dir():
-        raise InputError(f"dataset path is not a folder: {root}")
-    cases = []
-    for folder in sorted(p for p in _list_dir(root) if p.is_dir() and not _hidden(p)):
-        case = _scan_case_folder(folder)
-        if case is not None:
-            cases.append(case)
-    if not cases:  # the user may have pointed at one case folder
-        case = _scan_case_folder(root)
-        if case is not None:
-            cases.append(case)
-    if not cases:
-        raise InputError(
-            f"no BraTS case found under {root}: expected <case>/<case>_t1.nii.gz "
-            "(2018-2021 layout) or <case>/<case>-t1n.nii.gz (2023 layout)")
-    return sorted(cases, key=lambda c: c.case_id)
-
-
-def _scan_case_folder(folder: Path) -> CaseFiles | None:
-    """Parse one folder; None if it holds no BraTS-named scan."""
-    found: dict[str, tuple[int, Path, str]] = {}   # key -> (preference, path, layout)
-    for path in sorted(_list_dir(folder)):
-        # Hidden files include our own temporary files and macOS '._' resource forks.
-        parsed = None if _hidden(path) else _parse_file_name(path)
-        if parsed is None or not path.is_file():
-            continue
-        key, layout, prefix = parsed
-        # Prefer files named after the folder, then .nii.gz over .nii.
-        pref = (0 if prefix == folder.name else 2) + (0 if path.name.lower().endswith(".gz") else 1)
-        if key not in found or pref < found[key][0]:
-            found[key] = (pref, path, layout)
-    images = {m: found[m][1] for m in MODALITIES if m in found}
-    if not images:
-        return None
-    label = found["seg"][1] if "seg" in found else None
-    # The label's naming decides the layout (it decides how labels are converted).
-    layout_votes = [found["seg"][2]] if "seg" in found else [found[m][2] for m in images]
-    layout = max(LAYOUTS, key=layout_votes.count)
-    return CaseFiles(case_id=folder.name, images=images, label=label, layout=layout)
-
-
-def _parse_file_name(path: Path) -> tuple[str, str, str] | None:
-    """('T1ce' | 'seg', layout, prefix) for a BraTS-style NIfTI name, else None."""
-    m = _NIFTI.match(path.name)
-    if not m:
-        return None
-    s = _STEM.match(m.group("stem"))
-    if not s:
-        return None
-    suffix = s.group("suffix").lower()
-    layout = _LAYOUT_OF_SEPARATOR[s.group("sep")]
-    if suffix in ("seg", "label", "labels"):
-        return "seg", layout, s.group("prefix")
-    try:
-        return canonical(suffix), layout, s.group("prefix")
-    except InputError:
-        return None
-
-
-def case_file_name(case_id: str, key: str, layout: str) -> str:
-    """File name of a modality ('T1ce', aliases ok) or of the label ('seg') in a layout."""
-    _check_layout(layout)
-    k = "seg" if key == "seg" else canonical(key)
-    return f"{case_id}{_SEPARATOR[layout]}{_SUFFIX[layout][k]}.nii.gz"
 
 
 # --------------------------------------------------------------------------- labels
@@ -317,21 +223,3 @@ def _split_counts(n: int, fr: np.ndarray) -> list[int]:
     val = min(val, n)
     test = min(test, n - val)
     return [n - val - test, val, test]
-
-
-# --------------------------------------------------------------------------- helpers
-
-def _list_dir(folder: Path) -> list[Path]:
-    try:
-        return list(folder.iterdir())
-    except OSError as exc:
-        raise InputError(f"cannot list folder {folder}: {exc.strerror or exc}") from None
-
-
-def _hidden(path: Path) -> bool:
-    return path.name.startswith(".")
-
-
-def _check_layout(layout: str) -> None:
-    if layout not in LAYOUTS:
-        raise InputError(f"unknown dataset layout '{layout}': use one of {', '.join(LAYOUTS)}")

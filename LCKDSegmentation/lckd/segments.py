@@ -31,8 +31,13 @@ def region_title(key: str) -> str:
     return f"{name} ({REGION_PARTS[key]})" if key in REGION_PARTS else name
 
 
-_CONTEXT = "Segmentation category and type - 3D Slicer General Anatomy list"
-_ALTERED = ("SCT", "49755003", "Morphologically Altered Structure")
+#: Slicer loads this context by default and its segment editor offers it first. Every code
+#: below is in its "Morphologically Altered Structure" category (checked in
+#: Testing/python/test_slicer_terminology.py against the file Slicer ships), so Slicer's
+#: terminology selector finds all three. That category has no "Neoplasm" (only the DICOM
+#: master list has it): enhancing tumour is tagged "Mass", its tumour type.
+TERMINOLOGY_CONTEXT = "Segmentation category and type - 3D Slicer General Anatomy list"
+TERMINOLOGY_CATEGORY = ("SCT", "49755003", "Morphologically Altered Structure")
 
 
 @dataclass(frozen=True)
@@ -45,7 +50,7 @@ class SegmentInfo:
     @property
     def terminology(self) -> str:
         """Slicer TerminologyEntry string (context~category~type~modifier~anatomic context~region~modifier)."""
-        return "~".join([_CONTEXT, "^".join(_ALTERED), "^".join(self.type_code), "^^",
+        return "~".join([TERMINOLOGY_CONTEXT, "^".join(TERMINOLOGY_CATEGORY), "^".join(self.type_code), "^^",
                          "Anatomic codes - DICOM master list", "^^", "^^"])
 
 
@@ -53,5 +58,5 @@ class SegmentInfo:
 SEGMENTS: tuple = (
     SegmentInfo("NCR", region_title("NCR"), (0.85, 0.20, 0.15), ("SCT", "6574001", "Necrosis")),
     SegmentInfo("ED", region_title("ED"), (0.30, 0.80, 0.30), ("SCT", "79654002", "Edema")),
-    SegmentInfo("ET", region_title("ET"), (0.95, 0.85, 0.10), ("SCT", "108369006", "Neoplasm")),
+    SegmentInfo("ET", region_title("ET"), (0.95, 0.85, 0.10), ("SCT", "4147007", "Mass")),
 )

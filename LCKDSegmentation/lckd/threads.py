@@ -26,12 +26,15 @@ scheduler (measured on 2 cores: 5-10x slower). Two remedies, measured on one Bra
   the network runs on one thread, which no barrier can stall.
 
 So on Linux (where ``/proc/stat`` tells) the governor is used and the wait policy is left at
-OpenMP's default; elsewhere, and when ``--threads`` fixes the count, ``lckd/__init__.py``
-sets ``OMP_WAIT_POLICY=PASSIVE`` with ``os.environ.setdefault`` (a value the user set is
-kept). The OpenMP runtime reads it once, when torch's shared libraries are loaded, so it takes
-effect only if ``lckd`` is imported before ``torch`` in that process; that holds for the
-``lckd`` command, ``python -m lckd.worker`` and ``torchrun -m lckd.cli``. A program that
-imports torch first keeps torch's default, which ``wait_policy_applied()`` reports.
+OpenMP's default; elsewhere, and when ``--threads`` fixes the count, the entry points that own their process
+(``lckd.cli.main``: the ``lckd`` command and ``torchrun -m lckd.cli``; ``lckd.worker.main``)
+call ``apply_wait_policy``, which sets ``OMP_WAIT_POLICY=PASSIVE`` with
+``os.environ.setdefault`` (a value the user set is kept). Importing ``lckd`` sets nothing:
+inside Slicer the GUI imports it, and a policy put into Slicer's environment would reach
+every torch any module loads later. The OpenMP runtime reads it once, when torch's shared
+libraries are loaded, so it takes effect only if the entry point runs before ``torch`` is
+imported in that process; a program that imports torch first keeps torch's default, which
+``wait_policy_applied()`` reports.
 """
 from __future__ import annotations
 
@@ -43,14 +46,14 @@ from pathlib import Path
 
 from .errors import InputError
 
-#: Set in lckd/__init__.py before anything can import torch, where the governor cannot work
-#: or `--threads` fixes the count (see the module docstring).
+#: Set by `apply_wait_policy` (the command and the worker) before anything imports torch, where
+#: the governor cannot work or `--threads` fixes the count (see the module docstring).
 WAIT_POLICY_ENV = {"OMP_WAIT_POLICY": "PASSIVE"}
 PROC_STAT = Path("/proc/stat")
 
-# Whether torch (hence its OpenMP runtime) was already loaded when lckd was first imported;
-# set by lckd/__init__.py.
-_torch_preloaded = False
+# Whether torch (hence its OpenMP runtime) was already loaded when an entry point applied the
+# wait policy; None until one did (a library user, e.g. Slicer's console, never does).
+_torch_preloaded: bool | None = None
 
 
 def governor_possible() -> bool:
@@ -71,6 +74,16 @@ def set_wait_policy_env(environ: dict | None = None, argv: list[str] | None = No
         return
     for key, value in WAIT_POLICY_ENV.items():
         env.setdefault(key, value)
+
+
+def apply_wait_policy(argv: list[str] | None = None) -> bool:
+    """For an entry point that owns its process (the `lckd` command, the worker): set the wait
+    policy as `set_wait_policy_env` decides, before torch loads. Returns whether it can take
+    effect (False when torch is already imported, so its OpenMP runtime has started)."""
+    global _torch_preloaded
+    _torch_preloaded = "torch" in sys.modules
+    set_wait_policy_env(None, argv)
+    return not _torch_preloaded
 
 
 def _cpu_busy_seconds(proc_stat: Path, cpus: set[int] | None) -> float | None:
@@ -136,8 +149,8 @@ class ThreadGovernor:
 
 
 def wait_policy_applied() -> bool:
-    """True when the OpenMP runtime of this process started with the environment lckd set."""
-    return not _torch_preloaded
+    """True when an entry point set the wait policy before torch (hence OpenMP) loaded."""
+    return _torch_preloaded is False
 
 
 def affinity_cpus() -> int:

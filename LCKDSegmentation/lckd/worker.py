@@ -377,6 +377,9 @@ def serve(stdin: Any, writer: _Writer, load: Callable[[], Any]) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .threads import apply_wait_policy
+
+    apply_wait_policy(sys.argv[1:] if argv is None else list(argv))   # before anything imports torch
     parser = argparse.ArgumentParser(prog="python -m lckd.worker", description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=None, help="registry name or model card (default: bundled model)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")

@@ -138,23 +138,25 @@ def test_distribution_name_is_the_pep508_name(requirement):
 
 # --------------------------------------------------------------------------- satisfied / missing
 
-def test_satisfied_against_the_installed_numpy_version():
-    v = importlib.metadata.version("numpy")
-    assert deps._satisfied("numpy")
-    assert deps._satisfied(f"numpy=={v}")
-    assert deps._satisfied(f"numpy>={v}")
-    assert deps._satisfied(f"numpy[extra]=={v}")          # extras do not change the version check
-    assert not deps._satisfied(f"numpy>{v}")               # installed but too old
-    assert not deps._satisfied(f"numpy<{v}")               # installed but too new
-    assert not deps._satisfied(f"numpy!={v}")
-    assert not deps._satisfied(f"numpy>{v}; python_version > '2'")
+def test_satisfied_against_the_installed_safetensors_version():
+    v = importlib.metadata.version("safetensors")
+    assert deps._satisfied("safetensors")
+    assert deps._satisfied(f"safetensors=={v}")
+    assert deps._satisfied(f"safetensors>={v}")
+    assert deps._satisfied(f"safetensors[extra]=={v}")          # extras do not change the version check
+    assert not deps._satisfied(f"safetensors>{v}")               # installed but too old
+    assert not deps._satisfied(f"safetensors<{v}")               # installed but too new
+    assert not deps._satisfied(f"safetensors!={v}")
+    assert not deps._satisfied(f"safetensors>{v}; python_version > '2'")
 
 
-def test_satisfied_maps_simpleitk_to_its_import_name_in_any_case():
+def test_simpleitk_is_found_by_its_import_name_in_any_case_and_any_version_is_accepted():
+    """Slicer's own SimpleITK (built against its ITK) is used whatever its version."""
     v = importlib.metadata.version("SimpleITK")
     for name in ("SimpleITK", "simpleitk", "SIMPLEITK"):
+        assert deps.is_bundled(name), name
         assert deps._satisfied(f"{name}=={v}"), name
-        assert not deps._satisfied(f"{name}>{v}"), name
+        assert deps._satisfied(f"{name}>{v}"), name   # never "missing", so never reinstalled
 
 
 def test_a_package_that_is_not_installed_is_unsatisfied():
@@ -193,18 +195,19 @@ def test_importable_without_pip_metadata_is_accepted_and_not_imported(tmp_path, 
 
 
 def test_missing_packages_keeps_order_and_drops_satisfied_ones():
-    v = importlib.metadata.version("numpy")
-    reqs = ["lckd-test-missing-one>=1", f"numpy=={v}", f"numpy>{v}", "lckd-test-missing-two"]
+    v = importlib.metadata.version("safetensors")
+    reqs = ["lckd-test-missing-one>=1", f"safetensors=={v}", f"safetensors>{v}", "lckd-test-missing-two"]
     assert importlib.util.find_spec("torch") is not None   # torch is installed here: not listed
-    assert deps.missing_packages(reqs) == ["lckd-test-missing-one>=1", f"numpy>{v}", "lckd-test-missing-two"]
-    assert deps.missing_packages([f"numpy=={v}"]) == []
+    assert deps.missing_packages(reqs) == ["lckd-test-missing-one>=1", f"safetensors>{v}", "lckd-test-missing-two"]
+    assert deps.missing_packages([f"safetensors=={v}"]) == []
     assert deps.missing_packages([]) == []
 
 
 def test_missing_torch_is_listed_first(monkeypatch):
-    v = importlib.metadata.version("numpy")
+    v = importlib.metadata.version("safetensors")
     hide(monkeypatch, "torch")
-    assert deps.missing_packages([f"numpy>{v}", f"numpy=={v}"]) == ["torch" + deps.TORCH_REQUIREMENT, f"numpy>{v}"]
+    assert deps.missing_packages([f"safetensors>{v}", f"safetensors=={v}"]) == [
+        "torch" + deps.TORCH_REQUIREMENT, f"safetensors>{v}"]
     assert deps.missing_packages([]) == ["torch" + deps.TORCH_REQUIREMENT]
     Requirement(deps.missing_packages([])[0])              # a valid requirement for pip
 
@@ -245,8 +248,9 @@ def test_ensure_installs_torch_then_the_rest_with_pip_when_there_is_no_pytorch_e
     fake = FakeSlicer(monkeypatch, confirm=True)
     deps.ensure()
     others = [requirement_for("monai"), requirement_for("slicerio")]
-    assert [c for c in fake.calls if c[0] == "pip_install"] == [
-        ("pip_install", "torch" + deps.TORCH_REQUIREMENT), ("pip_install", others)]
+    installs = [c[1] for c in fake.calls if c[0] == "pip_install"]
+    assert installs[0] == "torch" + deps.TORCH_REQUIREMENT
+    assert installs[1][:1] == ["-c"] and installs[1][2:] == others   # constraints file, then the packages
     assert fake.kinds() == ["confirm", "pip_install", "confirm", "pip_install"]   # asked before each install
     titles = [c[1] for c in fake.calls if c[0] == "confirm"]
     assert titles == ["Install PyTorch", "Install Python packages"]
@@ -340,7 +344,7 @@ def test_an_older_slicer_packaging_without_pip_ensure_falls_back_to_pip_install(
     packaging.pip_install = lambda *a, **k: pytest.fail("slicer.packaging.pip_install is not the fallback")
     fake = FakeSlicer(monkeypatch, packaging=packaging)
     deps.ensure()
-    assert fake.calls[1:] == [("pip_install", [requirement_for("monai")])]
+    assert [c[0] for c in fake.calls[1:]] == ["pip_install"] and fake.calls[1][1][2:] == [requirement_for("monai")]
 
 
 # --------------------------------------------------------------------------- the raw-scan extra
@@ -364,7 +368,8 @@ def test_ensure_preprocess_installs_the_extractor_after_asking(monkeypatch):
     deps.ensure_preprocess()
     assert fake.kinds() == ["confirm", "pip_install"]
     assert fake.calls[0][1] == "Install brain extraction" and "deepbet==1.0.2" in fake.calls[0][2]
-    assert fake.calls[1] == ("pip_install", ["deepbet==1.0.2"])
+    assert fake.calls[1][0] == "pip_install" and fake.calls[1][1][-1] == "deepbet==1.0.2"
+    assert fake.calls[1][1][:1] == ["-c"]   # Slicer's own packages pinned while deepbet installs
     assert deps.missing_preprocess_packages() == []
 
 
@@ -384,3 +389,71 @@ def test_ensure_preprocess_does_nothing_when_installed_and_refuses_when_declined
     assert broken.kinds() == ["confirm", "pip_install"]
     with pytest.raises(Exception, match="unknown brain extraction method 'bet2'"):
         deps.missing_preprocess_packages("bet2")
+
+
+# --------------------------------------------------------------------------- what Slicer ships
+
+#: Package metadata shaped like a Slicer 5.6 install: SimpleITK 2.2.1 (built by Slicer's
+#: SuperBuild and installed with `pip install .`, so it has pip metadata), numpy and scipy.
+SLICER_56_LIKE = {"SimpleITK": ("2.2.1", "SimpleITK"), "numpy": ("1.26.4", "numpy"), "scipy": ("1.11.4", "scipy")}
+
+
+def _site(root, dists: dict) -> str:
+    """A site-packages folder holding `dists` ({name: (version, import name)}) as real
+    distributions: an importable package and a .dist-info with METADATA."""
+    root.mkdir(parents=True, exist_ok=True)
+    for name, (version, module) in dists.items():
+        (root / module).mkdir(exist_ok=True)
+        (root / module / "__init__.py").write_text("raise RuntimeError('imported by the check')\n")
+        info = root / f"{name}-{version}.dist-info"
+        info.mkdir(exist_ok=True)
+        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
+    return str(root)
+
+
+def test_the_requirements_never_ask_for_a_version_of_what_slicer_ships():
+    for r in deps.read_requirements():
+        if deps.is_bundled(r):
+            assert Requirement(r).specifier == Requirement("x").specifier, f"{r}: no version for a bundled package"
+
+
+def test_install_plan_on_a_slicer_56_like_python_keeps_its_simpleitk(tmp_path):
+    site = _site(tmp_path / "site-packages", SLICER_56_LIKE)
+    plan = deps.install_plan(deps.read_requirements(), path=[site])
+    names = [deps.distribution_name(r).lower() for r in plan.install]
+    assert "simpleitk" not in names and "scipy" not in names and "numpy" not in names
+    assert names == ["monai", "safetensors", "slicerio"]            # only what this Python lacks
+    assert plan.pinned == ["SimpleITK==2.2.1", "numpy==1.26.4", "scipy==1.11.4"]
+    assert deps.missing_packages(path=[site])[1:] == plan.install   # torch first, then the same list
+    args = plan.pip_arguments(tmp_path / "c.txt")
+    assert args[:2] == ["-c", str(tmp_path / "c.txt")] and args[2:] == plan.install
+
+
+def test_install_plan_on_a_newer_slicer_like_python(tmp_path):
+    """A Slicer with newer bundled versions and monai already installed: nothing to install."""
+    site = _site(tmp_path / "sp", {"SimpleITK": ("2.4.0", "SimpleITK"), "numpy": ("1.26.4", "numpy"),
+                                   "scipy": ("1.13.1", "scipy"), "monai": ("1.3.2", "monai"),
+                                   "safetensors": ("0.4.5", "safetensors"), "slicerio": ("1.1.2", "slicerio")})
+    assert deps.install_plan(deps.read_requirements(), path=[site]).install == []
+
+
+def test_a_bundled_package_that_is_absent_is_installed_but_never_upgraded(tmp_path):
+    site = _site(tmp_path / "sp", {"numpy": ("1.26.4", "numpy")})
+    plan = deps.install_plan(["SimpleITK", "numpy>=2"], path=[site])
+    assert plan.install == ["SimpleITK"] and plan.pinned == ["numpy==1.26.4"]
+
+
+def test_the_constraints_file_pins_what_is_installed_and_pip_accepts_it():
+    """A real pip run (offline dry run) with the constraints of this Python and the module's
+    requirements: pip reads the file and finds nothing to change."""
+    plan = deps.install_plan(deps.read_requirements())
+    assert any(p.startswith("SimpleITK==") for p in plan.pinned) and any(p.startswith("numpy==") for p in plan.pinned)
+    path = deps.write_constraints(plan.pinned)
+    try:
+        assert path.read_text(encoding="utf-8").splitlines()[1:] == plan.pinned
+        run = subprocess.run([sys.executable, "-m", "pip", "install", "--dry-run", "--no-index", "--quiet",
+                              "--disable-pip-version-check", "-c", str(path), *deps.read_requirements()],
+                             capture_output=True, text=True, timeout=120)
+        assert run.returncode == 0, run.stdout + run.stderr
+    finally:
+        path.unlink()

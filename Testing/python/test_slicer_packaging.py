@@ -197,7 +197,8 @@ def test_requirements_use_compatible_release_pins():
     reqs = dependencies.read_requirements()
     names = {dependencies.distribution_name(r).lower() for r in reqs}
     assert {"monai", "safetensors", "simpleitk"} <= names
-    assert all("~=" in r and "==" not in r for r in reqs), reqs
+    own = [r for r in reqs if not dependencies.is_bundled(r)]
+    assert own and all("~=" in r and "==" not in r for r in own), reqs   # Slicer's own ones: no version at all
     assert dependencies.REQUIREMENTS_FILE == MODULE / "Resources" / "requirements.txt"  # the template's place
     assert not (MODULE / "requirements.txt").exists()
     assert dependencies.missing_packages(reqs) == []  # this environment has them all
@@ -222,3 +223,103 @@ def test_python_39_syntax():
         text = path.read_text(encoding="utf-8")
         ast.parse(text, filename=str(path), feature_version=(3, 9))
         assert "from __future__ import annotations" in text or path.name == "__init__.py", path
+
+
+# --------------------------------------------------------------------------- extension index (issue 21)
+
+def _s4ext(path: Path) -> dict[str, str]:
+    """`key value` lines of an .s4ext file (comments and blanks dropped)."""
+    out = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            key, _, value = line.partition(" ")
+            out[key] = value.strip()
+    return out
+
+
+def test_the_repository_is_named_like_the_extensions_index_requires(extension_cmake):
+    """The ExtensionsIndex checker (check_git_repository_name) wants 'Slicer' in the name."""
+    entry = json.loads(CATALOG.read_text(encoding="utf-8"))
+    repo = entry["scm_url"].removesuffix(".git").rsplit("/", 1)[1]
+    assert repo == "SlicerLCKDSegmentation"
+    assert extension_cmake["EXTENSION_HOMEPAGE"][0] == entry["scm_url"].removesuffix(".git")
+    for key in ("EXTENSION_ICONURL", "EXTENSION_SCREENSHOTURLS"):
+        assert f"/{repo}/main/" in extension_cmake[key][0], key
+    assert f"github.com/LCKDSegmentation/{repo}" in MODULE_PY.read_text(encoding="utf-8")
+
+
+def test_the_slicer_56_s4ext_agrees_with_cmake_and_the_json_entry(extension_cmake):
+    """Slicer 5.6's index reads .s4ext, 5.8 and later the JSON entry: both say the same."""
+    s4ext = _s4ext(ROOT / "LCKDSegmentation.s4ext")
+    entry = json.loads(CATALOG.read_text(encoding="utf-8"))
+    assert s4ext["scm"] == "git"
+    assert s4ext["scmurl"] == entry["scm_url"] and s4ext["scmrevision"] == entry["scm_revision"]
+    assert s4ext["depends"].split() == entry["build_dependencies"] == extension_cmake["EXTENSION_DEPENDS"]
+    assert s4ext["build_subdirectory"] == entry["build_subdirectory"]
+    assert s4ext["category"] == entry["category"] == extension_cmake["EXTENSION_CATEGORY"][0]
+    assert s4ext["homepage"] == extension_cmake["EXTENSION_HOMEPAGE"][0]
+    assert s4ext["iconurl"] == extension_cmake["EXTENSION_ICONURL"][0]
+    assert s4ext["screenshoturls"] == extension_cmake["EXTENSION_SCREENSHOTURLS"][0]
+    # (cmake_sets stops at the first ')', and the description has some)
+    top = (ROOT / "CMakeLists.txt").read_text(encoding="utf-8")
+    assert f'set(EXTENSION_DESCRIPTION "{s4ext["description"]}")' in top
+    assert s4ext["enabled"] == "1"
+
+
+def test_the_json_entry_validates_against_the_schema_version_it_names():
+    jsonschema = pytest.importorskip("jsonschema")
+    if not SCHEMA.is_file():
+        pytest.skip(f"{SCHEMA} is not here")
+    entry = json.loads(CATALOG.read_text(encoding="utf-8"))
+    assert entry["$schema"].split("/")[-1].rstrip("#") == SCHEMA.name   # the version 5.8+ accepts
+    jsonschema.Draft7Validator(json.loads(SCHEMA.read_text(encoding="utf-8"))).validate(entry)
+
+
+# --------------------------------------------------------------------------- widget details (issue 21)
+
+def _method(name: str) -> str:
+    tree = ast.parse(MODULE_PY.read_text(encoding="utf-8"))
+    for node in ast.walk(tree):
+        if isinstance(node, ast.FunctionDef) and node.name == name:
+            return ast.unparse(node)
+    raise AssertionError(f"no method {name}")
+
+
+def test_apply_updates_the_buttons_even_when_starting_fails():
+    """slicer.util.tryWithErrorDisplay shows the error and re-raises it (Base/Python/slicer/util.py):
+    the call that follows it must be in a `finally`, or it is skipped."""
+    tree = ast.parse(_method("onApply"))
+    with_nodes = [n for n in ast.walk(tree) if isinstance(n, ast.With)
+                  and "tryWithErrorDisplay" in ast.unparse(n.items[0].context_expr)]
+    assert with_nodes, "onApply no longer uses tryWithErrorDisplay: update this test"
+    guarded = [t for t in ast.walk(tree) if isinstance(t, ast.Try)
+               and any(w in ast.walk(t) for w in with_nodes)]
+    assert guarded, "tryWithErrorDisplay re-raises: catch it in onApply"
+    assert any("self.updateState()" in ast.unparse(stmt) for t in guarded for stmt in t.finalbody)
+    assert all(t.handlers for t in guarded), "a Qt slot must not let the re-raised error escape"
+
+
+def test_the_device_tooltip_names_the_choices_the_combo_box_offers():
+    root = ET.parse(UI_FILE).getroot()
+    combo = next(w for w in root.iter("widget") if w.get("name") == "deviceComboBox")
+    tip = next(p.findtext("string") for p in combo.findall("property") if p.get("name") == "toolTip")
+    source = MODULE_PY.read_text(encoding="utf-8")
+    labels = re.search(r'return \{"auto": "([^"]+)", "cuda": "([^"]+)", "cpu": "([^"]+)"\}', source)
+    assert labels, "Device.label changed: update this test"
+    assert tip.startswith("auto:"), "the tooltip first says what 'auto' does"
+    for label in (labels.group(2), labels.group(3)):   # each forced choice, by its label in the combo box
+        assert f"{label}:" in tip, f"the tooltip does not explain the '{label}' choice"
+    # Apple MPS is no choice of its own: it may only be named as what 'auto' can pick
+    assert "MPS" not in tip[tip.index(f"{labels.group(2)}:"):]
+
+
+def test_self_tests_skip_instead_of_passing_when_packages_are_missing():
+    """A test that `return`s counts as passed under ctest; `skipTest` is reported as skipped."""
+    for name in ("test_LogicSegment", "test_WidgetApplyAndCancel"):
+        body = _method(name)
+        assert "self.skipIfDependenciesMissing()" in body and "return" not in body.split("\n", 3)[1], name
+    helper = _method("skipIfDependenciesMissing")
+    assert "self.skipTest(" in helper
+    run_test = _method("runTest")
+    assert "unittest.SkipTest" in run_test and "self.skipTest(" in run_test

@@ -118,13 +118,13 @@ def test_wait_policy_is_passive_only_where_the_governor_cannot_adapt():
     if not threads.governor_possible():
         pytest.skip("no /proc/stat here: the passive policy is always set")
     # the governor adapts the thread count: OpenMP keeps its default (spinning) policy
-    r = _run("import os, lckd, torch; print(os.environ.get('OMP_WAIT_POLICY', 'unset'), "
-             "lckd.threads.wait_policy_applied())")
+    r = _run("import os, lckd.threads; lckd.threads.apply_wait_policy(['segment']); import torch; "
+             "print(os.environ.get('OMP_WAIT_POLICY', 'unset'), lckd.threads.wait_policy_applied())")
     assert r.returncode == 0, r.stderr
     assert r.stdout.split() == ["unset", "True"]
     # --threads fixes the count: then no spinning at barriers
-    r = _run("import sys; sys.argv += ['segment', '--threads', '2']\n"
-             "import os, lckd, torch; print(os.environ['OMP_WAIT_POLICY'])", {"OMP_DISPLAY_ENV": "VERBOSE"})
+    r = _run("import os, lckd.threads; lckd.threads.apply_wait_policy(['segment', '--threads', '2'])\n"
+             "import torch; print(os.environ['OMP_WAIT_POLICY'])", {"OMP_DISPLAY_ENV": "VERBOSE"})
     assert r.returncode == 0, r.stderr
     assert r.stdout.split() == ["PASSIVE"]
     if "GOMP_SPINCOUNT" not in r.stderr:
@@ -178,9 +178,11 @@ def test_governor_gives_pytorch_the_cores_others_leave(tmp_path):
 
 
 def test_wait_policy_set_by_the_user_is_kept_and_late_import_is_reported():
-    r = _run("import os, lckd; print(os.environ['OMP_WAIT_POLICY'])", {"OMP_WAIT_POLICY": "ACTIVE"})
+    r = _run("import os, lckd.threads; lckd.threads.apply_wait_policy(['segment', '--threads=1']); "
+             "print(os.environ['OMP_WAIT_POLICY'])", {"OMP_WAIT_POLICY": "ACTIVE"})
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "ACTIVE"
-    r = _run("import torch, lckd; print(lckd.threads.wait_policy_applied())")
+    r = _run("import torch, lckd.threads; lckd.threads.apply_wait_policy(['segment']); "
+             "print(lckd.threads.wait_policy_applied())")
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "False"
