@@ -468,6 +468,8 @@ class LCKDSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 self.log(f"Preprocessing: {job.reply['preprocessing']}")
             for warning in job.reply.get("warnings", []):
                 self.log(f"Warning: {warning}")
+            for note in job.reply.get("notes", []):
+                self.log(f"Note: {note}")
         self.updateState()
 
 

@@ -456,7 +456,8 @@ class SegmentationLogic:
                                  labels=reply.get("labels", self.labels), volumes_ml=reply.get("volumes_ml", {}),
                                  outputs=outputs, warnings=reply.get("warnings", []), timings=reply.get("timings"),
                                  device=str(info.get("device")), options=options,
-                                 preprocessing=reply.get("preprocessing", ""), quality=reply.get("quality"))
+                                 preprocessing=reply.get("preprocessing", ""), quality=reply.get("quality"),
+                                 notes=reply.get("notes", []))
 
         def on_row(index: int, total: int, row: dict) -> None:
             if row["status"] == "error":

@@ -274,6 +274,8 @@ def cmd_segment(args) -> int:
         print(f"preprocess: {res.preprocessing}", flush=True)
         for w in res.warnings:
             print(f"warning: {w}", file=sys.stderr)
+        for n in res.notes:
+            print(f"note: {n}", file=sys.stderr)
         progress.stage("write")
         mask_file = args.brain_mask if args.brain_mask and res.brain_mask is not None else None
         if args.brain_mask and mask_file is None:
@@ -357,7 +359,7 @@ def segment_record(seg, res, args, outputs, probabilities, timings: dict) -> dic
         model=seg.model_record(), modalities=res.modalities, inputs=res.sources, reference=res.reference,
         labels=res.label_convention, volumes_ml=res.volumes_ml, outputs=outputs, probabilities=probabilities,
         warnings=res.warnings, timings=timings, device=str(seg.device), options=run_options(seg, args),
-        preprocessing=res.preprocessing, quality=res.quality)
+        preprocessing=res.preprocessing, quality=res.quality, notes=res.notes)
 
 
 def run_options(seg, args) -> dict:
@@ -548,6 +550,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
         return int(args.func(args) or 0)
+    except BrokenPipeError:
+        # the reader went away (`lckd info | head`): stop quietly, as Unix tools do; stdout goes to
+        # /dev/null so that the interpreter's final flush cannot raise the same error again
+        try:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except (OSError, ValueError):
+            pass
+        return 141   # 128 + SIGPIPE, the status a shell reports for a tool stopped by a closed pipe
     except LCKDError as e:
         _say(f"lckd {args.command}: error: {e}")
         return 1

@@ -264,6 +264,8 @@ def add_crossval_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--name", default="lckd-cv", help="model name; fold K's model is NAME-foldK")
     p.add_argument("--device", default="cpu", help="cpu (default), cuda, auto")
     p.add_argument("--threads", type=int, default=None, help="CPU threads per process (default: all cores)")
+    p.add_argument("--data-name", default=None, metavar="TEXT",
+                   help="what the data is, for the card (default: the folder's name; a user reads it in lckd info)")
     p.add_argument("--update-card", metavar="CARD", default=None,
                    help="store the cross-validation table as this model card's expected Dice (re-saves it)")
     p.add_argument("--no-evaluate", action="store_true",
@@ -328,8 +330,9 @@ def run_crossval(args: argparse.Namespace) -> int:
     if args.update_card:
         from .modelcard import load_model, save_model
         net, updated = load_model(args.update_card)
-        updated.evaluation = card_evaluation(report, str(args.data))
-        updated.evaluation["clinical"] = card_evaluation(reports["clinical"], str(args.data) + " (clinical-slice)")
+        name = args.data_name or Path(args.data).name
+        updated.evaluation = card_evaluation(report, name)
+        updated.evaluation["clinical"] = card_evaluation(reports["clinical"], name + " degraded to clinical 2D series")
         updated.postprocessing = dict(rule or {})     # the expected Dice holds for labels cleaned up this way
         print(f"updated {save_model(net, updated, Path(args.update_card).parent)}")
     return 0

@@ -60,6 +60,7 @@ class SegmentationResult:
     brain_mask: sitk.Image | None = None      # uint8 on the reference geometry, when the brain was extracted
     preprocessing: str = ""                   # one line: what the raw-scan check decided and why
     quality: dict = field(default_factory=dict)  # lckd.quality.estimate: expected WT Dice, flag, reasons
+    notes: list = field(default_factory=list)   # information, e.g. how far co-registration moved a scan
 
 
 def _windows_count(shape, roi, overlap: float) -> int:
@@ -119,7 +120,7 @@ class Segmenter:
         if register and len(images) > 1:
             from .registration import register_inputs
             try:
-                out, _ = register_inputs(images, reference, warnings=notes,
+                out, _ = register_inputs(images, reference, notes=notes,
                                          progress=lambda f, m: progress(0.1 * f, m))
             except (RuntimeError, ValueError) as exc:
                 # ITK's optimiser fails on scans that barely overlap or are too small to sample.
@@ -177,6 +178,7 @@ class Segmenter:
         decision = rawprep.decide(images, preprocess)
         timings["detect"] = time.perf_counter() - t
         brain_mask = None
+        notes: list = []
         if decision.run and preprocess == "auto" and not extractor_available(brain_extractor):
             warnings.append(f"{decision.headline}, but no brain extractor is installed: segmenting the scans as "
                             f"they are ({INSTALL_HINT})")
@@ -189,6 +191,7 @@ class Segmenter:
             images, brain_mask = prepared.images, prepared.brain_mask
             decision = rawprep.Decision(True, f"{decision.reason}; {prepared.summary}", decision.headline)
             warnings += prepared.notes
+            notes += prepared.info
             timings.update(prepared.timings)
             t = time.perf_counter()
         else:
@@ -198,8 +201,8 @@ class Segmenter:
                 warnings += validation.check_alignment(images, reference)
             if register and len(images) > 1:
                 report(0.0, f"register: co-registering onto {reference}")
-            images, notes = self._harmonise(images, reference, register, report)
-            warnings += notes
+            images, moved = self._harmonise(images, reference, register, report)
+            notes += moved
             if register and len(images) > 1:
                 timings["register"] = time.perf_counter() - t
                 t = time.perf_counter()
@@ -244,7 +247,7 @@ class Segmenter:
         report(1.0, "done")
         return SegmentationResult(label_img, volumes, tuple(m for m in order if m in images), reference,
                                   labels, prob_img, warnings, timings, dict(sources), brain_mask, decision.reason,
-                                  quality)
+                                  quality, notes)
 
     def _quality(self, probs_crop: np.ndarray, case, rule: dict | None, labels: str, images: Mapping,
                  given: Mapping) -> dict:

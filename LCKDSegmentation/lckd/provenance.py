@@ -100,7 +100,8 @@ def result_record(*, model: Mapping, modalities: Sequence[str], inputs: Mapping[
                   labels: str, volumes_ml: Mapping[str, float], options: Mapping[str, Any],
                   outputs: Sequence[str | Path] = (), probabilities: Sequence[str | Path] = (),
                   warnings: Sequence[str] = (), timings: Mapping[str, float] | None = None,
-                  device: str | None = None, preprocessing: str = "", quality: Mapping | None = None) -> dict:
+                  device: str | None = None, preprocessing: str = "", quality: Mapping | None = None,
+                  notes: Sequence[str] = ()) -> dict:
     """The JSON record of one segmentation (the sidecar), from its parts.
 
     Takes plain values, not a `SegmentationResult`, so the worker's reply (Slicer) and an
@@ -132,6 +133,7 @@ def result_record(*, model: Mapping, modalities: Sequence[str], inputs: Mapping[
         "preprocessing": str(preprocessing),     # what the raw-scan check decided, in one line
         "quality": dict(quality or {}),          # lckd.quality: an estimate of this run's WT Dice, not a measurement
         "warnings": [str(w) for w in warnings],
+        "notes": [str(n) for n in notes],         # information (e.g. how far co-registration moved a scan)
         "timings_s": _stage_order({k: round(float(v), 3) for k, v in (timings or {}).items()}),
     }
 

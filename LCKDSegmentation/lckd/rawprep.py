@@ -129,8 +129,9 @@ class RawPrepared:
     brain_mask: sitk.Image            # uint8 on the reference grid
     scan: str                         # the scan the brain was extracted on
     summary: str = ""                 # "brain: deepbet on T1ce, 1450 mL"
-    notes: list = field(default_factory=list)
+    notes: list = field(default_factory=list)    # warnings (a series covering part of the brain)
     timings: dict = field(default_factory=dict)
+    info: list = field(default_factory=list)     # information (how far registration moved each series)
 
 
 def _check_slices(images: Mapping[str, sitk.Image]) -> None:
@@ -205,7 +206,8 @@ def _n4(image: sitk.Image, mask: sitk.Image, shrink: int = 4) -> sitk.Image:
 
 def _register_checked(images: Mapping[str, sitk.Image], reference: str, report: Callable[[float, str], None],
                       notes: list) -> tuple[dict, dict]:
-    """Every series registered onto the reference grid, with the overlap checks before and after."""
+    """Every series registered onto the reference grid, with the overlap checks before and after;
+    how far each series moved goes to `notes` (information, not a warning)."""
     from .registration import register_inputs
 
     # scans of one session share scanner coordinates: a series that misses most of the
@@ -219,7 +221,7 @@ def _register_checked(images: Mapping[str, sitk.Image], reference: str, report: 
             raise InputError(f"{m} covers only {cover:.0%} of the head in {reference}'s field of view: the "
                              "series do not overlap enough to be registered; leave it out")
     report(0.0, f"register: co-registering onto {reference}")
-    registered, transforms = register_inputs(images, reference, warnings=notes,
+    registered, transforms = register_inputs(images, reference, notes=notes,
                                              progress=lambda f, m: report(0.05 * f, f"register: {m}"))
     for m in registered:
         if m == reference:
@@ -243,12 +245,13 @@ def prepare_raw_scans(images: Mapping[str, sitk.Image], reference: str, *, metho
     method = check_brain_extractor(method)
     _check_slices(images)
     notes: list[str] = []
+    info: list[str] = []
     timings: dict[str, float] = {}
     registered: dict = dict(images)
     transforms: dict = {}
     if len(images) > 1:
         t = time.perf_counter()
-        registered, transforms = _register_checked(images, reference, report, notes)
+        registered, transforms = _register_checked(images, reference, report, info)
         timings["register"] = time.perf_counter() - t
     scan = extraction_scan(registered)
     report(0.05, f"brain extraction: {method} on {scan}")
@@ -282,4 +285,4 @@ def prepare_raw_scans(images: Mapping[str, sitk.Image], reference: str, *, metho
         out[m] = img
     timings["bias correction" if bias_correction else "mask"] = time.perf_counter() - t
     summary = f"brain: {method} on {scan}, {brain_ml:.0f} mL" + (", N4 bias correction" if bias_correction else "")
-    return RawPrepared(out, mask, scan, summary, notes, timings)
+    return RawPrepared(out, mask, scan, summary, notes, timings, info)

@@ -214,13 +214,19 @@ def transform_summary(tx: sitk.Transform) -> tuple[float, float]:
     return angle, float(np.linalg.norm(euler.GetTranslation()))
 
 
+#: Motion below both of these is not reported (a registration of aligned scans moves them by
+#: a fraction of a voxel: "rotated 0.0 deg, shifted 0.0 mm" told the user nothing).
+NOTE_DEGREES, NOTE_MM = 1.0, 1.0
+
+
 def register_inputs(images: Mapping[str, sitk.Image], reference: str, *, progress: Progress = None,
-                    warnings: list[str] | None = None) -> tuple[dict[str, sitk.Image], dict[str, sitk.Transform]]:
+                    notes: list[str] | None = None) -> tuple[dict[str, sitk.Image], dict[str, sitk.Transform]]:
     """Register every input onto `reference` and resample it onto the reference grid.
 
     Returns the images (the reference unchanged) and the transforms (reference: identity).
-    A line per registered input ("FLAIR registered onto T1ce: 4.2 deg, 3.1 mm") is appended
-    to `warnings` when given, so users see how far inputs were moved.
+    A line of information per input the registration moved by at least NOTE_DEGREES or
+    NOTE_MM ("FLAIR moved onto T1ce by co-registration: rotated 4.2 deg, shifted 3.1 mm") is
+    appended to `notes` when given, so users see how far inputs were moved.
     """
     if reference not in images:
         raise InputError(f"reference '{reference}' is not among the inputs ({', '.join(images)})")
@@ -236,9 +242,10 @@ def register_inputs(images: Mapping[str, sitk.Image], reference: str, *, progres
         tx = register_rigid(ref, images[name], progress=sub)
         transforms[name] = tx
         out[name] = resample_onto(images[name], ref, tx)
-        if warnings is not None:
-            angle, shift = transform_summary(tx)
-            warnings.append(f"{name} registered onto {reference}: rotated {angle:.1f} deg, shifted {shift:.1f} mm")
+        angle, shift = transform_summary(tx)
+        if notes is not None and (angle >= NOTE_DEGREES or shift >= NOTE_MM):
+            notes.append(f"{name} moved onto {reference} by co-registration: rotated {angle:.1f} deg, "
+                         f"shifted {shift:.1f} mm")
     if progress is not None:
         progress(1.0, "registration done")
     return out, transforms

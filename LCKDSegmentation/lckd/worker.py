@@ -289,6 +289,7 @@ class Worker:
                           volumes_ml=res.volumes_ml, modalities=list(res.modalities), reference=res.reference,
                           labels=res.label_convention, warnings=[str(w) for w in res.warnings],
                           preprocessing=res.preprocessing, mirrors=mirrors, quality=res.quality,
+                          notes=[str(n) for n in res.notes],
                           brain_mask=None if mask_path is None else str(mask_path),
                           timings=getattr(res, "timings", {}), seconds=round(time.perf_counter() - t0, 3))
         except Cancelled:

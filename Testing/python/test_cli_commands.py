@@ -84,6 +84,30 @@ def test_info_shows_the_card_and_the_registry(capsys):
     assert "bundled" in capsys.readouterr().out
 
 
+def test_info_names_each_bundled_models_data_not_a_folder_of_ours(capsys):
+    from lckd.registry import list_models
+
+    for entry in list_models():
+        if entry.bundled:
+            assert main(["info", "--model", entry.name]) == 0
+            out = capsys.readouterr().out
+            assert "training data:" in out
+            assert "shared/data" not in out and "brats-labelled" not in out, entry.name
+
+
+def test_info_into_a_closed_pipe_ends_quietly_like_a_unix_tool():
+    """`lckd info | head -1`: the reader leaves before the output is written."""
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-m", "lckd.cli", "info"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    proc.stdout.close()                      # closed before lckd writes: every write meets EPIPE
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 141     # 128 + SIGPIPE, as a shell reports `cat big | head`
+    assert err == "", err                    # no "internal error: BrokenPipeError", no traceback
+
+
 def test_phantom_command_writes_readable_cases(tmp_path, capsys):
     assert main(["phantom", str(tmp_path / "ph"), "-n", "2", "--seed", "5", "--shape", "40,48,48",
                  "--layout", "brats2018"]) == 0

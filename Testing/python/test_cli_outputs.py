@@ -293,3 +293,27 @@ def test_every_option_has_help_and_the_readme_synopsis_lists_it():
     assert options["segment"] - {"--output", "--quiet"} <= {w.strip("[]|,()") for w in segment_line.split()}
     assert options["batch"] - options["segment"] <= {w.strip("[]|,()") for w in batch_line.split()}
     assert "[the model and segment options]" in batch_line
+
+
+def test_a_long_preview_caption_is_wrapped_inside_the_picture():
+    """The caption lines (volumes, quality, model scope) fit the figure's width as rendered."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from lckd.preview import footer_lines
+
+    long = ("model: lckd-lite-brats 1.1.0 (research use, not for clinical use; trained on 18 real glioma cases "
+            "from public BraTS sets, skull-stripped, co-registered, 1 mm) " * 2).strip()
+    for width_in in (8.4, 4.2):
+        lines = footer_lines("whole tumour 12.0 mL\n" + long, width_in)
+        assert len(lines) > 2 and lines[0] == "whole tumour 12.0 mL"
+        assert " ".join(lines[1:]) == " ".join(long.split())          # wrapped, nothing dropped
+        fig = plt.figure(figsize=(width_in, 2))
+        renderer = fig.canvas.get_renderer()
+        for line in lines:
+            text = fig.text(0.5, 0.5, line, ha="center", fontsize=8)
+            box = text.get_window_extent(renderer)
+            assert box.x0 >= 0 and box.x1 <= fig.bbox.width, (width_in, line)
+        plt.close(fig)

@@ -126,7 +126,6 @@ def _lckd(*args, cwd=None) -> subprocess.CompletedProcess:
 def tiny_cv(tmp_path_factory):
     """A real 2-fold cross-validation on 4 phantom cases (a few training steps from the phantom model)."""
     from conftest import SMALL
-
     from lckd.phantom import write_phantom_dataset
 
     root = tmp_path_factory.mktemp("quality_cv")
@@ -150,7 +149,7 @@ def test_crossval_scores_both_conditions_and_calibrate_puts_the_estimate_into_ev
     row = one["per_case"][0]
     assert row["fold"] in (0, 1) and set(row["features"]) == set(FEATURES)
     assert row["ref_wt_ml"] > 0 and row["wt_volume_ratio"] == pytest.approx(row["pred_wt_ml"] / row["ref_wt_ml"],
-                                                                            rel=1e-3)
+                                                                            rel=0.01)
     # clinical series: the degraded scans report their slice thickness, T1ce alone stays at 1 mm
     thick = {r["subset"]: r["features"]["slice_mm"] for r in clinical["per_case"]}
     assert thick["T1ce"] == 1.0 and 5.0 <= thick["FLAIR"] <= 6.0 and thick["T1+T1ce+T2+FLAIR"] >= 5.0
