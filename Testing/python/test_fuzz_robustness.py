@@ -1110,13 +1110,13 @@ def test_fuzz_read_only_file_system_is_not_permission_denied(good, tmp_path):
 
     ro = tmp_path / "ro"
     ro.mkdir()
-    probe = subprocess.run(["unshare", "-m", "sh", "-c", f"mount -t tmpfs -o ro,size=1m tmpfs '{ro}'"],
+    probe = subprocess.run(["unshare", "-rm", "sh", "-c", f"mount -t tmpfs -o ro,size=1m tmpfs '{ro}'"],
                            capture_output=True)
     if probe.returncode != 0:
-        pytest.skip("cannot mount a read-only file system here (needs unshare -m and mount)")
+        pytest.skip("cannot mount a read-only file system here (needs unshare -rm and mount)")
     script = (f"mount -t tmpfs -o ro,size=1m tmpfs '{ro}' && exec {sys.executable} -m lckd.cli segment -q "
               f"--flair '{good['paths']['FLAIR']}' -o '{ro}/new/seg.nii.gz'")
-    r = subprocess.run(["unshare", "-m", "sh", "-c", script], capture_output=True, text=True, timeout=120)
+    r = subprocess.run(["unshare", "-rm", "sh", "-c", script], capture_output=True, text=True, timeout=120)
     lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
     assert r.returncode == 1 and len(lines) == 1, r.stderr
     assert "Read-only file system" in lines[0] and "Permission denied" not in lines[0], lines[0]
