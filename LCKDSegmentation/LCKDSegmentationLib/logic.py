@@ -429,7 +429,7 @@ class SegmentationLogic:
         from lckd.provenance import result_record
 
         check_mirrors(mirrors)
-        cases = find_batch_cases(Path(inputDir))
+        cases = find_batch_cases(Path(inputDir), ignore=[outputDir])
         wanted = None if modalities is None else [canonical(m) for m in modalities]
         out_dir = Path(outputDir)
         formats = ["seg.nrrd"] + (["nii.gz"] if writeNifti else [])

@@ -74,6 +74,8 @@ class BatchCase:
 
     case_id: str
     images: dict
+    #: Why a folder found in the input is not a case (it gets an error row with this reason), or None.
+    problem: str | None = None
 
 
 def distributed_rank() -> tuple[int, int, int]:
@@ -120,11 +122,15 @@ def _nnunet_files(root: Path) -> dict[str, dict[int, Path]]:
     return found
 
 
-def find_batch_cases(input_dir: str | Path, channels: Sequence[str] | None = None) -> list[BatchCase]:
+def find_batch_cases(input_dir: str | Path, channels: Sequence[str] | None = None, *,
+                     ignore: Sequence[str | Path] = ()) -> list[BatchCase]:
     """The cases of a batch folder: BraTS case folders, or nnU-Net-style `<case>_0000.nii.gz` files.
 
     nnU-Net names carry no modality, so `channels` (canonical names in channel order) must
     say which is which; a folder of such files without it is refused with an example.
+    Every folder found directly under a BraTS-layout `input_dir` is returned: a case, or an
+    entry whose `problem` says why it is none (so it gets a summary row); hidden folders
+    without scans (.git) and the folders in `ignore` (the batch's own output) are left out.
     """
     root = Path(input_dir).expanduser()
     flat = _nnunet_files(root) if root.is_dir() else {}
@@ -146,7 +152,34 @@ def find_batch_cases(input_dir: str | Path, channels: Sequence[str] | None = Non
                          f"'{printable(root)}' holds none")
     from .datasets import find_cases
 
-    return [BatchCase(c.case_id, dict(c.images)) for c in find_cases(root)]
+    found = find_cases(root)
+    cases = [BatchCase(c.case_id, dict(c.images)) for c in found]
+    if len(found) == 1 and found[0].case_id == root.name and not (root / root.name).is_dir():
+        return cases  # root is itself one case folder: its sub-folders are not cases
+    return sorted(cases + _folders_without_scans(root, {c.case_id for c in found}, ignore),
+                  key=lambda c: c.case_id)
+
+
+def _folders_without_scans(root: Path, cases: set, ignore: Sequence[str | Path]) -> list[BatchCase]:
+    """A refused entry for each folder under `root` that is not a case (no BraTS-named scan in it)."""
+    skip = set()
+    for p in ignore:
+        try:
+            skip.add(os.path.realpath(p))
+        except (OSError, ValueError):
+            pass
+    entries = []
+    try:
+        folders = sorted(p for p in root.iterdir() if p.is_dir())
+    except OSError:
+        return []
+    for folder in folders:
+        if folder.name in cases or folder.name.startswith(".") or os.path.realpath(folder) in skip:
+            continue
+        entries.append(BatchCase(folder.name, {}, problem=(
+            "no scan found in this folder: expected BraTS names such as <case>-t1n.nii.gz (2023) or "
+            "<case>_t1.nii.gz (2018-2021), as .nii.gz or .nii")))
+    return entries
 
 
 # --------------------------------------------------------------------------- the loop
@@ -209,7 +242,9 @@ def run_cases(cases: Sequence[BatchCase], out_dir: str | Path, segment_one: Segm
             outputs = [output_path(out, case.case_id, f) for f in formats]
             started = time.perf_counter()
             previous = None if overwrite else case_done(outputs, record_path(out, case.case_id))
-            if not images:
+            if case.problem:
+                row.update(status="error", message=printable(case.problem))
+            elif not images:
                 row.update(status="error", message="none of the requested modalities is present "
                                                    f"(it has {'+'.join(case.images) or 'no scan'})")
             elif previous is not None:
@@ -406,7 +441,8 @@ def run_batch(args) -> int:
         if shard.count > 1:
             raise InputError("use either torchrun or --shard, not both")
         shard = Shard(rank, world)
-    cases = shard.take(find_batch_cases(args.input_dir, channels))
+    ignore = [out_dir] + ([args.probabilities] if getattr(args, "probabilities", None) else [])
+    cases = shard.take(find_batch_cases(args.input_dir, channels, ignore=ignore))
     device = args.device
     if world > 1 and device in ("auto", "cuda", "gpu"):
         import torch

@@ -20,8 +20,9 @@ _SUFFIX = {
 }
 _SEPARATOR = {"brats2018": "_", "brats2023": "-"}
 _LAYOUT_OF_SEPARATOR = {"_": "brats2018", "-": "brats2023"}
-_NIFTI = re.compile(r"^(?P<stem>.+)\.nii(\.gz)?$", re.IGNORECASE)
-_STEM = re.compile(r"^(?P<prefix>.+)(?P<sep>[_-])(?P<suffix>[A-Za-z0-9]+)$")
+# DOTALL and \Z: a case folder (hence its files) may have a newline in its name.
+_NIFTI = re.compile(r"^(?P<stem>.+)\.nii(\.gz)?\Z", re.IGNORECASE | re.DOTALL)
+_STEM = re.compile(r"^(?P<prefix>.+)(?P<sep>[_-])(?P<suffix>[A-Za-z0-9]+)\Z", re.DOTALL)
 
 
 @dataclass
@@ -49,7 +50,9 @@ def find_cases(root: str | Path) -> list[CaseFiles]:
     if not root.is_dir():
         raise InputError(f"dataset path is not a folder: {root}")
     cases = []
-    for folder in sorted(p for p in _list_dir(root) if p.is_dir() and not _hidden(p)):
+    # Hidden folders too: '..dots' holding '..dots-t1n.nii.gz' is a case (hidden folders without
+    # scans, such as .git, give None below).
+    for folder in sorted(p for p in _list_dir(root) if p.is_dir()):
         case = _scan_case_folder(folder)
         if case is not None:
             cases.append(case)
@@ -68,9 +71,10 @@ def _scan_case_folder(folder: Path) -> CaseFiles | None:
     """Parse one folder; None if it holds no BraTS-named scan."""
     found: dict[str, tuple[int, Path, str]] = {}   # key -> (preference, path, layout)
     for path in sorted(_list_dir(folder)):
-        # Hidden files include our own temporary files and macOS '._' resource forks.
-        parsed = None if _hidden(path) else _parse_file_name(path)
-        if parsed is None or not path.is_file():
+        # Hidden files include our own temporary files and macOS '._' resource forks; a hidden
+        # file is a scan only when named after its folder (the files of case '..dots').
+        parsed = _parse_file_name(path)
+        if parsed is None or not path.is_file() or (_hidden(path) and parsed[2] != folder.name):
             continue
         key, layout, prefix = parsed
         # Prefer files named after the folder, then .nii.gz over .nii.

@@ -1,7 +1,8 @@
 """The `lckd` command line: segment, batch, info, phantom, demo, train, evaluate.
 
 Heavy modules (torch, MONAI) are imported inside the commands so `lckd --help` is instant.
-Every user-facing failure is an LCKDError: printed as one line, exit status 1.
+Every user-facing failure is an LCKDError: printed as one line, exit status 1; usage errors
+(argparse's, a name beginning with '-') exit with status 2.
 """
 from __future__ import annotations
 
@@ -530,17 +531,103 @@ def cmd_phantom(args) -> int:
     return 0
 
 
+def _command_parser(parser: argparse.ArgumentParser, command: str | None) -> argparse.ArgumentParser | None:
+    """The subparser of `command`, or None."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return action.choices.get(command) if command else None
+    return None
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def dash_name_problem(parser: argparse.ArgumentParser, argv: Sequence[str]) -> str | None:
+    """A usage error argparse would word as 12 lines of usage without naming the file: a value or
+    name that begins with '-' (`--t1 -x.nii.gz`, `-o -seg.nii.gz`, `lckd batch -in out`). One line
+    naming it and how to pass it, or None."""
+    command = _command_of(argv)
+    sub = _command_parser(parser, command)
+    if sub is None or command is None:
+        return None
+    known = {s for a in sub._actions for s in a.option_strings}
+    takes_value = {s for a in sub._actions if a.option_strings and a.nargs in (None, "?")
+                   for s in a.option_strings}
+    shorts = {s for s in known if len(s) == 2 and s[1] != "-"}
+    rest = list(argv[list(argv).index(command) + 1:])
+    i = 0
+    while i < len(rest):
+        tok = rest[i]
+        if tok == "--":
+            break
+        nxt = rest[i + 1] if i + 1 < len(rest) else None
+        if tok in takes_value and nxt is not None and nxt.startswith("-") and nxt not in known \
+                and not _is_number(nxt):
+            return (f"{tok} '{nxt}': a name that begins with '-' is read as an option; write {tok}={nxt} "
+                    f"(or {tok} ./{nxt} for a file)")
+        if tok in takes_value and nxt is not None:
+            i += 2
+            continue
+        if tok.startswith("-") and tok != "-" and tok not in known and not _is_number(tok):
+            option = tok.split("=", 1)[0]
+            accepted = (option in known or tok[:2] in shorts
+                        or (tok.startswith("--") and any(k.startswith(option) for k in known)))
+            if not accepted:
+                return (f"'{tok}' is not an option of lckd {command}; a file or folder name that begins with "
+                        f"'-' must be written ./{tok}")
+        i += 1
+    return None
+
+
+def unusable_argument(parser: argparse.ArgumentParser, args: argparse.Namespace) -> str | None:
+    """An argument holding a NUL byte or a lone surrogate (no file name or option value can), or None.
+
+    Checked before any command touches the file system (where it would end in `ValueError:
+    embedded null byte`); names that are merely not UTF-8 get their own refusal from the
+    command that opens them.
+    """
+    from .pathcheck import path_problem, printable
+
+    sub = _command_parser(parser, getattr(args, "command", None))
+    flags = {a.dest: a.option_strings[-1] if a.option_strings else a.dest for a in (sub._actions if sub else [])}
+    for dest, value in vars(args).items():
+        if not isinstance(value, str):
+            continue
+        problem = path_problem(value)
+        if problem and "UTF-8" not in problem and "empty" not in problem:
+            return f"{flags.get(dest, dest)} '{printable(value)}': {problem.replace('the path', 'it')}"
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run the `lckd` command line; returns the exit status.
+
+    0 success; 1 bad input or any other failure (one line on stderr naming the problem and
+    the file); 2 a usage error (argparse's, or a name beginning with '-'); 130 interrupted.
+    """
     argv = sys.argv[1:] if argv is None else list(argv)
     from .threads import apply_wait_policy
 
     apply_wait_policy(argv)   # this process is ours: set the OpenMP wait policy before torch loads
     parser = build_parser(argv)
+    dash = dash_name_problem(parser, argv)
+    if dash:
+        _say(f"lckd {_command_of(argv)}: error: {dash}")
+        return 2
     args = parser.parse_args(argv)
     args.argv = argv                       # kept for provenance (lckd train records its command)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    unusable = unusable_argument(parser, args)
+    if unusable:
+        _say(f"lckd {args.command}: error: {unusable}")
+        return 1
     import os
     import signal
     import threading

@@ -14,10 +14,13 @@ import contextlib
 import errno
 import gzip
 import os
+import re
 import secrets
 import stat
 import struct
 import sys
+import tempfile
+import time
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,33 +30,20 @@ import SimpleITK as sitk
 
 from .errors import InputError, OutputError, itk_error_detail
 from .filetypes import FORMAT_NAMES, FORMATS_TEXT, WRITE_SUFFIXES
+from .headerfiles import data_file_problem, direction_problem, shear_problem, sibling_problem
+from .pathcheck import check_path_text, path_problem, path_text, printable
 
 PathLike = Union[str, "os.PathLike[str]"]
 
 
 # ----------------------------------------------------------------------------- paths
 
-def printable(text) -> str:
-    """`text` safe to print and to write as UTF-8: file-name bytes that are not UTF-8 become \\xNN."""
-    return str(text).encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-
-
 def shown_path(path: PathLike) -> str:
     """`path` (with ~ expanded) as text that can always be printed (see `printable`)."""
-    return printable(os.path.expanduser(os.fsdecode(path) if isinstance(path, bytes) else str(path)))
-
-
-def check_path_text(path: PathLike, label: str, error: type = InputError) -> None:
-    """Refuse a path that is not valid UTF-8.
-
-    ITK cannot take such a name: SimpleITK aborts the whole process (SIGABRT inside C++)
-    instead of raising, so this must be checked before any ITK call sees the path.
-    """
-    try:
-        os.fsencode(str(path)).decode("utf-8")
-    except UnicodeDecodeError:
-        raise error(f"{label}: the path is not valid UTF-8 text ({shown_path(path)}); "
-                    "rename the file or folder") from None
+    text = path_text(path)
+    if path_problem(text) is None:
+        text = os.path.expanduser(text)
+    return printable(text)
 
 
 # ----------------------------------------------------------------------------- reading
@@ -67,9 +57,10 @@ def read_image(path: PathLike | sitk.Image, what: str = "image", *, series: str 
     """
     if isinstance(path, sitk.Image):  # an image already in memory (console / Slicer callers)
         return sitk.Cast(_as_scalar_3d(path, f"{what} image"), sitk.sitkFloat32)
-    p = Path(os.path.expanduser(str(path)))
     label = f"{what} '{shown_path(path)}'"
-    check_path_text(p, label)
+    # Before any file-system call: a NUL byte or a lone surrogate would raise deep inside os.
+    check_path_text(path, label)
+    p = Path(os.path.expanduser(path_text(path)))
     try:
         mode = p.stat().st_mode
     except FileNotFoundError:
@@ -92,6 +83,14 @@ def _read_file(p: Path, label: str) -> sitk.Image:
     if not os.access(p, os.R_OK):
         # Only reached for non-root users; root reads anything.
         raise InputError(f"{label} cannot be read (permission denied)")
+    # What the header would make ITK read besides the named file, or read differently:
+    # refused before ITK opens anything (lckd.headerfiles).
+    sibling = sibling_problem(p)
+    if sibling:
+        raise InputError(f"{label} is ambiguous: {sibling}")
+    for problem in (data_file_problem(p), shear_problem(p)):
+        if problem:
+            raise InputError(f"{label} {problem}" if problem.startswith("has ") else f"{label}: {problem}")
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(p))
     try:
@@ -104,6 +103,7 @@ def _read_file(p: Path, label: str) -> sitk.Image:
     check_shape(reader.GetDimension(), tuple(reader.GetSize()), reader.GetNumberOfComponents(), label,
                 reader.GetPixelID(), hint="give the folder of the whole DICOM series" if is_dicom else "")
     check_spacing(reader.GetSpacing(), label)
+    check_direction(reader.GetDirection(), reader.GetDimension(), label)
     _check_declared_size(reader, label)
     # ITK's NIfTI reader zero-fills a truncated file, and its NRRD reader ignores a cut gzip
     # stream, without complaint; check ourselves.
@@ -271,10 +271,22 @@ def check_spacing(spacing, label: str) -> None:
                          "every spacing must be a positive number")
 
 
+def check_direction(direction, dimension: int, label: str) -> None:
+    """Refuse a sheared (non-orthogonal) direction matrix: one rule for every format and for images in memory.
+
+    ITK's NIfTI reader refuses a sheared sform, its MetaImage and NRRD readers keep or
+    straighten one silently; the network and the resampling assume orthogonal axes.
+    """
+    problem = direction_problem(direction, dimension)
+    if problem:
+        raise InputError(f"{label} {problem}")
+
+
 def _as_scalar_3d(image: sitk.Image, label: str) -> sitk.Image:
     check_shape(image.GetDimension(), image.GetSize(), image.GetNumberOfComponentsPerPixel(), label,
                 image.GetPixelID())
     check_spacing(image.GetSpacing(), label)
+    check_direction(image.GetDirection(), image.GetDimension(), label)
     if image.GetDimension() == 4:
         size = list(image.GetSize())
         image = sitk.Extract(image, size[:3] + [0], [0, 0, 0, 0])
@@ -293,7 +305,9 @@ def _summarise_read_error(exc: RuntimeError, name: str = "") -> str:
         # NRRD's reader refuses zero/negative spacing itself; it is not a corrupt file.
         return "has an invalid voxel spacing (zero, negative or not a number); every spacing must be positive"
     if "orthonormal" in text:
-        return "has an invalid orientation matrix (direction cosines are not orthonormal)"
+        # The same words as lckd.headerfiles uses for MetaImage and NRRD: one rule for all formats.
+        return ("has a sheared (non-orthogonal) direction matrix (ITK finds no orthonormal sform or qform); "
+                "resample the image onto an orthogonal grid first")
     if "does not exist" in text:
         return "does not exist"
     detail = itk_error_detail(exc)
@@ -496,7 +510,9 @@ def atomic_path(path: PathLike, what: str = "output",
     target, label = _output_target(path, what)
     parent = target.parent
     _make_folder(parent, label)
+    remove_stale_temps(target)
     tmp = None
+    lock_fd = -1
     for _ in range(8):
         candidate = parent / _temp_name(target)
         try:
@@ -508,7 +524,10 @@ def atomic_path(path: PathLike, what: str = "output",
             if exc.errno == errno.ENAMETOOLONG:
                 raise OutputError(f"{label}: the file name is too long for this file system") from None
             raise OutputError(f"{label}: folder '{shown_path(parent)}' is not writable ({_os_reason(exc)})") from None
-        os.close(fd)
+        # Held open and locked while the file lives: another run's clean-up never takes a live temp file.
+        lock_fd = fd if _lock(fd) else -1
+        if lock_fd < 0:
+            os.close(fd)
         tmp = candidate
         break
     if tmp is None:
@@ -532,6 +551,78 @@ def atomic_path(path: PathLike, what: str = "output",
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+    finally:
+        if lock_fd >= 0:
+            os.close(lock_fd)
+
+
+#: A temporary file of ours untouched for this long, and locked by no process, is left over from
+#: a run that was killed (SIGKILL, power loss) and is removed by the next write to the same name.
+STALE_TEMP_SECONDS = 600.0
+
+
+def _lock(fd: int) -> bool:
+    """Take an exclusive advisory lock on `fd` without waiting; False where locks are unsupported or taken."""
+    try:
+        import fcntl
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except (ImportError, OSError):
+        return False
+    return True
+
+
+def _locked_elsewhere(path: Path) -> bool:
+    """True when another process holds the lock on `path` (a live writer's temporary file)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return True  # cannot tell: leave it
+    try:
+        import fcntl
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    except (ImportError, OSError):
+        return False  # no locks here: the age alone decides
+    finally:
+        os.close(fd)
+    return False
+
+
+def stale_temp_pattern(target: Path) -> re.Pattern:
+    """The names `atomic_path` gives temporary files of `target` (`.<stem>.tmp-<8 hex><ext>`)."""
+    ext = _extension(target.name)
+    stem = target.name[: len(target.name) - len(ext)] if ext else target.name
+    return re.compile(re.escape(f".{stem}.tmp-") + r"[0-9a-f]{8}" + re.escape(ext) + r"\Z", re.DOTALL)
+
+
+def remove_stale_temps(target: Path, older_than: float = STALE_TEMP_SECONDS) -> list:
+    """Remove temporary files a killed run left for `target`; return the paths removed.
+
+    Only files of our own naming for this very target, regular files (not links), not
+    modified for `older_than` seconds and not locked by a live writer are removed; any
+    error leaves a file alone (it is hidden and harmless).
+    """
+    pattern = stale_temp_pattern(target)
+    try:
+        names = os.listdir(target.parent)
+    except OSError:
+        return []
+    removed = []
+    now = time.time()
+    for name in names:
+        if not pattern.match(name):
+            continue
+        p = target.parent / name
+        try:
+            st = os.lstat(p)
+            if not stat.S_ISREG(st.st_mode) or now - st.st_mtime < older_than or _locked_elsewhere(p):
+                continue
+            os.unlink(p)
+            removed.append(p)
+        except OSError:
+            continue
+    return removed
 
 
 def _output_target(path: PathLike, what: str) -> tuple[Path, str]:
@@ -568,9 +659,13 @@ def probe_writable(path: PathLike, what: str = "output") -> Path:
             if parent.exists() and not parent.is_dir():
                 raise OutputError(f"{label}: '{shown_path(parent)}' is a file, not a folder")
             if parent.is_dir():
-                if not os.access(parent, os.W_OK | os.X_OK):
+                # Try it for real: os.access says only yes or no, and a read-only file system or a
+                # full disk is not "Permission denied". The probe folder is removed at once.
+                try:
+                    os.rmdir(tempfile.mkdtemp(prefix=".lckd-probe-", dir=parent))
+                except OSError as exc:
                     raise OutputError(f"{label}: cannot create folder '{shown_path(folder)}' "
-                                      f"({os.strerror(errno.EACCES)} in '{shown_path(parent)}')")
+                                      f"({_os_reason(exc)} in '{shown_path(parent)}')") from None
                 return target
         return target
 

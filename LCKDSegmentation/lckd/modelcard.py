@@ -150,6 +150,10 @@ def weights_path(card_path: str | Path, card: ModelCard) -> Path:
     """The card's weights file, which must lie in the card's own folder (`ModelError` otherwise)."""
     p = Path(card_path)
     name = str(card.weights.get("file", f"{card.name}.safetensors"))
+    from .pathcheck import check_path_text, printable
+
+    # Card text is input: a NUL byte or a lone surrogate would raise inside resolve() below.
+    check_path_text(name, f"model card '{printable(p)}': weights file name", ModelError)
     folder = p.parent.resolve()
     wfile = (p.parent / name)
     if Path(name).is_absolute() or folder not in wfile.resolve().parents:

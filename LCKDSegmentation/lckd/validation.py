@@ -1,8 +1,9 @@
 """Checks on input images before segmentation: refuse the unusable, warn about the suspicious.
 
 Errors (`InputError`, one line naming the modality and file): not a scalar 3D volume, a
-degenerate volume (fewer than `MIN_AXIS_VOXELS` voxels along an axis), NaN or infinite
-voxels, an empty or constant image, inputs whose physical extents do not overlap the
+degenerate volume (fewer than `MIN_AXIS_VOXELS` voxels along an axis, or less than
+`MIN_EXTENT_MM` across), NaN or infinite voxels, an empty or constant image, an image
+without contrast inside the brain (a mask), inputs whose physical extents do not overlap the
 reference. Warnings (returned as strings for the caller to show): an image that looks
 like a label map, the same file or the same voxels given for two modalities, an input on
 a different grid than the reference (it will be resampled), an input covering little of
@@ -35,6 +36,10 @@ __all__ = ["MIN_AXIS_VOXELS", "LABELMAP_MAX_VALUES", "check_image", "check_input
 MIN_AXIS_VOXELS = 4
 #: An integer-valued image with at most this many distinct values (all in 0..255) looks like a label map.
 LABELMAP_MAX_VALUES = 8
+#: Least physical size (mm) of an input along each axis: 4 voxels of the model's 1 mm grid.
+MIN_EXTENT_MM = 4.0
+#: Non-background voxels spread over less than this fraction of their magnitude: no contrast.
+CONTRAST_MIN_RELATIVE = 1e-6
 #: Warn when an input's bounding box covers less than this fraction of the reference's.
 MIN_COVERAGE = 0.5
 
@@ -75,12 +80,48 @@ def check_image(image: sitk.Image, what: str, source: str | None) -> list[str]:
             raise InputError(f"{label} is empty (every voxel is 0)")
         raise InputError(f"{label} has the same value ({float(lo):g}) in every voxel; it holds no image")
 
+    _check_extent(image, label)
+    _check_contrast(arr, label)
+
     warnings: list[str] = []
     values = _few_small_integers(arr, float(lo), float(hi))
     if values is not None:
         shown = ",".join(str(v) for v in values)
         warnings.append(f"{label} looks like a label map (values {shown}), not an MR image")
     return warnings
+
+
+def _check_extent(image: sitk.Image, label: str) -> None:
+    """Refuse an image whose physical size is far below a head's: a header in the wrong units.
+
+    An image at 0.001 mm spacing is a few hundredths of a millimetre across; resampled onto
+    the model's 1 mm grid it becomes a single voxel, and the run would end in a puzzling
+    "all inputs are empty". Say what is wrong and where instead.
+    """
+    spacing, size = image.GetSpacing(), image.GetSize()
+    extent = [float(sp) * int(n) for sp, n in zip(spacing, size)]
+    if min(extent) < MIN_EXTENT_MM:
+        raise InputError(f"{label} is only {_fmt(extent)} mm across ({'x'.join(map(str, size))} voxels of "
+                         f"{_fmt(spacing)} mm), far smaller than a head; its voxel spacing is wrong (a header in "
+                         f"metres or micrometres?); at least {MIN_EXTENT_MM:g} mm along each axis is needed")
+
+
+def _check_contrast(arr: np.ndarray, label: str) -> None:
+    """Refuse an image with no contrast inside the brain: every non-background voxel the same value.
+
+    Such an image (a constant 1e30 brain on a zero background, a binary brain mask) is a
+    mask, not a scan, and the network would still segment "tumour" in it. The background is
+    the median of the volume's faces (0 for skull-stripped scans).
+    """
+    faces = np.concatenate([arr[[0, -1]].ravel(), arr[:, [0, -1]].ravel(), arr[:, :, [0, -1]].ravel()])
+    background = faces.dtype.type(np.median(faces))
+    inside = arr[arr != background]
+    if inside.size == 0:
+        return  # constant images are refused before
+    lo, hi = float(inside.min()), float(inside.max())
+    if hi - lo <= CONTRAST_MIN_RELATIVE * max(abs(lo), abs(hi)):
+        raise InputError(f"{label} has no contrast inside the brain: all {inside.size} voxels that are not "
+                         f"background ({float(background):g}) have the value {lo:g}; it is a mask, not an MR scan")
 
 
 def _few_small_integers(arr: np.ndarray, lo: float, hi: float) -> list[int] | None:

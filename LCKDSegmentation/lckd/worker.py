@@ -174,6 +174,8 @@ class Worker:
             problem = "'options' must be an object"
         elif not _paths_ok(options.get("output", "")):
             problem = "'output' must be a file path or a list of file paths"
+        elif _unusable_path(inputs, options):
+            problem = _unusable_path(inputs, options)
         elif set(options) - SEGMENT_OPTIONS:
             problem = (f"unknown option(s) {', '.join(sorted(set(options) - SEGMENT_OPTIONS))}; "
                        f"known: {', '.join(sorted(SEGMENT_OPTIONS))}")
@@ -306,6 +308,26 @@ class Worker:
 def _paths_ok(value: Any) -> bool:
     return isinstance(value, str) or (isinstance(value, list) and bool(value)
                                       and all(isinstance(p, str) and p for p in value))
+
+
+def _unusable_path(inputs: dict, options: dict) -> str | None:
+    """A request path with a NUL byte, a lone surrogate or non-UTF-8 text, named with its field; or None.
+
+    Checked when the request arrives, before any file-system call: such text would end in
+    `ValueError` / `UnicodeEncodeError` deep inside `os` (an InternalError with a traceback).
+    """
+    from .pathcheck import path_problem, printable
+
+    fields = [(f"input {k}", v) for k, v in inputs.items()]
+    given = options.get("output")
+    fields += [("output", p) for p in ([given] if isinstance(given, str) else given or []) if given]
+    fields += [(k, options[k]) for k in ("probabilities_output", "brain_mask_output")
+               if isinstance(options.get(k), str)]
+    for name, value in fields:
+        problem = path_problem(value) if value != "" else None
+        if problem:
+            return f"{name} '{printable(value)}': {problem}"
+    return None
 
 
 def _outputs(job: _Job) -> list[Path]:

@@ -447,6 +447,9 @@ def _card_mutations():
         ("not_an_object", lambda d, f: "[1, 2, 3]"), ("empty_file", lambda d, f: ""),
         ("nan_constant", lambda d, f: json.dumps(d).replace('"overlap": 0.3333333333333333', '"overlap": NaN')),
         ("not_utf8", lambda d, f: b"\xff\xfe{".decode("latin-1")),
+        # text no file name can hold (issue 23): refused by name, not an InternalError
+        ("weights_nul_byte", setter(["weights", "file"], "lckd\u0000.safetensors")),
+        ("weights_lone_surrogate", setter(["weights", "file"], "lckd\ud800.safetensors")),
     ]
     return cases
 
@@ -538,6 +541,18 @@ def _job_lines(good_input: str, tmp: Path):
         ("non_utf8_output", {"inputs": {"FLAIR": good_input},
                              "options": {"output": os.fsdecode(bytes(tmp) + b"/s\xff.nii.gz")}}, "UTF-8"),
         ("id_is_a_path", {"inputs": {"FLAIR": good_input}, "options": {"output": str(tmp / "e.png")}}, "e.png"),
+        # text no file name can hold (issue 23): one error naming it, never InternalError with a traceback
+        ("nul_in_input", {"inputs": {"FLAIR": good_input + "\0x"}, "options": {"output": str(tmp / "f.nii.gz")}},
+         "NUL"),
+        ("surrogate_in_input", {"inputs": {"FLAIR": good_input[:-7] + "\ud800.nii.gz"},
+                                "options": {"output": str(tmp / "g.nii.gz")}}, "surrogate"),
+        ("nul_in_output", {"inputs": {"FLAIR": good_input}, "options": {"output": str(tmp / "h\0.nii.gz")}}, "NUL"),
+        ("surrogate_in_output_list", {"inputs": {"FLAIR": good_input},
+                                      "options": {"output": [str(tmp / "i.nii.gz"), str(tmp / "\udfff.nii.gz")]}},
+         "surrogate"),
+        ("nul_in_probabilities_output", {"inputs": {"FLAIR": good_input},
+                                         "options": {"output": str(tmp / "j.nii.gz"), "probabilities": True,
+                                                     "probabilities_output": str(tmp / "p\0.nrrd")}}, "NUL"),
     ]
 
 
@@ -801,3 +816,366 @@ REGISTER = _register_cases()
 def test_fuzz_register_that_cannot_work(case, capsys, good, tmp_path):
     args = case[1](tmp_path, good)
     _assert_refused(capsys, good, tmp_path, _segment(tmp_path, "--register", *args), "register")
+
+
+# ----------------------------------------------------------------------------- hostile inputs, round two
+# (issue 23) Each class: the wrong file read silently, a header reading outside its folder, geometry
+# changed silently, a mask taken for a scan, path text no file system takes, misleading lines, batch
+# folders without a row, stale temporary files.
+
+def _float_image(arr: np.ndarray, spacing=(1.0, 1.0, 1.0)) -> sitk.Image:
+    img = sitk.GetImageFromArray(arr.astype(np.float32))
+    img.SetSpacing(spacing)
+    return img
+
+
+def _siblings():
+    """(id, named file, the sibling files written beside it): ITK's NIfTI reader may take the other's voxels."""
+    return [("nii.gz_beside_nii", "X.nii.gz", ["X.nii"]), ("nii_beside_nii.gz", "X.nii", ["X.nii.gz"]),
+            ("nii.gz_beside_hdr_img", "X.nii.gz", ["X.hdr"]), ("hdr_beside_nii", "X.hdr", ["X.nii"]),
+            ("nii.gz_beside_upper_NII", "X.nii.gz", ["X.NII"])]
+
+
+SIBLINGS = _siblings()
+
+
+@pytest.mark.parametrize("case", SIBLINGS, ids=[c[0] for c in SIBLINGS])
+def test_fuzz_sibling_with_the_same_name_is_refused(case, capsys, good, tmp_path):
+    """`X.nii` next to `X.nii.gz`: ITK reads the other file's voxels; refused naming both files."""
+    _, named, others = case
+    folder = tmp_path / "scans"
+    folder.mkdir()
+    sitk.WriteImage(good["image"], str(folder / named))
+    blank = sitk.Image(good["image"]) * 0 + 1
+    for other in others:
+        suffix = other[other.index("."):]
+        sitk.WriteImage(blank, str(tmp_path / ("_b" + suffix.lower())))   # ITK writes lower-case names only
+        for made in list(tmp_path.glob("_b.*")):                           # (.hdr comes with its .img)
+            made_suffix = made.name[2:]
+            made.rename(folder / ("X" + (suffix if made_suffix == suffix.lower() else made_suffix)))
+    before = _files(tmp_path)
+    line = _assert_refused(capsys, good, tmp_path, _segment(tmp_path, "--flair", folder / named), named,
+                           others[0], "ambiguous", before=before)
+    assert "move or rename" in line
+
+
+def test_a_named_file_without_siblings_still_reads(good, tmp_path):
+    from lckd.imageio import read_image
+
+    for name in ("X.nii.gz", "Y.hdr"):
+        sitk.WriteImage(good["image"], str(tmp_path / name))
+        assert read_image(tmp_path / name).GetSize() == good["image"].GetSize()
+
+
+def _data_file_headers():
+    """(id, header name, header text, needle): headers whose data file lies outside their folder."""
+    mhd = "ObjectType = Image\nNDims = 3\nDimSize = 8 8 8\nElementType = MET_UCHAR\nElementDataFile = {}\n"
+    nhdr = "NRRD0004\ntype: uchar\ndimension: 3\nsizes: 8 8 8\nencoding: raw\ndata file: {}\n\n"
+    return [
+        ("mhd_absolute", "a.mhd", mhd.format("/etc/passwd"), "absolute"),
+        ("mhd_dotdot", "b.mhd", mhd.format("../outside.raw"), ".."),
+        ("mhd_dotdot_deep", "c.mhd", mhd.format("sub/../../outside.raw"), ".."),
+        ("mha_absolute", "d.mha", mhd.format("/etc/passwd"), "absolute"),
+        ("mhd_list_dotdot", "e.mhd", mhd.format("LIST").rstrip("\n") + "\n../outside.raw\n", ".."),
+        ("mhd_link_outside", "f.mhd", mhd.format("link.raw"), "link"),
+        ("nhdr_absolute", "g.nhdr", nhdr.format("/etc/passwd"), "absolute"),
+        ("nhdr_dotdot", "h.nhdr", nhdr.format("../outside.raw"), ".."),
+        ("nrrd_with_detached_data", "i.nrrd", nhdr.format("../outside.raw"), ".."),
+        ("nhdr_list_absolute", "j.nhdr", nhdr.replace("data file: {}\n\n", "data file: LIST\n/etc/passwd\n"),
+         "absolute"),
+        ("nhdr_pattern_dotdot", "k.nhdr", nhdr.format("../s%03d.raw 1 8 1 2"), ".."),
+    ]
+
+
+DATA_FILES = _data_file_headers()
+
+
+@pytest.mark.parametrize("case", DATA_FILES, ids=[c[0] for c in DATA_FILES])
+def test_fuzz_header_data_file_outside_its_folder(case, capsys, good, tmp_path):
+    """A header may only make us read a data file inside its own folder: no absolute path, no '..', no link out."""
+    _, name, text, needle = case
+    folder = tmp_path / "scans"
+    folder.mkdir()
+    (tmp_path / "outside.raw").write_bytes(bytes(range(256)) * 2)   # a file the header must not reach
+    (folder / "link.raw").symlink_to(tmp_path / "outside.raw")
+    (folder / name).write_text(text)
+    before = _files(tmp_path)
+    line = _assert_refused(capsys, good, tmp_path, _segment(tmp_path, "--flair", folder / name), name, needle,
+                           "inside its own folder" if needle != "link" else "outside", before=before)
+    assert "data file" in line
+
+
+def test_a_header_with_its_data_file_beside_it_still_reads(good, tmp_path):
+    from lckd.imageio import read_image
+
+    arr = sitk.GetArrayFromImage(good["image"])
+    sitk.WriteImage(good["image"], str(tmp_path / "ok.mhd"))          # writes ok.raw (or ok.zraw) beside it
+    sub = tmp_path / "data"
+    sub.mkdir()
+    (sub / "v.raw").write_bytes(arr.astype("<f4").tobytes())
+    z, y, x = arr.shape
+    (tmp_path / "sub.nhdr").write_text(f"NRRD0004\ntype: float\ndimension: 3\nsizes: {x} {y} {z}\n"
+                                       "encoding: raw\nendian: little\ndata file: data/v.raw\n\n")
+    for name in ("ok.mhd", "sub.nhdr"):
+        back = sitk.GetArrayFromImage(read_image(tmp_path / name))
+        assert np.array_equal(back, arr), name
+
+
+def _sheared():
+    """(id, name, builder(tmp, image) -> bytes): the same 13-degree shear in each format's header."""
+    shear = (0.225, 0.9744)
+
+    def mha(t, img):
+        p = t / "_s.mha"
+        sitk.WriteImage(img, str(p))
+        data = p.read_bytes()
+        p.unlink()
+        return data.replace(b"TransformMatrix = 1 0 0 0 1 0 0 0 1",
+                            f"TransformMatrix = 1 0 0 {shear[0]} {shear[1]} 0 0 0 1".encode())
+
+    def nrrd(t, img):
+        p = t / "_s.nrrd"
+        sitk.WriteImage(img, str(p))
+        data = p.read_bytes()
+        p.unlink()
+        return data.replace(b"space directions: (1,0,0) (0,1,0) (0,0,1)",
+                            f"space directions: (1,0,0) ({shear[0]},{shear[1]},0) (0,0,1)".encode())
+
+    def nifti(t, img):
+        d = _nifti_bytes(img, t)
+        d = _patch(d, 252, "<h", 0)                             # no qform: only the sheared sform
+        return _patch(d, 280, "<4f", -1.0, shear[0], 0.0, 0.0)
+
+    return [("mha_transform_matrix", "shear.mha", mha), ("nrrd_space_directions", "shear.nrrd", nrrd),
+            ("nifti_sform", "shear.nii", nifti)]
+
+
+SHEARED = _sheared()
+
+
+@pytest.mark.parametrize("case", SHEARED, ids=[c[0] for c in SHEARED])
+def test_fuzz_sheared_direction_is_refused_in_every_format(case, capsys, good, tmp_path):
+    """One rule for every format: a non-orthogonal direction matrix is refused with the same words."""
+    _, name, build = case
+    path = tmp_path / name
+    path.write_bytes(build(tmp_path, good["image"]))
+    before = _files(tmp_path)
+    _assert_refused(capsys, good, tmp_path, _segment(tmp_path, "--flair", path), name, "sheared (non-orthogonal)",
+                    before=before)
+
+
+def test_a_sheared_image_in_memory_is_refused_too(good):
+    from lckd.errors import InputError
+    from lckd.validation import read_and_check
+
+    img = sitk.Image(good["image"])
+    img.SetDirection((1, 0.225, 0, 0, 0.9744, 0, 0, 0, 1))
+    with pytest.raises(InputError, match="sheared"):
+        read_and_check({"FLAIR": img})
+
+
+def _contrast_free():
+    """(id, name, array maker from the phantom's array): images without contrast inside the brain."""
+    def constant_brain(value):
+        return lambda a: np.where(a > 0, np.float32(value), np.float32(0))
+
+    return [("brain_1e30", "c30.nrrd", constant_brain(1e30)), ("brain_1", "mask.nii.gz", constant_brain(1.0)),
+            ("brain_minus_5", "neg.mha", constant_brain(-5.0))]
+
+
+CONTRAST_FREE = _contrast_free()
+
+
+@pytest.mark.parametrize("case", CONTRAST_FREE, ids=[c[0] for c in CONTRAST_FREE])
+def test_fuzz_image_without_contrast_inside_the_brain(case, capsys, good, tmp_path):
+    """A constant brain on a zero background is a mask, not a scan: refused before the model loads."""
+    _, name, make = case
+    arr = make(sitk.GetArrayFromImage(good["image"]))
+    path = tmp_path / name
+    sitk.WriteImage(_float_image(arr), str(path))
+    before = _files(tmp_path)
+    _assert_refused(capsys, good, tmp_path, _segment(tmp_path, "--flair", path), name, "no contrast", "mask",
+                    before=before)
+
+
+def test_inputs_accepted_on_purpose_stay_accepted(good, tmp_path):
+    """Values scaled by 1e20, zero pixdim with a valid sform and a NaN scl_slope are still read and checked."""
+    from lckd.validation import read_and_check
+
+    arr = sitk.GetArrayFromImage(good["image"]).astype(np.float32)
+    sitk.WriteImage(_float_image(arr * np.float32(1e20)), str(tmp_path / "scaled.nrrd"))
+    d = _nifti_bytes(good["image"], tmp_path)
+    (tmp_path / "pixdim0.nii").write_bytes(_patch(d, 80, "<3f", 0.0, 0.0, 0.0))
+    (tmp_path / "slope_nan.nii").write_bytes(_patch(d, 112, "<f", float("nan")))
+    for name in ("scaled.nrrd", "pixdim0.nii", "slope_nan.nii"):
+        checked = read_and_check({"FLAIR": tmp_path / name})
+        assert checked.images["FLAIR"].GetSize() == good["image"].GetSize(), name
+
+
+def test_fuzz_micrometre_spacing_names_the_file_and_the_problem(capsys, good, tmp_path):
+    """0.001 mm spacing used to end in 'all inputs are empty' naming no file."""
+    path = tmp_path / "tiny.nrrd"
+    sitk.WriteImage(_float_image(sitk.GetArrayFromImage(good["image"]), (0.001, 0.001, 0.001)), str(path))
+    before = _files(tmp_path)
+    line = _assert_refused(capsys, good, tmp_path, _segment(tmp_path, "--flair", path), "tiny.nrrd", "spacing",
+                           before=before)
+    assert "empty" not in line
+
+
+def _unusable_arguments(good):
+    flair = str(good["paths"]["FLAIR"])
+    return [
+        ("nul_in_input", lambda t: _segment(t, "--flair", flair + "\0x"), "NUL"),
+        ("surrogate_in_input", lambda t: _segment(t, "--flair", flair[:-7] + "\ud800.nii.gz"), "surrogate"),
+        ("nul_in_output", lambda t: ["segment", "-q", "--flair", flair, "-o", str(t / "s\0.nii.gz")], "NUL"),
+        ("surrogate_in_output", lambda t: ["segment", "-q", "--flair", flair, "-o", str(t / "\udfff.nii.gz")],
+         "surrogate"),
+        ("nul_in_probabilities", lambda t: _segment(t, "--flair", flair, "--probabilities", str(t / "p\0")), "NUL"),
+        ("nul_in_json", lambda t: _segment(t, "--flair", flair, "--json", str(t / "r\0.json")), "NUL"),
+        ("nul_in_model", lambda t: _segment(t, "--flair", flair, "--model", str(t / "m\0.json")), "NUL"),
+        ("nul_in_labels", lambda t: _segment(t, "--flair", flair, "--labels", "brats\0"), "NUL"),
+    ]
+
+
+UNUSABLE = [c[0] for c in _unusable_arguments({"paths": {"FLAIR": Path("/x/flair.nii.gz")}})]
+
+
+@pytest.mark.parametrize("name", UNUSABLE)
+def test_fuzz_unusable_path_text_on_the_command_line(name, capsys, good, tmp_path):
+    """A NUL byte or a lone surrogate is refused by name before any file-system call (was an internal error)."""
+    make, needle = {n: (m, k) for n, m, k in _unusable_arguments(good)}[name]
+    _assert_refused(capsys, good, tmp_path, make(tmp_path), needle)
+
+
+def test_fuzz_unusable_path_text_in_batch_and_info(capsys, good, tmp_path):
+    _assert_refused(capsys, good, tmp_path, ["batch", str(tmp_path / "in\0"), str(tmp_path / "out")], "NUL",
+                    command="batch")
+    _assert_refused(capsys, good, tmp_path, ["batch", str(tmp_path), str(tmp_path / "o\ud800")], "surrogate",
+                    command="batch")
+    _assert_refused(capsys, good, tmp_path, ["info", "--model", "m\0.json"], "NUL", command="info")
+
+
+def test_path_text_checks_touch_no_file_system():
+    from lckd.errors import InputError
+    from lckd.pathcheck import check_path_text, path_problem
+
+    assert path_problem("/data/t1.nii.gz") is None
+    assert "NUL" in path_problem("a\0b")
+    assert "surrogate" in path_problem("a\ud800b")
+    assert "UTF-8" in path_problem(os.fsdecode(b"a\xffb"))   # the documented non-UTF-8 refusal stays
+    with pytest.raises(InputError, match="NUL"):
+        check_path_text("x\0y", "T1")
+
+
+def _dash_names(good):
+    flair = str(good["paths"]["FLAIR"])
+    return [
+        ("input", lambda t: ["segment", "--t1", "-x.nii.gz", "-o", str(t / "s.nii.gz")], "-x.nii.gz",
+         "--t1=-x.nii.gz"),
+        ("output", lambda t: ["segment", "--flair", flair, "-o", "-seg.nii.gz"], "-seg.nii.gz", "-o=-seg.nii.gz"),
+        ("batch_folder", lambda t: ["batch", "-in", str(t / "out")], "-in", "./-in"),
+    ]
+
+
+DASH = [c[0] for c in _dash_names({"paths": {"FLAIR": Path("/x.nii.gz")}})]
+
+
+@pytest.mark.parametrize("name", DASH)
+def test_fuzz_name_beginning_with_a_dash(name, capsys, good, tmp_path):
+    """A usage error, status 2, in one line that names the file and how to pass it (was 12 lines of usage)."""
+    make, *needles = {c[0]: c[1:] for c in _dash_names(good)}[name]
+    code = main(make(tmp_path))
+    err = capsys.readouterr().err
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert code == 2 and len(lines) == 1, err
+    for needle in needles:
+        assert needle in lines[0], (needle, lines[0])
+    assert not list(tmp_path.iterdir())
+
+
+def test_dash_check_leaves_valid_command_lines_alone():
+    from lckd.cli import build_parser, dash_name_problem
+
+    for argv in (["segment", "--t1=-x.nii.gz", "-o", "s.nii.gz"], ["segment", "--t1", "./-x.nii.gz", "-o", "s.nii.gz"],
+                 ["segment", "--t1", "a.nii.gz", "--overlap", "-0.5", "-o", "s.nii.gz"],
+                 ["segment", "--t1", "a.nii.gz", "-oseg.nii.gz"], ["segment", "--t1", "a.nii.gz", "--prob", "d"],
+                 ["batch", "in", "out", "-q"]):
+        assert dash_name_problem(build_parser(argv), argv) is None, argv
+
+
+def test_fuzz_read_only_file_system_is_not_permission_denied(good, tmp_path):
+    """A new output folder on a read-only file system is worded from the real errno."""
+    import subprocess
+    import sys
+
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    probe = subprocess.run(["unshare", "-rm", "sh", "-c", f"mount -t tmpfs -o ro,size=1m tmpfs '{ro}'"],
+                           capture_output=True)
+    if probe.returncode != 0:
+        pytest.skip("cannot mount a read-only file system here (needs unshare -rm and mount)")
+    script = (f"mount -t tmpfs -o ro,size=1m tmpfs '{ro}' && exec {sys.executable} -m lckd.cli segment -q "
+              f"--flair '{good['paths']['FLAIR']}' -o '{ro}/new/seg.nii.gz'")
+    r = subprocess.run(["unshare", "-rm", "sh", "-c", script], capture_output=True, text=True, timeout=120)
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert r.returncode == 1 and len(lines) == 1, r.stderr
+    assert "Read-only file system" in lines[0] and "Permission denied" not in lines[0], lines[0]
+    assert "seg.nii.gz" in lines[0]
+
+
+def test_fuzz_batch_gives_every_folder_a_row(capsys, good, tmp_path):
+    """Folders named '..dots' or with a newline hold valid scans and are segmented; a folder without
+    scans is an error row saying so; hidden folders without scans and the output folder are not cases."""
+    from lckd.phantom import make_phantom
+
+    root = tmp_path / "in"
+    out = root / "out"                      # the output inside the input: not a case folder
+    images, _ = make_phantom(6, SHAPE).to_sitk()
+    for cid in ("..dots", "new\nline"):
+        (root / cid).mkdir(parents=True)
+        sitk.WriteImage(images["FLAIR"], str(root / cid / f"{cid}-t2f.nii.gz"))
+    (root / "notes").mkdir()
+    (root / "notes" / "readme.txt").write_text("no scans here")
+    (root / ".git").mkdir()
+    code = main(["batch", str(root), str(out), "-q", "--threads", "1", "--model", str(good["card"])])
+    captured = capsys.readouterr()
+    assert code == 1 and "Traceback" not in captured.err
+    with open(out / "summary.csv", newline="") as f:
+        rows = {r["case"]: r for r in csv.DictReader(f)}
+    assert set(rows) == {"..dots", "new\\nline", "notes"}, rows
+    assert rows["..dots"]["status"] == rows["new\\nline"]["status"] == "ok", rows
+    assert rows["notes"]["status"] == "error" and "no scan" in rows["notes"]["message"]
+    assert (out / "..dots.nii.gz").is_file() and (out / "new\nline.nii.gz").is_file()
+
+
+def test_fuzz_stale_temporary_files_are_removed_carefully(good, tmp_path):
+    """A write removes the temporary files a killed run left for the same name: only our own naming,
+    only old ones, never one a live process holds."""
+    import subprocess
+    import sys
+
+    from lckd.imageio import STALE_TEMP_SECONDS, write_image
+
+    old = time.time() - STALE_TEMP_SECONDS - 60
+    stale = tmp_path / ".seg.tmp-0123abcd.nii.gz"
+    fresh = tmp_path / ".seg.tmp-4567cdef.nii.gz"
+    held = tmp_path / ".seg.tmp-89abcdef.nii.gz"
+    other = tmp_path / ".other.tmp-0123abcd.nii.gz"          # another output's: not ours to judge
+    mine = tmp_path / ".seg.tmp-notours.nii.gz"              # not our naming
+    for p in (stale, fresh, held, other, mine):
+        p.write_bytes(b"partial")
+    for p in (stale, held, other, mine):
+        os.utime(p, (old, old))
+    holder = subprocess.Popen([sys.executable, "-c", "import fcntl, sys, time\n"
+                               f"f = open({str(held)!r}, 'rb'); fcntl.flock(f, fcntl.LOCK_EX)\n"
+                               "print('locked', flush=True); time.sleep(60)"],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        write_image(good["image"], tmp_path / "seg.nii.gz")
+    finally:
+        holder.kill()
+        holder.wait()
+    assert not stale.exists()
+    assert fresh.exists() and held.exists() and other.exists() and mine.exists()
+    assert (tmp_path / "seg.nii.gz").is_file()
