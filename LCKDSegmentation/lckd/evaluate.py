@@ -211,7 +211,7 @@ def evaluate_model(segmenter, data: str | Path, split: str | Path | None = None,
                 bar.set_postfix_str(msg)
                 bar.refresh()
 
-        reports = {}
+        reports: dict[str, dict] = {}
         for condition in conditions:
             t1 = time.perf_counter()
             cases, thick = loaded, None
