@@ -248,7 +248,7 @@ def run_cases(cases: Sequence[BatchCase], out_dir: str | Path, segment_one: Segm
                 row.update(status="error", message="none of the requested modalities is present "
                                                    f"(it has {'+'.join(case.images) or 'no scan'})")
             elif previous is not None:
-                row.update({**_volume_fields(previous.get("volumes_ml", {})), **_quality_fields(previous.get("quality"))},
+                row.update(_record_fields(previous),
                            status="skipped",
                            message="output exists", modalities="+".join(previous.get("modalities", images)))
                 prev_model = previous.get("model") or {}
@@ -258,7 +258,7 @@ def run_cases(cases: Sequence[BatchCase], out_dir: str | Path, segment_one: Segm
                 try:
                     record = segment_one(BatchCase(case.case_id, images), outputs)
                     write_record(record, record_path(out, case.case_id))
-                    row.update({**_volume_fields(record.get("volumes_ml", {})), **_quality_fields(record.get("quality"))},
+                    row.update(_record_fields(record),
                                status="ok",
                                modalities="+".join(record.get("modalities", images)),
                                message=printable("; ".join(record.get("warnings", []))))
@@ -285,6 +285,11 @@ def _volume_fields(volumes: Mapping[str, Any]) -> dict:
         except (KeyError, TypeError, ValueError):
             out[f"{k}_ml"] = ""
     return out
+
+
+def _record_fields(record: Mapping) -> dict:
+    """A summary row's volume and quality columns from a case's result record."""
+    return {**_volume_fields(record.get("volumes_ml", {})), **_quality_fields(record.get("quality"))}
 
 
 def _quality_fields(quality: Mapping | None) -> dict:
