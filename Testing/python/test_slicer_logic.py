@@ -445,3 +445,25 @@ def test_raw_scans_are_detected_and_come_back_with_a_brain_mask(logic, scene, vo
     assert summary["succeeded"] == 1 and summary["options"]["preprocess"] == "on"
     record = json.loads((tmp_path / "out" / f"{folder.name}.json").read_text())
     assert "deepbet on FLAIR" in record["preprocessing"]
+
+
+def test_the_quality_estimate_reaches_the_node_and_the_panel_line(scene, volumes, tmp_path):
+    from LCKDSegmentationLib.panel import quality_text
+    from test_quality_outputs import calibrated_copy
+
+    card = calibrated_copy(tmp_path / "model")
+    lg = SegmentationLogic(scene)
+    try:
+        seg = lg.segment({"T1ce": volumes["T1ce"], "FLAIR": volumes["FLAIR"]}, device="cpu", model=str(card),
+                         show3D=False)
+    finally:
+        lg.shutdown()
+    assert seg.GetAttribute("LCKD.ExpectedWTDice") == "0.600"
+    assert seg.GetAttribute("LCKD.LowConfidence") == "1"
+    line = seg.GetAttribute("LCKD.Quality")
+    assert line.startswith("LOW CONFIDENCE: check this result. expected whole-tumour Dice 0.60 (0.45-0.70)")
+    assert "an estimate, not a measurement" in line
+    # the panel's text for an uncalibrated model says so rather than showing a number
+    assert quality_text({"expected_wt_dice": None, "reasons": ["one scan only"]}) == \
+        "Quality estimate: not calibrated for this model. Reasons: one scan only."
+    assert quality_text(None) == ""
