@@ -147,9 +147,16 @@ def find_batch_cases(input_dir: str | Path, channels: Sequence[str] | None = Non
                                  f"only {len(channels)}")
             cases.append(BatchCase(case_id, {channels[k]: files[k] for k in sorted(files)}))
         return cases
+    stacks = _stacked_files(root) if root.is_dir() else {}
+    if stacks:
+        if not channels:
+            raise InputError(f"'{printable(root)}' holds 4D files of scans stacked as channels (the Medical "
+                             "Segmentation Decathlon's layout): say which channel is which scan with --channels, "
+                             "in the files' order, e.g. --channels FLAIR,T1,T1ce,T2 (the Decathlon's)")
+        return [_stack_case(path, n, channels) for path, n in stacks.items()]
     if channels:
-        raise InputError("--channels is for nnU-Net-style folders (<case>_0000.nii.gz ...); "
-                         f"'{printable(root)}' holds none")
+        raise InputError("--channels is for nnU-Net-style folders (<case>_0000.nii.gz ...) and folders of 4D "
+                         f"files with the scans as channels; '{printable(root)}' holds neither")
     from .datasets import find_cases
 
     found = find_cases(root)
@@ -158,6 +165,38 @@ def find_batch_cases(input_dir: str | Path, channels: Sequence[str] | None = Non
         return cases  # root is itself one case folder: its sub-folders are not cases
     return sorted(cases + _folders_without_scans(root, {c.case_id for c in found}, ignore),
                   key=lambda c: c.case_id)
+
+
+def _stacked_files(root: Path) -> dict[Path, int]:
+    """Image files directly in `root` whose header holds several scans as channels -> channel count."""
+    from .filetypes import READ_SUFFIXES
+    from .imageio import stack_channel_count
+
+    try:
+        entries = sorted(root.iterdir())
+    except OSError:
+        return {}
+    found = {}
+    for p in entries:
+        # hidden files include macOS '._' resource forks, which the Decathlon's archive is full of
+        if p.name.startswith(".") or not p.is_file() or not p.name.lower().endswith(READ_SUFFIXES):
+            continue
+        n = stack_channel_count(p)
+        if n:
+            found[p] = n
+    return found
+
+
+def _stack_case(path: Path, count: int, channels: Sequence[str]) -> BatchCase:
+    """A case of one stacked file (each named channel an `imageio.StackChannel`), or a refused entry."""
+    from .filetypes import image_stem
+    from .imageio import StackChannel
+
+    case_id = image_stem(path.name)
+    if count != len(channels):
+        return BatchCase(case_id, {}, problem=f"the file holds {count} channels but --channels names "
+                                              f"{len(channels)} ({', '.join(channels)})")
+    return BatchCase(case_id, {m: StackChannel(path, i, count) for i, m in enumerate(channels)})
 
 
 def _folders_without_scans(root: Path, cases: set, ignore: Sequence[str | Path]) -> list[BatchCase]:
@@ -389,11 +428,16 @@ def print_summary(rows: Sequence[dict]) -> None:
         print(f"{r['case'][:27]:<28}{r['modalities'][:21]:<22}{vols}{dice:>9}{r['seconds']:>7}  {r['status']}"
               + (f": {r['message']}" if r["message"] else ""))
     print(summary_line(rows))
-    flagged = [r["case"] for r in rows if r.get("low_confidence") == "yes"]
-    if flagged:
-        print(f"low confidence (review first; '!' above, column low_confidence in the summary): {', '.join(flagged)}")
     if any(r.get("expected_wt_dice") for r in rows):
         print("~WT Dice: the quality estimate, an expected whole-tumour Dice, not a measurement (README, Quality)")
+    print_flagged(rows)
+
+
+def print_flagged(rows: Sequence[dict]) -> None:
+    """The cases whose quality estimate is low, to review first (printed also with -q)."""
+    flagged = [r["case"] for r in rows if r.get("low_confidence") == "yes"]
+    if flagged:
+        print(f"low confidence (review first; column low_confidence in the summary): {', '.join(flagged)}")
 
 
 def summary_line(rows: Sequence[dict]) -> str:
@@ -506,6 +550,7 @@ def run_batch(args) -> int:
     if rank == 0:
         if quiet:
             print(summary_line(rows))
+            print_flagged(rows)
         else:
             print_summary(rows)
         print(f"summary: {out_dir / (shard.part_name() if world == 1 else 'summary')}.csv (and .json)")

@@ -102,6 +102,11 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
                                    "(NIfTI, NRRD, MHA, or a DICOM series folder).")
     for mod, flags in SCAN_FLAGS.items():
         p.add_argument(*flags, dest=mod, metavar="FILE", help=f"{mod} image (alias {flags[1]}, the BraTS 2023 name)")
+    p.add_argument("--stack", metavar="FILE",
+                   help="one 4D file holding the scans as channels (the Medical Segmentation Decathlon's brain "
+                        "layout), with --channels naming them in the file's order")
+    p.add_argument("--channels", metavar="LIST",
+                   help="with --stack: the scan in each channel, in order, e.g. FLAIR,T1,T1ce,T2 (the Decathlon's)")
     p.add_argument("-o", "--output", required=True,
                    help="output labelmap (.nii.gz, .nrrd, .mha) or Slicer segmentation (.seg.nrrd)")
     p.add_argument("--probabilities", metavar="DIR",
@@ -231,6 +236,8 @@ def cmd_segment(args) -> int:
     from .validation import check_memory, read_and_check
 
     inputs = {m: getattr(args, m) for m in SCAN_FLAGS if getattr(args, m)}
+    if args.stack or args.channels:
+        inputs = stack_inputs(args.stack, args.channels, given=inputs)
     if not inputs:
         raise LCKDError("no input image given: use at least one of --t1, --t1ce, --t2, --flair "
                         "(or --t1n, --t1c, --t2w, --t2f)")
@@ -309,6 +316,24 @@ def cmd_segment(args) -> int:
         print("stage times: " + ", ".join(f"{k} {v:.2f} s" for k, v in timings.items() if k != "total"))
     print(f"done in {timings['total']:.1f} s on {seg.device.type}")
     return 0
+
+
+def stack_inputs(stack: str | None, channels: str | None, given: dict) -> dict:
+    """The scans of `--stack FILE --channels LIST` (`imageio.StackChannel`s), refused in one line when
+    either is missing, when single scans are given too, or when the channel names are not unique."""
+    from .batch import parse_channels
+    from .imageio import StackChannel, shown_path
+
+    if not stack:
+        raise LCKDError("--channels names the channels of a --stack file: give --stack FILE too")
+    if not channels:
+        raise LCKDError(f"--stack '{shown_path(stack)}': name its channels in the file's order with --channels, "
+                        "e.g. --channels FLAIR,T1,T1ce,T2 (the Medical Segmentation Decathlon's order)")
+    if given:
+        raise LCKDError("give the scans either as --stack FILE --channels LIST or as --t1/--t1ce/--t2/--flair, "
+                        "not both")
+    names = parse_channels(channels) or []
+    return {m: StackChannel(stack, i, len(names)) for i, m in enumerate(names)}
 
 
 def preprocess_kwargs(args) -> dict:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import gzip
 import os
 import re
@@ -36,6 +37,38 @@ from .pathcheck import check_path_text, path_problem, path_text, printable
 PathLike = Union[str, "os.PathLike[str]"]
 
 
+class StackChannel(os.PathLike):
+    """One channel of a file that holds several scans as channels of a 4D image (the Medical
+    Segmentation Decathlon's brain-tumour layout), usable wherever a scan's path is.
+
+    It is the file's path for everything that asks for a path (`os.fspath`, `str`, the check
+    that an output never replaces an input); `read_image` reads only its channel.
+    """
+
+    def __init__(self, path: PathLike, index: int, count: int):
+        self.path, self.index, self.count = os.fspath(path), int(index), int(count)
+
+    def __fspath__(self) -> str:
+        return self.path
+
+    def __str__(self) -> str:
+        return self.path
+
+    def __repr__(self) -> str:
+        return f"StackChannel({self.path!r}, {self.index}, {self.count})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, StackChannel) and (self.path, self.index, self.count) == \
+            (other.path, other.index, other.count)
+
+    def __hash__(self) -> int:
+        return hash((self.path, self.index, self.count))
+
+    def describe(self) -> str:
+        """'<file> (channel 2 of 4)': how records and messages name it."""
+        return f"{shown_path(self.path)} (channel {self.index + 1} of {self.count})"
+
+
 # ----------------------------------------------------------------------------- paths
 
 def shown_path(path: PathLike) -> str:
@@ -57,7 +90,8 @@ def read_image(path: PathLike | sitk.Image, what: str = "image", *, series: str 
     """
     if isinstance(path, sitk.Image):  # an image already in memory (console / Slicer callers)
         return sitk.Cast(_as_scalar_3d(path, f"{what} image"), sitk.sitkFloat32)
-    label = f"{what} '{shown_path(path)}'"
+    channel = path if isinstance(path, StackChannel) else None
+    label = f"{what} '{shown_path(path)}'" + (f" (channel {channel.index + 1} of {channel.count})" if channel else "")
     # Before any file-system call: a NUL byte or a lone surrogate would raise deep inside os.
     check_path_text(path, label)
     p = Path(os.path.expanduser(path_text(path)))
@@ -67,6 +101,9 @@ def read_image(path: PathLike | sitk.Image, what: str = "image", *, series: str 
         raise InputError(f"{label} does not exist") from None
     except OSError as exc:
         raise InputError(f"{label} cannot be opened ({_os_reason(exc)})") from None
+    if channel is not None and stat.S_ISREG(mode):
+        st = p.stat()
+        return _read_stack(str(p), st.st_mtime_ns, st.st_size, channel.count, f"'{shown_path(p)}'")[channel.index]
     if stat.S_ISDIR(mode):
         image = _read_dicom_folder(p, label, series)
     elif not stat.S_ISREG(mode):
@@ -79,7 +116,52 @@ def read_image(path: PathLike | sitk.Image, what: str = "image", *, series: str 
     return sitk.Cast(image, sitk.sitkFloat32)
 
 
-def _read_file(p: Path, label: str) -> sitk.Image:
+@functools.lru_cache(maxsize=1)
+def _read_stack(path: str, mtime_ns: int, size: int, count: int, label: str) -> tuple:
+    """The `count` channels of a 4D (or vector) file as float32 3D images; the file is read once for
+    all of its channels (the cache key holds its modification time and size)."""
+    image = _read_file(Path(path), label, channels=count)
+    if image.GetDimension() == 4:
+        size4 = list(image.GetSize())
+        parts = [sitk.Extract(image, size4[:3] + [0], [0, 0, 0, i]) for i in range(count)]
+    else:
+        parts = [sitk.VectorIndexSelectionCast(image, i) for i in range(count)]
+    return tuple(sitk.Cast(_as_scalar_3d(img, f"{label} channel {i + 1}"), sitk.sitkFloat32)
+                 for i, img in enumerate(parts))
+
+
+def check_stack_shape(dimension: int, size: tuple, components: int, count: int, label: str) -> None:
+    """Refuse a file read as `count` stacked scans whose shape says otherwise (one line, both numbers)."""
+    found = int(size[3]) if dimension == 4 else components if components > 1 else 1
+    if dimension == 4 and components > 1:
+        raise InputError(f"{label} is a 4D image of {components}-component voxels; a stack of scalar scans is "
+                         "needed")
+    if found == 1 and dimension <= 3:
+        raise InputError(f"{label} is a single 3D scan, not a stack of {count} channels: give it as --t1, --t1ce, "
+                         "--t2 or --flair")
+    if found != count:
+        raise InputError(f"{label} holds {found} channels but {count} channel names were given: name every "
+                         "channel, in the file's order (the Medical Segmentation Decathlon's is FLAIR,T1,T1ce,T2)")
+    check_shape(3, tuple(size[:3]), 1, label)
+
+
+def stack_channel_count(path: PathLike) -> int | None:
+    """How many scans a file holds as channels (4D with more than one volume, or vector voxels),
+    from its header alone; None for a plain 3D scan or a file whose header cannot be read."""
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(path_text(path))
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError:
+        return None
+    if reader.GetDimension() == 4 and reader.GetSize()[3] > 1:
+        return int(reader.GetSize()[3])
+    if reader.GetDimension() == 3 and reader.GetNumberOfComponents() > 1:
+        return int(reader.GetNumberOfComponents())
+    return None
+
+
+def _read_file(p: Path, label: str, channels: int | None = None) -> sitk.Image:
     if not os.access(p, os.R_OK):
         # Only reached for non-root users; root reads anything.
         raise InputError(f"{label} cannot be read (permission denied)")
@@ -100,9 +182,13 @@ def _read_file(p: Path, label: str) -> sitk.Image:
         raise InputError(f"{label} {_summarise_read_error(exc, p.name)}") from None
     # A lone DICOM file is one slice of a series: say so when refusing it as 2D.
     is_dicom = any("|" in key for key in reader.GetMetaDataKeys())
-    check_shape(reader.GetDimension(), tuple(reader.GetSize()), reader.GetNumberOfComponents(), label,
-                reader.GetPixelID(), hint="give the folder of the whole DICOM series" if is_dicom else "")
-    check_spacing(reader.GetSpacing(), label)
+    if channels is None:
+        check_shape(reader.GetDimension(), tuple(reader.GetSize()), reader.GetNumberOfComponents(), label,
+                    reader.GetPixelID(), hint="give the folder of the whole DICOM series" if is_dicom else "")
+    else:
+        check_stack_shape(reader.GetDimension(), tuple(reader.GetSize()), reader.GetNumberOfComponents(),
+                          channels, label)
+    check_spacing(reader.GetSpacing()[:3], label)
     check_direction(reader.GetDirection(), reader.GetDimension(), label)
     _check_declared_size(reader, label)
     # ITK's NIfTI reader zero-fills a truncated file, and its NRRD reader ignores a cut gzip
@@ -253,6 +339,10 @@ def check_shape(dimension: int, size: tuple, components: int, label: str, pixel_
     if dimension < 3 or (dimension == 3 and 1 in size):
         raise InputError(f"{label} is a 2D image (size {_size_text(size)}); a 3D volume is needed"
                          + (f" ({hint})" if hint else ""))
+    if dimension == 4 and 2 <= int(size[3]) <= 4:
+        raise InputError(f"{label} is a 4D image of {int(size[3])} volumes, as a file of scans stacked as "
+                         "channels is (the Medical Segmentation Decathlon's layout): give it with --stack FILE "
+                         "--channels in the file's order, e.g. --channels FLAIR,T1,T1ce,T2")
     if dimension > 3:
         raise InputError(f"{label} is a {dimension}D image (size {_size_text(size)}); a single 3D volume is "
                          "needed (split the series into 3D volumes first)")

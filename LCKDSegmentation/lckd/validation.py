@@ -343,8 +343,9 @@ def read_and_check(inputs: Mapping[str, ImageLike] | CheckedInputs, reference: s
         if isinstance(value, sitk.Image):
             sources[mod] = f"<{mod} image in memory>"
         else:
-            from .imageio import shown_path
-            sources[mod] = shown_path(value) if isinstance(value, str) else shown_path(os.fspath(value))
+            from .imageio import StackChannel, shown_path
+            sources[mod] = (value.describe() if isinstance(value, StackChannel) else
+                            shown_path(value) if isinstance(value, str) else shown_path(os.fspath(value)))
     if not images:
         raise InputError("no input image given: provide at least one of T1, T1ce, T2, FLAIR")
     warnings: list[str] = []
