@@ -236,13 +236,16 @@ class Segmenter:
         if rule is not None:
             label = labels_mod.postprocess(label, labels, **rule)
         label_img = self._like(label, ref_img)
+        report(0.98, "quality: how far to trust this result")
+        t_quality = time.perf_counter()
         quality = self._quality(probs_crop, case, rule, labels, images, checked.images)
+        timings["quality"] = time.perf_counter() - t_quality
         prob_img = None
         if probabilities:
             prob_img = sitk.GetImageFromArray(np.moveaxis(prob_ref, 0, -1).astype(np.float32), isVector=True)
             prob_img.CopyInformation(ref_img)
         volumes = labels_mod.region_volumes_ml(label, ref_img.GetSpacing(), labels)
-        timings["postprocess"] = time.perf_counter() - t
+        timings["postprocess"] = time.perf_counter() - t - timings["quality"]
         timings["total"] = time.perf_counter() - t0
         report(1.0, "done")
         return SegmentationResult(label_img, volumes, tuple(m for m in order if m in images), reference,

@@ -16,7 +16,7 @@ from typing import TextIO
 
 #: Stage names in pipeline order; timings (`SegmentationResult.timings`) use the same keys.
 STAGES = ("read", "load", "detect", "register", "brain extraction", "mask", "bias correction", "preprocess",
-          "network", "postprocess", "write")
+          "network", "postprocess", "quality", "write")
 _WINDOW = re.compile(r"window (\d+)/(\d+)")
 
 
