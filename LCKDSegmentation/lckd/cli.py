@@ -496,24 +496,36 @@ def card_text(card) -> str:
     if card.description:
         lines.append("\n" + card.description)
     ev = card.evaluation or {}
-    rows = ev.get("per_subset", {})
-    if rows:
-        where = ev.get("description") or ev.get("data") or "held-out cases"
-        folds = ev.get("folds")
-        spread = any(f"{r}_sd" in row for row in rows.values() for r in ("ET", "TC", "WT"))
-        import textwrap
-
+    lines += _dice_table(ev, "expected Dice per modality subset")
+    if isinstance(ev.get("clinical"), dict):
+        lines += _dice_table(ev["clinical"], "on clinical 2D series (T1, T2, FLAIR as 5-6 mm slices, T1ce 1 mm)")
+    q = card.quality or {}
+    if q.get("flag_below") is not None:
         lines.append("")
-        lines.append(textwrap.fill(f"expected Dice per modality subset ({where}"
-                                   + (f"; mean {plus_minus()} SD over {folds or 'the'} folds)" if spread else ")")
-                                   + ":",
-                                   width=100))
-        width = 16 if spread else 8
-        lines.append(f"{'subset':<22}" + "".join(f"{r:>{width}}" for r in ("ET", "TC", "WT")))
-        items = list(rows.items()) + ([("mean", ev["mean"])] if isinstance(ev.get("mean"), dict) else [])
-        for key, row in items:
-            lines.append(f"{key:<22}" + "".join(f"{dice_cell(row, r):>{width}}" for r in ("ET", "TC", "WT")))
+        lines.append(_wrap("quality estimate", f"calibrated on {q.get('fitted_on', 'cross-validation runs')}; "
+                                               f"low confidence below an expected WT Dice of {q['flag_below']:.2f}"))
     return "\n".join(lines)
+
+
+def _dice_table(ev: dict, title: str) -> list[str]:
+    """A card evaluation's per-subset Dice as `lckd info` lines (empty when it has none)."""
+    import textwrap
+
+    rows = ev.get("per_subset", {})
+    if not rows:
+        return []
+    where = ev.get("description") or ev.get("data") or "held-out cases"
+    folds = ev.get("folds")
+    spread = any(f"{r}_sd" in row for row in rows.values() for r in ("ET", "TC", "WT"))
+    lines = ["", textwrap.fill(f"{title} ({where}"
+                               + (f"; mean {plus_minus()} SD over {folds or 'the'} folds)" if spread else ")") + ":",
+                               width=100)]
+    width = 16 if spread else 8
+    lines.append(f"{'subset':<22}" + "".join(f"{r:>{width}}" for r in ("ET", "TC", "WT")))
+    items = list(rows.items()) + ([("mean", ev["mean"])] if isinstance(ev.get("mean"), dict) else [])
+    for key, row in items:
+        lines.append(f"{key:<22}" + "".join(f"{dice_cell(row, r):>{width}}" for r in ("ET", "TC", "WT")))
+    return lines
 
 
 def cmd_split(args) -> int:

@@ -75,3 +75,20 @@ def test_the_worker_reply_carries_the_estimate(flagging_card, small_case, tmp_pa
     q = reply["quality"]
     assert q["expected_wt_dice"] == 0.6 and q["low_confidence"] is True
     assert set(q["features"]) == set(FEATURES) and q["kind"] == "estimate, not a measurement"
+
+
+def test_info_shows_the_clinical_slice_table_and_the_calibration(tmp_path, capsys):
+    card_path = calibrated_copy(tmp_path / "model", dict(FLAG_ALL, fitted_on="300 cross-validation test runs"))
+    card = json.loads(card_path.read_text())
+    row = {"ET": 0.5, "TC": 0.6, "WT": 0.7, "ET_sd": 0.1, "TC_sd": 0.1, "WT_sd": 0.1}
+    card["evaluation"] = {"description": "5-fold cross-validation", "folds": 5, "per_subset": {"FLAIR": row},
+                          "clinical": {"description": "the same, clinical 2D series", "folds": 5,
+                                       "per_subset": {"FLAIR": dict(row, WT=0.61)}}}
+    card_path.write_text(json.dumps(card))
+    assert main(["info", "--model", str(card_path)]) == 0
+    out = capsys.readouterr().out
+    assert "on clinical 2D series" in out
+    flair = [line for line in out.splitlines() if line.startswith("FLAIR ")]
+    assert len(flair) == 2 and "0.700" in flair[0] and "0.610" in flair[1]
+    assert "quality estimate:" in out and "300 cross-validation test runs" in out and "below an expected WT " \
+        "Dice of 0.70" in " ".join(out.split())
