@@ -34,6 +34,8 @@ class _Result:
         self.timings = {}
         self.brain_mask = None
         self.preprocessing = "raw-scan preprocessing off (asked for)"
+        self.quality = {"expected_wt_dice": None, "reasons": ["one scan only"]}
+        self.notes: list = []
 
 
 class _FakeSegmenter:
