@@ -418,7 +418,6 @@ def case_line(index: int, total: int, row: Mapping) -> str:
 
 def run_batch(args) -> int:
     """Run `lckd batch`; returns the exit status (1 if any case failed)."""
-    from .cli import check_preprocess_request, preprocess_kwargs, run_options, segment_record
     from .imageio import check_path_text
     from .labels import check_convention
     from .modalities import parse_subset
@@ -426,6 +425,7 @@ def run_batch(args) -> int:
     from .options import check_run_options
     from .provenance import model_line
     from .registry import resolve_model
+    from .runrecord import check_preprocess_request, preprocess_kwargs, run_options, segment_record
 
     check_convention(args.labels)
     check_run_options(overlap=args.overlap, sw_batch_size=args.sw_batch_size, threads=args.threads,
@@ -463,9 +463,9 @@ def run_batch(args) -> int:
 
     seg = Segmenter.load(card_path, device=device, threads=args.threads)
     if rank == 0 and not quiet:
-        from .cli import _device_line
+        from .report import device_line
         share = f" (share {shard.index + 1} of {shard.count})" if shard.count > 1 else ""
-        print(f"{_device_line(seg, args.device)}\n{len(cases)} case(s){share} -> {printable(out_dir)}", flush=True)
+        print(f"{device_line(seg, args.device)}\n{len(cases)} case(s){share} -> {printable(out_dir)}", flush=True)
     model = seg.model_record()   # the same record in the summary and in every case's record
     prob_dir = getattr(args, "probabilities", None)
 

@@ -209,16 +209,6 @@ def _unavailable(name: str, e: Exception) -> int:
     raise LCKDError(f"'lckd {name}' is unavailable: {e}")
 
 
-def print_volumes(volumes: dict, modalities: Sequence[str]) -> None:
-    from .segments import REGION_NAMES, REGION_PARTS
-
-    print(f"modalities used: {', '.join(modalities)}")
-    print(f"{'region':<44}{'volume (mL)':>12}")
-    for key, name in REGION_NAMES.items():   # classes NCR, ED, ET, then the nested regions TC, WT
-        row = f"{name} ({key} = {REGION_PARTS[key]})" if key in REGION_PARTS else f"{name} ({key})"
-        print(f"{row:<44}{volumes[key]:>12.2f}")
-
-
 def cmd_segment(args) -> int:
     import time
 
@@ -228,6 +218,8 @@ def cmd_segment(args) -> int:
     from .progress import StageProgress
     from .provenance import model_line, output_stem, scans_line, sidecar_path
     from .registry import resolve_model
+    from .report import device_line, print_volumes
+    from .runrecord import check_preprocess_request, preprocess_kwargs, segment_record
     from .validation import check_memory, read_and_check
 
     inputs = {m: getattr(args, m) for m in SCAN_FLAGS if getattr(args, m)}
@@ -266,7 +258,7 @@ def cmd_segment(args) -> int:
 
     try:
         seg = Segmenter.load(card_path, device=args.device, threads=args.threads)
-        print(_device_line(seg, args.device), flush=True)
+        print(device_line(seg, args.device), flush=True)
         res = seg.segment(checked, labels=args.labels, register=args.register,
                           probabilities=bool(args.probabilities), postprocess=args.postprocess,
                           overlap=args.overlap, sw_batch_size=args.sw_batch_size, mirrors=args.mirrors,
@@ -311,20 +303,6 @@ def cmd_segment(args) -> int:
     return 0
 
 
-def preprocess_kwargs(args) -> dict:
-    """The raw-scan options of `Segmenter.segment` from a segment/batch command line."""
-    return {"preprocess": args.preprocess, "brain_extractor": args.brain_extractor,
-            "bias_correction": bool(args.bias_correction)}
-
-
-def check_preprocess_request(args) -> None:
-    """Refuse `--preprocess on` without the brain extractor installed, before the model loads."""
-    from .brainextract import INSTALL_HINT, extractor_available
-
-    if args.preprocess == "on" and not extractor_available(args.brain_extractor):
-        raise LCKDError(f"--preprocess on needs the brain extractor {args.brain_extractor}: {INSTALL_HINT}")
-
-
 def _check_side_file(path, suffix: str, inputs, what: str) -> None:
     """Refuse (before the model loads) a side output with the wrong suffix, unwritable, or an input."""
     from .errors import OutputError
@@ -338,39 +316,6 @@ def _check_side_file(path, suffix: str, inputs, what: str) -> None:
         probe_writable(path, what)
     except OSError as e:
         raise OutputError(f"cannot write {what} '{shown_path(path)}': {e.strerror or e}") from None
-
-
-def _device_line(seg, asked: str) -> str:
-    """'device: cpu, 2 threads (no GPU found: ...)': said once, so a slow CPU run is not a surprise."""
-    if seg.device.type != "cpu":
-        return f"device: {seg.device}"
-    import torch
-
-    line = f"device: cpu, {torch.get_num_threads()} thread(s)"
-    if asked in ("auto", "gpu"):
-        line += " (no GPU found: the network runs on the CPU, several times slower than on a GPU)"
-    return line
-
-
-def segment_record(seg, res, args, outputs, probabilities, timings: dict) -> dict:
-    """The result record (JSON sidecar) of one `lckd segment` / `lckd batch` case."""
-    from .provenance import result_record
-
-    return result_record(
-        model=seg.model_record(), modalities=res.modalities, inputs=res.sources, reference=res.reference,
-        labels=res.label_convention, volumes_ml=res.volumes_ml, outputs=outputs, probabilities=probabilities,
-        warnings=res.warnings, timings=timings, device=str(seg.device), options=run_options(seg, args),
-        preprocessing=res.preprocessing, quality=res.quality, notes=res.notes)
-
-
-def run_options(seg, args) -> dict:
-    """The options a case was segmented with, as recorded (postprocess as the rule applied)."""
-    return {"labels": args.labels, "register": bool(args.register), "reference": getattr(args, "reference", None),
-            "postprocess": seg.postprocess_rule(args.postprocess),
-            "overlap": seg.card.overlap if args.overlap is None else args.overlap,
-            "sw_batch_size": args.sw_batch_size, "mirrors": args.mirrors, "device": args.device,
-            "threads": args.threads,
-            **preprocess_kwargs(args)}
 
 
 def save_result_preview(res, images: dict, path, card, reference_label=None, title: str = "") -> None:
@@ -432,17 +377,10 @@ def dice_cell(row: dict, region: str) -> str:
     value = row.get(region)
     if not isinstance(value, (int, float)):
         return "-"
+    from .report import plus_minus
+
     sd = row.get(f"{region}_sd")
     return f"{value:.3f}" + (f" {plus_minus()} {sd:.3f}" if isinstance(sd, (int, float)) else "")
-
-
-def plus_minus() -> str:
-    """The plus-minus sign, or '+/-' where stdout's encoding lacks it (an ASCII locale)."""
-    try:
-        "\u00b1".encode(getattr(sys.stdout, "encoding", None) or "ascii")
-        return "\u00b1"
-    except (UnicodeEncodeError, LookupError):
-        return "+/-"
 
 
 def card_text(card) -> str:
@@ -450,6 +388,7 @@ def card_text(card) -> str:
     its teachers and the expected Dice per modality subset (mean and SD over folds when given)."""
     from .modelcard import card_summary
     from .provenance import scope_line
+    from .report import plus_minus
 
     lines = [f"{k + ':':<22}{v}" for k, v in card_summary(card).items() if k not in ("teachers", "intended use")]
     lines.append(_wrap("scope", scope_line(card)))

@@ -7,7 +7,6 @@ the sample's ground truth dashed (`lckd.preview`). Works offline: everything it 
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -59,12 +58,12 @@ def sample_dice(labelmap) -> dict[str, float]:
 def run_demo(args) -> int:
     import SimpleITK as sitk
 
-    from .cli import print_volumes
     from .inference import Segmenter
     from .output import write_labelmap
     from .preview import result_figure
     from .progress import StageProgress
     from .provenance import model_line
+    from .report import print_volumes
 
     subset = parse_subset(args.modalities)
     case_id, images, label_path = sample_case()
@@ -140,8 +139,3 @@ def save_overlay_png(image: np.ndarray, label: np.ndarray, path: Path, title: st
     plt.close(fig)
     return path
 
-
-if __name__ == "__main__":  # pragma: no cover
-    from .cli import main
-
-    sys.exit(main(["demo"] + sys.argv[1:]))

@@ -1,0 +1,115 @@
+"""The core's import graph, read with `ast` (nothing is imported): no module under `lckd/`
+imports the `lckd` command line (a front end nothing depends on) or anything of Slicer's,
+and the graph has no circle. Imports inside functions count: a lazy import is still a
+dependency, it only moves the moment it is paid for."""
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+CORE = Path(__file__).resolve().parents[2] / "LCKDSegmentation" / "lckd"
+#: Top-level names of the Slicer application and its glue; the core runs without them.
+SLICER = {"slicer", "qt", "vtk", "ctk", "mrml", "LCKDSegmentationLib", "LCKDSegmentation"}
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(CORE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+MODULES = {module_name(p): p for p in sorted(CORE.rglob("*.py")) if "__pycache__" not in p.parts}
+
+
+def imported_names(name: str, path: Path) -> set[str]:
+    """Every module `path` imports, anywhere in the file, as absolute dotted names."""
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")
+                base = base[:len(base) - (node.level - 1)]
+                source = ".".join(base + ([node.module] if node.module else []))
+            else:
+                source = node.module or ""
+            found.add(source)
+            # `from . import cases` imports the module lckd.cases, not a name of lckd
+            found.update(f"{source}.{alias.name}" for alias in node.names if f"{source}.{alias.name}" in MODULES)
+    return found
+
+
+def core_edges() -> dict[str, set[str]]:
+    """lckd module -> the lckd modules it imports (a package's `__init__` stands for the package)."""
+    edges: dict[str, set[str]] = {}
+    for name, path in MODULES.items():
+        targets = set()
+        for imported in imported_names(name, path):
+            while imported and imported not in MODULES:   # lckd.x.y where y is a name in lckd.x
+                imported = imported.rpartition(".")[0]
+            if imported and imported != name:
+                targets.add(imported)
+        edges[name] = targets
+    return edges
+
+
+def cycles(edges: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components with more than one module (Tarjan), each sorted."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in edges.get(v, ()):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for v in sorted(edges):
+        if v not in index:
+            visit(v)
+    return found
+
+
+def test_the_graph_is_read():
+    edges = core_edges()
+    assert "lckd.cli" in edges and "lckd.training.command" in edges
+    assert "lckd.batch" in edges["lckd.cli"]          # a lazy import inside cmd_batch counts
+    assert "lckd.cases" in edges["lckd.inference"]    # `from . import cases`
+
+
+def test_no_core_module_imports_the_command_line():
+    importers = sorted(name for name, targets in core_edges().items() if "lckd.cli" in targets)
+    assert importers == [], f"library modules importing the CLI front end: {importers}"
+
+
+def test_no_core_module_imports_slicer():
+    offenders = {name: sorted(n for n in imported_names(name, path) if n.split(".")[0] in SLICER)
+                 for name, path in MODULES.items()}
+    assert {k: v for k, v in offenders.items() if v} == {}
+
+
+def test_no_import_circle():
+    assert cycles(core_edges()) == []
+
+
+def test_a_circle_is_found():
+    assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
