@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from lckd.modalities import canonical, subset_key
-from lckd.options import check_mirrors, check_preprocess
 from lckd.protocol import ERROR, READY
+from lckd.segmentoptions import SegmentOptions
 
 from . import output, volumeio
 from .selection import SelectionError, validate_selection
@@ -76,8 +76,9 @@ class SegmentationLogic:
     #: Seconds a cancelled job may take to stop before its worker is killed.
     cancel_grace = 10.0
     poll_interval = 0.05
-    #: Label convention requested from the core; segments keep these label values.
-    labels = "brats2018"
+    #: Label convention requested from the core (None: the model card's); segments keep these
+    #: label values.
+    labels: str | None = None
 
     def __init__(self, scene: Any = None, python: str | None = None):
         self._scene = scene
@@ -219,17 +220,16 @@ class SegmentationLogic:
         is known not to have; the scene is unchanged.
         """
         chosen, ref = validate_selection(volumes, reference, self.scene)
-        check_mirrors(mirrors)
+        run = SegmentOptions(reference=ref, labels=self.labels, register=register, postprocess=postprocess,
+                             preprocess=preprocess, mirrors=mirrors)
         if outputSegmentation is not None and not outputSegmentation.IsA("vtkMRMLSegmentationNode"):
             raise SelectionError(f"Output '{outputSegmentation.GetName()}' is not a segmentation node.")
         temp_dir = tempfile.mkdtemp(prefix="lckd-")
         try:
             inputs = {m: str(volumeio.write_volume(node, Path(temp_dir) / f"{m}.nrrd")) for m, node in chosen.items()}
             worker = self.startWorker(model, device)
-            options = {"output": str(Path(temp_dir) / "label.nrrd"), "reference": ref, "labels": self.labels,
-                       "register": bool(register), "postprocess": None if postprocess is None else bool(postprocess),
-                       "preprocess": check_preprocess(preprocess), "mirrors": int(mirrors)}
-            if preprocess != "off":
+            options = {"output": str(Path(temp_dir) / "label.nrrd"), **run.to_request()}
+            if run.preprocess != "off":
                 options["brain_mask_output"] = str(Path(temp_dir) / "brainmask.nrrd")
             rid = worker.send("segment", inputs=inputs, options=options)
         except Exception:
@@ -351,7 +351,8 @@ class SegmentationLogic:
         # The labelmap carries the reference volume's world geometry (see volumeio.write_volume).
         node.SetReferenceImageGeometryParameterFromVolumeNode(labelmap)
         node.SetNodeReferenceID(node.GetReferenceImageGeometryReferenceRole(), reference_node.GetID())
-        output.fill_segmentation(node, labelmap, CONVENTIONS[reply.get("labels", self.labels)], job.keep_other_segments)
+        output.fill_segmentation(node, labelmap, CONVENTIONS[reply["labels"]],
+                                 job.keep_other_segments)
         modalities = list(reply.get("modalities") or job.volumes)
         info = self.modelInfo()
         model = f"{info.get('name', '')} {info.get('version', '')}".strip()
@@ -428,7 +429,8 @@ class SegmentationLogic:
         from lckd.errors import LCKDError
         from lckd.provenance import result_record
 
-        check_mirrors(mirrors)
+        run = SegmentOptions(labels=self.labels, register=register, postprocess=postprocess, preprocess=preprocess,
+                             mirrors=mirrors)
         cases = find_batch_cases(Path(inputDir), ignore=[outputDir])
         wanted = None if modalities is None else [canonical(m) for m in modalities]
         out_dir = Path(outputDir)
@@ -436,24 +438,23 @@ class SegmentationLogic:
         info = self.startWorker(model, device).wait_ready()
         card = dict(info.get("model") or {})
         model_rec = {k: card.get(k) for k in ("name", "version", "card_sha256", "scope")}
-        options = {"labels": self.labels, "register": bool(register), "postprocess": postprocess,
+        labels = run.labels or card.get("labels")   # None: the loaded model's convention
+        options = {"labels": labels, "register": run.register, "postprocess": run.postprocess,
                    "device": device, "formats": formats, "modalities": wanted,
-                   "preprocess": check_preprocess(preprocess), "mirrors": int(mirrors)}
+                   "preprocess": run.preprocess, "mirrors": run.mirrors}
 
         def segment_one(case, outputs) -> dict:
             worker = self.startWorker(model, device)   # a new worker if the last one died
             try:
                 # The worker writes every file with the core's writers (as `lckd segment` does).
                 reply = worker.request("segment", on_event=self._dispatch,
-                                       inputs={m: str(p) for m, p in case.images.items()}, options={
-                                           "output": [str(p) for p in outputs], "labels": self.labels,
-                                           "register": bool(register), "postprocess": postprocess,
-                                           "preprocess": preprocess, "mirrors": int(mirrors)})
+                                       inputs={m: str(p) for m, p in case.images.items()},
+                                       options={"output": [str(p) for p in outputs], **run.to_request()})
             except WorkerError as e:
                 raise LCKDError(str(e)) from None
             return result_record(model=model_rec, modalities=reply.get("modalities", list(case.images)),
                                  inputs=case.images, reference=reply.get("reference"),
-                                 labels=reply.get("labels", self.labels), volumes_ml=reply.get("volumes_ml", {}),
+                                 labels=reply.get("labels", labels), volumes_ml=reply.get("volumes_ml", {}),
                                  outputs=outputs, warnings=reply.get("warnings", []), timings=reply.get("timings"),
                                  device=str(info.get("device")), options=options,
                                  preprocessing=reply.get("preprocessing", ""), quality=reply.get("quality"),

@@ -418,19 +418,19 @@ def case_line(index: int, total: int, row: Mapping) -> str:
 
 def run_batch(args) -> int:
     """Run `lckd batch`; returns the exit status (1 if any case failed)."""
+    from .brainextract import check_installed
     from .imageio import check_path_text
-    from .labels import check_convention
     from .modalities import parse_subset
     from .modelcard import read_card
-    from .options import check_run_options
+    from .options import check_process_options
     from .provenance import model_line
     from .registry import resolve_model
-    from .runrecord import check_preprocess_request, preprocess_kwargs, run_options, segment_record
+    from .runrecord import run_options, segment_record
+    from .segmentoptions import SegmentOptions
 
-    check_convention(args.labels)
-    check_run_options(overlap=args.overlap, sw_batch_size=args.sw_batch_size, threads=args.threads,
-                      device=args.device, max_memory_gb=getattr(args, "max_memory", None), mirrors=args.mirrors)
-    check_preprocess_request(args)
+    run = SegmentOptions.from_args(args)
+    check_process_options(threads=args.threads, device=args.device)
+    check_installed(run.preprocess, run.brain_extractor)
     check_path_text(args.output_dir, f"output folder '{printable(args.output_dir)}'", LCKDError)
     check_path_text(args.input_dir, f"input folder '{printable(args.input_dir)}'", InputError)
     wanted = parse_subset(args.modalities) if getattr(args, "modalities", None) else None
@@ -475,11 +475,7 @@ def run_batch(args) -> int:
         if prob_dir:
             check_probability_dir(prob_dir, case.images.values(), stem=case.case_id)
             probs = [Path(prob_dir) / n for n in probability_names(case.case_id).values()]
-        res = seg.segment(case.images, labels=args.labels, register=args.register,
-                          probabilities=bool(prob_dir), postprocess=args.postprocess, overlap=args.overlap,
-                          sw_batch_size=args.sw_batch_size, mirrors=args.mirrors,
-                          max_memory_gb=getattr(args, "max_memory", None),
-                          **preprocess_kwargs(args))
+        res = seg.segment(case.images, run)
         w = time.perf_counter()
         mask_file = (out_dir / f"{case.case_id}_brainmask.nii.gz"
                      if getattr(args, "brain_masks", False) and res.brain_mask is not None else None)
@@ -488,7 +484,7 @@ def run_batch(args) -> int:
         if mask_file is not None:
             outputs = outputs + written[-1:]
         timings = dict(res.timings, write=time.perf_counter() - w, total=time.perf_counter() - t)
-        return segment_record(seg, res, args, outputs, probs, timings)
+        return segment_record(seg, res, run, args, outputs, probs, timings)
 
     def on_row(index: int, total: int, row: dict) -> None:
         if row["status"] == "error":
@@ -496,7 +492,7 @@ def run_batch(args) -> int:
         elif not quiet:
             print(case_line(index, total, row), flush=True)
 
-    options = run_options(seg, args)
+    options = run_options(seg, run, args.device, args.threads)
     options.update(format=args.format, modalities=wanted, channels=channels, probabilities=prob_dir)
     rows = run_cases(cases, out_dir, segment_one, formats=[args.format], overwrite=args.overwrite,
                      modalities=wanted, model=model, options=options, shard=shard,

@@ -11,8 +11,8 @@ import sys
 from collections.abc import Sequence
 
 from .errors import LCKDError
-from .labels import CONVENTIONS, check_convention
 from .options import BRAIN_EXTRACTORS, DEFAULT_BRAIN_EXTRACTOR, PREPROCESS_MODES
+from .segments import CONVENTIONS
 
 EPILOG = """examples:
   lckd demo                                   segment the bundled sample case
@@ -39,8 +39,9 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
 
 
 def _add_segment_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--labels", default="brats2018", metavar="{" + ",".join(CONVENTIONS) + "}",
-                   help="label values: brats2018 (1 core, 2 oedema, 4 enhancing; default) or brats2023 (enhancing = 3)")
+    p.add_argument("--labels", default=None, metavar="{" + ",".join(CONVENTIONS) + "}",
+                   help="label values: brats2018 (1 core, 2 oedema, 4 enhancing) or brats2023 (enhancing = 3) "
+                        "(default: the model card's; brats2018 for the bundled models)")
     p.add_argument("--postprocess", action=argparse.BooleanOptionalAction, default=None,
                    help="clean up the labelmap: drop small tumour components, relabel ET under 500 voxels "
                         "as core (default: as the model card says; the bundled real-data model does)")
@@ -212,14 +213,16 @@ def _unavailable(name: str, e: Exception) -> int:
 def cmd_segment(args) -> int:
     import time
 
+    from .brainextract import check_installed
     from .modelcard import read_card
-    from .options import check_run_options
+    from .options import check_process_options
     from .output import check_output_path, check_probability_dir, write_result
     from .progress import StageProgress
     from .provenance import model_line, output_stem, scans_line, sidecar_path
     from .registry import resolve_model
     from .report import device_line, print_volumes
-    from .runrecord import check_preprocess_request, preprocess_kwargs, segment_record
+    from .runrecord import segment_record
+    from .segmentoptions import SegmentOptions
     from .validation import check_memory, read_and_check
 
     inputs = {m: getattr(args, m) for m in SCAN_FLAGS if getattr(args, m)}
@@ -230,9 +233,8 @@ def cmd_segment(args) -> int:
     progress = StageProgress(quiet=args.quiet)
     # Everything that can be refused is refused before the model loads (seconds), in this order:
     # options, outputs, inputs, the model card, the memory the case needs.
-    check_run_options(overlap=args.overlap, sw_batch_size=args.sw_batch_size, threads=args.threads,
-                      device=args.device, max_memory_gb=args.max_memory, mirrors=args.mirrors)
-    check_convention(args.labels)
+    options = SegmentOptions.from_args(args)
+    check_process_options(threads=args.threads, device=args.device)
     check_output_path(args.output, inputs.values())
     stem = output_stem(args.output)
     if args.probabilities:
@@ -245,12 +247,12 @@ def cmd_segment(args) -> int:
         _check_side_file(args.preview, ".png", inputs.values(), "preview")
     if args.brain_mask:
         check_output_path(args.brain_mask, inputs.values(), what="brain mask")
-    check_preprocess_request(args)
+    check_installed(options.preprocess, options.brain_extractor)
     progress.stage("read")
     checked = read_and_check(inputs, args.reference)
     card_path = resolve_model(args.model)
     card = read_card(card_path)
-    check_memory(checked, card.spacing, args.max_memory)
+    check_memory(checked, card.spacing, options.max_memory_gb)
     print(model_line(card))
     print(scans_line(checked.sources, checked.reference))
     progress.stage("load")
@@ -259,11 +261,7 @@ def cmd_segment(args) -> int:
     try:
         seg = Segmenter.load(card_path, device=args.device, threads=args.threads)
         print(device_line(seg, args.device), flush=True)
-        res = seg.segment(checked, labels=args.labels, register=args.register,
-                          probabilities=bool(args.probabilities), postprocess=args.postprocess,
-                          overlap=args.overlap, sw_batch_size=args.sw_batch_size, mirrors=args.mirrors,
-                          progress=progress,
-                          max_memory_gb=args.max_memory, **preprocess_kwargs(args))
+        res = seg.segment(checked, options, progress=progress)
         print(f"preprocess: {res.preprocessing}", flush=True)
         for w in res.warnings:
             print(f"warning: {w}", file=sys.stderr)
@@ -287,7 +285,7 @@ def cmd_segment(args) -> int:
                        total=time.perf_counter() - t0)
         if json_path is not None:
             from .provenance import write_record
-            write_record(segment_record(seg, res, args, outputs, probs, timings), json_path)
+            write_record(segment_record(seg, res, options, args, outputs, probs, timings), json_path)
             outputs.append(json_path)
     finally:
         progress.close()

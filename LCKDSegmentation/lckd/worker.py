@@ -15,7 +15,10 @@ Requests (stdin)::
                  "register": false, "postprocess": false, "probabilities": false,
                  # raw scans: "preprocess": "auto"|"on"|"off", "brain_extractor": "deepbet",
                  # "bias_correction": false, "brain_mask_output": "/tmp/x/brainmask.nrrd",
-                 # "mirrors": 1 (2, 4, 8: mirrored copies of each window averaged, slower)
+                 # "mirrors": 1 (2, 4, 8: mirrored copies of each window averaged, slower),
+                 # "overlap", "sw_batch_size", "max_memory_gb": as `lckd segment`'s options;
+                 # one key per field of lckd.segmentoptions.SegmentOptions, null = its default
+                 # ("labels": null and "postprocess": null follow the model card)
                  }}
     {"id": "8", "op": "cancel", "target": "7"}    # target omitted: cancel everything
     {"id": "9", "op": "ping"} | {"id": "10", "op": "info"} | {"id": "11", "op": "shutdown"}
@@ -50,12 +53,19 @@ from pathlib import Path
 from typing import Any, Callable, TextIO
 
 from .errors import Cancelled, LCKDError
-from .protocol import CANCELLED, FATAL_EXIT, INTERNAL, MALFORMED, OPS, PROTOCOL_VERSION, SEGMENT_OPTIONS, encode
+from .protocol import (
+    CANCELLED,
+    FATAL_EXIT,
+    INTERNAL,
+    MALFORMED,
+    OPS,
+    PATH_OPTIONS,
+    PROTOCOL_VERSION,
+    SEGMENT_OPTIONS,
+    encode,
+)
+from .segmentoptions import SegmentOptions
 
-#: Options that must be true/false when given.
-BOOLEAN_OPTIONS = ("register", "postprocess", "probabilities", "bias_correction")
-#: Options that must be strings when given.
-STRING_OPTIONS = ("reference", "labels", "probabilities_output", "preprocess", "brain_extractor", "brain_mask_output")
 #: Longest request line served (a real one is well under 4 kB).
 MAX_LINE_BYTES = 1 << 20
 
@@ -179,14 +189,10 @@ class Worker:
         elif set(options) - SEGMENT_OPTIONS:
             problem = (f"unknown option(s) {', '.join(sorted(set(options) - SEGMENT_OPTIONS))}; "
                        f"known: {', '.join(sorted(SEGMENT_OPTIONS))}")
-        elif any(options.get(k) is not None and not isinstance(options[k], bool) for k in BOOLEAN_OPTIONS):
-            problem = (f"options {', '.join(BOOLEAN_OPTIONS)} must be true, false or null "
-                       "(null postprocess follows the model card)")
-        elif any(options.get(k) is not None and not isinstance(options[k], str) for k in STRING_OPTIONS):
-            problem = f"options {', '.join(repr(k) for k in STRING_OPTIONS)} must be strings"
-        elif options.get("mirrors") is not None and (isinstance(options["mirrors"], bool)
-                                                     or not isinstance(options["mirrors"], int)):
-            problem = "option 'mirrors' must be an integer (1, 2, 4 or 8)"
+        elif any(options.get(k) is not None and not isinstance(options[k], str) for k in PATH_OPTIONS[1:]):
+            problem = f"options {', '.join(repr(k) for k in PATH_OPTIONS[1:])} must be strings"   # file names
+        else:
+            problem = SegmentOptions.request_problem(options)   # JSON types; values are checked per job
         if problem or not isinstance(inputs, dict):   # (inputs is a dict once no problem was found)
             self.out.send(rid, "error", error=MALFORMED, message=problem)
             return True
@@ -259,9 +265,9 @@ class Worker:
 
         try:
             outputs = _outputs(job)
-            mirrors = 1 if opts.get("mirrors") is None else opts["mirrors"]   # bad values: InputError below
+            run = SegmentOptions.from_request(opts)   # bad values: an InputError, as from `lckd segment`
             prob_path = None
-            if opts.get("probabilities"):
+            if run.probabilities:
                 from .output import check_output_path
                 prob_path = check_output_path(opts.get("probabilities_output")
                                               or outputs[0].with_name("probabilities.nrrd"),
@@ -270,12 +276,7 @@ class Worker:
             if opts.get("brain_mask_output"):
                 from .output import check_output_path
                 mask_path = check_output_path(opts["brain_mask_output"], job.inputs.values(), "brain mask")
-            res = self.segmenter.segment(
-                job.inputs, reference=opts.get("reference"), labels=opts.get("labels", "brats2018"),
-                register=bool(opts.get("register", False)), postprocess=opts.get("postprocess"),
-                probabilities=bool(opts.get("probabilities", False)), progress=progress, cancel=job.cancel,
-                preprocess=opts.get("preprocess") or "auto", brain_extractor=opts.get("brain_extractor"),
-                bias_correction=bool(opts.get("bias_correction", False)), mirrors=mirrors)
+            res = self.segmenter.segment(job.inputs, run, progress=progress, cancel=job.cancel)
             if job.cancel.is_set():
                 raise Cancelled("cancelled")
             from .output import write_result
@@ -290,7 +291,7 @@ class Worker:
                           probabilities=None if prob_path is None else str(prob_path),
                           volumes_ml=res.volumes_ml, modalities=list(res.modalities), reference=res.reference,
                           labels=res.label_convention, warnings=[str(w) for w in res.warnings],
-                          preprocessing=res.preprocessing, mirrors=mirrors, quality=res.quality,
+                          preprocessing=res.preprocessing, mirrors=run.mirrors, quality=res.quality,
                           notes=[str(n) for n in res.notes],
                           brain_mask=None if mask_path is None else str(mask_path),
                           timings=getattr(res, "timings", {}), seconds=round(time.perf_counter() - t0, 3))
