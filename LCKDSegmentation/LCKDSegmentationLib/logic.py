@@ -16,8 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from lckd.errors import InputError
 from lckd.modalities import canonical, subset_key
-from lckd.protocol import ERROR, READY
+from lckd.protocol import CANCELLED, ERROR, LOG, PROGRESS, READY, RESULT, SEGMENT, WARNING
 from lckd.segmentoptions import SegmentOptions
 
 from . import output, volumeio
@@ -63,7 +64,7 @@ class SegmentJob:
 
     @property
     def failed(self) -> bool:
-        return self.done and self.reply is not None and self.reply.get("event") == "error"
+        return self.done and self.reply is not None and self.reply.get("event") == ERROR
 
     @property
     def seconds(self) -> float:
@@ -135,7 +136,7 @@ class SegmentationLogic:
                 self._cuda, self._cuda_reason = used.startswith("cuda"), f"the model loaded on '{used}'"
             elif used.startswith("cuda"):
                 self._cuda, self._cuda_reason = True, ""
-        elif event == ERROR and msg.get("fatal") and msg.get("error") == "InputError" \
+        elif event == ERROR and msg.get("fatal") and msg.get("error") == InputError.__name__ \
                 and requested.startswith(("cuda", "gpu")):
             # At load time the device is the only input the worker checks.
             self._cuda, self._cuda_reason = False, str(msg.get("message", "")).split(";")[0]
@@ -181,7 +182,7 @@ class SegmentationLogic:
         Returns at once unless `wait`: the old worker is shut down (killed if need be) in the
         background, so the module's cleanup never freezes the GUI."""
         for job in list(self._active.values()):
-            job.reply = {"id": job.request_id, "event": "error", "error": "Cancelled", "message": "shut down"}
+            job.reply = {"id": job.request_id, "event": ERROR, "error": CANCELLED, "message": "shut down"}
             self._finish(job)
         if self.worker is not None:
             self.worker.stop(wait=wait)
@@ -231,7 +232,7 @@ class SegmentationLogic:
             options = {"output": str(Path(temp_dir) / "label.nrrd"), **run.to_request()}
             if run.preprocess != "off":
                 options["brain_mask_output"] = str(Path(temp_dir) / "brainmask.nrrd")
-            rid = worker.send("segment", inputs=inputs, options=options)
+            rid = worker.send(SEGMENT, inputs=inputs, options=options)
         except Exception:
             shutil.rmtree(temp_dir, ignore_errors=True)
             raise
@@ -258,20 +259,20 @@ class SegmentationLogic:
         if job is None:
             return
         event = msg.get("event")
-        if event == "progress":
+        if event == PROGRESS:
             job.fraction, job.message = float(msg.get("fraction", 0.0)), str(msg.get("message", ""))
-        elif event == "result" and job.cancel_requested is not None:
+        elif event == RESULT and job.cancel_requested is not None:
             # Finished before the cancel reached the worker: the user asked for nothing to change.
-            job.reply = {"id": job.request_id, "event": "error", "error": "Cancelled", "message": "cancelled"}
+            job.reply = {"id": job.request_id, "event": ERROR, "error": CANCELLED, "message": "cancelled"}
             self._finish(job)
-        elif event == "result":
+        elif event == RESULT:
             try:
                 job.segmentation = self._importResult(job, msg)
                 job.reply = msg
             except Exception as e:  # a result we cannot import is a failed job, not a crash
-                job.reply = {"id": job.request_id, "event": "error", "error": type(e).__name__, "message": str(e)}
+                job.reply = {"id": job.request_id, "event": ERROR, "error": type(e).__name__, "message": str(e)}
             self._finish(job)
-        elif event == "error":
+        elif event == ERROR:
             job.reply = msg
             self._finish(job)
 
@@ -398,15 +399,15 @@ class SegmentationLogic:
     @staticmethod
     def _report(msg: dict, request_id: str, progress: Progress | None) -> None:
         event = msg.get("event")
-        if event == "progress" and msg.get("id") == request_id and progress is not None:
+        if event == PROGRESS and msg.get("id") == request_id and progress is not None:
             progress(float(msg.get("fraction", 0.0)), str(msg.get("message", "")))
-        elif event == "log":
-            log.log(logging.WARNING if msg.get("level") == "warning" else logging.INFO, "LCKD: %s", msg.get("message"))
+        elif event == LOG:
+            log.log(logging.WARNING if msg.get("level") == WARNING else logging.INFO, "LCKD: %s", msg.get("message"))
 
     @staticmethod
     def _failure(reply: dict) -> SegmentationFailed:
         kind, message = str(reply.get("error", "Error")), str(reply.get("message", "segmentation failed"))
-        cls = SegmentationCancelled if kind == "Cancelled" else SegmentationFailed
+        cls = SegmentationCancelled if kind == CANCELLED else SegmentationFailed
         return cls(message, kind)
 
     # -- many cases (console) ----------------------------------------------------------
@@ -447,7 +448,7 @@ class SegmentationLogic:
             worker = self.startWorker(model, device)   # a new worker if the last one died
             try:
                 # The worker writes every file with the core's writers (as `lckd segment` does).
-                reply = worker.request("segment", on_event=self._dispatch,
+                reply = worker.request(SEGMENT, on_event=self._dispatch,
                                        inputs={m: str(p) for m, p in case.images.items()},
                                        options={"output": [str(p) for p in outputs], **run.to_request()})
             except WorkerError as e:

@@ -17,7 +17,8 @@ from .segmentoptions import SegmentOptions
 PROTOCOL_VERSION = 1
 
 #: Requests (``op``).
-OPS = ("segment", "cancel", "ping", "info", "shutdown")
+SEGMENT, CANCEL, PING, INFO, SHUTDOWN = "segment", "cancel", "ping", "info", "shutdown"
+OPS = (SEGMENT, CANCEL, PING, INFO, SHUTDOWN)
 #: Options of a segment request naming files to write (one path, or a list for "output").
 PATH_OPTIONS = ("output", "probabilities_output", "brain_mask_output")
 #: Options a segment request may carry: the files to write and the run's options, one per
@@ -28,11 +29,14 @@ SEGMENT_OPTIONS = frozenset(PATH_OPTIONS + SegmentOptions.names())
 #: one of FINAL_EVENTS carrying its id.
 READY, PROGRESS, LOG, RESULT, ERROR = "ready", "progress", "log", "result", "error"
 FINAL_EVENTS = (RESULT, ERROR)
+#: ``level`` of a ``log`` event.
+WARNING, INFO_LEVEL = "warning", "info"
 
 #: ``error`` names besides the core's exception classes (InputError, ModelError, ...).
 MALFORMED = "MalformedRequest"
 CANCELLED = "Cancelled"
 INTERNAL = "InternalError"
+OUT_OF_MEMORY = "MemoryError"
 WORKER_DIED = "WorkerDied"            # made by the client when the process ends unasked
 PROTOCOL_MISMATCH = "ProtocolMismatch"  # made by the client for a worker of another version
 

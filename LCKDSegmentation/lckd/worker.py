@@ -55,13 +55,20 @@ from typing import Any, Callable, TextIO
 from .errors import Cancelled, LCKDError
 from .protocol import (
     CANCELLED,
+    ERROR,
     FATAL_EXIT,
     INTERNAL,
+    LOG,
     MALFORMED,
     OPS,
+    OUT_OF_MEMORY,
     PATH_OPTIONS,
+    PROGRESS,
     PROTOCOL_VERSION,
+    READY,
+    RESULT,
     SEGMENT_OPTIONS,
+    WARNING,
     encode,
 )
 from .segmentoptions import SegmentOptions
@@ -127,7 +134,7 @@ class Worker:
         try:
             return self._handle_line(raw)
         except Exception as e:  # whatever a line holds, the worker answers and keeps serving
-            self.out.send(None, "error", error=MALFORMED,
+            self.out.send(None, ERROR, error=MALFORMED,
                           message=f"request could not be handled: {type(e).__name__}: {str(e)[:200]}")
             return True
 
@@ -135,40 +142,40 @@ class Worker:
         from .schema import loads_limited
 
         if len(raw) > MAX_LINE_BYTES:
-            self.out.send(None, "error", error=MALFORMED,
+            self.out.send(None, ERROR, error=MALFORMED,
                           message=f"request is longer than {MAX_LINE_BYTES} bytes")
             return True
         try:
             text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
         except UnicodeDecodeError:
-            self.out.send(None, "error", error=MALFORMED, message="request is not UTF-8 text")
+            self.out.send(None, ERROR, error=MALFORMED, message="request is not UTF-8 text")
             return True
         if not text.strip():
             return True
         try:
             req = loads_limited(text)
         except ValueError as e:
-            self.out.send(None, "error", error=MALFORMED, message=f"request is not JSON: {e}")
+            self.out.send(None, ERROR, error=MALFORMED, message=f"request is not JSON: {e}")
             return True
         rid = req.get("id") if isinstance(req, dict) else None
         if not (rid is None or isinstance(rid, (str, int)) and not isinstance(rid, bool)):
-            self.out.send(None, "error", error=MALFORMED, message="'id' must be a string or an integer")
+            self.out.send(None, ERROR, error=MALFORMED, message="'id' must be a string or an integer")
             return True
         op = req.get("op") if isinstance(req, dict) else None
         if op not in OPS:
-            self.out.send(rid, "error", error=MALFORMED,
+            self.out.send(rid, ERROR, error=MALFORMED,
                           message=f"request needs 'op' set to one of {', '.join(OPS)} (got {op!r})")
             return True
         return getattr(self, "_op_" + op)(rid, req)
 
     def _op_ping(self, rid: Any, req: dict) -> bool:
-        self.out.send(rid, "result", pong=True, pid=os.getpid())
+        self.out.send(rid, RESULT, pong=True, pid=os.getpid())
         return True
 
     def _op_info(self, rid: Any, req: dict) -> bool:
         with self._lock:
             busy = self._current.id if self._current else None
-        self.out.send(rid, "result", pid=os.getpid(), loaded_at=self.loaded_at, served=self.served,
+        self.out.send(rid, RESULT, pid=os.getpid(), loaded_at=self.loaded_at, served=self.served,
                       busy=busy, queued=self._jobs.qsize(), **describe(self.segmenter))
         return True
 
@@ -194,7 +201,7 @@ class Worker:
         else:
             problem = SegmentOptions.request_problem(options)   # JSON types; values are checked per job
         if problem or not isinstance(inputs, dict):   # (inputs is a dict once no problem was found)
-            self.out.send(rid, "error", error=MALFORMED, message=problem)
+            self.out.send(rid, ERROR, error=MALFORMED, message=problem)
             return True
         self._jobs.put(_Job(str(rid), inputs, options))
         return True
@@ -217,12 +224,12 @@ class Worker:
                 elif any(j.id == target for j in list(self._jobs.queue)):
                     self._cancelled.add(target)
                     hit.append(target)
-        self.out.send(rid, "result", cancelled=hit)
+        self.out.send(rid, RESULT, cancelled=hit)
         return True
 
     def _op_shutdown(self, rid: Any, req: dict) -> bool:
         self._op_cancel(None, {})
-        self.out.send(rid, "result", shutdown=True)
+        self.out.send(rid, RESULT, shutdown=True)
         return False
 
     def stop(self, timeout: float = 10.0) -> None:
@@ -243,7 +250,7 @@ class Worker:
             with self._lock:
                 if job.id in self._cancelled:
                     self._cancelled.discard(job.id)
-                    self.out.send(job.id, "error", error=CANCELLED, message="cancelled before it started")
+                    self.out.send(job.id, ERROR, error=CANCELLED, message="cancelled before it started")
                     continue
                 self._current = job
             try:
@@ -258,7 +265,7 @@ class Worker:
         opts = job.options
 
         def progress(fraction: float, message: str) -> None:
-            self.out.send(job.id, "progress", fraction=round(float(fraction), 4), message=str(message))
+            self.out.send(job.id, PROGRESS, fraction=round(float(fraction), 4), message=str(message))
             # Every progress report is also a cancel point, on top of the Segmenter's own.
             if job.cancel.is_set():
                 raise Cancelled("cancelled")
@@ -286,8 +293,8 @@ class Worker:
             write_result(res, outputs, probabilities_file=prob_path if res.probabilities is not None else None,
                          brain_mask_file=mask_path, inputs=job.inputs.values())
             for w in res.warnings:
-                self.out.send(job.id, "log", level="warning", message=str(w))
-            self.out.send(job.id, "result", output=str(outputs[0]), outputs=[str(p) for p in outputs],
+                self.out.send(job.id, LOG, level=WARNING, message=str(w))
+            self.out.send(job.id, RESULT, output=str(outputs[0]), outputs=[str(p) for p in outputs],
                           probabilities=None if prob_path is None else str(prob_path),
                           volumes_ml=res.volumes_ml, modalities=list(res.modalities), reference=res.reference,
                           labels=res.label_convention, warnings=[str(w) for w in res.warnings],
@@ -296,13 +303,13 @@ class Worker:
                           brain_mask=None if mask_path is None else str(mask_path),
                           timings=getattr(res, "timings", {}), seconds=round(time.perf_counter() - t0, 3))
         except Cancelled:
-            self.out.send(job.id, "error", error=CANCELLED, message="cancelled")
+            self.out.send(job.id, ERROR, error=CANCELLED, message="cancelled")
         except LCKDError as e:
-            self.out.send(job.id, "error", error=type(e).__name__, message=str(e))
+            self.out.send(job.id, ERROR, error=type(e).__name__, message=str(e))
         except MemoryError:
-            self.out.send(job.id, "error", error="MemoryError", message="out of memory for this case")
+            self.out.send(job.id, ERROR, error=OUT_OF_MEMORY, message="out of memory for this case")
         except Exception as e:  # keep serving: one bad case must not take the worker down
-            self.out.send(job.id, "error", error=INTERNAL, message=f"{type(e).__name__}: {e}",
+            self.out.send(job.id, ERROR, error=INTERNAL, message=f"{type(e).__name__}: {e}",
                           detail=traceback.format_exc(limit=8))
 
 
@@ -375,14 +382,14 @@ def serve(stdin: Any, writer: _Writer, load: Callable[[], Any]) -> int:
     try:
         segmenter = load()
     except LCKDError as e:
-        writer.send(None, "error", error=type(e).__name__, message=str(e), fatal=True)
+        writer.send(None, ERROR, error=type(e).__name__, message=str(e), fatal=True)
         return FATAL_EXIT
     except Exception as e:
-        writer.send(None, "error", error=INTERNAL, message=f"model could not be loaded: {type(e).__name__}: {e}",
+        writer.send(None, ERROR, error=INTERNAL, message=f"model could not be loaded: {type(e).__name__}: {e}",
                     detail=traceback.format_exc(limit=8), fatal=True)
         return FATAL_EXIT
     worker = Worker(segmenter, writer)
-    writer.send(None, "ready", protocol=PROTOCOL_VERSION, pid=os.getpid(), loaded_at=worker.loaded_at,
+    writer.send(None, READY, protocol=PROTOCOL_VERSION, pid=os.getpid(), loaded_at=worker.loaded_at,
                 load_seconds=round(time.perf_counter() - t0, 3), **describe(segmenter))
     try:
         # Bounded reads: an endless line must not take the worker's memory before it is refused.
