@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .errors import InputError, LCKDError, OutputError
-from .imageio import printable
+from .pathcheck import printable
 
 FIELDS = ("case", "modalities", "NCR_ml", "ED_ml", "ET_ml", "TC_ml", "WT_ml", "expected_wt_dice", "low_confidence",
           "quality_reasons", "seconds", "status", "message", "model", "card_sha256")
@@ -313,7 +313,8 @@ def counts(rows: Sequence[Mapping]) -> dict:
 def write_summary(rows: Sequence[dict], base: Path, *, model: Mapping | None = None, options: Mapping | None = None,
                   seconds: float | None = None, input_dir: str | Path | None = None) -> tuple[Path, Path]:
     """Write `<base>.csv` and `<base>.json` atomically and check they read back (`OutputError` if not)."""
-    from .imageio import atomic_path, shown_path
+    from .atomicwrite import atomic_path
+    from .pathcheck import shown_path
     from .provenance import write_record
 
     csv_path, json_path = base.with_name(base.name + ".csv"), base.with_name(base.name + ".json")
@@ -419,10 +420,10 @@ def case_line(index: int, total: int, row: Mapping) -> str:
 def run_batch(args) -> int:
     """Run `lckd batch`; returns the exit status (1 if any case failed)."""
     from .brainextract import check_installed
-    from .imageio import check_path_text
     from .modalities import parse_subset
     from .modelcard import read_card
     from .options import check_process_options
+    from .pathcheck import check_path_text
     from .provenance import model_line
     from .registry import resolve_model
     from .runrecord import run_options, segment_record

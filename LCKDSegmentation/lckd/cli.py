@@ -303,9 +303,10 @@ def cmd_segment(args) -> int:
 
 def _check_side_file(path, suffix: str, inputs, what: str) -> None:
     """Refuse (before the model loads) a side output with the wrong suffix, unwritable, or an input."""
+    from .atomicwrite import probe_writable
     from .errors import OutputError
-    from .imageio import probe_writable, shown_path
     from .output import refuse_input_overwrite
+    from .pathcheck import shown_path
 
     if not str(path).lower().endswith(suffix):
         raise OutputError(f"cannot write {what} '{shown_path(path)}': its name must end in {suffix}")

@@ -112,7 +112,7 @@ def save_overlay_png(image: np.ndarray, label: np.ndarray, path: Path, title: st
         from matplotlib.patches import Patch
     except ImportError:
         raise InputError("the demo picture needs matplotlib: pip install matplotlib") from None
-    from .imageio import atomic_path
+    from .atomicwrite import atomic_path
 
     tumour = np.argwhere(label > 0)
     centre = tumour.mean(0).round().astype(int) if len(tumour) else np.array(label.shape) // 2

@@ -343,7 +343,7 @@ def read_and_check(inputs: Mapping[str, ImageLike] | CheckedInputs, reference: s
         if isinstance(value, sitk.Image):
             sources[mod] = f"<{mod} image in memory>"
         else:
-            from .imageio import shown_path
+            from .pathcheck import shown_path
             sources[mod] = shown_path(value) if isinstance(value, str) else shown_path(os.fspath(value))
     if not images:
         raise InputError("no input image given: provide at least one of T1, T1ce, T2, FLAIR")

@@ -20,11 +20,21 @@ def module_name(path: Path) -> str:
 MODULES = {module_name(p): p for p in sorted(CORE.rglob("*.py")) if "__pycache__" not in p.parts}
 
 
-def imported_names(name: str, path: Path) -> set[str]:
-    """Every module `path` imports, anywhere in the file, as absolute dotted names."""
+def _module_level(tree: ast.AST):
+    """The nodes of a module outside its functions: what importing it runs."""
+    for node in ast.iter_child_nodes(tree):
+        if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
+            yield node
+            yield from _module_level(node)
+
+
+def imported_names(name: str, path: Path, lazy: bool = True) -> set[str]:
+    """Every module `path` imports as absolute dotted names: anywhere in the file, or with
+    `lazy` False only those importing it imports (not those inside functions)."""
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
     found: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+    tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
+    for node in (ast.walk(tree) if lazy else _module_level(tree)):
         if isinstance(node, ast.Import):
             found.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
@@ -113,3 +123,34 @@ def test_no_import_circle():
 
 def test_a_circle_is_found():
     assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+#: Modules the Slicer GUI process imports (no torch, numpy or SimpleITK there before the
+#: dependencies are installed): importing them imports the standard library and each other only.
+STANDARD_LIBRARY_ONLY = ("lckd.atomicwrite", "lckd.errors", "lckd.filetypes", "lckd.pathcheck", "lckd.protocol",
+                         "lckd.segmentoptions", "lckd.segments", "lckd.options")
+
+
+def test_light_modules_import_only_the_standard_library():
+    import sys
+
+    stdlib = getattr(sys, "stdlib_module_names", None)
+    if stdlib is None:   # Python 3.9
+        import pytest
+        pytest.skip("sys.stdlib_module_names needs Python 3.10")
+    for name in STANDARD_LIBRARY_ONLY:
+        names = imported_names(name, MODULES[name], lazy=False)
+        outside = sorted(n for n in names if n.split(".")[0] not in stdlib and n.split(".")[0] != "lckd")
+        core = {n for n in names if n in MODULES} - set(STANDARD_LIBRARY_ONLY) - {"lckd"}  # the package: a version
+        assert not outside and not core, (name, outside, sorted(core))
+
+
+def test_atomic_writing_has_its_own_module_and_the_old_names_still_import():
+    from lckd import atomicwrite
+    from lckd.imageio import atomic_path, read_image, shown_path, write_image  # noqa: F401
+
+    assert atomic_path is atomicwrite.atomic_path
+    writers_only = [name for name, targets in core_edges().items()
+                    if "lckd.imageio" in targets and name in ("lckd.preview", "lckd.demo", "lckd.modelcard",
+                                                               "lckd.provenance", "lckd.registry", "lckd.cli")]
+    assert writers_only == [], "these write no images: import atomic_path from lckd.atomicwrite"
