@@ -31,6 +31,7 @@ from slicer.ScriptedLoadableModule import (
 from slicer.util import VTKObservationMixin
 
 from lckd.modalities import MODALITIES, REFERENCE_PREFERENCE
+from lckd.protocol import CANCELLED, ERROR, LOG, READY
 from LCKDSegmentationLib import dependencies, panel, sampledata
 from LCKDSegmentationLib.logic import SegmentationLogic
 from LCKDSegmentationLib.output import TABLE_ROLE
@@ -379,7 +380,7 @@ class LCKDSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def onWorkerMessage(self, msg: dict):
         event = msg.get("event")
-        if event == "ready":
+        if event == READY:
             model = msg.get("model", {})
             self.ui.workerStatusLabel.text = (f"Model {model.get('name', '?')} {model.get('version', '')} loaded on "
                                               f"{msg.get('device')} in {msg.get('load_seconds', 0):.1f} s.")
@@ -387,9 +388,9 @@ class LCKDSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             if self._parameterNode is not None and default is not None and not self._postprocessChosen:
                 self._parameterNode.postprocess = default  # start from the model card's setting
             self.updateState()
-        elif event == "log":
+        elif event == LOG:
             self.log(str(msg.get("message")))
-        elif event == "error" and msg.get("id") is None:
+        elif event == ERROR and msg.get("id") is None:
             # The worker itself failed (bad model, absent GPU, died); the next Apply starts a new one.
             p = self._parameterNode
             problem = self.logic.segmentation.deviceProblem(p.device.value) if p is not None else None
@@ -446,7 +447,7 @@ class LCKDSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if job.failed:
             kind, message = job.reply.get("error"), job.reply.get("message", "")
             self.ui.progressBar.value = 0
-            if kind == "Cancelled":
+            if kind == CANCELLED:
                 self.log("Cancelled; the scene was not changed.")
             else:
                 self.log(f"Failed: {message}")

@@ -16,9 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from lckd.errors import InputError
 from lckd.modalities import canonical, subset_key
-from lckd.options import check_mirrors, check_preprocess
-from lckd.protocol import ERROR, READY
+from lckd.protocol import CANCELLED, ERROR, LOG, PROGRESS, READY, RESULT, SEGMENT, WARNING
+from lckd.segmentoptions import SegmentOptions
 
 from . import output, volumeio
 from .selection import SelectionError, validate_selection
@@ -63,7 +64,7 @@ class SegmentJob:
 
     @property
     def failed(self) -> bool:
-        return self.done and self.reply is not None and self.reply.get("event") == "error"
+        return self.done and self.reply is not None and self.reply.get("event") == ERROR
 
     @property
     def seconds(self) -> float:
@@ -76,8 +77,9 @@ class SegmentationLogic:
     #: Seconds a cancelled job may take to stop before its worker is killed.
     cancel_grace = 10.0
     poll_interval = 0.05
-    #: Label convention requested from the core; segments keep these label values.
-    labels = "brats2018"
+    #: Label convention requested from the core (None: the model card's); segments keep these
+    #: label values.
+    labels: str | None = None
 
     def __init__(self, scene: Any = None, python: str | None = None):
         self._scene = scene
@@ -134,7 +136,7 @@ class SegmentationLogic:
                 self._cuda, self._cuda_reason = used.startswith("cuda"), f"the model loaded on '{used}'"
             elif used.startswith("cuda"):
                 self._cuda, self._cuda_reason = True, ""
-        elif event == ERROR and msg.get("fatal") and msg.get("error") == "InputError" \
+        elif event == ERROR and msg.get("fatal") and msg.get("error") == InputError.__name__ \
                 and requested.startswith(("cuda", "gpu")):
             # At load time the device is the only input the worker checks.
             self._cuda, self._cuda_reason = False, str(msg.get("message", "")).split(";")[0]
@@ -180,7 +182,7 @@ class SegmentationLogic:
         Returns at once unless `wait`: the old worker is shut down (killed if need be) in the
         background, so the module's cleanup never freezes the GUI."""
         for job in list(self._active.values()):
-            job.reply = {"id": job.request_id, "event": "error", "error": "Cancelled", "message": "shut down"}
+            job.reply = {"id": job.request_id, "event": ERROR, "error": CANCELLED, "message": "shut down"}
             self._finish(job)
         if self.worker is not None:
             self.worker.stop(wait=wait)
@@ -219,19 +221,18 @@ class SegmentationLogic:
         is known not to have; the scene is unchanged.
         """
         chosen, ref = validate_selection(volumes, reference, self.scene)
-        check_mirrors(mirrors)
+        run = SegmentOptions(reference=ref, labels=self.labels, register=register, postprocess=postprocess,
+                             preprocess=preprocess, mirrors=mirrors)
         if outputSegmentation is not None and not outputSegmentation.IsA("vtkMRMLSegmentationNode"):
             raise SelectionError(f"Output '{outputSegmentation.GetName()}' is not a segmentation node.")
         temp_dir = tempfile.mkdtemp(prefix="lckd-")
         try:
             inputs = {m: str(volumeio.write_volume(node, Path(temp_dir) / f"{m}.nrrd")) for m, node in chosen.items()}
             worker = self.startWorker(model, device)
-            options = {"output": str(Path(temp_dir) / "label.nrrd"), "reference": ref, "labels": self.labels,
-                       "register": bool(register), "postprocess": None if postprocess is None else bool(postprocess),
-                       "preprocess": check_preprocess(preprocess), "mirrors": int(mirrors)}
-            if preprocess != "off":
+            options = {"output": str(Path(temp_dir) / "label.nrrd"), **run.to_request()}
+            if run.preprocess != "off":
                 options["brain_mask_output"] = str(Path(temp_dir) / "brainmask.nrrd")
-            rid = worker.send("segment", inputs=inputs, options=options)
+            rid = worker.send(SEGMENT, inputs=inputs, options=options)
         except Exception:
             shutil.rmtree(temp_dir, ignore_errors=True)
             raise
@@ -258,20 +259,20 @@ class SegmentationLogic:
         if job is None:
             return
         event = msg.get("event")
-        if event == "progress":
+        if event == PROGRESS:
             job.fraction, job.message = float(msg.get("fraction", 0.0)), str(msg.get("message", ""))
-        elif event == "result" and job.cancel_requested is not None:
+        elif event == RESULT and job.cancel_requested is not None:
             # Finished before the cancel reached the worker: the user asked for nothing to change.
-            job.reply = {"id": job.request_id, "event": "error", "error": "Cancelled", "message": "cancelled"}
+            job.reply = {"id": job.request_id, "event": ERROR, "error": CANCELLED, "message": "cancelled"}
             self._finish(job)
-        elif event == "result":
+        elif event == RESULT:
             try:
                 job.segmentation = self._importResult(job, msg)
                 job.reply = msg
             except Exception as e:  # a result we cannot import is a failed job, not a crash
-                job.reply = {"id": job.request_id, "event": "error", "error": type(e).__name__, "message": str(e)}
+                job.reply = {"id": job.request_id, "event": ERROR, "error": type(e).__name__, "message": str(e)}
             self._finish(job)
-        elif event == "error":
+        elif event == ERROR:
             job.reply = msg
             self._finish(job)
 
@@ -351,7 +352,8 @@ class SegmentationLogic:
         # The labelmap carries the reference volume's world geometry (see volumeio.write_volume).
         node.SetReferenceImageGeometryParameterFromVolumeNode(labelmap)
         node.SetNodeReferenceID(node.GetReferenceImageGeometryReferenceRole(), reference_node.GetID())
-        output.fill_segmentation(node, labelmap, CONVENTIONS[reply.get("labels", self.labels)], job.keep_other_segments)
+        output.fill_segmentation(node, labelmap, CONVENTIONS[reply["labels"]],
+                                 job.keep_other_segments)
         modalities = list(reply.get("modalities") or job.volumes)
         info = self.modelInfo()
         model = f"{info.get('name', '')} {info.get('version', '')}".strip()
@@ -397,15 +399,15 @@ class SegmentationLogic:
     @staticmethod
     def _report(msg: dict, request_id: str, progress: Progress | None) -> None:
         event = msg.get("event")
-        if event == "progress" and msg.get("id") == request_id and progress is not None:
+        if event == PROGRESS and msg.get("id") == request_id and progress is not None:
             progress(float(msg.get("fraction", 0.0)), str(msg.get("message", "")))
-        elif event == "log":
-            log.log(logging.WARNING if msg.get("level") == "warning" else logging.INFO, "LCKD: %s", msg.get("message"))
+        elif event == LOG:
+            log.log(logging.WARNING if msg.get("level") == WARNING else logging.INFO, "LCKD: %s", msg.get("message"))
 
     @staticmethod
     def _failure(reply: dict) -> SegmentationFailed:
         kind, message = str(reply.get("error", "Error")), str(reply.get("message", "segmentation failed"))
-        cls = SegmentationCancelled if kind == "Cancelled" else SegmentationFailed
+        cls = SegmentationCancelled if kind == CANCELLED else SegmentationFailed
         return cls(message, kind)
 
     # -- many cases (console) ----------------------------------------------------------
@@ -428,7 +430,8 @@ class SegmentationLogic:
         from lckd.errors import LCKDError
         from lckd.provenance import result_record
 
-        check_mirrors(mirrors)
+        run = SegmentOptions(labels=self.labels, register=register, postprocess=postprocess, preprocess=preprocess,
+                             mirrors=mirrors)
         cases = find_batch_cases(Path(inputDir), ignore=[outputDir])
         wanted = None if modalities is None else [canonical(m) for m in modalities]
         out_dir = Path(outputDir)
@@ -436,24 +439,23 @@ class SegmentationLogic:
         info = self.startWorker(model, device).wait_ready()
         card = dict(info.get("model") or {})
         model_rec = {k: card.get(k) for k in ("name", "version", "card_sha256", "scope")}
-        options = {"labels": self.labels, "register": bool(register), "postprocess": postprocess,
+        labels = run.labels or card.get("labels")   # None: the loaded model's convention
+        options = {"labels": labels, "register": run.register, "postprocess": run.postprocess,
                    "device": device, "formats": formats, "modalities": wanted,
-                   "preprocess": check_preprocess(preprocess), "mirrors": int(mirrors)}
+                   "preprocess": run.preprocess, "mirrors": run.mirrors}
 
         def segment_one(case, outputs) -> dict:
             worker = self.startWorker(model, device)   # a new worker if the last one died
             try:
                 # The worker writes every file with the core's writers (as `lckd segment` does).
-                reply = worker.request("segment", on_event=self._dispatch,
-                                       inputs={m: str(p) for m, p in case.images.items()}, options={
-                                           "output": [str(p) for p in outputs], "labels": self.labels,
-                                           "register": bool(register), "postprocess": postprocess,
-                                           "preprocess": preprocess, "mirrors": int(mirrors)})
+                reply = worker.request(SEGMENT, on_event=self._dispatch,
+                                       inputs={m: str(p) for m, p in case.images.items()},
+                                       options={"output": [str(p) for p in outputs], **run.to_request()})
             except WorkerError as e:
                 raise LCKDError(str(e)) from None
             return result_record(model=model_rec, modalities=reply.get("modalities", list(case.images)),
                                  inputs=case.images, reference=reply.get("reference"),
-                                 labels=reply.get("labels", self.labels), volumes_ml=reply.get("volumes_ml", {}),
+                                 labels=reply.get("labels", labels), volumes_ml=reply.get("volumes_ml", {}),
                                  outputs=outputs, warnings=reply.get("warnings", []), timings=reply.get("timings"),
                                  device=str(info.get("device")), options=options,
                                  preprocessing=reply.get("preprocessing", ""), quality=reply.get("quality"),

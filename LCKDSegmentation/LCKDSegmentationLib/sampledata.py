@@ -2,7 +2,7 @@
 
 Every BraTS-layout case folder under `<resources>/SampleData/` becomes one Sample Data
 entry; nothing here names files, so replacing the bundled case needs no code change. Node
-names are the file names (e.g. `BraTS-GLI-00001-000-t1c`), which the module's
+names are the file names (e.g. `BraTS-PHANTOM-SAMPLE-000-t1c`), which the module's
 auto-assignment maps to the right modality selectors.
 
 `register` runs on every Slicer start-up, module used or not, so it imports only the

@@ -30,12 +30,16 @@ from pathlib import Path
 from typing import Any, Callable
 
 from lckd.protocol import (
+    CANCEL,
     CANCELLED,
     ERROR,
     FINAL_EVENTS,
+    INFO_LEVEL,
+    LOG,
     PROTOCOL_MISMATCH,
     PROTOCOL_VERSION,
     READY,
+    SHUTDOWN,
     WORKER_DIED,
     decode,
     encode,
@@ -222,7 +226,7 @@ class WorkerClient:
                 try:
                     msg = decode(text)
                 except ValueError:
-                    msg = {"id": None, "event": "log", "level": "info", "message": text}
+                    msg = {"id": None, "event": LOG, "level": INFO_LEVEL, "message": text}
                 replies.put(msg)
         except (OSError, ValueError):
             pass  # the pipe was closed under us by stop()
@@ -253,7 +257,7 @@ class WorkerClient:
         self._stopping = True
         if proc.poll() is None:
             try:
-                self._write({"id": "shutdown", "op": "shutdown"})
+                self._write({"id": SHUTDOWN, "op": SHUTDOWN})
                 proc.stdin.close()
             except OSError:
                 pass
@@ -310,7 +314,7 @@ class WorkerClient:
         self.proc.stdin.flush()
 
     def cancel(self, target: str | None = None) -> str:
-        return self.send("cancel", target=target)
+        return self.send(CANCEL, target=target)
 
     def poll(self) -> list[dict]:
         """Replies that arrived since the last call, without waiting."""

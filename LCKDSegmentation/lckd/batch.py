@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .errors import InputError, LCKDError, OutputError
-from .imageio import printable
+from .pathcheck import printable
 
 FIELDS = ("case", "modalities", "NCR_ml", "ED_ml", "ET_ml", "TC_ml", "WT_ml", "expected_wt_dice", "low_confidence",
           "quality_reasons", "seconds", "status", "message", "model", "card_sha256")
@@ -352,7 +352,8 @@ def counts(rows: Sequence[Mapping]) -> dict:
 def write_summary(rows: Sequence[dict], base: Path, *, model: Mapping | None = None, options: Mapping | None = None,
                   seconds: float | None = None, input_dir: str | Path | None = None) -> tuple[Path, Path]:
     """Write `<base>.csv` and `<base>.json` atomically and check they read back (`OutputError` if not)."""
-    from .imageio import atomic_path, shown_path
+    from .atomicwrite import atomic_path
+    from .pathcheck import shown_path
     from .provenance import write_record
 
     csv_path, json_path = base.with_name(base.name + ".csv"), base.with_name(base.name + ".json")
@@ -462,19 +463,19 @@ def case_line(index: int, total: int, row: Mapping) -> str:
 
 def run_batch(args) -> int:
     """Run `lckd batch`; returns the exit status (1 if any case failed)."""
-    from .cli import check_preprocess_request, preprocess_kwargs, run_options, segment_record
-    from .imageio import check_path_text
-    from .labels import check_convention
+    from .brainextract import check_installed
     from .modalities import parse_subset
     from .modelcard import read_card
-    from .options import check_run_options
+    from .options import check_process_options
+    from .pathcheck import check_path_text
     from .provenance import model_line
     from .registry import resolve_model
+    from .runrecord import run_options, segment_record
+    from .segmentoptions import SegmentOptions
 
-    check_convention(args.labels)
-    check_run_options(overlap=args.overlap, sw_batch_size=args.sw_batch_size, threads=args.threads,
-                      device=args.device, max_memory_gb=getattr(args, "max_memory", None), mirrors=args.mirrors)
-    check_preprocess_request(args)
+    run = SegmentOptions.from_args(args)
+    check_process_options(threads=args.threads, device=args.device)
+    check_installed(run.preprocess, run.brain_extractor)
     check_path_text(args.output_dir, f"output folder '{printable(args.output_dir)}'", LCKDError)
     check_path_text(args.input_dir, f"input folder '{printable(args.input_dir)}'", InputError)
     wanted = parse_subset(args.modalities) if getattr(args, "modalities", None) else None
@@ -507,9 +508,9 @@ def run_batch(args) -> int:
 
     seg = Segmenter.load(card_path, device=device, threads=args.threads)
     if rank == 0 and not quiet:
-        from .cli import _device_line
+        from .report import device_line
         share = f" (share {shard.index + 1} of {shard.count})" if shard.count > 1 else ""
-        print(f"{_device_line(seg, args.device)}\n{len(cases)} case(s){share} -> {printable(out_dir)}", flush=True)
+        print(f"{device_line(seg, args.device)}\n{len(cases)} case(s){share} -> {printable(out_dir)}", flush=True)
     model = seg.model_record()   # the same record in the summary and in every case's record
     prob_dir = getattr(args, "probabilities", None)
 
@@ -519,11 +520,7 @@ def run_batch(args) -> int:
         if prob_dir:
             check_probability_dir(prob_dir, case.images.values(), stem=case.case_id)
             probs = [Path(prob_dir) / n for n in probability_names(case.case_id).values()]
-        res = seg.segment(case.images, labels=args.labels, register=args.register,
-                          probabilities=bool(prob_dir), postprocess=args.postprocess, overlap=args.overlap,
-                          sw_batch_size=args.sw_batch_size, mirrors=args.mirrors,
-                          max_memory_gb=getattr(args, "max_memory", None),
-                          **preprocess_kwargs(args))
+        res = seg.segment(case.images, run)
         w = time.perf_counter()
         mask_file = (out_dir / f"{case.case_id}_brainmask.nii.gz"
                      if getattr(args, "brain_masks", False) and res.brain_mask is not None else None)
@@ -532,7 +529,7 @@ def run_batch(args) -> int:
         if mask_file is not None:
             outputs = outputs + written[-1:]
         timings = dict(res.timings, write=time.perf_counter() - w, total=time.perf_counter() - t)
-        return segment_record(seg, res, args, outputs, probs, timings)
+        return segment_record(seg, res, run, args, outputs, probs, timings)
 
     def on_row(index: int, total: int, row: dict) -> None:
         if row["status"] == "error":
@@ -540,7 +537,7 @@ def run_batch(args) -> int:
         elif not quiet:
             print(case_line(index, total, row), flush=True)
 
-    options = run_options(seg, args)
+    options = run_options(seg, run, args.device, args.threads)
     options.update(format=args.format, modalities=wanted, channels=channels, probabilities=prob_dir)
     rows = run_cases(cases, out_dir, segment_one, formats=[args.format], overwrite=args.overwrite,
                      modalities=wanted, model=model, options=options, shard=shard,

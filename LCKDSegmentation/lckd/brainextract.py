@@ -41,6 +41,13 @@ def extractor_available(name: str | None = None) -> bool:
     return importlib.util.find_spec(BRAIN_EXTRACTORS[check_brain_extractor(name)]) is not None
 
 
+def check_installed(preprocess: str, brain_extractor: str | None) -> None:
+    """Refuse `--preprocess on` without its brain extractor installed, before the model loads."""
+    if preprocess == "on" and not extractor_available(brain_extractor):
+        raise InputError(f"--preprocess on needs the brain extractor {check_brain_extractor(brain_extractor)}: "
+                         f"{INSTALL_HINT}")
+
+
 def _orientation(img: sitk.Image) -> str:
     return sitk.DICOMOrientImageFilter.GetOrientationFromDirectionCosines(img.GetDirection())
 

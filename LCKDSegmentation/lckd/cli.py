@@ -11,8 +11,8 @@ import sys
 from collections.abc import Sequence
 
 from .errors import LCKDError
-from .labels import CONVENTIONS, check_convention
 from .options import BRAIN_EXTRACTORS, DEFAULT_BRAIN_EXTRACTOR, PREPROCESS_MODES
+from .segments import CONVENTIONS
 
 EPILOG = """examples:
   lckd demo                                   segment the bundled sample case
@@ -39,8 +39,9 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
 
 
 def _add_segment_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--labels", default="brats2018", metavar="{" + ",".join(CONVENTIONS) + "}",
-                   help="label values: brats2018 (1 core, 2 oedema, 4 enhancing; default) or brats2023 (enhancing = 3)")
+    p.add_argument("--labels", default=None, metavar="{" + ",".join(CONVENTIONS) + "}",
+                   help="label values: brats2018 (1 core, 2 oedema, 4 enhancing) or brats2023 (enhancing = 3) "
+                        "(default: the model card's; brats2018 for the bundled models)")
     p.add_argument("--postprocess", action=argparse.BooleanOptionalAction, default=None,
                    help="clean up the labelmap: drop small tumour components, relabel ET under 500 voxels "
                         "as core (default: as the model card says; the bundled real-data model does)")
@@ -214,25 +215,19 @@ def _unavailable(name: str, e: Exception) -> int:
     raise LCKDError(f"'lckd {name}' is unavailable: {e}")
 
 
-def print_volumes(volumes: dict, modalities: Sequence[str]) -> None:
-    from .segments import REGION_NAMES, REGION_PARTS
-
-    print(f"modalities used: {', '.join(modalities)}")
-    print(f"{'region':<44}{'volume (mL)':>12}")
-    for key, name in REGION_NAMES.items():   # classes NCR, ED, ET, then the nested regions TC, WT
-        row = f"{name} ({key} = {REGION_PARTS[key]})" if key in REGION_PARTS else f"{name} ({key})"
-        print(f"{row:<44}{volumes[key]:>12.2f}")
-
-
 def cmd_segment(args) -> int:
     import time
 
+    from .brainextract import check_installed
     from .modelcard import read_card
-    from .options import check_run_options
+    from .options import check_process_options
     from .output import check_output_path, check_probability_dir, write_result
     from .progress import StageProgress
     from .provenance import model_line, output_stem, scans_line, sidecar_path
     from .registry import resolve_model
+    from .report import device_line, print_volumes
+    from .runrecord import segment_record
+    from .segmentoptions import SegmentOptions
     from .validation import check_memory, read_and_check
 
     inputs = {m: getattr(args, m) for m in SCAN_FLAGS if getattr(args, m)}
@@ -245,9 +240,8 @@ def cmd_segment(args) -> int:
     progress = StageProgress(quiet=args.quiet)
     # Everything that can be refused is refused before the model loads (seconds), in this order:
     # options, outputs, inputs, the model card, the memory the case needs.
-    check_run_options(overlap=args.overlap, sw_batch_size=args.sw_batch_size, threads=args.threads,
-                      device=args.device, max_memory_gb=args.max_memory, mirrors=args.mirrors)
-    check_convention(args.labels)
+    options = SegmentOptions.from_args(args)
+    check_process_options(threads=args.threads, device=args.device)
     check_output_path(args.output, inputs.values())
     stem = output_stem(args.output)
     if args.probabilities:
@@ -260,12 +254,12 @@ def cmd_segment(args) -> int:
         _check_side_file(args.preview, ".png", inputs.values(), "preview")
     if args.brain_mask:
         check_output_path(args.brain_mask, inputs.values(), what="brain mask")
-    check_preprocess_request(args)
+    check_installed(options.preprocess, options.brain_extractor)
     progress.stage("read")
     checked = read_and_check(inputs, args.reference)
     card_path = resolve_model(args.model)
     card = read_card(card_path)
-    check_memory(checked, card.spacing, args.max_memory)
+    check_memory(checked, card.spacing, options.max_memory_gb)
     print(model_line(card))
     print(scans_line(checked.sources, checked.reference))
     progress.stage("load")
@@ -273,12 +267,8 @@ def cmd_segment(args) -> int:
 
     try:
         seg = Segmenter.load(card_path, device=args.device, threads=args.threads)
-        print(_device_line(seg, args.device), flush=True)
-        res = seg.segment(checked, labels=args.labels, register=args.register,
-                          probabilities=bool(args.probabilities), postprocess=args.postprocess,
-                          overlap=args.overlap, sw_batch_size=args.sw_batch_size, mirrors=args.mirrors,
-                          progress=progress,
-                          max_memory_gb=args.max_memory, **preprocess_kwargs(args))
+        print(device_line(seg, args.device), flush=True)
+        res = seg.segment(checked, options, progress=progress)
         print(f"preprocess: {res.preprocessing}", flush=True)
         for w in res.warnings:
             print(f"warning: {w}", file=sys.stderr)
@@ -302,7 +292,7 @@ def cmd_segment(args) -> int:
                        total=time.perf_counter() - t0)
         if json_path is not None:
             from .provenance import write_record
-            write_record(segment_record(seg, res, args, outputs, probs, timings), json_path)
+            write_record(segment_record(seg, res, options, args, outputs, probs, timings), json_path)
             outputs.append(json_path)
     finally:
         progress.close()
@@ -336,25 +326,12 @@ def stack_inputs(stack: str | None, channels: str | None, given: dict) -> dict:
     return {m: StackChannel(stack, i, len(names)) for i, m in enumerate(names)}
 
 
-def preprocess_kwargs(args) -> dict:
-    """The raw-scan options of `Segmenter.segment` from a segment/batch command line."""
-    return {"preprocess": args.preprocess, "brain_extractor": args.brain_extractor,
-            "bias_correction": bool(args.bias_correction)}
-
-
-def check_preprocess_request(args) -> None:
-    """Refuse `--preprocess on` without the brain extractor installed, before the model loads."""
-    from .brainextract import INSTALL_HINT, extractor_available
-
-    if args.preprocess == "on" and not extractor_available(args.brain_extractor):
-        raise LCKDError(f"--preprocess on needs the brain extractor {args.brain_extractor}: {INSTALL_HINT}")
-
-
 def _check_side_file(path, suffix: str, inputs, what: str) -> None:
     """Refuse (before the model loads) a side output with the wrong suffix, unwritable, or an input."""
+    from .atomicwrite import probe_writable
     from .errors import OutputError
-    from .imageio import probe_writable, shown_path
     from .output import refuse_input_overwrite
+    from .pathcheck import shown_path
 
     if not str(path).lower().endswith(suffix):
         raise OutputError(f"cannot write {what} '{shown_path(path)}': its name must end in {suffix}")
@@ -363,39 +340,6 @@ def _check_side_file(path, suffix: str, inputs, what: str) -> None:
         probe_writable(path, what)
     except OSError as e:
         raise OutputError(f"cannot write {what} '{shown_path(path)}': {e.strerror or e}") from None
-
-
-def _device_line(seg, asked: str) -> str:
-    """'device: cpu, 2 threads (no GPU found: ...)': said once, so a slow CPU run is not a surprise."""
-    if seg.device.type != "cpu":
-        return f"device: {seg.device}"
-    import torch
-
-    line = f"device: cpu, {torch.get_num_threads()} thread(s)"
-    if asked in ("auto", "gpu"):
-        line += " (no GPU found: the network runs on the CPU, several times slower than on a GPU)"
-    return line
-
-
-def segment_record(seg, res, args, outputs, probabilities, timings: dict) -> dict:
-    """The result record (JSON sidecar) of one `lckd segment` / `lckd batch` case."""
-    from .provenance import result_record
-
-    return result_record(
-        model=seg.model_record(), modalities=res.modalities, inputs=res.sources, reference=res.reference,
-        labels=res.label_convention, volumes_ml=res.volumes_ml, outputs=outputs, probabilities=probabilities,
-        warnings=res.warnings, timings=timings, device=str(seg.device), options=run_options(seg, args),
-        preprocessing=res.preprocessing, quality=res.quality, notes=res.notes)
-
-
-def run_options(seg, args) -> dict:
-    """The options a case was segmented with, as recorded (postprocess as the rule applied)."""
-    return {"labels": args.labels, "register": bool(args.register), "reference": getattr(args, "reference", None),
-            "postprocess": seg.postprocess_rule(args.postprocess),
-            "overlap": seg.card.overlap if args.overlap is None else args.overlap,
-            "sw_batch_size": args.sw_batch_size, "mirrors": args.mirrors, "device": args.device,
-            "threads": args.threads,
-            **preprocess_kwargs(args)}
 
 
 def save_result_preview(res, images: dict, path, card, reference_label=None, title: str = "") -> None:
@@ -457,17 +401,10 @@ def dice_cell(row: dict, region: str) -> str:
     value = row.get(region)
     if not isinstance(value, (int, float)):
         return "-"
+    from .report import plus_minus
+
     sd = row.get(f"{region}_sd")
     return f"{value:.3f}" + (f" {plus_minus()} {sd:.3f}" if isinstance(sd, (int, float)) else "")
-
-
-def plus_minus() -> str:
-    """The plus-minus sign, or '+/-' where stdout's encoding lacks it (an ASCII locale)."""
-    try:
-        "\u00b1".encode(getattr(sys.stdout, "encoding", None) or "ascii")
-        return "\u00b1"
-    except (UnicodeEncodeError, LookupError):
-        return "+/-"
 
 
 def card_text(card) -> str:
@@ -510,6 +447,8 @@ def card_text(card) -> str:
 def _dice_table(ev: dict, title: str) -> list[str]:
     """A card evaluation's per-subset Dice as `lckd info` lines (empty when it has none)."""
     import textwrap
+
+    from .report import plus_minus
 
     rows = ev.get("per_subset", {})
     if not rows:

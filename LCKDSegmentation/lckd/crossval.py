@@ -308,7 +308,7 @@ def run_crossval(args: argparse.Namespace) -> int:
         if missing:
             print(f"folds still to score: {', '.join(map(str, missing))} (the report is written when all are done)")
         return 0
-    from .cli import plus_minus
+    from .report import plus_minus
 
     reports = {}
     for split in SCORED_SPLITS:

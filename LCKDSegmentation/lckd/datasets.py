@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from .atomicwrite import atomic_path
 from .caselayout import (  # noqa: F401 (re-exported: the public home of these names stays here)
     LAYOUTS,
     CaseFiles,
@@ -29,7 +30,7 @@ from .caselayout import (  # noqa: F401 (re-exported: the public home of these n
     find_cases,
 )
 from .errors import InputError, OutputError, itk_error_detail
-from .imageio import atomic_path, write_image
+from .imageio import write_image
 
 if TYPE_CHECKING:
     import SimpleITK as sitk

@@ -7,17 +7,11 @@ the sample's ground truth dashed (`lckd.preview`). Works offline: everything it 
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
-import numpy as np
-
-from .errors import InputError
-from .labels import CONVENTIONS
 from .metrics import mask_dice
 from .modalities import MODALITIES, parse_subset
 from .resources import resources_dir
-from .segments import SEGMENTS
 
 
 def sample_case() -> tuple[str, dict[str, Path], Path]:
@@ -59,12 +53,12 @@ def sample_dice(labelmap) -> dict[str, float]:
 def run_demo(args) -> int:
     import SimpleITK as sitk
 
-    from .cli import print_volumes
     from .inference import Segmenter
     from .output import write_labelmap
     from .preview import result_figure
     from .progress import StageProgress
     from .provenance import model_line
+    from .report import print_volumes
 
     subset = parse_subset(args.modalities)
     case_id, images, label_path = sample_case()
@@ -100,48 +94,3 @@ def run_demo(args) -> int:
                               f"TC {scores['TC']:.2f}, WT {scores['WT']:.2f}")
     print(f"wrote {seg_path}\nwrote {png}")
     return 0
-
-
-def save_overlay_png(image: np.ndarray, label: np.ndarray, path: Path, title: str = "",
-                     convention: str = "brats2018") -> Path:
-    """Axial, coronal and sagittal slices through the tumour's centre with filled regions
-    (an overview for experiments; `lckd demo` and `--preview` draw `lckd.preview` outlines)."""
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-        from matplotlib.patches import Patch
-    except ImportError:
-        raise InputError("the demo picture needs matplotlib: pip install matplotlib") from None
-    from .imageio import atomic_path
-
-    tumour = np.argwhere(label > 0)
-    centre = tumour.mean(0).round().astype(int) if len(tumour) else np.array(label.shape) // 2
-    values = CONVENTIONS[convention]
-    rgba = np.zeros(label.shape + (4,), dtype=np.float32)
-    for info in SEGMENTS:
-        rgba[label == values[info.key]] = (*info.color, 0.55)
-    lo, hi = np.percentile(image[image > 0], (0.5, 99.5)) if (image > 0).any() else (0, 1)
-    views = [("axial", lambda a: a[centre[0]]), ("coronal", lambda a: a[:, centre[1]][::-1]),
-             ("sagittal", lambda a: a[:, :, centre[2]][::-1])]
-    fig, axes = plt.subplots(1, 3, figsize=(12, 4.6), facecolor="black")
-    for ax, (name, cut) in zip(axes, views):
-        ax.imshow(cut(image), cmap="gray", vmin=lo, vmax=hi, interpolation="nearest")
-        ax.imshow(cut(rgba), interpolation="nearest")
-        ax.set_title(name, color="white")
-        ax.axis("off")
-    handles = [Patch(color=info.color, label=info.name) for info in SEGMENTS]
-    fig.legend(handles=handles, loc="lower center", ncol=3, frameon=False, labelcolor="white")
-    fig.suptitle(title, color="white")
-    fig.tight_layout(rect=(0, 0.07, 1, 0.95))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp:
-        fig.savefig(str(tmp), dpi=100, facecolor="black", format="png")
-    plt.close(fig)
-    return path
-
-
-if __name__ == "__main__":  # pragma: no cover
-    from .cli import main
-
-    sys.exit(main(["demo"] + sys.argv[1:]))

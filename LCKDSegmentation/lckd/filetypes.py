@@ -47,3 +47,16 @@ def image_stem(name: str) -> str:
         if lower.endswith(s) and len(name) > len(s):
             return name[: -len(s)]
     return name
+
+
+def format_extension(name: str) -> str:
+    """The extension that decides the format: '.nii.gz' (any '.x.gz'), otherwise the last suffix."""
+    lower = name.lower()
+    base, dot, last = lower.rpartition(".")
+    if not dot or not base:
+        return ""
+    if last == "gz":
+        inner = base.rpartition(".")
+        if inner[1] and inner[0]:
+            return name[len(inner[0]):]
+    return name[len(base):]

@@ -1,12 +1,12 @@
-"""Reading and writing images with one-line errors, and atomic (temp file + rename) writes.
+"""Reading and writing images with one-line errors (writes through `lckd.atomicwrite`).
 
 `read_image` accepts NIfTI (.nii, .nii.gz), NRRD (.nrrd, .nhdr), MetaImage (.mha, .mhd) or a
 folder holding one DICOM series, and returns a scalar 3D float32 image with its geometry.
 It checks the *shape* of what it read (3D, one component, complete file); the *values*
 (NaN, empty, label-map-like) are checked by `lckd.validation`.
 
-Every output the package writes goes through `atomic_path`, so an interrupted or failed
-write never leaves a partial file under the final name.
+Every output the package writes goes through `atomic_path` (`lckd.atomicwrite`, re-exported
+here), so an interrupted or failed write never leaves a partial file under the final name.
 """
 from __future__ import annotations
 
@@ -15,24 +15,31 @@ import errno
 import functools
 import gzip
 import os
-import re
-import secrets
 import stat
 import struct
 import sys
-import tempfile
-import time
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Callable, Union
+from typing import Union
 
 import SimpleITK as sitk
 
+# Re-exported: `from lckd.imageio import atomic_path, shown_path ...` keeps working.
+from .atomicwrite import STALE_TEMP_SECONDS as STALE_TEMP_SECONDS
+from .atomicwrite import TEMP_NAME_EXTRA as TEMP_NAME_EXTRA
+from .atomicwrite import atomic_path as atomic_path
+from .atomicwrite import free_bytes, os_reason
+from .atomicwrite import probe_writable as probe_writable
+from .atomicwrite import remove_stale_temps as remove_stale_temps
+from .atomicwrite import stale_temp_pattern as stale_temp_pattern
 from .errors import InputError, OutputError, itk_error_detail
-from .filetypes import FORMAT_NAMES, FORMATS_TEXT, WRITE_SUFFIXES
+from .filetypes import FORMAT_NAMES, FORMATS_TEXT, WRITE_SUFFIXES, format_extension
 from .headerfiles import data_file_problem, direction_problem, shear_problem, sibling_problem
-from .pathcheck import check_path_text, path_problem, path_text, printable
+from .pathcheck import check_path_text as check_path_text
+from .pathcheck import path_text
+from .pathcheck import printable as printable
+from .pathcheck import shown_path as shown_path
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -69,16 +76,6 @@ class StackChannel(os.PathLike):
         return f"{shown_path(self.path)} (channel {self.index + 1} of {self.count})"
 
 
-# ----------------------------------------------------------------------------- paths
-
-def shown_path(path: PathLike) -> str:
-    """`path` (with ~ expanded) as text that can always be printed (see `printable`)."""
-    text = path_text(path)
-    if path_problem(text) is None:
-        text = os.path.expanduser(text)
-    return printable(text)
-
-
 # ----------------------------------------------------------------------------- reading
 
 def read_image(path: PathLike | sitk.Image, what: str = "image", *, series: str | None = None) -> sitk.Image:
@@ -100,7 +97,7 @@ def read_image(path: PathLike | sitk.Image, what: str = "image", *, series: str 
     except FileNotFoundError:
         raise InputError(f"{label} does not exist") from None
     except OSError as exc:
-        raise InputError(f"{label} cannot be opened ({_os_reason(exc)})") from None
+        raise InputError(f"{label} cannot be opened ({os_reason(exc)})") from None
     if channel is not None and stat.S_ISREG(mode):
         st = p.stat()
         return _read_stack(str(p), st.st_mtime_ns, st.st_size, channel.count, f"'{shown_path(p)}'")[channel.index]
@@ -387,7 +384,7 @@ def _summarise_read_error(exc: RuntimeError, name: str = "") -> str:
     """Turn SimpleITK's multi-line exception text into a short clause for one line."""
     text = str(exc)
     if "Unable to determine ImageIO reader" in text:
-        fmt = FORMAT_NAMES.get(_extension(name).lower())
+        fmt = FORMAT_NAMES.get(format_extension(name).lower())
         if fmt:
             return f"is not a valid {fmt} file (corrupt, or not what its extension says)"
         return f"is not in a format this tool reads (use {FORMATS_TEXT})"
@@ -539,259 +536,10 @@ def _nifti_expected_bytes(head: bytes) -> int | None:
 
 # ----------------------------------------------------------------------------- writing
 
-def _extension(name: str) -> str:
-    """The extension that decides the format: '.nii.gz' (any '.x.gz'), otherwise the last suffix."""
-    lower = name.lower()
-    base, dot, last = lower.rpartition(".")
-    if not dot or not base:
-        return ""
-    if last == "gz":
-        inner = base.rpartition(".")
-        if inner[1] and inner[0]:
-            return name[len(inner[0]):]
-    return name[len(base):]
-
-
-#: errno values that mean "the bytes did not reach the disk": reported as one clear line.
-_WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO, errno.EROFS}
-
-#: Room atomic_path's temporary name takes beyond the target's name ('.' + '.tmp-xxxxxxxx').
-TEMP_NAME_EXTRA = len(".") + len(".tmp-") + 8
-
-
-def _temp_name(target: Path) -> str:
-    ext = _extension(target.name)
-    stem = target.name[: len(target.name) - len(ext)] if ext else target.name
-    return f".{stem}.tmp-{secrets.token_hex(4)}{ext}"
-
-
-def _free_bytes(folder: Path) -> int | None:
-    try:
-        st = os.statvfs(folder)
-    except (OSError, AttributeError):
-        return None
-    return st.f_bavail * st.f_frsize
-
-
-def _write_failure(label: str, exc: OSError, folder: Path) -> OutputError:
-    reason = _os_reason(exc)
-    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        free = _free_bytes(folder)
-        reason += "" if free is None else f" ({free} bytes free in '{shown_path(folder)}')"
-    return OutputError(f"{label}: {reason}")
-
-
-@contextlib.contextmanager
-def atomic_path(path: PathLike, what: str = "output",
-                verify: Callable[[Path], None] | None = None) -> Iterator[Path]:
-    """Yield a temporary path next to `path`; rename it onto `path` on success, delete it on failure.
-
-    The temporary file (`.<name>.tmp-<random><ext>`, same folder so the rename is atomic,
-    same extension so format-by-extension writers behave) is created empty first, which
-    reserves the name and turns permission problems into a clear `OutputError`. The parent
-    folder is created when missing. Use for every output: images, CSV, JSON, PNG.
-
-    Before the rename the temporary file is flushed to disk (`fsync`, which reports a full
-    disk that delayed allocation hid) and handed to `verify`, which raises `OutputError`
-    when the file is not what was meant to be written: ITK's writers do not report short
-    writes, so only reading the file back proves it is complete. A full disk, quota or
-    file-size limit met while writing is reported as one `OutputError` line.
-    """
-    target, label = _output_target(path, what)
-    parent = target.parent
-    _make_folder(parent, label)
-    remove_stale_temps(target)
-    tmp = None
-    lock_fd = -1
-    for _ in range(8):
-        candidate = parent / _temp_name(target)
-        try:
-            # 0o666 & ~umask, like a normal file; O_EXCL so two writers never share a temp file.
-            fd = os.open(candidate, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-        except FileExistsError:
-            continue
-        except OSError as exc:
-            if exc.errno == errno.ENAMETOOLONG:
-                raise OutputError(f"{label}: the file name is too long for this file system") from None
-            raise OutputError(f"{label}: folder '{shown_path(parent)}' is not writable ({_os_reason(exc)})") from None
-        # Held open and locked while the file lives: another run's clean-up never takes a live temp file.
-        lock_fd = fd if _lock(fd) else -1
-        if lock_fd < 0:
-            os.close(fd)
-        tmp = candidate
-        break
-    if tmp is None:
-        raise OutputError(f"{label}: could not create a temporary file in '{shown_path(parent)}'")
-    try:
-        try:
-            yield tmp
-            _fsync(tmp)
-        except OSError as exc:
-            if exc.errno in _WRITE_ERRNOS:
-                raise _write_failure(label, exc, parent) from None
-            raise
-        if verify is not None:
-            verify(tmp)
-        try:
-            os.replace(tmp, target)
-        except OSError as exc:
-            raise OutputError(f"{label}: {_os_reason(exc)}") from None
-    except BaseException:
-        # Any failure (also Ctrl-C / SIGTERM / cancel) leaves neither a temp file nor a partial target.
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    finally:
-        if lock_fd >= 0:
-            os.close(lock_fd)
-
-
-#: A temporary file of ours untouched for this long, and locked by no process, is left over from
-#: a run that was killed (SIGKILL, power loss) and is removed by the next write to the same name.
-STALE_TEMP_SECONDS = 600.0
-
-
-def _lock(fd: int) -> bool:
-    """Take an exclusive advisory lock on `fd` without waiting; False where locks are unsupported or taken."""
-    try:
-        import fcntl
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except (ImportError, OSError):
-        return False
-    return True
-
-
-def _locked_elsewhere(path: Path) -> bool:
-    """True when another process holds the lock on `path` (a live writer's temporary file)."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return True  # cannot tell: leave it
-    try:
-        import fcntl
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
-    except (ImportError, OSError):
-        return False  # no locks here: the age alone decides
-    finally:
-        os.close(fd)
-    return False
-
-
-def stale_temp_pattern(target: Path) -> re.Pattern:
-    """The names `atomic_path` gives temporary files of `target` (`.<stem>.tmp-<8 hex><ext>`)."""
-    ext = _extension(target.name)
-    stem = target.name[: len(target.name) - len(ext)] if ext else target.name
-    return re.compile(re.escape(f".{stem}.tmp-") + r"[0-9a-f]{8}" + re.escape(ext) + r"\Z", re.DOTALL)
-
-
-def remove_stale_temps(target: Path, older_than: float = STALE_TEMP_SECONDS) -> list:
-    """Remove temporary files a killed run left for `target`; return the paths removed.
-
-    Only files of our own naming for this very target, regular files (not links), not
-    modified for `older_than` seconds and not locked by a live writer are removed; any
-    error leaves a file alone (it is hidden and harmless).
-    """
-    pattern = stale_temp_pattern(target)
-    try:
-        names = os.listdir(target.parent)
-    except OSError:
-        return []
-    removed = []
-    now = time.time()
-    for name in names:
-        if not pattern.match(name):
-            continue
-        p = target.parent / name
-        try:
-            st = os.lstat(p)
-            if not stat.S_ISREG(st.st_mode) or now - st.st_mtime < older_than or _locked_elsewhere(p):
-                continue
-            os.unlink(p)
-            removed.append(p)
-        except OSError:
-            continue
-    return removed
-
-
-def _output_target(path: PathLike, what: str) -> tuple[Path, str]:
-    """(expanded target path, the "cannot write ..." message prefix), refusing names ITK would
-    choke on and existing folders: the checks every write and write probe start with."""
-    target = Path(os.path.expanduser(str(path)))
-    label = f"cannot write {what} '{shown_path(path)}'"
-    check_path_text(target, label, OutputError)
-    if target.is_dir():
-        raise OutputError(f"{label}: it is an existing folder; give a file name")
-    return target, label
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def probe_writable(path: PathLike, what: str = "output") -> Path:
-    """Fail early (before minutes of work) if `path` cannot be written; nothing is left behind.
-
-    Where the folder exists, creates and removes a temporary file with a unique name next
-    to `path` (so concurrent runs in one folder never race on a shared probe name), exactly
-    as the final write will; a missing folder is not created here (the write does that),
-    its nearest existing parent must be a writable folder.
-    """
-    target, label = _output_target(path, what)
-    folder = target.parent
-    if not folder.is_dir():
-        for parent in [folder, *folder.parents]:
-            if parent.exists() and not parent.is_dir():
-                raise OutputError(f"{label}: '{shown_path(parent)}' is a file, not a folder")
-            if parent.is_dir():
-                # Try it for real: os.access says only yes or no, and a read-only file system or a
-                # full disk is not "Permission denied". The probe folder is removed at once.
-                try:
-                    os.rmdir(tempfile.mkdtemp(prefix=".lckd-probe-", dir=parent))
-                except OSError as exc:
-                    raise OutputError(f"{label}: cannot create folder '{shown_path(folder)}' "
-                                      f"({_os_reason(exc)} in '{shown_path(parent)}')") from None
-                return target
-        return target
-
-    class _Probe(Exception):
-        pass
-
-    # Leaving the block by an exception deletes the temporary file and renames nothing.
-    with contextlib.suppress(_Probe):
-        with atomic_path(target, what):
-            raise _Probe
-    return target
-
-
-def _make_folder(folder: Path, label: str) -> None:
-    if folder.is_dir():
-        return
-    # Name the path component that is a file: the usual cause of 'Not a directory'.
-    for parent in [folder, *folder.parents]:
-        if parent.exists() and not parent.is_dir():
-            raise OutputError(f"{label}: '{shown_path(parent)}' is a file, not a folder")
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise OutputError(f"{label}: cannot create folder '{shown_path(folder)}' ({_os_reason(exc)})") from None
-
-
-def _os_reason(exc: OSError) -> str:
-    if exc.errno is not None:
-        return os.strerror(exc.errno)
-    return str(exc) or exc.__class__.__name__
-
-
 def image_writer_target(path: PathLike, what: str = "image") -> Path:
     """Check that `path` has an extension `write_image` can write; return it as a Path."""
     target = Path(os.path.expanduser(str(path)))
-    ext = _extension(target.name).lower()
+    ext = format_extension(target.name).lower()
     if ext not in WRITE_SUFFIXES:
         shown = ext or "(none)"
         raise OutputError(f"cannot write {what} '{shown_path(path)}': unknown image extension {shown} "
@@ -822,7 +570,7 @@ def write_image_file(image: sitk.Image, tmp: PathLike, *, compress: bool = True,
         raise TypeError(f"write_image needs a SimpleITK.Image, not {type(image).__name__}")
     tmp = Path(tmp)
     label = f"cannot write {what} '{shown_path(shown if shown is not None else tmp)}'"
-    if _extension(tmp.name).lower() == ".mha" and image.GetMetaDataKeys():
+    if format_extension(tmp.name).lower() == ".mha" and image.GetMetaDataKeys():
         # MetaImage cannot store NIfTI/DICOM header fields and warns about each one on stderr.
         image = sitk.Image(image)
         for key in image.GetMetaDataKeys():
@@ -871,7 +619,7 @@ def read_back(path: PathLike) -> tuple[sitk.Image | None, str | None]:
         if p.stat().st_size == 0:
             return None, "the file is empty"
     except OSError as exc:
-        return None, f"the file is gone ({_os_reason(exc)})"
+        return None, f"the file is gone ({os_reason(exc)})"
     cut = _nifti_truncation(p) if _is_nifti(p) else _nrrd_truncation(p) if _is_nrrd(p) else None
     if cut:
         return None, f"the file is incomplete ({cut})"
@@ -896,7 +644,7 @@ def verify_image_file(path: PathLike, expected: sitk.Image, label: str) -> None:
     if back is not None and not same_voxels(back, expected):
         problem = "the written file does not read back as the image that was written"
     if problem:
-        free = _free_bytes(p.parent)
+        free = free_bytes(p.parent)
         hint = "" if free is None else f"; {free} bytes free in '{shown_path(p.parent)}': is the disk full?"
         raise OutputError(f"{label}: {problem.replace('the file', 'the written file', 1)}{hint}")
 

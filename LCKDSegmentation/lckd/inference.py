@@ -11,7 +11,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Union
+from typing import Any, Callable, Union
 
 import numpy as np
 import SimpleITK as sitk
@@ -25,6 +25,7 @@ from .errors import Cancelled, InputError, itk_error_detail
 from .modelcard import ModelCard, load_model
 from .network import LCKDNet
 from .registry import resolve_model
+from .segmentoptions import SegmentOptions
 from .threads import ThreadGovernor, configure_threads, governor_possible
 
 ImageLike = Union[str, Path, sitk.Image]
@@ -132,34 +133,34 @@ class Segmenter:
 
     def postprocess_rule(self, postprocess: bool | None = None) -> dict | None:
         """Keyword arguments of `labels.postprocess` for this request, or None for no clean-up."""
-        if postprocess is False or (postprocess is None and not self.card.postprocessing):
-            return None
-        return dict(self.card.postprocessing)
+        return SegmentOptions(postprocess=postprocess).cleanup_rule(self.card)
 
-    def segment(self, inputs: Mapping[str, ImageLike] | validation.CheckedInputs, *, reference: str | None = None,
-                labels: str = "brats2018", register: bool = False, probabilities: bool = False,
-                postprocess: bool | None = None, overlap: float | None = None, sw_batch_size: int = 1,
-                mirrors: int = 1, progress: Progress | None = None, cancel=None, max_memory_gb: float | None = None,
-                preprocess: str = "auto", brain_extractor: str | None = None, bias_correction: bool = False
-                ) -> SegmentationResult:
+    def segment(self, inputs: Mapping[str, ImageLike] | validation.CheckedInputs,
+                options: SegmentOptions | None = None, *, progress: Progress | None = None, cancel=None,
+                **keywords: Any) -> SegmentationResult:
         """Segment one case from any non-empty subset of scans (files or SimpleITK images).
 
         `inputs` may also be what `validation.read_and_check` returned (checked before the
-        model was loaded). `max_memory_gb` raises the memory guard (`validation.check_memory`).
-        `postprocess`: None follows the model card (its `postprocessing` rule, if it has one),
-        True applies the card's rule (or the BraTS-style default), False never cleans up.
-        `mirrors` (1, 2, 4, 8): mirrored copies of each window averaged (`predict`).
-        `preprocess`: "auto" runs the raw-scan pipeline (`lckd.rawprep`: co-registration, brain
-        extraction with `brain_extractor`, optional N4 `bias_correction`) when the scans look
-        unstripped, "on" always, "off" never; the result says what was decided.
+        model was loaded). `options` (`lckd.segmentoptions.SegmentOptions`, checked when it was
+        made) says how; its fields may also be given as keywords (`labels=`, `register=`,
+        `mirrors=` ..., the API before that type existed), which change the `options` given.
+        Fields left None follow the model card: the label convention, the window overlap and
+        the clean-up (`postprocess` None: the card's rule, if it has one; True: the card's rule
+        or the BraTS-style default; False: never). `max_memory_gb` raises the memory guard
+        (`validation.check_memory`). `mirrors` (1, 2, 4, 8): mirrored copies of each window
+        averaged (`predict`). `preprocess`: "auto" runs the raw-scan pipeline (`lckd.rawprep`:
+        co-registration, brain extraction with `brain_extractor`, optional N4
+        `bias_correction`) when the scans look unstripped, "on" always, "off" never; the
+        result says what was decided.
         """
         t0 = time.perf_counter()
         timings = {}
         report = progress or (lambda f, m: None)
-        labels_mod.check_convention(labels)
-        overlap = options.check_overlap(overlap)
-        sw_batch_size = options.check_sw_batch_size(sw_batch_size)
-        options.check_mirrors(mirrors)
+        opts = (options or SegmentOptions()).replace(**keywords)
+        rule = opts.cleanup_rule(self.card)
+        opts = opts.for_card(self.card)
+        labels, reference, register = str(opts.labels), opts.reference, opts.register
+        preprocess, brain_extractor = opts.preprocess, opts.brain_extractor
 
         def check_cancel() -> None:
             if cancel is not None and cancel.is_set():
@@ -168,7 +169,7 @@ class Segmenter:
         # Progress messages start with the stage name ("stage: detail"); the timings use the same names.
         report(0.0, "read: reading and checking the scans")
         checked = validation.read_and_check(inputs, reference)
-        validation.check_memory(checked, self.card.spacing, max_memory_gb)
+        validation.check_memory(checked, self.card.spacing, opts.max_memory_gb)
         images, sources, reference = dict(checked.images), checked.sources, checked.reference
         warnings: list = list(checked.warnings)
         timings["read"] = time.perf_counter() - t0
@@ -187,7 +188,7 @@ class Segmenter:
         t = time.perf_counter()
         if decision.run:
             prepared = rawprep.prepare_raw_scans(images, reference, method=brain_extractor, device=self.device.type,
-                                                 bias_correction=bias_correction, progress=report)
+                                                 bias_correction=opts.bias_correction, progress=report)
             images, brain_mask = prepared.images, prepared.brain_mask
             decision = rawprep.Decision(True, f"{decision.reason}; {prepared.summary}", decision.headline)
             warnings += prepared.notes
@@ -217,8 +218,8 @@ class Segmenter:
         check_cancel()
 
         t = time.perf_counter()
-        probs_crop = self.predict(case.x, case.present, overlap=overlap, sw_batch_size=sw_batch_size,
-                                  mirrors=mirrors, progress=report, cancel=cancel)
+        probs_crop = self.predict(case.x, case.present, overlap=opts.overlap, sw_batch_size=opts.sw_batch_size,
+                                  mirrors=opts.mirrors, progress=report, cancel=cancel)
         timings["network"] = time.perf_counter() - t
         check_cancel()
 
@@ -232,7 +233,6 @@ class Segmenter:
             prob_ref = np.stack([sitk.GetArrayFromImage(geometry.resample_onto(self._like(p, grid), ref_img))
                                  for p in probs])
         label = labels_mod.regions_to_labels(prob_ref, labels)
-        rule = self.postprocess_rule(postprocess)
         if rule is not None:
             label = labels_mod.postprocess(label, labels, **rule)
         label_img = self._like(label, ref_img)
@@ -241,7 +241,7 @@ class Segmenter:
         quality = self._quality(probs_crop, case, rule, labels, images, checked.images)
         timings["quality"] = time.perf_counter() - t_quality
         prob_img = None
-        if probabilities:
+        if opts.probabilities:
             prob_img = sitk.GetImageFromArray(np.moveaxis(prob_ref, 0, -1).astype(np.float32), isVector=True)
             prob_img.CopyInformation(ref_img)
         volumes = labels_mod.region_volumes_ml(label, ref_img.GetSpacing(), labels)

@@ -4,23 +4,12 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-from .errors import InputError
-
-# Re-exported: training, evaluation and scripts import REGIONS from here.
+# Re-exported: training, evaluation and scripts import REGIONS from here; the label values
+# per convention live with the class names (no numpy needed to check a convention's name,
+# e.g. in lckd.segmentoptions inside Slicer's GUI process).
+from .segments import CONVENTIONS as CONVENTIONS
 from .segments import REGIONS as REGIONS
-
-#: Label values of the tumour classes in each convention.
-CONVENTIONS: dict[str, dict[str, int]] = {
-    "brats2018": {"NCR": 1, "ED": 2, "ET": 4},   # BraTS 2018-2021
-    "brats2023": {"NCR": 1, "ED": 2, "ET": 3},   # BraTS 2023+
-}
-
-
-def check_convention(name: str) -> dict[str, int]:
-    """Label values of a convention, or an InputError naming the valid ones."""
-    if name not in CONVENTIONS:
-        raise InputError(f"unknown label convention '{name}': use one of {', '.join(CONVENTIONS)}")
-    return CONVENTIONS[name]
+from .segments import check_convention as check_convention
 
 
 def labels_to_regions(label: np.ndarray, convention: str = "brats2018") -> np.ndarray:

@@ -94,7 +94,7 @@ def save_model(net: LCKDNet, card: ModelCard, out_dir: str | Path) -> Path:
     # imported here: imageio is a sibling module with no dependency back on this one
     from safetensors.torch import save_file
 
-    from .imageio import atomic_path
+    from .atomicwrite import atomic_path
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -116,7 +116,7 @@ def read_card(card_path: str | Path) -> ModelCard:
 
     Raises `ModelError` naming the card and the first wrong field.
     """
-    from .imageio import check_path_text, shown_path
+    from .pathcheck import check_path_text, shown_path
     from .schema import loads_limited, validate
 
     p = Path(card_path)

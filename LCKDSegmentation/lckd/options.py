@@ -1,8 +1,9 @@
 """Checks on run options (overlap, windows per call, threads, device, memory limit).
 
-One place for them, so the command line, the Python API, the worker and the Slicer Logic
-refuse a bad value the same way: an `InputError` with one line naming the option, before
-any model is loaded. Nothing here imports torch except `check_device`, which must ask it.
+One place for the rules, so the command line, the Python API, the worker and the Slicer
+Logic refuse a bad value the same way: an `InputError` with one line naming the option,
+before any model is loaded (`lckd.segmentoptions.SegmentOptions` applies them to a run's
+options, once). Nothing here imports torch except `check_device`, which must ask it.
 """
 from __future__ import annotations
 
@@ -175,15 +176,11 @@ def memory_limit(max_memory_gb=None) -> tuple[int, str]:
     return int(total * DEFAULT_MEMORY_SHARE), f"{int(DEFAULT_MEMORY_SHARE * 100)}% of this machine's memory"
 
 
-def check_run_options(*, overlap=None, sw_batch_size=1, threads=None, device="auto", max_memory_gb=None,
-                      mirrors=1) -> None:
-    """Every run option at once, without torch (the device's syntax only); raises `InputError`."""
-    check_overlap(overlap)
-    check_mirrors(mirrors)
-    check_sw_batch_size(sw_batch_size)
+def check_process_options(*, threads=None, device="auto") -> None:
+    """The options of the process that loads the model (threads, the device's syntax), without
+    torch; the options of a run are `lckd.segmentoptions.SegmentOptions`. Raises `InputError`."""
     check_threads(threads)
     check_device_name(device)
-    check_max_memory(max_memory_gb)
 
 
 #: `--preprocess` modes (lckd.rawprep): auto-detect raw scans, always, never.
@@ -209,4 +206,5 @@ def check_brain_extractor(name: str | None) -> str:
     if name not in BRAIN_EXTRACTORS:
         raise InputError(f"unknown brain extraction method '{name}': use one of {', '.join(BRAIN_EXTRACTORS)}")
     return name
+
 

@@ -1,7 +1,7 @@
 """Writing a segmentation result: labelmap (NIfTI/NRRD/MHA) or Slicer `.seg.nrrd`, atomically.
 
 Every file is written under a temporary name, read back and compared with what was meant
-to be written, and only then renamed onto its final name (`lckd.imageio.atomic_path`).
+to be written, and only then renamed onto its final name (`lckd.atomicwrite.atomic_path`).
 `write_result` does this for all the files of one result together: either every output
 appears, or none does (a failing probability map never leaves its labelmap behind).
 """
@@ -17,18 +17,12 @@ from typing import Union
 import numpy as np
 import SimpleITK as sitk
 
+from .atomicwrite import TEMP_NAME_EXTRA, atomic_path, probe_writable
 from .errors import OutputError
 from .filetypes import OUTPUT_SUFFIXES, is_segmentation
-from .imageio import (
-    TEMP_NAME_EXTRA,
-    atomic_path,
-    check_path_text,
-    image_writer_target,
-    probe_writable,
-    shown_path,
-    write_image_file,
-)
+from .imageio import image_writer_target, write_image_file
 from .labels import CONVENTIONS
+from .pathcheck import check_path_text, shown_path
 from .segments import SEGMENTS
 
 PathLike = Union[str, "os.PathLike[str]"]

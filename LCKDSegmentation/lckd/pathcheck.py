@@ -76,3 +76,11 @@ def check_path_text(path: PathLike, label: str, error: type = InputError) -> Non
         return
     hint = "rename the file or folder" if "UTF-8" in problem else "give the file's real name"
     raise error(f"{label}: {problem} ({printable(path_text(path))}); {hint}") from None
+
+
+def shown_path(path: PathLike) -> str:
+    """`path` (with ~ expanded) as text that can always be printed (see `printable`)."""
+    text = path_text(path)
+    if path_problem(text) is None:
+        text = os.path.expanduser(text)
+    return printable(text)

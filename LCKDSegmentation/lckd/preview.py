@@ -46,7 +46,7 @@ def save_outline_figure(panels: Sequence[Panel], path: str | Path, title: str = 
         from matplotlib.lines import Line2D
     except ImportError:
         raise InputError("figures need matplotlib: pip install matplotlib") from None
-    from .imageio import atomic_path
+    from .atomicwrite import atomic_path
 
     width = 4.2 * max(len(panels), 2)
     lines = footer_lines(footer, width)

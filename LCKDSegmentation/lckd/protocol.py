@@ -2,7 +2,8 @@
 (the Slicer module's `LCKDSegmentationLib.workerclient`): one JSON object per line each way.
 
 Both sides import these names from here, so a request, event or error name exists once.
-Standard library only: the client runs in Slicer's GUI process, which must not load torch.
+Standard library only (`lckd.segmentoptions` is too): the client runs in Slicer's GUI
+process, which must not load torch.
 ``lckd.worker``'s docstring describes the messages.
 """
 from __future__ import annotations
@@ -10,25 +11,32 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from .segmentoptions import SegmentOptions
+
 #: Sent in the worker's ``ready`` event; the client refuses a worker that speaks another.
 PROTOCOL_VERSION = 1
 
 #: Requests (``op``).
-OPS = ("segment", "cancel", "ping", "info", "shutdown")
-#: Options a segment request may carry (anything else is refused, so typos are not silently ignored).
-SEGMENT_OPTIONS = frozenset({"output", "probabilities_output", "reference", "labels", "register",
-                             "postprocess", "probabilities", "preprocess", "brain_extractor", "bias_correction",
-                             "brain_mask_output", "mirrors"})
+SEGMENT, CANCEL, PING, INFO, SHUTDOWN = "segment", "cancel", "ping", "info", "shutdown"
+OPS = (SEGMENT, CANCEL, PING, INFO, SHUTDOWN)
+#: Options of a segment request naming files to write (one path, or a list for "output").
+PATH_OPTIONS = ("output", "probabilities_output", "brain_mask_output")
+#: Options a segment request may carry: the files to write and the run's options, one per
+#: field of `SegmentOptions` (anything else is refused, so typos are not silently ignored).
+SEGMENT_OPTIONS = frozenset(PATH_OPTIONS + SegmentOptions.names())
 
 #: Replies (``event``). ``ready`` comes once, with id null; every request ends with exactly
 #: one of FINAL_EVENTS carrying its id.
 READY, PROGRESS, LOG, RESULT, ERROR = "ready", "progress", "log", "result", "error"
 FINAL_EVENTS = (RESULT, ERROR)
+#: ``level`` of a ``log`` event.
+WARNING, INFO_LEVEL = "warning", "info"
 
 #: ``error`` names besides the core's exception classes (InputError, ModelError, ...).
 MALFORMED = "MalformedRequest"
 CANCELLED = "Cancelled"
 INTERNAL = "InternalError"
+OUT_OF_MEMORY = "MemoryError"
 WORKER_DIED = "WorkerDied"            # made by the client when the process ends unasked
 PROTOCOL_MISMATCH = "ProtocolMismatch"  # made by the client for a worker of another version
 

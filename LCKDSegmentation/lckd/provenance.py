@@ -54,7 +54,7 @@ def model_line(card: Any) -> str:
 
 def scans_line(sources: Mapping[str, Any], reference: str | None = None) -> str:
     """'scans: T1ce = t1c.nii.gz, FLAIR = flair.nii.gz; output on the T1ce grid'."""
-    from .imageio import printable
+    from .pathcheck import printable
 
     def name(src: Any) -> str:
         if isinstance(src, (str, os.PathLike)) and not str(src).startswith("<"):
@@ -108,8 +108,8 @@ def result_record(*, model: Mapping, modalities: Sequence[str], inputs: Mapping[
     in-process result (CLI) give the same record.
     """
     from . import __version__
-    from .imageio import printable
     from .labels import CONVENTIONS
+    from .pathcheck import printable
 
     def path_text(p: Any) -> str | None:
         if not isinstance(p, (str, os.PathLike)) or str(p).startswith("<"):
@@ -140,7 +140,8 @@ def result_record(*, model: Mapping, modalities: Sequence[str], inputs: Mapping[
 
 def write_record(record: Mapping, path: str | Path) -> Path:
     """Write a record as JSON atomically and check it reads back (`OutputError` if not)."""
-    from .imageio import atomic_path, shown_path
+    from .atomicwrite import atomic_path
+    from .pathcheck import shown_path
 
     p = Path(os.path.expanduser(str(path)))
     text = json.dumps(record, indent=2, ensure_ascii=True) + "\n"

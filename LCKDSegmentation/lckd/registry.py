@@ -81,7 +81,7 @@ def resolve_model(model: str | Path | None = None, *,
     path (`.json`) or a folder holding one card. Downloads registry models once, verified."""
     if model is None:
         model = default_model_name()
-    from .imageio import check_path_text, shown_path
+    from .pathcheck import check_path_text, shown_path
 
     p = Path(model)
     check_path_text(p, f"model '{shown_path(p)}'", ModelError)  # ITK is not involved, but messages must print

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .errors import InputError
+
 #: The nested regions the network predicts, in its output-channel order (ET inside TC inside WT).
 REGIONS: tuple = ("ET", "TC", "WT")
 
@@ -22,6 +24,19 @@ REGION_NAMES: dict = {
 }
 #: What each nested region adds up to.
 REGION_PARTS: dict = {"TC": "NCR + ET", "WT": "TC + ED"}
+
+#: Label values of the tumour classes in each convention.
+CONVENTIONS: dict[str, dict[str, int]] = {
+    "brats2018": {"NCR": 1, "ED": 2, "ET": 4},   # BraTS 2018-2021
+    "brats2023": {"NCR": 1, "ED": 2, "ET": 3},   # BraTS 2023+
+}
+
+
+def check_convention(name: str) -> dict[str, int]:
+    """Label values of a convention, or an InputError naming the valid ones."""
+    if name not in CONVENTIONS:
+        raise InputError(f"unknown label convention '{name}': use one of {', '.join(CONVENTIONS)}")
+    return CONVENTIONS[name]
 
 
 def region_title(key: str) -> str:
@@ -54,7 +69,7 @@ class SegmentInfo:
                          "Anatomic codes - DICOM master list", "^^", "^^"])
 
 
-#: Output segments, in the order they are written (label values come from lckd.labels.CONVENTIONS).
+#: Output segments, in the order they are written (label values come from CONVENTIONS).
 SEGMENTS: tuple = (
     SegmentInfo("NCR", region_title("NCR"), (0.85, 0.20, 0.15), ("SCT", "6574001", "Necrosis")),
     SegmentInfo("ED", region_title("ED"), (0.30, 0.80, 0.30), ("SCT", "79654002", "Edema")),

@@ -15,7 +15,10 @@ Requests (stdin)::
                  "register": false, "postprocess": false, "probabilities": false,
                  # raw scans: "preprocess": "auto"|"on"|"off", "brain_extractor": "deepbet",
                  # "bias_correction": false, "brain_mask_output": "/tmp/x/brainmask.nrrd",
-                 # "mirrors": 1 (2, 4, 8: mirrored copies of each window averaged, slower)
+                 # "mirrors": 1 (2, 4, 8: mirrored copies of each window averaged, slower),
+                 # "overlap", "sw_batch_size", "max_memory_gb": as `lckd segment`'s options;
+                 # one key per field of lckd.segmentoptions.SegmentOptions, null = its default
+                 # ("labels": null and "postprocess": null follow the model card)
                  }}
     {"id": "8", "op": "cancel", "target": "7"}    # target omitted: cancel everything
     {"id": "9", "op": "ping"} | {"id": "10", "op": "info"} | {"id": "11", "op": "shutdown"}
@@ -50,12 +53,26 @@ from pathlib import Path
 from typing import Any, Callable, TextIO
 
 from .errors import Cancelled, LCKDError
-from .protocol import CANCELLED, FATAL_EXIT, INTERNAL, MALFORMED, OPS, PROTOCOL_VERSION, SEGMENT_OPTIONS, encode
+from .protocol import (
+    CANCELLED,
+    ERROR,
+    FATAL_EXIT,
+    INTERNAL,
+    LOG,
+    MALFORMED,
+    OPS,
+    OUT_OF_MEMORY,
+    PATH_OPTIONS,
+    PROGRESS,
+    PROTOCOL_VERSION,
+    READY,
+    RESULT,
+    SEGMENT_OPTIONS,
+    WARNING,
+    encode,
+)
+from .segmentoptions import SegmentOptions
 
-#: Options that must be true/false when given.
-BOOLEAN_OPTIONS = ("register", "postprocess", "probabilities", "bias_correction")
-#: Options that must be strings when given.
-STRING_OPTIONS = ("reference", "labels", "probabilities_output", "preprocess", "brain_extractor", "brain_mask_output")
 #: Longest request line served (a real one is well under 4 kB).
 MAX_LINE_BYTES = 1 << 20
 
@@ -117,7 +134,7 @@ class Worker:
         try:
             return self._handle_line(raw)
         except Exception as e:  # whatever a line holds, the worker answers and keeps serving
-            self.out.send(None, "error", error=MALFORMED,
+            self.out.send(None, ERROR, error=MALFORMED,
                           message=f"request could not be handled: {type(e).__name__}: {str(e)[:200]}")
             return True
 
@@ -125,40 +142,40 @@ class Worker:
         from .schema import loads_limited
 
         if len(raw) > MAX_LINE_BYTES:
-            self.out.send(None, "error", error=MALFORMED,
+            self.out.send(None, ERROR, error=MALFORMED,
                           message=f"request is longer than {MAX_LINE_BYTES} bytes")
             return True
         try:
             text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
         except UnicodeDecodeError:
-            self.out.send(None, "error", error=MALFORMED, message="request is not UTF-8 text")
+            self.out.send(None, ERROR, error=MALFORMED, message="request is not UTF-8 text")
             return True
         if not text.strip():
             return True
         try:
             req = loads_limited(text)
         except ValueError as e:
-            self.out.send(None, "error", error=MALFORMED, message=f"request is not JSON: {e}")
+            self.out.send(None, ERROR, error=MALFORMED, message=f"request is not JSON: {e}")
             return True
         rid = req.get("id") if isinstance(req, dict) else None
         if not (rid is None or isinstance(rid, (str, int)) and not isinstance(rid, bool)):
-            self.out.send(None, "error", error=MALFORMED, message="'id' must be a string or an integer")
+            self.out.send(None, ERROR, error=MALFORMED, message="'id' must be a string or an integer")
             return True
         op = req.get("op") if isinstance(req, dict) else None
         if op not in OPS:
-            self.out.send(rid, "error", error=MALFORMED,
+            self.out.send(rid, ERROR, error=MALFORMED,
                           message=f"request needs 'op' set to one of {', '.join(OPS)} (got {op!r})")
             return True
         return getattr(self, "_op_" + op)(rid, req)
 
     def _op_ping(self, rid: Any, req: dict) -> bool:
-        self.out.send(rid, "result", pong=True, pid=os.getpid())
+        self.out.send(rid, RESULT, pong=True, pid=os.getpid())
         return True
 
     def _op_info(self, rid: Any, req: dict) -> bool:
         with self._lock:
             busy = self._current.id if self._current else None
-        self.out.send(rid, "result", pid=os.getpid(), loaded_at=self.loaded_at, served=self.served,
+        self.out.send(rid, RESULT, pid=os.getpid(), loaded_at=self.loaded_at, served=self.served,
                       busy=busy, queued=self._jobs.qsize(), **describe(self.segmenter))
         return True
 
@@ -179,16 +196,12 @@ class Worker:
         elif set(options) - SEGMENT_OPTIONS:
             problem = (f"unknown option(s) {', '.join(sorted(set(options) - SEGMENT_OPTIONS))}; "
                        f"known: {', '.join(sorted(SEGMENT_OPTIONS))}")
-        elif any(options.get(k) is not None and not isinstance(options[k], bool) for k in BOOLEAN_OPTIONS):
-            problem = (f"options {', '.join(BOOLEAN_OPTIONS)} must be true, false or null "
-                       "(null postprocess follows the model card)")
-        elif any(options.get(k) is not None and not isinstance(options[k], str) for k in STRING_OPTIONS):
-            problem = f"options {', '.join(repr(k) for k in STRING_OPTIONS)} must be strings"
-        elif options.get("mirrors") is not None and (isinstance(options["mirrors"], bool)
-                                                     or not isinstance(options["mirrors"], int)):
-            problem = "option 'mirrors' must be an integer (1, 2, 4 or 8)"
+        elif any(options.get(k) is not None and not isinstance(options[k], str) for k in PATH_OPTIONS[1:]):
+            problem = f"options {', '.join(repr(k) for k in PATH_OPTIONS[1:])} must be strings"   # file names
+        else:
+            problem = SegmentOptions.request_problem(options)   # JSON types; values are checked per job
         if problem or not isinstance(inputs, dict):   # (inputs is a dict once no problem was found)
-            self.out.send(rid, "error", error=MALFORMED, message=problem)
+            self.out.send(rid, ERROR, error=MALFORMED, message=problem)
             return True
         self._jobs.put(_Job(str(rid), inputs, options))
         return True
@@ -211,12 +224,12 @@ class Worker:
                 elif any(j.id == target for j in list(self._jobs.queue)):
                     self._cancelled.add(target)
                     hit.append(target)
-        self.out.send(rid, "result", cancelled=hit)
+        self.out.send(rid, RESULT, cancelled=hit)
         return True
 
     def _op_shutdown(self, rid: Any, req: dict) -> bool:
         self._op_cancel(None, {})
-        self.out.send(rid, "result", shutdown=True)
+        self.out.send(rid, RESULT, shutdown=True)
         return False
 
     def stop(self, timeout: float = 10.0) -> None:
@@ -237,7 +250,7 @@ class Worker:
             with self._lock:
                 if job.id in self._cancelled:
                     self._cancelled.discard(job.id)
-                    self.out.send(job.id, "error", error=CANCELLED, message="cancelled before it started")
+                    self.out.send(job.id, ERROR, error=CANCELLED, message="cancelled before it started")
                     continue
                 self._current = job
             try:
@@ -252,16 +265,16 @@ class Worker:
         opts = job.options
 
         def progress(fraction: float, message: str) -> None:
-            self.out.send(job.id, "progress", fraction=round(float(fraction), 4), message=str(message))
+            self.out.send(job.id, PROGRESS, fraction=round(float(fraction), 4), message=str(message))
             # Every progress report is also a cancel point, on top of the Segmenter's own.
             if job.cancel.is_set():
                 raise Cancelled("cancelled")
 
         try:
             outputs = _outputs(job)
-            mirrors = 1 if opts.get("mirrors") is None else opts["mirrors"]   # bad values: InputError below
+            run = SegmentOptions.from_request(opts)   # bad values: an InputError, as from `lckd segment`
             prob_path = None
-            if opts.get("probabilities"):
+            if run.probabilities:
                 from .output import check_output_path
                 prob_path = check_output_path(opts.get("probabilities_output")
                                               or outputs[0].with_name("probabilities.nrrd"),
@@ -270,12 +283,7 @@ class Worker:
             if opts.get("brain_mask_output"):
                 from .output import check_output_path
                 mask_path = check_output_path(opts["brain_mask_output"], job.inputs.values(), "brain mask")
-            res = self.segmenter.segment(
-                job.inputs, reference=opts.get("reference"), labels=opts.get("labels", "brats2018"),
-                register=bool(opts.get("register", False)), postprocess=opts.get("postprocess"),
-                probabilities=bool(opts.get("probabilities", False)), progress=progress, cancel=job.cancel,
-                preprocess=opts.get("preprocess") or "auto", brain_extractor=opts.get("brain_extractor"),
-                bias_correction=bool(opts.get("bias_correction", False)), mirrors=mirrors)
+            res = self.segmenter.segment(job.inputs, run, progress=progress, cancel=job.cancel)
             if job.cancel.is_set():
                 raise Cancelled("cancelled")
             from .output import write_result
@@ -285,23 +293,23 @@ class Worker:
             write_result(res, outputs, probabilities_file=prob_path if res.probabilities is not None else None,
                          brain_mask_file=mask_path, inputs=job.inputs.values())
             for w in res.warnings:
-                self.out.send(job.id, "log", level="warning", message=str(w))
-            self.out.send(job.id, "result", output=str(outputs[0]), outputs=[str(p) for p in outputs],
+                self.out.send(job.id, LOG, level=WARNING, message=str(w))
+            self.out.send(job.id, RESULT, output=str(outputs[0]), outputs=[str(p) for p in outputs],
                           probabilities=None if prob_path is None else str(prob_path),
                           volumes_ml=res.volumes_ml, modalities=list(res.modalities), reference=res.reference,
                           labels=res.label_convention, warnings=[str(w) for w in res.warnings],
-                          preprocessing=res.preprocessing, mirrors=mirrors, quality=res.quality,
+                          preprocessing=res.preprocessing, mirrors=run.mirrors, quality=res.quality,
                           notes=[str(n) for n in res.notes],
                           brain_mask=None if mask_path is None else str(mask_path),
                           timings=getattr(res, "timings", {}), seconds=round(time.perf_counter() - t0, 3))
         except Cancelled:
-            self.out.send(job.id, "error", error=CANCELLED, message="cancelled")
+            self.out.send(job.id, ERROR, error=CANCELLED, message="cancelled")
         except LCKDError as e:
-            self.out.send(job.id, "error", error=type(e).__name__, message=str(e))
+            self.out.send(job.id, ERROR, error=type(e).__name__, message=str(e))
         except MemoryError:
-            self.out.send(job.id, "error", error="MemoryError", message="out of memory for this case")
+            self.out.send(job.id, ERROR, error=OUT_OF_MEMORY, message="out of memory for this case")
         except Exception as e:  # keep serving: one bad case must not take the worker down
-            self.out.send(job.id, "error", error=INTERNAL, message=f"{type(e).__name__}: {e}",
+            self.out.send(job.id, ERROR, error=INTERNAL, message=f"{type(e).__name__}: {e}",
                           detail=traceback.format_exc(limit=8))
 
 
@@ -374,14 +382,14 @@ def serve(stdin: Any, writer: _Writer, load: Callable[[], Any]) -> int:
     try:
         segmenter = load()
     except LCKDError as e:
-        writer.send(None, "error", error=type(e).__name__, message=str(e), fatal=True)
+        writer.send(None, ERROR, error=type(e).__name__, message=str(e), fatal=True)
         return FATAL_EXIT
     except Exception as e:
-        writer.send(None, "error", error=INTERNAL, message=f"model could not be loaded: {type(e).__name__}: {e}",
+        writer.send(None, ERROR, error=INTERNAL, message=f"model could not be loaded: {type(e).__name__}: {e}",
                     detail=traceback.format_exc(limit=8), fatal=True)
         return FATAL_EXIT
     worker = Worker(segmenter, writer)
-    writer.send(None, "ready", protocol=PROTOCOL_VERSION, pid=os.getpid(), loaded_at=worker.loaded_at,
+    writer.send(None, READY, protocol=PROTOCOL_VERSION, pid=os.getpid(), loaded_at=worker.loaded_at,
                 load_seconds=round(time.perf_counter() - t0, 3), **describe(segmenter))
     try:
         # Bounded reads: an endless line must not take the worker's memory before it is refused.

@@ -19,11 +19,13 @@ import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage
 
+from lckd.atomicwrite import atomic_path
 from lckd.datasets import find_cases
-from lckd.demo import save_overlay_png
+from lckd.errors import InputError
 from lckd.inference import Segmenter
-from lckd.labels import labels_to_regions
+from lckd.labels import CONVENTIONS, labels_to_regions
 from lckd.metrics import mask_dice as dice
+from lckd.segments import SEGMENTS
 
 DEFAULT_CASE = Path(__file__).resolve().parents[3] / "shared" / "data" / "real" / "BraTS-GLI-00001-000"
 SUBSETS = (("T1", "T1ce", "T2", "FLAIR"), ("T2", "FLAIR"), ("FLAIR",))
@@ -40,6 +42,44 @@ def flair_hyperintensity(flair: np.ndarray) -> np.ndarray:
         return bright
     sizes = ndimage.sum_labels(np.ones_like(comps), comps, index=np.arange(1, n + 1))
     return ndimage.binary_fill_holes(comps == (int(np.argmax(sizes)) + 1))
+
+
+def save_overlay_png(image: np.ndarray, label: np.ndarray, path: Path, title: str = "",
+                     convention: str = "brats2018") -> Path:
+    """Axial, coronal and sagittal slices through the tumour's centre with filled regions
+    (an overview for this experiment; `lckd demo` and `--preview` draw `lckd.preview` outlines)."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+        from matplotlib.patches import Patch
+    except ImportError:
+        raise InputError("the overlay picture needs matplotlib: pip install matplotlib") from None
+
+    tumour = np.argwhere(label > 0)
+    centre = tumour.mean(0).round().astype(int) if len(tumour) else np.array(label.shape) // 2
+    values = CONVENTIONS[convention]
+    rgba = np.zeros(label.shape + (4,), dtype=np.float32)
+    for info in SEGMENTS:
+        rgba[label == values[info.key]] = (*info.color, 0.55)
+    lo, hi = np.percentile(image[image > 0], (0.5, 99.5)) if (image > 0).any() else (0, 1)
+    views = [("axial", lambda a: a[centre[0]]), ("coronal", lambda a: a[:, centre[1]][::-1]),
+             ("sagittal", lambda a: a[:, :, centre[2]][::-1])]
+    fig, axes = plt.subplots(1, 3, figsize=(12, 4.6), facecolor="black")
+    for ax, (name, cut) in zip(axes, views):
+        ax.imshow(cut(image), cmap="gray", vmin=lo, vmax=hi, interpolation="nearest")
+        ax.imshow(cut(rgba), interpolation="nearest")
+        ax.set_title(name, color="white")
+        ax.axis("off")
+    handles = [Patch(color=info.color, label=info.name) for info in SEGMENTS]
+    fig.legend(handles=handles, loc="lower center", ncol=3, frameon=False, labelcolor="white")
+    fig.suptitle(title, color="white")
+    fig.tight_layout(rect=(0, 0.07, 1, 0.95))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        fig.savefig(str(tmp), dpi=100, facecolor="black", format="png")
+    plt.close(fig)
+    return path
 
 
 def main(argv=None) -> int:

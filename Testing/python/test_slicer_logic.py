@@ -184,6 +184,55 @@ def test_segment_matches_cli_voxel_for_voxel(logic, scene, volumes, case_files, 
     assert seg.GetAttribute("LCKD.Modalities") == "+".join(mods)
 
 
+def test_one_request_gives_the_same_voxels_through_every_entry_point(logic, scene, volumes, case_files, tmp_path):
+    """One request (non-default options, so each entry point must carry them) through the CLI,
+    `lckd batch`, the worker protocol, the Slicer Logic and `Segmenter` (a `SegmentOptions`
+    and the old keywords): the same labels, voxel for voxel, and the same recorded options."""
+    from lckd.cli import main
+    from lckd.inference import Segmenter
+    from lckd.segmentoptions import SegmentOptions
+
+    mods = ("T1ce", "FLAIR")
+    request = SegmentOptions(mirrors=2, postprocess=False)
+    flags = ("--mirrors", "2", "--no-postprocess")
+    cli = cli_labels(case_files, mods, tmp_path / "cli.nii.gz", *flags, "--json")
+    results = {}
+
+    case = tmp_path / "in" / "CASE-000"
+    case.mkdir(parents=True)
+    for m, suffix in (("T1ce", "t1c"), ("FLAIR", "t2f")):
+        (case / f"CASE-000-{suffix}.nii.gz").write_bytes(case_files[m].read_bytes())
+    assert main(["batch", str(tmp_path / "in"), str(tmp_path / "out"), "--device", "cpu", "--model", MODEL, "-q",
+                 *flags]) == 0
+    results["batch"] = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "out" / "CASE-000.nii.gz")))
+
+    worker = logic.startWorker(device="cpu", model=MODEL)
+    reply = worker.request("segment", timeout=300, inputs={m: str(case_files[m]) for m in mods},
+                           options={"output": str(tmp_path / "worker.nii.gz"), **request.to_request()})
+    results["worker"] = sitk.GetArrayFromImage(sitk.ReadImage(reply["output"]))
+
+    seg = logic.segment({m: volumes[m] for m in mods}, device="cpu", model=MODEL, mirrors=2, postprocess=False,
+                        show3D=False)
+    results["Slicer logic"] = exported_labels(seg, volumes["T1ce"])
+
+    segmenter = Segmenter.load(MODEL, device="cpu")
+    inputs = {m: case_files[m] for m in mods}
+    results["Segmenter"] = sitk.GetArrayFromImage(segmenter.segment(inputs, request).labelmap)
+    results["Segmenter keywords"] = sitk.GetArrayFromImage(
+        segmenter.segment(inputs, mirrors=2, postprocess=False).labelmap)
+
+    plain = sitk.GetArrayFromImage(segmenter.segment(inputs).labelmap)
+    assert not np.array_equal(plain, cli)   # else this case could not tell whether the options arrived
+    for entry, labels in results.items():
+        assert np.array_equal(labels, cli), entry
+    recorded = [json.loads((tmp_path / "cli.json").read_text())["options"],
+                json.loads((tmp_path / "out" / "CASE-000.json").read_text())["options"]]
+    expected = request.record(segmenter.card)
+    for options in recorded:
+        assert {k: options[k] for k in expected} == expected
+    assert expected["mirrors"] == 2 and expected["postprocess"] is None and expected["labels"] == "brats2018"
+
+
 def test_mirrored_averaging_reaches_the_core_and_bad_values_change_nothing(logic, scene, volumes, case_files,
                                                                            tmp_path):
     mods = ("T1ce", "FLAIR")

@@ -48,9 +48,7 @@ class _FakeSegmenter:
         self.steps, self.step_seconds = steps, step_seconds
         self.started = threading.Event()
 
-    def segment(self, inputs, *, reference=None, labels="brats2018", register=False, postprocess=False,
-                probabilities=False, progress=None, cancel=None, preprocess="auto", brain_extractor=None,
-                bias_correction=False, mirrors=1):
+    def segment(self, inputs, options=None, *, progress=None, cancel=None):
         import SimpleITK as sitk
         if "T1" not in inputs:
             raise InputError("fake segmenter wants T1")

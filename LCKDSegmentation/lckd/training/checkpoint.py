@@ -23,7 +23,7 @@ FORMAT = 1
 
 def save_checkpoint(folder: str | Path, net: torch.nn.Module, optimizer: torch.optim.Optimizer, meta: dict) -> Path:
     """Write the checkpoint pair into `folder` (atomically, tensors first); returns the JSON path."""
-    from ..imageio import atomic_path
+    from ..atomicwrite import atomic_path
 
     folder = Path(folder)
     tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
