@@ -190,7 +190,7 @@ def _stacked_files(root: Path) -> dict[Path, int]:
 def _stack_case(path: Path, count: int, channels: Sequence[str]) -> BatchCase:
     """A case of one stacked file (each named channel an `imageio.StackChannel`), or a refused entry."""
     from .filetypes import image_stem
-    from .imageio import StackChannel
+    from .stacks import StackChannel
 
     case_id = image_stem(path.name)
     if count != len(channels):

@@ -312,7 +312,8 @@ def stack_inputs(stack: str | None, channels: str | None, given: dict) -> dict:
     """The scans of `--stack FILE --channels LIST` (`imageio.StackChannel`s), refused in one line when
     either is missing, when single scans are given too, or when the channel names are not unique."""
     from .batch import parse_channels
-    from .imageio import StackChannel, shown_path
+    from .pathcheck import shown_path
+    from .stacks import StackChannel
 
     if not stack:
         raise LCKDError("--channels names the channels of a --stack file: give --stack FILE too")

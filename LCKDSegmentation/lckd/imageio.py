@@ -40,40 +40,9 @@ from .pathcheck import check_path_text as check_path_text
 from .pathcheck import path_text
 from .pathcheck import printable as printable
 from .pathcheck import shown_path as shown_path
+from .stacks import StackChannel as StackChannel
 
 PathLike = Union[str, "os.PathLike[str]"]
-
-
-class StackChannel(os.PathLike):
-    """One channel of a file that holds several scans as channels of a 4D image (the Medical
-    Segmentation Decathlon's brain-tumour layout), usable wherever a scan's path is.
-
-    It is the file's path for everything that asks for a path (`os.fspath`, `str`, the check
-    that an output never replaces an input); `read_image` reads only its channel.
-    """
-
-    def __init__(self, path: PathLike, index: int, count: int):
-        self.path, self.index, self.count = os.fspath(path), int(index), int(count)
-
-    def __fspath__(self) -> str:
-        return self.path
-
-    def __str__(self) -> str:
-        return self.path
-
-    def __repr__(self) -> str:
-        return f"StackChannel({self.path!r}, {self.index}, {self.count})"
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, StackChannel) and (self.path, self.index, self.count) == \
-            (other.path, other.index, other.count)
-
-    def __hash__(self) -> int:
-        return hash((self.path, self.index, self.count))
-
-    def describe(self) -> str:
-        """'<file> (channel 2 of 4)': how records and messages name it."""
-        return f"{shown_path(self.path)} (channel {self.index + 1} of {self.count})"
 
 
 # ----------------------------------------------------------------------------- reading

@@ -343,8 +343,8 @@ def read_and_check(inputs: Mapping[str, ImageLike] | CheckedInputs, reference: s
         if isinstance(value, sitk.Image):
             sources[mod] = f"<{mod} image in memory>"
         else:
-            from .imageio import StackChannel
             from .pathcheck import shown_path
+            from .stacks import StackChannel
             sources[mod] = (value.describe() if isinstance(value, StackChannel) else
                             shown_path(value) if isinstance(value, str) else shown_path(os.fspath(value)))
     if not images:
