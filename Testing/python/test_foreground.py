@@ -8,13 +8,11 @@ the reference grid, which pads it with 0), and the real BraTS case when ../share
 """
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from conftest import RAW_SEED
+from conftest import RAW_SEED, shared_data
 from lckd import preprocess, rawprep, registration, validation
 from lckd.foreground import face_median
 
@@ -91,7 +89,7 @@ def _raw_scans() -> dict[str, sitk.Image]:
             "raw FLAIR on the T1ce grid (0-padded)": resample_onto(raw.series["FLAIR"], raw.series["T1ce"])}
 
 
-REAL_CASE = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "real" / "BraTS-GLI-00001-000"
+REAL_CASE = shared_data("real", "BraTS-GLI-00001-000")
 
 
 def _real_scans() -> dict[str, sitk.Image]:
@@ -112,7 +110,7 @@ KINDS = ["phantom T1ce", "phantom FLAIR int16", "phantom T2 z-scored export", "r
 @pytest.fixture(params=KINDS)
 def scan(request, scans) -> sitk.Image:
     if request.param not in scans:
-        pytest.skip("real BraTS case not available (../shared/data/real)")
+        pytest.skip(f"real BraTS case not available: {REAL_CASE}")
     return scans[request.param]
 
 
