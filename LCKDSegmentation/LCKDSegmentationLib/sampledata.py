@@ -6,7 +6,8 @@ names are the file names (e.g. `BraTS-PHANTOM-SAMPLE-000-t1c`), which the module
 auto-assignment maps to the right modality selectors.
 
 `register` runs on every Slicer start-up, module used or not, so it imports only the
-standard-library parts of the core (`lckd.caselayout`, `lckd.resources`, `lckd.filetypes`):
+standard-library parts of the core (`lckd.resources`, which lists the cases with `lckd.caselayout`,
+and `lckd.filetypes`):
 no numpy, SimpleITK or torch in a Slicer session that never opens the module.
 """
 from __future__ import annotations
@@ -18,14 +19,12 @@ CATEGORY = "LCKD Segmentation"
 
 
 def sample_cases() -> list:
-    """`lckd.datasets.CaseFiles` of the bundled sample folder ([] if there is none)."""
-    from lckd.caselayout import find_cases
+    """`lckd.datasets.CaseFiles` of the bundled sample folder (`lckd.resources.sample_cases`; [] if none)."""
     from lckd.errors import LCKDError
-    from lckd.resources import resources_dir
+    from lckd.resources import sample_cases as bundled_sample_cases
 
     try:
-        folder = resources_dir() / "SampleData"
-        return find_cases(folder) if folder.is_dir() else []
+        return bundled_sample_cases()
     except LCKDError as e:
         logging.warning("LCKD Segmentation: no sample data registered (%s)", e)
         return []

@@ -6,21 +6,18 @@ the sample's ground truth dashed (`lckd.preview`). Works offline: everything it 
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from .metrics import mask_dice
 from .modalities import MODALITIES, parse_subset
-from .resources import resources_dir
+from .resources import sample_case as bundled_sample_case
 
 
 def sample_case() -> tuple[str, dict[str, Path], Path]:
-    """(case id, modality -> file, ground-truth file) of the bundled sample case."""
-    root = resources_dir() / "SampleData"
-    info = json.loads((root / "sample.json").read_text())
-    folder = root / info["case_id"]
-    images = {m: folder / f for m, f in info["images"].items()}
-    return info["case_id"], images, folder / info["label"]
+    """(case id, modality -> file, ground-truth file) of the bundled sample case (`lckd.resources.sample_case`)."""
+    case = bundled_sample_case()
+    assert case.label is not None  # bundled_sample_case only returns a case with its label
+    return case.case_id, case.images, case.label
 
 
 def add_demo_parser(sub) -> None:

@@ -6,38 +6,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-
-def background_value(array: np.ndarray) -> float:
-    """The constant background of a volume: the value of most of its outer faces, else 0.
-
-    BraTS files have a 0 background, but z-scored exports (e.g. BRATS 2013 data re-saved by
-    other tools) keep a constant non-zero value there, which must not count as brain.
-    A value is taken as the background only when it fills at least half of the faces,
-    so a noisy raw scan (no constant border) falls back to 0.
-    """
-    if array.ndim != 3 or min(array.shape) < 2:
-        return 0.0
-    faces = np.concatenate([array[0].ravel(), array[-1].ravel(), array[:, 0].ravel(), array[:, -1].ravel(),
-                            array[:, :, 0].ravel(), array[:, :, -1].ravel()])
-    values, counts = np.unique(faces, return_counts=True)
-    i = int(np.argmax(counts))
-    return float(values[i]) if counts[i] * 2 >= faces.size else 0.0
-
-
-def foreground(array: np.ndarray) -> np.ndarray:
-    """Voxels of one volume that are neither 0 nor its constant background value."""
-    mask = array != 0
-    bg = background_value(array)
-    if bg != 0:
-        mask &= array != array.dtype.type(bg)
-    return mask
+from .foreground import nonzero_nonbackground
 
 
 def brain_mask(arrays: Sequence[np.ndarray]) -> np.ndarray:
-    """Voxels that are foreground in any input (skull-stripped input: background 0 or constant)."""
+    """Voxels that are brain in any input (skull-stripped input: background 0 or constant; see `lckd.foreground`)."""
     mask = np.zeros(arrays[0].shape, dtype=bool)
     for a in arrays:
-        mask |= foreground(a)
+        mask |= nonzero_nonbackground(a)
     return mask
 
 
@@ -49,7 +25,7 @@ def normalise(array: np.ndarray, mask: np.ndarray | None = None,
     squashing the contrast of everything else, as the authors' preprocessing does.
     """
     if mask is None:
-        mask = foreground(array)
+        mask = nonzero_nonbackground(array)
     out = np.zeros(array.shape, dtype=np.float32)
     values = array[mask].astype(np.float32)
     if values.size == 0:

@@ -30,6 +30,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from .errors import InputError
+from .foreground import bright_voxels, face_background
 from .options import check_brain_extractor, check_preprocess
 
 Progress = Optional[Callable[[float, str], None]]
@@ -78,12 +79,10 @@ def series_verdict(name: str, array: np.ndarray, spacing) -> tuple[bool | None, 
     only the field of view's sides and the voxel volume are used), so the Slicer module can
     judge its volume nodes' arrays without copying them into SimpleITK images.
     """
-    from .preprocess import background_value
-
     sides = sorted(np.array(array.shape[::-1], dtype=float) * np.array(spacing, dtype=float))
     if sides[1] < MIN_HEAD_FOV_MM:
         return None, f"{name}: field of view under {MIN_HEAD_FOV_MM:g} mm"
-    bg = array.dtype.type(background_value(array))
+    bg = array.dtype.type(face_background(array))
     at_bg = np.count_nonzero(array == bg)
     if at_bg < MIN_CONSTANT_BACKGROUND * array.size:
         return True, (f"{name}: background is not constant ({at_bg / array.size:.0%} of voxels at one value, "
@@ -175,14 +174,9 @@ def _coverage(moving: sitk.Image, mask: sitk.Image, tx: sitk.Transform) -> float
 
 
 def head_mask(image: sitk.Image) -> np.ndarray:
-    """Voxels above a tenth of the 99th percentile of the non-zero ones: the head without the
-    scanner noise around it (raw scans), the brain (skull-stripped ones).
-
-    Unlike `registration.foreground` (which takes every non-zero voxel unless nearly all are),
-    this holds for a series resampled onto another grid, whose field of view is padded with 0."""
-    arr = sitk.GetArrayViewFromImage(image)
-    nonzero = arr[arr > 0]
-    return arr > (0.1 * float(np.percentile(nonzero, 99)) if nonzero.size else 0.0)
+    """The head of a scan without the noise around it (`lckd.foreground.bright_voxels`), also
+    on a series resampled onto the reference grid, whose field of view is padded with 0."""
+    return bright_voxels(sitk.GetArrayViewFromImage(image))
 
 
 def _head_overlap(ref_head: np.ndarray, registered: sitk.Image, fov: np.ndarray) -> float:

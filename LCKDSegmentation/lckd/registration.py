@@ -30,6 +30,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from .errors import InputError, itk_error_detail
+from .foreground import nonzero_unless_noisy
 from .geometry import resample_onto
 
 Progress = Optional[Callable[[float, str], None]]
@@ -53,17 +54,6 @@ MASK_MARGIN_MM = 4.0
 SEED = 20231003
 #: Fewest voxels a shrunk axis keeps (small test images are shrunk less).
 _MIN_LEVEL_VOXELS = 12
-
-
-def foreground(image: sitk.Image) -> np.ndarray:
-    """Voxels above 0 (skull-stripped data) or, when nearly everything is above 0 (raw scans
-    with noisy background), above a tenth of a robust maximum."""
-    arr = sitk.GetArrayViewFromImage(image)
-    mask = arr > 0
-    if mask.mean() > 0.9:
-        hi = float(np.percentile(arr[:: max(1, arr.shape[0] // 32)], 99))
-        mask = arr > 0.1 * hi
-    return mask
 
 
 def _centroid(image: sitk.Image, mask: np.ndarray) -> np.ndarray | None:
@@ -143,8 +133,8 @@ def register_rigid(fixed: sitk.Image, moving: sitk.Image, *, progress: Progress 
         raise InputError("registration needs two 3D images")
     fixed = sitk.Cast(fixed, sitk.sitkFloat32)
     moving = sitk.Cast(moving, sitk.sitkFloat32)
-    fixed_fg = foreground(fixed)
-    moving_fg = foreground(moving)
+    fixed_fg = nonzero_unless_noisy(sitk.GetArrayViewFromImage(fixed))
+    moving_fg = nonzero_unless_noisy(sitk.GetArrayViewFromImage(moving))
 
     centre = _centroid(fixed, fixed_fg)
     if centre is None:

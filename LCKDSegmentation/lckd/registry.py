@@ -1,4 +1,4 @@
-"""Model registry (`Resources/models/registry.json`): list, resolve, download, verify, cache.
+"""Model registry (the resources root's `models/registry.json`): list, resolve, download, verify, cache.
 
 Each entry names a model. A bundled entry points at a card inside the resources folder;
 a downloadable entry lists its files with URL, sha256 and size. Downloads go to the cache

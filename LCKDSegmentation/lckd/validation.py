@@ -25,6 +25,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from .errors import InputError
+from .foreground import background_distance_score, face_median
 from .geometry import extents_overlap, physical_bounds, same_grid
 from .imageio import check_shape, check_spacing, read_image, same_voxels
 from .modalities import canonical, default_reference
@@ -113,8 +114,7 @@ def _check_contrast(arr: np.ndarray, label: str) -> None:
     mask, not a scan, and the network would still segment "tumour" in it. The background is
     the median of the volume's faces (0 for skull-stripped scans).
     """
-    faces = np.concatenate([arr[[0, -1]].ravel(), arr[:, [0, -1]].ravel(), arr[:, :, [0, -1]].ravel()])
-    background = faces.dtype.type(np.median(faces))
+    background = arr.dtype.type(face_median(arr))
     inside = arr[arr != background]
     if inside.size == 0:
         return  # constant images are refused before
@@ -236,27 +236,6 @@ ALIGN_MAX_CENTRE_MM = 3.0
 ALIGN_MIN_DICE = 0.93
 
 
-def _foreground_score(image: sitk.Image) -> sitk.Image:
-    """Distance from the background value in units of a noise tolerance, averaged over blocks of ~4 mm.
-
-    Above 1 where a coarse voxel is mostly head or brain. The background value is the median
-    of the volume's faces (0 for skull-stripped scans, whatever the z-scoring did inside); the
-    tolerance is 5% of the 99th percentile, above typical MR background noise. Averaging over
-    blocks fills the voxels near 0 inside a z-scored brain.
-    """
-    arr = sitk.GetArrayViewFromImage(image)
-    faces = np.concatenate([arr[[0, -1]].ravel(), arr[:, [0, -1]].ravel(), arr[:, :, [0, -1]].ravel()])
-    bg = float(np.median(faces))
-    dist = np.abs(arr.astype(np.float32) - np.float32(bg))
-    tol = 0.05 * float(np.percentile(dist[::2, ::2, ::2], 99))
-    if tol <= 0:
-        tol = 1.0  # (almost) everything is background: the masks say so, the caller skips the scan
-    score = sitk.GetImageFromArray(dist / np.float32(tol))
-    score.CopyInformation(image)
-    shrink = [max(1, int(round(ALIGN_GRID_MM / s))) for s in image.GetSpacing()]
-    return sitk.BinShrink(score, shrink)
-
-
 def _mask_centre(mask: np.ndarray, image: sitk.Image) -> np.ndarray:
     """Physical centre (mm) of a mask on `image`'s grid."""
     idx = np.argwhere(mask).mean(axis=0)[::-1]  # (x, y, z) continuous index
@@ -272,13 +251,13 @@ def check_alignment(images: Mapping[str, sitk.Image], reference: str) -> list[st
     grid are compared inside their field of view. Scans whose mask is (nearly) empty or fills
     the whole field of view are not judged. Skip it when the scans are co-registered anyway.
     """
-    ref_score = _foreground_score(images[reference])
+    ref_score = background_distance_score(images[reference], ALIGN_GRID_MM)
     ref_mask = sitk.GetArrayViewFromImage(ref_score) > 1.0
     warnings: list[str] = []
     for m, img in images.items():
         if m == reference:
             continue
-        score = _foreground_score(img)
+        score = background_distance_score(img, ALIGN_GRID_MM)
         if not same_grid(score, ref_score):
             # -1 marks coarse voxels outside this scan's field of view
             score = sitk.Resample(score, ref_score, sitk.Transform(), sitk.sitkLinear, -1.0, sitk.sitkFloat32)

@@ -22,7 +22,7 @@ sys.path.insert(0, str(ROOT / "LCKDSegmentation"))
 
 import slicer  # noqa: E402
 
-from lckd.datasets import find_cases  # noqa: E402
+from lckd.resources import sample_case  # noqa: E402
 from LCKDSegmentationLib.logic import SegmentationLogic  # noqa: E402
 
 FLAGS = {"T1": "--t1", "T1ce": "--t1ce", "T2": "--t2", "FLAIR": "--flair"}
@@ -38,7 +38,7 @@ def main() -> None:
     factory = slicer.vtkSegmentationConverterFactory.GetInstance()
     factory.RegisterConverterRule(slicer.vtkBinaryLabelmapToClosedSurfaceConversionRule())
     factory.RegisterConverterRule(slicer.vtkClosedSurfaceToBinaryLabelmapConversionRule())
-    case = find_cases(ROOT / "Resources" / "SampleData")[0]
+    case = sample_case()
     mods = args.modalities.split(",")
     scene = slicer.vtkMRMLScene()
     volumes = {}

@@ -1,6 +1,7 @@
 """Assemble the bundled default model from a final training run and its cross-validation.
 
-    python Testing/experiments/build_default_model.py FINAL_DIR CV_DIR [--out Resources/models/lckd-lite-brats]
+    python Testing/experiments/build_default_model.py FINAL_DIR CV_DIR
+        [--out LCKDSegmentation/Resources/models/lckd-lite-brats]
 
 FINAL_DIR is `lckd train ... --out FINAL_DIR` on all cases (the weights that ship); CV_DIR is
 `lckd crossval ... --out CV_DIR` with the same preset (the numbers that ship). The card gets:
@@ -37,7 +38,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("final_dir")
     p.add_argument("cv_dir")
-    p.add_argument("--out", default="Resources/models/lckd-lite-brats")
+    p.add_argument("--out", default="LCKDSegmentation/Resources/models/lckd-lite-brats")
     p.add_argument("--threads", type=int, default=2)
     args = p.parse_args(argv)
     cv = Path(args.cv_dir)

@@ -1,6 +1,6 @@
 """Recompute a model's cross-validation tables from its committed reports, and what they hide.
 
-    python Testing/experiments/cv_tables.py Resources/models/lckd-wide-brats/crossval [--card CARD]
+    python Testing/experiments/cv_tables.py LCKDSegmentation/Resources/models/lckd-wide-brats/crossval [--card CARD]
 
 Reads the per-run rows of `crossval.json` (1 mm) and `crossval-clinical.json` (clinical 2D
 series), each tagged with the fold whose model made it, and prints as Markdown:

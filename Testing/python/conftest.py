@@ -1,7 +1,28 @@
 """Shared fixtures: small phantom cases written with real SimpleITK I/O."""
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import pytest
+
+#: Environment variable naming the shared data folder, for a checkout not placed beside it.
+SHARED_DATA_ENV = "LCKD_SHARED_DATA"
+
+
+def shared_data(*parts: str) -> Path:
+    """A path in the shared data folder (real BraTS cases): `$LCKD_SHARED_DATA`, else the
+    `shared/data` folder beside the checkout (`../shared/data`). May not exist: the tests that
+    read it skip then (`needs_shared_data`)."""
+    root = os.environ.get(SHARED_DATA_ENV) or Path(__file__).resolve().parents[3] / "shared" / "data"
+    return Path(root).joinpath(*parts)
+
+
+def needs_shared_data(*parts: str) -> pytest.MarkDecorator:
+    """Skip the test (or module, as `pytestmark`) when `shared_data(*parts)` is absent."""
+    path = shared_data(*parts)
+    return pytest.mark.skipif(not path.exists(), reason=f"shared data not available: {path} (${SHARED_DATA_ENV})")
+
 
 SMALL = (64, 80, 80)  # (z, y, x): a shrunken brain, one or two sliding windows
 

@@ -13,14 +13,15 @@ from pathlib import Path
 import pytest
 import SimpleITK as sitk
 
+from conftest import needs_shared_data, shared_data
 from lckd.geometry import resample_onto
 from lckd.imageio import read_image
 from lckd.modalities import canonical, default_reference
 from lckd.phantom import make_phantom
 from lckd.validation import check_alignment
 
-DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
-REAL_CASE = DATA / "real" / "BraTS-GLI-00001-000"
+DATA = shared_data()
+REAL_CASE = shared_data("real", "BraTS-GLI-00001-000")
 
 
 def moved(image: sitk.Image, degrees: float, mm: float) -> sitk.Image:
@@ -99,7 +100,7 @@ def _read_case(folder: Path) -> dict:
     return images
 
 
-@pytest.mark.skipif(not REAL_CASE.is_dir(), reason="real BraTS case not available (../shared/data/real)")
+@needs_shared_data("real", "BraTS-GLI-00001-000")
 def test_real_case_aligned_passes_and_shifted_is_flagged():
     images = _read_case(REAL_CASE)
     assert check_alignment(images, "T1ce") == []
@@ -108,7 +109,7 @@ def test_real_case_aligned_passes_and_shifted_is_flagged():
     assert len(warnings) == 1 and warnings[0].startswith("FLAIR looks misaligned with T1ce"), warnings
 
 
-@pytest.mark.skipif(not _real_cases(), reason="shared BraTS cases not available (../shared/data)")
+@pytest.mark.skipif(not _real_cases(), reason=f"shared BraTS cases not available under {DATA}")
 def test_no_warning_on_any_coregistered_real_case():
     """Every shared case (four scans, FLAIR + T1ce only, z-scored, T1 only): zero warnings."""
     flagged = {}

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
+from conftest import shared_data
 from lckd.datasets import (
     CaseFiles,
     find_cases,
@@ -282,7 +283,7 @@ def test_write_phantom_dataset_options(tmp_path, capsys):
 
 
 def test_find_cases_on_the_real_brats2023_case():
-    real = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "real"
+    real = shared_data("real")
     if not real.is_dir():
         pytest.skip(f"real BraTS case not available under {real}")
     cases = find_cases(real)

@@ -1,19 +1,18 @@
 """Tests of lckd.phantom: determinism, geometry, labels, modality contrast, realism."""
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import SimpleITK as sitk
 
+from conftest import shared_data
 from lckd.errors import InputError
 from lckd.metrics import mask_dice as dice
 from lckd.modalities import MODALITIES
 from lckd.phantom import REAL_MEDIANS, PhantomCase, make_phantom
 
 SMALL = (48, 64, 64)
-REAL_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "real"
+REAL_DIR = shared_data("real")
 REAL_SUFFIX = {"T1": "t1n", "T1ce": "t1c", "T2": "t2w", "FLAIR": "t2f"}
 
 

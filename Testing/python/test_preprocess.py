@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from lckd.preprocess import background_value, brain_mask, normalise, prepare_case
+from lckd.foreground import face_background
+from lckd.preprocess import brain_mask, normalise, prepare_case
 
 
 def _brain(bg: float = 0.0) -> np.ndarray:
@@ -15,15 +16,15 @@ def _brain(bg: float = 0.0) -> np.ndarray:
 
 def test_constant_nonzero_background_is_found_and_excluded():
     z = _brain(-1.37)                      # a z-scored export: background at -mean/std
-    assert background_value(z) == np.float32(-1.37)
+    assert face_background(z) == np.float32(-1.37)
     mask = brain_mask([z])
     assert mask.sum() == 24 * 30 * 36
-    assert background_value(_brain(0.0)) == 0.0
+    assert face_background(_brain(0.0)) == 0.0
 
 
 def test_noisy_border_means_no_constant_background():
     a = np.random.default_rng(1).normal(10, 1, (20, 20, 20)).astype(np.float32)
-    assert background_value(a) == 0.0
+    assert face_background(a) == 0.0
     assert brain_mask([a]).all()
 
 

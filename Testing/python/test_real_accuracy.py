@@ -8,17 +8,16 @@ intensities, fails them. Real data is read from ../shared/data (skipped when abs
 """
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import SimpleITK as sitk
 
+from conftest import needs_shared_data, shared_data
 from lckd.datasets import find_cases, read_label
 from lckd.labels import labels_to_regions
 from lckd.metrics import region_metrics
 
-DATA = Path(__file__).resolve().parents[3] / "shared" / "data" / "brats-labelled"
+DATA = shared_data("brats-labelled")
 FOUR_SCANS = "BraTS2021_00000"
 FLAIR_ONLY = "brats_2013_pat0001_1"           # BRATS 2013: FLAIR and T1ce, z-scored inside the brain
 
@@ -27,7 +26,7 @@ FLAIR_ONLY = "brats_2013_pat0001_1"           # BRATS 2013: FLAIR and T1ce, z-sc
 # platform differences; a model that regresses to guessing, or predicts nothing, fails them.
 FLOORS = {FOUR_SCANS: {"WT": 0.74, "TC": 0.88, "ET": 0.84}, FLAIR_ONLY: {"WT": 0.65}}
 
-pytestmark = pytest.mark.skipif(not DATA.is_dir(), reason=f"real labelled data not found at {DATA}")
+pytestmark = needs_shared_data("brats-labelled")
 
 
 @pytest.fixture(scope="module")

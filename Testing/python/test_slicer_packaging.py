@@ -62,11 +62,30 @@ def test_every_resource_is_listed(module_cmake):
     # the module's Resources/ and the data files the core reads at run time (model card schema)
     on_disk = _files(MODULE / "Resources") | {f for f in _files(MODULE / "lckd") if not f.endswith(".py")}
     assert on_disk == listed, f"missing: {sorted(on_disk - listed)}, stale: {sorted(listed - on_disk)}"
-    bundled = set(module_cmake["LCKD_BUNDLED_RESOURCES"])
-    runtime = {p.relative_to(ROOT / "Resources").as_posix()
-               for folder in ("models", "SampleData") for p in (ROOT / "Resources" / folder).rglob("*") if p.is_file()}
-    assert runtime == bundled, (f"LCKD_BUNDLED_RESOURCES must list the run-time files of Resources/: "
-                                f"missing {sorted(runtime - bundled)}, stale {sorted(bundled - runtime)}")
+
+
+def test_the_core_loads_its_resources_from_the_listed_folder(module_cmake, monkeypatch):
+    """The registry, models and sample case are files of the module's Resources/ (listed above,
+    so the Slicer build installs them where `lckd.resources` looks), not copied from elsewhere."""
+    from lckd.resources import RUNTIME_FOLDERS, resources_dir, sample_case
+
+    monkeypatch.delenv("LCKD_RESOURCES", raising=False)
+    assert resources_dir() == MODULE / "Resources"
+    listed = set(module_cmake["MODULE_PYTHON_RESOURCES"])
+    for folder in RUNTIME_FOLDERS:
+        assert any(f.startswith(f"Resources/{folder}/") for f in listed), f"nothing of {folder}/ listed"
+    registry = json.loads((MODULE / "Resources" / "models" / "registry.json").read_text(encoding="utf-8"))
+    for entry in registry["models"]:
+        if entry.get("bundled"):
+            card = MODULE / "Resources" / entry["card"]
+            weights = card.parent / json.loads(card.read_text(encoding="utf-8"))["weights"]["file"]
+            for path in (card, weights):
+                assert path.relative_to(MODULE).as_posix() in listed, f"{entry['name']}: {path.name} not listed"
+    case = sample_case()
+    for path in [*case.images.values(), case.label]:
+        assert path.relative_to(MODULE).as_posix() in listed
+    assert "LCKD_BUNDLED_RESOURCES" not in module_cmake and "configure_file" not in (
+        MODULE / "CMakeLists.txt").read_text(encoding="utf-8")
 
 
 def _imported_modules(path: Path) -> set[str]:
