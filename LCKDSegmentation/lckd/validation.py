@@ -242,14 +242,47 @@ def _mask_centre(mask: np.ndarray, image: sitk.Image) -> np.ndarray:
     return np.asarray(image.TransformContinuousIndexToPhysicalPoint([float(v) for v in idx]))
 
 
+#: Along an axis, a scan whose mask spans less than this share of the other's is taken to have a
+#: field of view cut short there (clinical series often cover part of the head; a BraTS case's
+#: FLAIR spans 35 of its T1ce's 44 coarse rows): a misregistration moves a mask, it does not
+#: shorten it.
+CUT_SPAN_SHARE = 0.85
+#: Share of the shorter span left out next to a cut end: a cut seldom lies along the grid (that
+#: FLAIR's brain thins over its last 40 mm), so the masks are compared away from it.
+CUT_MARGIN_SHARE = 0.25
+
+
+def common_window(a: np.ndarray, b: np.ndarray) -> tuple:
+    """Slices of the grid where both scans can be compared, judged from their masks: along each
+    axis where one mask spans clearly less than the other (`CUT_SPAN_SHARE`), the overlap of the
+    spans, less a margin next to each end where the shorter one is cut (`CUT_MARGIN_SHARE`);
+    elsewhere the whole axis."""
+    window = []
+    for axis in range(a.ndim):
+        others = tuple(i for i in range(a.ndim) if i != axis)
+        fa, fb = np.flatnonzero(a.any(axis=others)), np.flatnonzero(b.any(axis=others))
+        if fa.size and fb.size:
+            (s0, s1), (l0, l1) = sorted([(fa[0], fa[-1]), (fb[0], fb[-1])], key=lambda e: e[1] - e[0])
+            if s1 - s0 + 1 < CUT_SPAN_SHARE * (l1 - l0 + 1):
+                margin = int(round(CUT_MARGIN_SHARE * (s1 - s0 + 1)))
+                lo = s0 + margin if s0 > l0 + 1 else max(s0, l0)
+                hi = s1 - margin if s1 < l1 - 1 else min(s1, l1)
+                window.append(slice(int(lo), int(hi) + 1))
+                continue
+        window.append(slice(0, a.shape[axis]))
+    return tuple(window)
+
+
 def check_alignment(images: Mapping[str, sitk.Image], reference: str) -> list[str]:
     """Warn about scans that look misregistered against the reference (a quick, intensity-based check).
 
     Each scan's head/brain mask (non-background voxels, on a ~4 mm grid) is compared with the
     reference's: their overlap (Dice) and the distance between their centres. Works across
     contrasts because it looks only at where the signal is, not what it is. Scans on another
-    grid are compared inside their field of view. Scans whose mask is (nearly) empty or fills
-    the whole field of view are not judged. Skip it when the scans are co-registered anyway.
+    grid are compared inside their field of view; a scan whose field of view is cut short on
+    the same grid (its mask clearly shorter along an axis, `common_window`) is compared inside
+    the part both cover. Scans whose mask is (nearly) empty or fills the whole field of view are not judged.
+    Skip it when the scans are co-registered anyway.
     """
     ref_score = background_distance_score(images[reference], ALIGN_GRID_MM)
     ref_mask = sitk.GetArrayViewFromImage(ref_score) > 1.0
@@ -263,7 +296,12 @@ def check_alignment(images: Mapping[str, sitk.Image], reference: str) -> list[st
             score = sitk.Resample(score, ref_score, sitk.Transform(), sitk.sitkLinear, -1.0, sitk.sitkFloat32)
         arr = sitk.GetArrayViewFromImage(score)
         inside = arr >= 0
-        a, b = ref_mask & inside, arr > 1.0
+        b = arr > 1.0
+        # a field of view cut short (either scan's) limits where the two can be compared
+        common = np.zeros_like(inside)
+        common[common_window(ref_mask & inside, b)] = True
+        inside &= common
+        a, b = ref_mask & inside, b & inside
         n_in = int(np.count_nonzero(inside))
         na, nb = int(np.count_nonzero(a)), int(np.count_nonzero(b))
         # not judged: nothing to compare, or no background left to tell where the head is

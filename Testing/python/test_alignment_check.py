@@ -65,6 +65,22 @@ def test_phantom_shifted_scan_is_flagged(phantom, degrees, mm):
     assert "--register" in w and "Dice" in w and "mm apart" in w   # says what was measured and the fix
 
 
+def test_a_field_of_view_cut_short_on_the_same_grid_is_judged_where_both_scans_reach(phantom):
+    """A co-registered FLAIR whose rows beyond 70 % of the head were never acquired (zeros on the
+    same grid, as a BraTS case's cut FLAIR is): no warning; the same cut FLAIR moved: warned."""
+    import numpy as np
+
+    flair = sitk.GetArrayFromImage(phantom["FLAIR"])
+    rows = np.flatnonzero(flair.any(axis=(0, 2)))
+    flair[:, rows[0] + int(0.7 * (rows[-1] - rows[0])):, :] = 0
+    cut = sitk.GetImageFromArray(flair)
+    cut.CopyInformation(phantom["FLAIR"])
+    assert check_alignment({"T1ce": phantom["T1ce"], "FLAIR": cut}, "T1ce") == []
+    for degrees, mm in ((6, 8), (0, 6)):
+        warnings = check_alignment({"T1ce": phantom["T1ce"], "FLAIR": moved(cut, degrees, mm)}, "T1ce")
+        assert len(misaligned(warnings)) == 1, (degrees, mm, warnings)
+
+
 def test_scan_on_another_grid_is_judged_inside_its_field_of_view(phantom):
     """A co-registered scan covering only the upper half, on a coarser grid: no warning; moved: warned."""
     flair = phantom["FLAIR"]
