@@ -12,8 +12,10 @@ Layout of the output folder::
     OUT/plan.json                 the folds (test / val / train case ids), seed, k
     OUT/fold-K/split.csv          the fold's split file (lckd train / lckd evaluate read it)
     OUT/fold-K/model/             lckd train --out (checkpoint, log, card)
-    OUT/fold-K/eval/              lckd evaluate --out (evaluation.json/.csv/.md)
-    OUT/crossval.{json,md,csv}    mean and spread over folds, per subset
+    OUT/fold-K/eval/              the test cases: evaluation.* (1 mm), evaluation-clinical.* (clinical 2D series)
+    OUT/fold-K/eval-val/          the same for the fold's validation case
+    OUT/crossval.{json,md,csv}    mean and spread over folds, per subset, and every run's row (tagged
+                                  with its fold); crossval-clinical.*, crossval-val.*, crossval-val-clinical.*
 
 Every step skips what is already done and training resumes from its checkpoint, so an
 interrupted run continues where it stopped; folds can run in separate processes (`--fold`).
