@@ -14,6 +14,8 @@ import time
 
 import pytest
 
+from process_helpers import gone_within
+
 slicer = pytest.importorskip("slicer")
 
 from LCKDSegmentationLib.logic import SegmentationLogic  # noqa: E402
@@ -42,12 +44,7 @@ def _alive(pid: int) -> bool:
 
 
 def _gone_within(pid: int, seconds: float) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if not _alive(pid):
-            return True
-        time.sleep(0.05)
-    return False
+    return gone_within(pid, seconds, _alive)
 
 
 def test_stop_without_waiting_returns_at_once_and_the_worker_still_ends(tmp_path):

@@ -11,6 +11,7 @@ import pytest
 
 from lckd.protocol import CANCELLED, PROTOCOL_MISMATCH, PROTOCOL_VERSION
 from LCKDSegmentationLib.workerclient import WorkerClient, WorkerError
+from process_helpers import gone_within
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 
@@ -25,12 +26,7 @@ def _alive(pid: int) -> bool:
 
 
 def _gone_within(pid: int, seconds: float) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if not _alive(pid):
-            return True
-        time.sleep(0.05)
-    return False
+    return gone_within(pid, seconds, _alive)
 
 
 def _script(path: Path, text: str) -> str:
