@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Train and cross-validate the bundled default (lckd-wide-brats 2.0.0) exactly as shipped.
 #
-#   Testing/experiments/train_default.sh DATA OUT lane-a|lane-b|finish
+#   Testing/experiments/train_default.sh DATA OUT lane-a|lane-b|finish|compare-a|compare-b
 #
 # DATA is the labelled folder (../shared/data/brats-labelled); OUT a folder outside the work
 # tree (it holds checkpoints: every step resumes where it stopped, so a restarted machine loses
 # minutes). On 2 cores run `lane-a` and `lane-b` side by side (one thread each: faster than two
 # threads for one run), then `finish` once both are done. Each fold is scored right after it
-# trains, on its test and validation cases, at 1 mm and on clinical 2D series.
+# trains, on its test and validation cases, at 1 mm and on clinical 2D series. `compare-a` and
+# `compare-b` run the capacity comparison on the same folds: `lite` with the full phantom start
+# (the 1.x recipe) into OUT/cv-lite.
 set -euo pipefail
 DATA=${1:?data folder}
 OUT=${2:?output folder}
@@ -15,9 +17,17 @@ WHAT=${3:?lane-a, lane-b or finish}
 NAME="28 real glioma cases with reference labels from public BraTS, BRATS and TCGA example sets"
 CV=(crossval "$DATA" --out "$OUT/cv" --preset cpu-real-wide --name lckd-wide-cv --threads 1 --seed 0 -q)
 
+LITE=(crossval "$DATA" --out "$OUT/cv-lite" --preset cpu-real --init-from lckd-lite-phantom --name lckd-lite-cv
+      --threads 1 --seed 0 -q)
+
 fold() {  # train (or resume) one fold, then score it
   lckd "${CV[@]}" --fold "$1" --no-evaluate
   lckd "${CV[@]}" --fold "$1"
+}
+
+lite_fold() {  # the same for the comparison arm
+  lckd "${LITE[@]}" --fold "$1" --no-evaluate
+  lckd "${LITE[@]}" --fold "$1"
 }
 
 final() {  # the shipped model: every case trains, teachers fixed to T1ce + FLAIR before the folds ended
@@ -32,10 +42,12 @@ final() {  # the shipped model: every case trains, teachers fixed to T1ce + FLAI
 case "$WHAT" in
   lane-a) fold 0; fold 2; fold 4 ;;
   lane-b) fold 1; final; fold 3 ;;
+  compare-a) lite_fold 0; lite_fold 2; lite_fold 4 ;;
+  compare-b) lite_fold 1; lite_fold 3 ;;
   finish)
     card="$OUT/final/lckd-wide-brats.json"
     lckd "${CV[@]}" --update-card "$card" --data-name "$NAME"
     lckd calibrate "$OUT/cv" --update-card "$card"
     python "$(dirname "$0")/cv_tables.py" "$OUT/cv" --card "$card" ;;
-  *) echo "unknown step '$WHAT': lane-a, lane-b or finish" >&2; exit 2 ;;
+  *) echo "unknown step '$WHAT': lane-a, lane-b, finish, compare-a or compare-b" >&2; exit 2 ;;
 esac
