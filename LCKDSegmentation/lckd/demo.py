@@ -83,6 +83,9 @@ def run_demo(args) -> int:
         where = "cross-validated on real cases" if seg.card.evaluation.get("folds") else "held-out cases"
         print(f"model card, {where}, same subset: "
               + "  ".join(f"{r} {v:.3f}" for r, v in expected.items() if v is not None))
+    from .quality import summary_line
+
+    print(summary_line(res.quality))      # what every run says of itself, beside the measured Dice
     # The picture a clinician reads: outlines (not fills) on T1ce and FLAIR, the reference dashed.
     png = result_figure(res, {m: sitk.ReadImage(str(p)) for m, p in images.items()},
                         out / f"{case_id}_{'+'.join(subset)}.png", seg.card,

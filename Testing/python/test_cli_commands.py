@@ -128,6 +128,7 @@ def test_demo_writes_labelmap_png_and_dice(tmp_path, capsys):
     assert main(["demo", str(tmp_path), "--modalities", "t2,flair", "--threads", "2", "-q"]) == 0
     out = capsys.readouterr().out
     assert "modalities used: T2, FLAIR" in out and "Dice vs ground truth" in out
+    assert "quality: " in out                               # the run's own estimate line, beside the Dice
     labelmap = next(tmp_path.glob("*_T2+FLAIR_seg.nii.gz"))
     assert sitk.ReadImage(str(labelmap)).GetSize() == (240, 240, 155)
     from lckd.modelcard import read_card
