@@ -118,8 +118,9 @@ def test_threshold_rule_catches_most_bad_runs_within_the_false_flag_budget():
 
 
 def _lckd(*args, cwd=None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "lckd.cli", *map(str, args)], capture_output=True, text=True,
-                          cwd=cwd, timeout=900)
+    # lckd prints a plus-minus sign where its stdout can take one: read it as UTF-8 whatever the locale
+    return subprocess.run([sys.executable, "-m", "lckd.cli", *map(str, args)], capture_output=True,
+                          encoding="utf-8", errors="replace", cwd=cwd, timeout=900)
 
 
 @pytest.fixture(scope="module")
