@@ -441,7 +441,9 @@ def card_text(card) -> str:
     if q.get("flag_below") is not None:
         lines.append("")
         lines.append(_wrap("quality estimate", f"calibrated on {q.get('fitted_on', 'cross-validation runs')}; "
-                                               f"low confidence below an expected WT Dice of {q['flag_below']:.2f}"))
+                                               f"low confidence below an expected WT Dice of {q['flag_below']:.2f}"
+                                               + (f"; interval: the central {q['interval_level']:.0%} of its "
+                                                  "cross-validation errors" if q.get("interval_level") else "")))
     return "\n".join(lines)
 
 
