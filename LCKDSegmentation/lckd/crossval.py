@@ -25,7 +25,7 @@ from __future__ import annotations
 import argparse
 import fnmatch
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -186,6 +186,13 @@ def card_evaluation(report: dict, data: str) -> dict:
             "mean": report["mean"], "empty_rule": report["empty_rule"], "case_ids": report["cases"]}
 
 
+def card_tables(reports: Mapping[str, dict], data: str) -> dict:
+    """The card's `evaluation`: the 1 mm table with the clinical-slice one under "clinical"."""
+    evaluation = card_evaluation(reports["1mm"], data)
+    evaluation["clinical"] = card_evaluation(reports["clinical"], data + " degraded to clinical 2D series")
+    return evaluation
+
+
 # --------------------------------------------------------------------------- running the folds
 
 def _train_fold(data: str, fold: int, out: Path, cfg, name: str, device: str, threads: int | None,
@@ -328,13 +335,10 @@ def run_crossval(args: argparse.Namespace) -> int:
                 print(format_table(report, markdown=False, pm=plus_minus()))
             for path in write_report(report, out, stem=stem):
                 print(f"wrote {path}")
-    report = reports["1mm"]
     if args.update_card:
         from .modelcard import load_model, save_model
         net, updated = load_model(args.update_card)
-        name = args.data_name or Path(args.data).name
-        updated.evaluation = card_evaluation(report, name)
-        updated.evaluation["clinical"] = card_evaluation(reports["clinical"], name + " degraded to clinical 2D series")
+        updated.evaluation = card_tables(reports, args.data_name or Path(args.data).name)
         updated.postprocessing = dict(rule or {})     # the expected Dice holds for labels cleaned up this way
         print(f"updated {save_model(net, updated, Path(args.update_card).parent)}")
     return 0

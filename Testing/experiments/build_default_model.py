@@ -4,8 +4,10 @@
         [--out LCKDSegmentation/Resources/models/lckd-lite-brats]
 
 FINAL_DIR is `lckd train ... --out FINAL_DIR` on all cases (the weights that ship); CV_DIR is
-`lckd crossval ... --out CV_DIR` with the same preset (the numbers that ship). The card gets:
-- `evaluation`: the cross-validation table (mean and SD over folds; never training cases),
+`lckd crossval ... --out CV_DIR` with the same preset (the numbers that ship; every fold scored).
+Testing/experiments/train_default.sh `finish` runs it, then `lckd calibrate`. The card gets:
+- `evaluation`: the cross-validation tables (mean and SD over folds; never training cases), at
+  1 mm and, under "clinical", on the test cases degraded to clinical 2D series,
 - `postprocessing`: the recipe's clean-up rule, with which that table was measured,
 - `teachers["cross_validation"]`: each fold's last election (table and elected teachers),
   from which the final run's fixed teachers were taken,
@@ -21,7 +23,7 @@ import argparse
 import json
 from pathlib import Path
 
-from lckd.crossval import card_evaluation
+from lckd.crossval import card_tables
 from lckd.demo import sample_case, sample_dice
 from lckd.inference import Segmenter
 from lckd.modalities import all_subsets, subset_key
@@ -30,8 +32,9 @@ from lckd.registry import resolve_model
 from lckd.training.presets import PRESETS
 from lckd.training.pretrained import source_identity
 
-SCOPE = ("research use only, not for clinical use; trained on 18 real glioma cases (BraTS 2013-2021, TCGA), "
+SCOPE = ("research use only, not for clinical use; trained on 28 real glioma cases (BraTS 2013-2021, TCGA), "
          "expects skull-stripped, co-registered scans")
+DATA_NAME = "28 real glioma cases with reference labels from public BraTS, BRATS and TCGA example sets"
 
 
 def main(argv=None) -> int:
@@ -40,9 +43,12 @@ def main(argv=None) -> int:
     p.add_argument("cv_dir")
     p.add_argument("--out", default="LCKDSegmentation/Resources/models/lckd-lite-brats")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--data-name", default=DATA_NAME, help="what the cross-validation data is, as a user reads it")
     args = p.parse_args(argv)
     cv = Path(args.cv_dir)
-    report = json.loads((cv / "crossval.json").read_text())
+    reports = {c: json.loads((cv / f).read_text()) for c, f in
+               (("1mm", "crossval.json"), ("clinical", "crossval-clinical.json"))}
+    report = reports["1mm"]
     seg = Segmenter.load(str(resolve_model(args.final_dir)), device="cpu", threads=args.threads)
     card = seg.card
     preset = PRESETS[card.training["preset"]]
@@ -51,7 +57,7 @@ def main(argv=None) -> int:
     start = card.training.get("config", {}).get("init_from")
     if start and "init_from" not in card.training:   # runs from before cards pinned the starting weights
         card.training["init_from"] = source_identity(read_card(resolve_model(start, allow_download=False)))
-    card.evaluation = card_evaluation(report, f"the real labelled cases ({len(report['cases'])} rotating test cases)")
+    card.evaluation = card_tables(reports, args.data_name)
     folds = []
     for k in range(report["folds"]):
         fold_card = json.loads(next((cv / f"fold-{k}" / "model").glob("*-fold*.json")).read_text())

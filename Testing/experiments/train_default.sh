@@ -15,7 +15,6 @@ set -euo pipefail
 DATA=${1:?data folder}
 OUT=${2:?output folder}
 WHAT=${3:?lane-a, lane-b, fold K, final, finish or wide K}
-NAME="28 real glioma cases with reference labels from public BraTS, BRATS and TCGA example sets"
 # the shipped recipe: preset cpu-real (lite, started from lckd-lite-phantom), seed 0
 CV=(crossval "$DATA" --out "$OUT/cv" --preset cpu-real --init-from lckd-lite-phantom --name lckd-lite-cv
     --threads 1 --seed 0 -q)
@@ -46,10 +45,14 @@ case "$WHAT" in
   fold) fold "${4:?fold number}" ;;
   final) final ;;
   wide) wide_fold "${4:?fold number}" ;;
-  finish)
-    card="$OUT/final/lckd-lite-brats.json"
-    lckd "${CV[@]}" --update-card "$card" --data-name "$NAME"
-    lckd calibrate "$OUT/cv" --update-card "$card"
-    python "$(dirname "$0")/cv_tables.py" "$OUT/cv" --card "$card" ;;
+  finish)  # every fold scored and the final model trained: assemble what ships
+    here=$(cd "$(dirname "$0")" && pwd)
+    ship="$here/../../LCKDSegmentation/Resources/models/lckd-lite-brats"
+    lckd "${CV[@]}"                 # nothing left to train or score: writes OUT/cv/crossval*.json
+    python "$here/build_default_model.py" "$OUT/final" "$OUT/cv" --out "$ship"
+    lckd calibrate "$OUT/cv" --update-card "$ship/lckd-lite-brats.json"
+    mkdir -p "$ship/crossval"       # the evidence: every run's numbers, no fold weights
+    cp "$OUT"/cv/crossval*.json "$OUT/cv/plan.json" "$OUT/cv/quality-calibration.json" "$ship/crossval/"
+    python "$here/cv_tables.py" "$ship/crossval" --card "$ship/lckd-lite-brats.json" ;;
   *) echo "unknown step '$WHAT': lane-a, lane-b, fold K, final, finish or wide K" >&2; exit 2 ;;
 esac
