@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 
-from lckd.calibration import GOOD, LOW, MAX_FALSE, calibrate, choose_threshold, fit
+from lckd.calibration import COVERAGE, GOOD, LOW, MAX_FALSE, band, calibrate, choose_level, choose_threshold, fit
 from lckd.quality import FEATURES, estimate, predict_dice, reasons, run_features, summary_line
 
 SHAPE = (40, 60, 80)          # (z, y, x); x runs right -> left on the model grid
@@ -115,6 +115,30 @@ def test_threshold_rule_catches_most_bad_runs_within_the_false_flag_budget():
     assert ((pred < t) & (true < LOW)).sum() == (true < LOW).sum()          # all three bad runs caught
     fitted = fit(_synthetic_runs())
     assert len(fitted["coef"]) == len(FEATURES) and all(s > 0 for s in fitted["scale"])
+
+
+def test_threshold_is_the_middle_of_those_that_tie_on_the_catch_rate():
+    # every threshold between 0.45 and 0.75 catches both bad runs; above 0.75 one good run
+    # of four (25 %) would be flagged, over the budget
+    pred = np.array([0.3, 0.4, 0.5, 0.8, 0.85, 0.9])
+    true = np.array([0.2, 0.3, 0.6, 0.9, 0.8, 0.95])
+    assert choose_threshold(pred, true) == pytest.approx((0.45 + 0.65) / 2)
+
+
+def test_interval_band_holds_the_validation_runs_and_respects_the_case_count():
+    rng = np.random.default_rng(0)
+    residual = rng.normal(0, 0.1, 2000)
+    pred_val = np.full(400, 0.7)
+    # validation runs as spread as the residuals: the narrowest band holding 80 % of them
+    true_val = np.clip(pred_val + rng.normal(0, 0.1, 400), 0, 1)
+    assert choose_level(residual, pred_val, true_val, cases=100) == 0.825
+    # wider validation errors need a wider band
+    wide = np.clip(pred_val + rng.normal(0, 0.14, 400), 0, 1)
+    level = choose_level(residual, pred_val, wide, cases=100)
+    lo, hi = band(residual, level)
+    assert level > 0.825 and ((wide >= pred_val + lo) & (wide <= pred_val + hi)).mean() >= COVERAGE
+    # ten cases: a band from ten patients needs at least 0.8 * 11 / 10 = 0.88
+    assert choose_level(residual, pred_val, true_val, cases=10) == 0.9
 
 
 def _lckd(*args, cwd=None) -> subprocess.CompletedProcess:
