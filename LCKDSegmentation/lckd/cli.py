@@ -442,7 +442,7 @@ def card_text(card) -> str:
         lines.append("")
         lines.append(_wrap("quality estimate", f"calibrated on {q.get('fitted_on', 'cross-validation runs')}; "
                                                f"low confidence below an expected WT Dice of {q['flag_below']:.2f}"
-                                               + (f"; interval: the central {q['interval_level']:.0%} of its "
+                                               + (f"; interval: the central {q['interval_level'] * 100:g} % of its "
                                                   "cross-validation errors" if q.get("interval_level") else "")))
     return "\n".join(lines)
 

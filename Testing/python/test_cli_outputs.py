@@ -304,7 +304,7 @@ def test_a_long_preview_caption_is_wrapped_inside_the_picture():
 
     from lckd.preview import footer_lines
 
-    long = ("model: lckd-lite-brats 1.1.0 (research use, not for clinical use; trained on 18 real glioma cases "
+    long = ("model: lckd-lite-brats 2.0.0 (research use, not for clinical use; trained on 28 real glioma cases "
             "from public BraTS sets, skull-stripped, co-registered, 1 mm) " * 2).strip()
     for width_in in (8.4, 4.2):
         lines = footer_lines("whole tumour 12.0 mL\n" + long, width_in)
