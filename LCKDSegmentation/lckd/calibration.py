@@ -197,6 +197,10 @@ def calibrate(runs: Sequence[Mapping]) -> dict:
                         "interval_coverage": 0.8}}
 
 
+def _rate(value: float | None) -> str:
+    return "  -  " if value is None else f"{value:.3f}"
+
+
 def format_summary(result: Mapping) -> str:
     """Plain-text summary of `calibrate`'s scores against the targets."""
     s, t = result["scores"], result["targets"]
@@ -205,8 +209,13 @@ def format_summary(result: Mapping) -> str:
     for name, sc in [("test (cross-fitted)", s["test_cross_fitted"])] + \
             [(f"test, {c}", v) for c, v in s["test_by_condition"].items()] + [("validation", s["validation"])]:
         lines.append(f"{name:<22} runs {sc['runs']:>4}  spearman {sc['spearman']:.3f}  "
-                     f"catch<0.5 {sc['catch_below_0.5']}  false>=0.7 {sc['false_flags_at_0.7']}  "
+                     f"catch<0.5 {_rate(sc['catch_below_0.5'])}  false>=0.7 {_rate(sc['false_flags_at_0.7'])}  "
                      f"coverage {sc['interval_coverage']:.3f}  MAE {sc['mean_abs_error']:.3f}")
+    lines.append("per subset (test, cross-fitted; catch / false flags are blank without such runs):")
+    for subset, sc in s["test_by_subset"].items():
+        lines.append(f"  {subset:<18} runs {sc['runs']:>4}  spearman {sc['spearman']:.3f}  "
+                     f"catch<0.5 {_rate(sc['catch_below_0.5'])}  false>=0.7 {_rate(sc['false_flags_at_0.7'])}  "
+                     f"coverage {sc['interval_coverage']:.3f}")
     overall = s["test_cross_fitted"]
     met = [f"{k} {overall[k]} (target {'>=' if k != 'false_flags_at_0.7' else '<='} {v}): "
            + ("met" if (overall[k] is not None and (overall[k] <= v if k == "false_flags_at_0.7" else overall[k] >= v))
