@@ -183,10 +183,10 @@ def calibrate(runs: Sequence[Mapping]) -> dict:
     calibration.update(interval=interval, interval_level=level, flag_below=threshold,
                        fitted_on=f"{len(test)} cross-validation test runs ({len(folds)} folds, 1 mm and "
                                  "clinical-slice)",
-                       chosen_on=f"interval: central {level * 100:g} % band of the cross-fitted residuals, the narrowest "
-                                 f"of {', '.join(f'{v * 100:g}' for v in INTERVAL_LEVELS)} % holding {COVERAGE:.0%} of the "
-                                 f"validation runs, at least {COVERAGE:.0%} x (n + 1) / n for the n = "
-                                 f"{len(fold_of_case)} test cases; flag: "
+                       chosen_on=f"interval: central {level * 100:g} % band of the cross-fitted residuals, the "
+                                 f"narrowest of {', '.join(f'{v * 100:g}' for v in INTERVAL_LEVELS)} % holding "
+                                 f"{COVERAGE:.0%} of the validation runs, at least {COVERAGE:.0%} x (n + 1) / n "
+                                 f"for the n = {len(fold_of_case)} test cases; flag: "
                                  f"{len(val)} validation runs, most runs under WT Dice {LOW} caught with at most "
                                  f"{MAX_FALSE:.0%} of runs at {GOOD} or more flagged")
     return {"calibration": calibration,
