@@ -52,7 +52,7 @@ def good(tmp_path_factory):
     model = root / "model"
     shutil.copytree(card.parent, model)
     return {"paths": paths, "card": model / card.name, "image": sitk.ReadImage(str(paths["FLAIR"])),
-            "digests": {p: _digest(p) for p in [*paths.values(), *model.iterdir()]}}
+            "digests": {p: _digest(p) for p in [*paths.values(), *model.rglob("*")] if p.is_file()}}
 
 
 def _files(root: Path) -> set:
