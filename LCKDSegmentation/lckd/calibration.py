@@ -31,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .crossval import report_name
 from .errors import InputError
 from .quality import FEATURES, predict_dice
 
@@ -44,8 +45,8 @@ COVERAGE = 0.8
 #: Flag rule: catch runs under LOW, fire on at most MAX_FALSE of the runs at or above GOOD.
 LOW, GOOD, MAX_FALSE = 0.5, 0.7, 0.2
 
-REPORTS = {("test", "1mm"): "crossval.json", ("test", "clinical"): "crossval-clinical.json",
-           ("val", "1mm"): "crossval-val.json", ("val", "clinical"): "crossval-val-clinical.json"}
+REPORTS = {(split, condition): report_name(split, condition)
+           for split in ("test", "val") for condition in ("1mm", "clinical")}
 
 
 def load_runs(cv_dir: str | Path) -> list[dict]:

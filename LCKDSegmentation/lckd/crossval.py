@@ -222,6 +222,12 @@ SCORED_SPLITS = ("test", "val")
 CONDITIONS = ("1mm", "clinical")
 
 
+def report_name(split: str = "test", condition: str = "1mm") -> str:
+    """The aggregated report's file name in OUT: crossval.json is the test cases at 1 mm."""
+    return ("crossval" + ("" if split == "test" else f"-{split}")
+            + ("" if condition == "1mm" else f"-{condition}") + ".json")
+
+
 def report_path(out: str | Path, fold: int, split: str = "test", condition: str = "1mm") -> Path:
     """Where fold `fold`'s report for one split and condition lives (eval/evaluation.json is the
     test cases at 1 mm, as before the clinical condition existed)."""
@@ -327,8 +333,7 @@ def run_crossval(args: argparse.Namespace) -> int:
                 continue
             report = aggregate([json.loads(p.read_text()) for p in paths])
             report.update(condition=condition, split=split)
-            stem = ("crossval" + ("" if split == "test" else f"-{split}")
-                    + ("" if condition == "1mm" else f"-{condition}"))
+            stem = Path(report_name(split, condition)).stem
             if split == "test":
                 reports[condition] = report
                 print(f"{condition}:")

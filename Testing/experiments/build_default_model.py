@@ -23,7 +23,7 @@ import argparse
 import json
 from pathlib import Path
 
-from lckd.crossval import card_tables
+from lckd.crossval import card_tables, report_name
 from lckd.demo import sample_case, sample_dice
 from lckd.inference import Segmenter
 from lckd.modalities import all_subsets, subset_key
@@ -46,8 +46,7 @@ def main(argv=None) -> int:
     p.add_argument("--data-name", default=DATA_NAME, help="what the cross-validation data is, as a user reads it")
     args = p.parse_args(argv)
     cv = Path(args.cv_dir)
-    reports = {c: json.loads((cv / f).read_text()) for c, f in
-               (("1mm", "crossval.json"), ("clinical", "crossval-clinical.json"))}
+    reports = {c: json.loads((cv / report_name("test", c)).read_text()) for c in ("1mm", "clinical")}
     report = reports["1mm"]
     seg = Segmenter.load(str(resolve_model(args.final_dir)), device="cpu", threads=args.threads)
     card = seg.card

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lckd.crossval import aggregate, format_table
+from lckd.crossval import aggregate, format_table, report_name
 from lckd.evaluate import summarise
 from lckd.modalities import MODALITIES, all_subsets, subset_key
 
@@ -93,8 +93,8 @@ def main() -> int:
     ap.add_argument("reports", type=Path, help="folder with crossval.json and crossval-clinical.json")
     ap.add_argument("--card", type=Path, default=None, help="check this model card's tables against the reports")
     args = ap.parse_args()
-    rows = {c: json.loads((args.reports / f).read_text())["per_case"]
-            for c, f in (("1mm", "crossval.json"), ("clinical", "crossval-clinical.json"))}
+    rows = {c: json.loads((args.reports / report_name("test", c)).read_text())["per_case"]
+            for c in ("1mm", "clinical")}
     tables = {c: recompute(r) for c, r in rows.items()}
     for c, t in tables.items():
         print(f"\n### {c}: {t['folds']} folds, {len(t['cases'])} test cases, mean +- SD over folds\n")
