@@ -24,6 +24,7 @@ from ..datasets import CaseFiles
 from ..errors import InputError
 from ..modalities import default_reference
 from .augment import augment_intensities, random_rotation, rigid_resample
+from .lesionmix import make_donors, mix_lesion
 from .presets import TrainConfig
 
 
@@ -161,6 +162,7 @@ class PatchSampler:
             if len(pts) > 4000:
                 pts = pts[np.random.default_rng(0).choice(len(pts), 4000, replace=False)]
             self.tumour.append(pts)
+        self.donors = make_donors(self.cases, cfg.spacing) if cfg.lesion_mix_prob > 0 else []
 
     def rng(self, step: int) -> np.random.Generator:
         return np.random.default_rng([self.cfg.seed, self.rank, int(step)])
@@ -210,6 +212,9 @@ class PatchSampler:
                 x, y = x.flip(dims), y.flip(dims)
         if present is None:
             present = draw_subset(subset_choices(case.present, full), rng)
+        # drawn only when mixing is on, so recipes without it keep their batches exactly
+        if cfg.lesion_mix_prob > 0 and rng.random() < cfg.lesion_mix_prob:
+            x, y, _ = mix_lesion(x, y, present, self.donors, rng, recipient=i)
         if cfg.series_shift_prob > 0:
             order = [self.order[c] for c in np.flatnonzero(present)] if self.order else []
             reference = default_reference(order) if order else None
