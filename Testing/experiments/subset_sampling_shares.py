@@ -1,10 +1,12 @@
-"""Share of missing-modality training samples per subset, case-first against subset-first sampling.
+"""Share of missing-modality training samples per subset: case first, subset first, single scan first.
 
     python Testing/experiments/subset_sampling_shares.py ../shared/data/brats-labelled [--split SPLIT_CSV]
 
 Exact probabilities (no sampling) from the training cases' scans, as `PatchSampler` draws them
 after the warm-up: case first (a case uniformly, then a subset of its own scans) or subset
-first (`balanced_subsets`: a subset, then a case that has its scans). Also prints how much of
+first (`balanced_subsets`: a subset, then a case that has its scans) or single scan first
+(`single_first`: a third of the samples a single scan drawn first, then a case that has it; the
+rest 2-3 of a case's scans, a partial case's full set). Also prints how much of
 each subset's share comes from the partial cases (those without all four scans).
 """
 from __future__ import annotations
@@ -50,6 +52,28 @@ def shares(present: dict[str, np.ndarray]) -> tuple[dict, dict]:
     return dict(case_first), dict(subset_first)
 
 
+def single_first_shares(present: dict[str, np.ndarray]) -> dict:
+    """{subset: [share, share from partial cases]} under `single_first` (data.SINGLE_SHARE)."""
+    from lckd.training.data import SINGLE_SHARE
+
+    out: dict = defaultdict(lambda: [0.0, 0.0])
+    union = np.any(list(present.values()), axis=0)
+    singles = [c for c in subset_choices(union, full=False) if c.sum() == 1
+               and any(np.all(p[c]) for p in present.values())]
+    for c in singles:
+        who = [p for p in present.values() if np.all(p[c])]
+        w = SINGLE_SHARE / len(singles)
+        out[_name(c)][0] += w
+        out[_name(c)][1] += w * sum(p.sum() < len(p) for p in who) / len(who)
+    for p in present.values():
+        several = [c for c in subset_choices(p, full=False) if c.sum() >= 2] or [p]
+        for c in several:
+            w = (1 - SINGLE_SHARE) / len(present) * _per_size(several, c)
+            out[_name(c)][0] += w
+            out[_name(c)][1] += w * (p.sum() < len(p))
+    return dict(out)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("data")
@@ -58,11 +82,12 @@ def main(argv=None) -> int:
     cases = select_cases(args.data, args.split, "train")
     present = {c.case_id: np.array([m in c.images for m in MODALITIES]) for c in cases}
     old, new = shares(present)
+    single = single_first_shares(present)
     print(f"{len(present)} training cases; share of missing-modality samples (from partial cases)")
-    print(f"{'subset':18s} {'case first':>18s} {'subset first':>18s}")
+    print(f"{'subset':18s} {'case first':>18s} {'subset first':>18s} {'single first':>18s}")
     for key in sorted(set(old) | set(new), key=lambda k: (k.count("+"), MODALITIES.index(k.split("+")[0]), k)):
-        o, n = old.get(key, [0.0, 0.0]), new.get(key, [0.0, 0.0])
-        print(f"{key:18s} {o[0]:7.3f} ({o[1] / max(o[0], 1e-12):4.0%})    {n[0]:7.3f} ({n[1] / max(n[0], 1e-12):4.0%})")
+        cells = [d.get(key, [0.0, 0.0]) for d in (old, new, single)]
+        print(f"{key:18s} " + "    ".join(f"{v[0]:7.3f} ({v[1] / max(v[0], 1e-12):4.0%})" for v in cells))
     return 0
 
 

@@ -93,6 +93,8 @@ def add_recipe_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--init-from", default=None, metavar="MODEL",
                    help="start from this model's weights (registry name or card; same --network unless "
                         "--init-partial), e.g. lckd-lite-phantom for phantom pre-training; 'none' for random weights")
+    g.add_argument("--single-first", action=argparse.BooleanOptionalAction, default=None,
+                   help="a third of the missing-modality samples are single scans drawn scan first (each scan equally)")
     g.add_argument("--lesion-mix", type=fraction, default=None, metavar="P", dest="lesion_mix_prob",
                    help="share of samples with another training case's tumour carved in (lesion mixing)")
     g.add_argument("--init-partial", action=argparse.BooleanOptionalAction, default=None,
@@ -113,7 +115,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         election_every=args.election_every, election_cases=args.election_cases,
         final_eval_cases=args.final_eval_cases, checkpoint_every=args.checkpoint_every,
         seed=0 if args.seed is None else args.seed, init_from=init_from, init_partial=args.init_partial,
-        lesion_mix_prob=args.lesion_mix_prob)
+        lesion_mix_prob=args.lesion_mix_prob, single_first=args.single_first)
 
 
 def run_train(args: argparse.Namespace) -> int:

@@ -80,6 +80,11 @@ def _crop(array: np.ndarray, start: Sequence[int] | np.ndarray, size: Sequence[i
 ROTATION_P = 0.5
 
 
+# share of single-scan samples in the missing-modality phase under `single_first` (a third, as
+# the count-first draw gives a four-scan case)
+SINGLE_SHARE = 1.0 / 3.0
+
+
 # per-scan misregistration (scans from separate series, registered imperfectly): small
 # enough that the reference labels still fit the scan, as after a good rigid registration
 SERIES_DEGREES, SERIES_MM = 3.0, 2.0
@@ -155,6 +160,7 @@ class PatchSampler:
         self.servers = {tuple(m): [i for i, c in enumerate(self.cases) if np.all(c.present[m])]
                         for m in subset_choices(union, full=False)}
         self.servable = [np.array(m) for m, who in self.servers.items() if who]
+        self.singles = [np.array(m) for m in self.servable if m.sum() == 1]
         # a sample of tumour voxels per case, for tumour-centred crops
         self.tumour = []
         for c in self.cases:
@@ -189,9 +195,18 @@ class PatchSampler:
             present = draw_subset(self.servable, rng)
             who = self.servers[tuple(present)]
             i = who[int(rng.integers(len(who)))]
+        elif cfg.single_first and not full and rng.random() < SINGLE_SHARE:
+            # the scan first: T2 alone, which only four-scan cases give, and T1 alone, which the
+            # T1-only case otherwise supplies, get their quarter of the single-scan samples
+            present = self.singles[int(rng.integers(len(self.singles)))]
+            who = self.servers[tuple(present)]
+            i = who[int(rng.integers(len(who)))]
         else:
             i = int(rng.integers(len(self.cases)))
         case = self.cases[i]
+        if cfg.single_first and not full and present is None:
+            several = [m for m in subset_choices(case.present, full=False) if m.sum() >= 2]
+            present = draw_subset(several, rng) if several else case.present.copy()
         shape = case.x.shape[1:]
         patch = np.asarray(cfg.patch)
         scale = rng.uniform(*cfg.scale_range)

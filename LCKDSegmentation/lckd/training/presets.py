@@ -33,6 +33,9 @@ class TrainConfig:
     # missing-modality phase: draw the subset, then a case that has it (README "Training"; on the
     # real cases it cost WT Dice in both cross-validation folds tried, so no preset uses it)
     balanced_subsets: bool = False
+    # missing-modality phase: a third of the samples are single scans, the scan drawn first (each
+    # of the four equally often, from any case that has it); the rest keep 2-3 of a case's scans
+    single_first: bool = False
     scale_range: tuple = (0.9, 1.1)
     rotation_deg: float = 0.0             # >0: random rotation about each axis, up to this many degrees
     flip: bool = True
