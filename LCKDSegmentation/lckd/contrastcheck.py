@@ -32,26 +32,35 @@ import numpy as np
 #: The contrasts the check tells apart (lckd.modalities.MODALITIES order).
 CLASSES = ("T1", "T1ce", "T2", "FLAIR")
 QUANTILES = (1, 5, 10, 25, 50, 75, 90, 95, 99)
-FEATURES = tuple([f"q{q:02d}" for q in QUANTILES] + [
-    "skew", "kurtosis", "mode", "centre_mean", "centre_q10", "centre_q90",
-    "rim_mean", "rim_q90", "gradient", "neighbour_corr", "bright_share", "dark_share",
-])
+#: depth bands below the brain's surface (mm): cortex and sulci, cortex and U-fibres, white matter, deep
+DEPTH_BANDS_MM = ((0.0, 4.0), (4.0, 8.0), (8.0, 16.0), (16.0, 1e9))
+FEATURES = tuple([f"q{q:02d}" for q in QUANTILES] + ["skew", "kurtosis", "mode"]
+                 + [f"depth{lo:g}_{stat}" for lo, _ in DEPTH_BANDS_MM for stat in ("median", "q10", "q90")]
+                 + ["dark_depth", "bright_depth", "gradient", "neighbour_corr", "bright_share", "dark_share"])
 #: where the fitted check is stored (package data)
 DEFAULT_PATH = Path(__file__).with_name("contrastcheck.json")
-RIM_VOXELS = 3            # the brain's outer rim: voxels within this many of the mask's edge
 STRIDE = 2                # features read every 2nd voxel along each axis (a quarter of a second per scan)
 
 
-def contrast_features(v: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
+def subsampled(v: np.ndarray) -> np.ndarray:
+    """The scan as the features read it: every STRIDE-th voxel along each axis (float32)."""
+    return np.asarray(v, dtype=np.float32)[::STRIDE, ::STRIDE, ::STRIDE]
+
+
+def contrast_features(v: np.ndarray, mask: np.ndarray | None = None, spacing_mm: float = 1.0,
+                      presampled: bool = False) -> np.ndarray:
     """The check's features of one normalised scan (d, h, w; z-scored over the brain, 0 outside).
 
-    `mask` is the brain (default: non-zero voxels). Features depend on the image's anatomy,
-    not its units, so they are comparable between scanners.
+    `mask` is the brain (default: non-zero voxels); `spacing_mm` the grid's voxel size;
+    `presampled`: `v` (and `mask`) are already `subsampled`. Features depend on the image's
+    anatomy, not its units, so they are comparable between scanners.
     """
     from scipy import ndimage
 
-    v = np.asarray(v, dtype=np.float32)[::STRIDE, ::STRIDE, ::STRIDE]
-    mask = (v != 0) if mask is None else np.asarray(mask, dtype=bool)[::STRIDE, ::STRIDE, ::STRIDE]
+    if not presampled:
+        v = subsampled(v)
+        mask = None if mask is None else np.asarray(mask, dtype=bool)[::STRIDE, ::STRIDE, ::STRIDE]
+    mask = (v != 0) if mask is None else np.asarray(mask, dtype=bool)
     vals = v[mask]
     if vals.size < 100:
         return np.full(len(FEATURES), np.nan)
@@ -64,26 +73,29 @@ def contrast_features(v: np.ndarray, mask: np.ndarray | None = None) -> np.ndarr
     hist, edges = np.histogram(np.clip(vals, -4, 4), bins=80, range=(-4, 4))
     hist = ndimage.gaussian_filter1d(hist.astype(float), 2.0)
     mode = float(edges[int(np.argmax(hist))] + (edges[1] - edges[0]) / 2)
-    # the middle third of the brain's box along each axis: ventricles and deep grey matter
-    idx = np.argwhere(mask)
-    lo, hi = idx.min(0), idx.max(0) + 1
-    span = hi - lo
-    box = tuple(slice(int(a + s // 3), int(a + 2 * s // 3) + 1) for a, s in zip(lo, span))
-    centre = z[box][mask[box]]
-    if centre.size < 10:
-        centre = vals
-    inner = ndimage.binary_erosion(mask, iterations=max(1, RIM_VOXELS // STRIDE))
-    rim = z[mask & ~inner]
-    if rim.size < 10:
-        rim = vals
+    # depth below the brain's surface (mm): the cortex and the CSF of the sulci lie in the outer
+    # few mm, white matter deeper; each contrast orders them differently
+    depth = ndimage.distance_transform_edt(mask) * STRIDE * spacing_mm
+    d = depth[mask]
+    bands = []
+    for lo, hi in DEPTH_BANDS_MM:
+        band = vals[(d >= lo) & (d < hi)]
+        if band.size < 20:
+            band = vals
+        bands += [float(np.median(band)), *np.percentile(band, [10, 90])]
+    order = np.argsort(vals)
+    k = max(1, vals.size // 20)
+    dark_depth, bright_depth = float(d[order[:k]].mean()), float(d[order[-k:]].mean())
+    brain_depth = float(d.mean())
+    inner = depth > 3.0
     gz, gy, gx = np.gradient(z)
     gradient = float(np.mean(np.sqrt(gz ** 2 + gy ** 2 + gx ** 2)[inner])) if inner.any() else 0.0
     both = mask[:, :, 1:] & mask[:, :, :-1]
     a, b = z[:, :, 1:][both], z[:, :, :-1][both]
     corr = float(np.corrcoef(a, b)[0, 1]) if a.size > 10 else 0.0
-    return np.array(list(q) + [skew, kurt, mode, float(centre.mean()), *np.percentile(centre, [10, 90]),
-                               float(rim.mean()), float(np.percentile(rim, 90)), gradient, corr,
-                               float(np.mean(vals > 2.5)), float(np.mean(vals < -2.0))], dtype=float)
+    return np.array(list(q) + [skew, kurt, mode] + bands + [
+        dark_depth / brain_depth, bright_depth / brain_depth, gradient, corr,
+        float(np.mean(vals > 2.5)), float(np.mean(vals < -2.0))], dtype=float)
 
 
 @dataclass
