@@ -16,10 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from lckd.errors import InputError
-from lckd.modalities import canonical, subset_key
-from lckd.protocol import CANCELLED, ERROR, LOG, PROGRESS, READY, RESULT, SEGMENT, WARNING
-from lckd.segmentoptions import SegmentOptions
+from lckd.base.errors import InputError
+from lckd.base.modalities import canonical, subset_key
+from lckd.frontends.protocol import CANCELLED, ERROR, LOG, PROGRESS, READY, RESULT, SEGMENT, WARNING
+from lckd.inference.options import SegmentOptions
 
 from . import output, volumeio
 from .selection import SelectionError, validate_selection
@@ -328,12 +328,12 @@ class SegmentationLogic:
         node.SetAttribute("LCKD.Quality", quality_text(quality))
 
     def detectRawScans(self, volumes: Mapping[str, Any]) -> tuple[bool, str]:
-        """(whether the selected volumes look like raw scans, the one-line reason): `lckd.rawprep`'s
+        """(whether the selected volumes look like raw scans, the one-line reason): `lckd.prep.rawprep`'s
         `auto` rule on the nodes' arrays, in this process (no worker, no torch; a few hundredths
         of a second for four BraTS-size volumes). Used to set the panel's raw-scans checkbox."""
         import slicer
 
-        from lckd.rawprep import decide_verdicts, series_verdict
+        from lckd.prep.rawprep import decide_verdicts, series_verdict
 
         verdicts = [series_verdict(canonical(m), slicer.util.arrayFromVolume(node), node.GetSpacing())
                     for m, node in volumes.items() if node is not None and node.GetImageData() is not None]
@@ -343,7 +343,7 @@ class SegmentationLogic:
         return decision.run, decision.reason
 
     def _fillOutput(self, job: SegmentJob, reply: dict, node, labelmap) -> None:
-        from lckd.labels import CONVENTIONS  # needs scipy: only once the worker proved dependencies are there
+        from lckd.base.labels import CONVENTIONS  # needs scipy: only once the worker proved dependencies are there
 
         scene = self.scene
         reference_node = job.volumes[job.reference]
@@ -417,7 +417,7 @@ class SegmentationLogic:
               mirrors: int = 1) -> dict:
         """Segment every case of a folder; write `<case>.seg.nrrd` (and `<case>.nii.gz`) and `<case>.json`.
 
-        The same batch as `lckd batch` (`lckd.batch.run_cases`): BraTS case folders, cases
+        The same batch as `lckd batch` (`lckd.frontends.batch.run_cases`): BraTS case folders, cases
         already done are skipped (their volumes kept) unless `overwrite`, a failing case is
         an error row and the others go on, and `summary.csv` / `summary.json` record every
         case with the model (name, version, card sha256) and the options. `modalities`
@@ -426,9 +426,9 @@ class SegmentationLogic:
         `lckd batch --preprocess`; `mirrors` that of `--mirrors`. Nothing is added to the
         scene. Returns summary.json's content plus the counts `succeeded`, `skipped`, `failed`.
         """
-        from lckd.batch import counts, find_batch_cases, read_summary, run_cases
-        from lckd.errors import LCKDError
-        from lckd.provenance import result_record
+        from lckd.base.errors import LCKDError
+        from lckd.frontends.batch import counts, find_batch_cases, read_summary, run_cases
+        from lckd.inference.record import result_record
 
         run = SegmentOptions(labels=self.labels, register=register, postprocess=postprocess, preprocess=preprocess,
                              mirrors=mirrors)

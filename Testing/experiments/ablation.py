@@ -38,16 +38,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lckd.datasets import write_split
-from lckd.evaluate import evaluate_cases, format_table
-from lckd.inference import Segmenter
-from lckd.labels import REGIONS
-from lckd.modalities import MODALITIES, all_subsets, subset_key
-from lckd.phantom import write_phantom_dataset
-from lckd.training.data import load_cases, select_cases
-from lckd.training.election import tumour_box
-from lckd.training.presets import TrainConfig
-from lckd.training.trainer import RunOptions, Trainer
+from lckd.base.labels import REGIONS
+from lckd.base.modalities import MODALITIES, all_subsets, subset_key
+from lckd.inference.segmenter import Segmenter
+from lckd.io.datasets import write_split
+from lckd.research.evaluate import evaluate_cases, format_table
+from lckd.research.phantom import write_phantom_dataset
+from lckd.research.training.data import load_cases, select_cases
+from lckd.research.training.election import tumour_box
+from lckd.research.training.presets import TrainConfig
+from lckd.research.training.trainer import RunOptions, Trainer
 
 ARMS = ("a", "b", "c", "d", "e")
 

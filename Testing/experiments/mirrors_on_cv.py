@@ -18,10 +18,10 @@ from pathlib import Path
 
 import numpy as np
 
-from lckd.cases import load_cases, select_cases
-from lckd.evaluate import evaluate_cases
-from lckd.inference import Segmenter
-from lckd.labels import REGIONS
+from lckd.base.labels import REGIONS
+from lckd.inference.segmenter import Segmenter
+from lckd.prep.modelgrid import load_cases, select_cases
+from lckd.research.evaluate import evaluate_cases
 
 KEYS = list(REGIONS) + [f"HD95_{r}" for r in REGIONS]
 

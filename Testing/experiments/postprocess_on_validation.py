@@ -16,10 +16,10 @@ from pathlib import Path
 
 import numpy as np
 
-from lckd.evaluate import evaluate_cases
-from lckd.inference import Segmenter
-from lckd.labels import REGIONS
-from lckd.training.data import load_case, select_cases
+from lckd.base.labels import REGIONS
+from lckd.inference.segmenter import Segmenter
+from lckd.research.evaluate import evaluate_cases
+from lckd.research.training.data import load_case, select_cases
 
 
 def main(argv=None) -> int:

@@ -6,9 +6,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from lckd.errors import InputError
-from lckd.protocol import PATH_OPTIONS, SEGMENT_OPTIONS
-from lckd.segmentoptions import SegmentOptions
+from lckd.base.errors import InputError
+from lckd.frontends.protocol import PATH_OPTIONS, SEGMENT_OPTIONS
+from lckd.inference.options import SegmentOptions
 
 
 @pytest.mark.parametrize("bad, message", [

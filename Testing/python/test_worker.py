@@ -1,4 +1,4 @@
-"""Background worker (`lckd.worker`) and its client (`LCKDSegmentationLib.workerclient`).
+"""Background worker (`lckd.frontends.worker`) and its client (`LCKDSegmentationLib.workerclient`).
 
 Protocol details run in-process against a stand-in segmenter (fast); the round trip,
 loading once, cancel, SIGKILL and malformed input run a real worker process with the
@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from lckd import worker as worker_mod
-from lckd.errors import Cancelled, InputError, ModelError
+from lckd.base.errors import Cancelled, InputError, ModelError
+from lckd.frontends import worker as worker_mod
 from LCKDSegmentationLib.workerclient import WorkerClient, WorkerError, describe_exit
 
 
@@ -206,7 +206,7 @@ def case_files(tmp_path_factory):
     """A small phantom (64x80x80, anisotropic) as NIfTI files."""
     import SimpleITK as sitk
 
-    from lckd.phantom import make_phantom
+    from lckd.research.phantom import make_phantom
 
     folder = tmp_path_factory.mktemp("worker-case")
     images, _ = make_phantom(3, shape=(64, 80, 80), spacing=(1.2, 1.0, 2.0)).to_sitk()
