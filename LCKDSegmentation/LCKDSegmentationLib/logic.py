@@ -19,7 +19,7 @@ from typing import Any, Callable
 from lckd.base.errors import InputError
 from lckd.base.modalities import canonical, subset_key
 from lckd.frontends.protocol import CANCELLED, ERROR, LOG, PROGRESS, READY, RESULT, SEGMENT, WARNING
-from lckd.inference.options import SegmentOptions
+from lckd.inference import SegmentOptions
 
 from . import output, volumeio
 from .selection import SelectionError, validate_selection
@@ -427,8 +427,8 @@ class SegmentationLogic:
         scene. Returns summary.json's content plus the counts `succeeded`, `skipped`, `failed`.
         """
         from lckd.base.errors import LCKDError
-        from lckd.frontends.batch import counts, find_batch_cases, read_summary, run_cases
-        from lckd.inference.record import result_record
+        from lckd.frontends.batch import batch_options, counts, find_batch_cases, read_summary, run_cases
+        from lckd.inference.record import run_options
 
         run = SegmentOptions(labels=self.labels, register=register, postprocess=postprocess, preprocess=preprocess,
                              mirrors=mirrors)
@@ -439,27 +439,21 @@ class SegmentationLogic:
         info = self.startWorker(model, device).wait_ready()
         card = dict(info.get("model") or {})
         model_rec = {k: card.get(k) for k in ("name", "version", "card_sha256", "scope")}
-        labels = run.labels or card.get("labels")   # None: the loaded model's convention
-        options = {"labels": labels, "register": run.register, "postprocess": run.postprocess,
-                   "device": device, "formats": formats, "modalities": wanted,
-                   "preprocess": run.preprocess, "mirrors": run.mirrors}
+        # the summary's options in the shape `lckd batch` writes (the worker's model description
+        # stands in for the card: its label convention, overlap and clean-up rule)
+        options = batch_options(run_options(card, run, device, None), formats=formats, modalities=wanted)
 
         def segment_one(case, outputs) -> dict:
             worker = self.startWorker(model, device)   # a new worker if the last one died
             try:
-                # The worker writes every file with the core's writers (as `lckd segment` does).
+                # The worker writes every file with the core's writers (as `lckd segment` does) and
+                # returns the case's result record, built as `lckd batch` builds it.
                 reply = worker.request(SEGMENT, on_event=self._dispatch,
                                        inputs={m: str(p) for m, p in case.images.items()},
                                        options={"output": [str(p) for p in outputs], **run.to_request()})
             except WorkerError as e:
                 raise LCKDError(str(e)) from None
-            return result_record(model=model_rec, modalities=reply.get("modalities", list(case.images)),
-                                 inputs=case.images, reference=reply.get("reference"),
-                                 labels=reply.get("labels", labels), volumes_ml=reply.get("volumes_ml", {}),
-                                 outputs=outputs, warnings=reply.get("warnings", []), timings=reply.get("timings"),
-                                 device=str(info.get("device")), options=options,
-                                 preprocessing=reply.get("preprocessing", ""), quality=reply.get("quality"),
-                                 notes=reply.get("notes", []))
+            return reply["record"]
 
         def on_row(index: int, total: int, row: dict) -> None:
             if row["status"] == "error":

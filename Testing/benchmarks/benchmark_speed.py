@@ -50,7 +50,7 @@ def _segmenter(kind: str):
     import torch
     from torch import nn
 
-    from lckd.inference.segmenter import Segmenter
+    from lckd.inference import Segmenter
     from lckd.model.network import LCKDOutput, build_network
 
     default = Segmenter.load(device="cpu")

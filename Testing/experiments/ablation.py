@@ -40,7 +40,7 @@ import torch
 
 from lckd.base.labels import REGIONS
 from lckd.base.modalities import MODALITIES, all_subsets, subset_key
-from lckd.inference.segmenter import Segmenter
+from lckd.inference import Segmenter, SegmentOptions
 from lckd.io.datasets import write_split
 from lckd.research.evaluate import evaluate_cases, format_table
 from lckd.research.phantom import write_phantom_dataset
@@ -145,7 +145,7 @@ def train_and_evaluate(key: str, spec: dict, base: TrainConfig, work: Path, spli
     seconds = time.perf_counter() - t0
     trainer.net.eval()
     seg = Segmenter(trainer.net, trainer.card(), torch.device("cpu"))
-    report = evaluate_cases(seg, test_cases(trainer.order))
+    report = evaluate_cases(seg, test_cases(trainer.order), options=SegmentOptions(postprocess=False))
     spread = bottleneck_spread(trainer.net, test_cases(trainer.order), args.patch)
     history = trainer.meta["history"]
     result = {"label": spec["label"], "config": cfg.to_dict(), "train_seconds": round(seconds, 1),

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from lckd.base.modalities import all_subsets, subset_key
 from lckd.frontends.demo import sample_case, sample_dice
-from lckd.inference.segmenter import Segmenter
+from lckd.inference import Segmenter
 from lckd.model.modelcard import read_card, save_model
 from lckd.model.registry import resolve_model
 from lckd.research.crossval import card_tables, report_name

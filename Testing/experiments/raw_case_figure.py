@@ -18,7 +18,7 @@ import SimpleITK as sitk
 from lckd.base.labels import labels_to_regions
 from lckd.base.metrics import mask_dice, region_metrics
 from lckd.frontends.preview import Panel, save_outline_figure, tumour_slice
-from lckd.inference.segmenter import Segmenter
+from lckd.inference import Segmenter
 from lckd.research.rawphantom import SERIES, make_raw_phantom
 
 

@@ -16,7 +16,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from lckd.base.metrics import mask_dice as dice
-from lckd.inference.segmenter import Segmenter
+from lckd.inference import Segmenter
 from lckd.research.phantom import make_phantom
 from lckd.research.rawphantom import make_raw_phantom
 

@@ -23,7 +23,7 @@ from lckd.base.errors import InputError
 from lckd.base.labels import CONVENTIONS, labels_to_regions
 from lckd.base.metrics import mask_dice as dice
 from lckd.base.segments import SEGMENTS
-from lckd.inference.segmenter import Segmenter
+from lckd.inference import Segmenter
 from lckd.io.atomicwrite import atomic_path
 from lckd.io.datasets import find_cases
 

@@ -34,7 +34,7 @@ TEST_MODEL = "lckd-lite-phantom"
 @pytest.fixture(scope="session")
 def segmenter():
     """The bundled phantom model, loaded once for the whole session (2 threads, as CI has)."""
-    from lckd.inference.segmenter import Segmenter
+    from lckd.inference import Segmenter
 
     return Segmenter.load(TEST_MODEL, device="cpu", threads=2)
 

@@ -197,7 +197,7 @@ def test_batch_lines_records_resume_with_volumes_and_merge(cohort, tmp_path, cap
     assert {rows[c]["model"] for c in ids} == {"lckd-lite-phantom 1.1.0"} and rows[ids[0]]["card_sha256"] == sha
     summary = json.loads((out / "summary.json").read_text())
     assert summary["model"]["card_sha256"] == sha and summary["counts"] == {"ok": 2, "skipped": 0, "error": 1}
-    assert summary["options"]["modalities"] == ["T1ce", "FLAIR"] and summary["options"]["format"] == "nii.gz"
+    assert summary["options"]["modalities"] == ["T1ce", "FLAIR"] and summary["options"]["formats"] == ["nii.gz"]
     for case in ids[:2]:
         record = json.loads((out / f"{case}.json").read_text())
         label = sitk.GetArrayFromImage(sitk.ReadImage(str(out / f"{case}.nii.gz")))

@@ -561,7 +561,7 @@ def _job_lines(good_input: str, tmp: Path):
 def live_worker(good):
     """A real `Worker` serving the bundled model; replies collected from its real line writer."""
     from lckd.frontends import worker as worker_mod
-    from lckd.inference.segmenter import Segmenter
+    from lckd.inference import Segmenter
 
     stream = io.StringIO()
     lock = threading.Lock()
@@ -732,7 +732,7 @@ def test_memory_guard_refuses_then_the_user_raises_it(capsys, good, tmp_path, mo
 
 def test_memory_guard_in_the_python_api(good):
     from lckd.base.errors import InputError
-    from lckd.inference.segmenter import Segmenter
+    from lckd.inference import Segmenter
 
     seg = Segmenter.load(good["card"], device="cpu", threads=1)
     with pytest.raises(InputError, match="memory"):

@@ -220,7 +220,7 @@ def test_a_circle_between_subpackages_is_found(tmp_path):
 def test_the_graph_is_read():
     edges = core_edges()
     assert "lckd.frontends.cli" in edges and "lckd.research.training.command" in edges
-    assert "lckd.frontends.batch" in edges["lckd.frontends.cli"]          # a lazy import inside cmd_batch counts
+    assert "lckd.frontends.batchcommand" in edges["lckd.frontends.cli"]   # a lazy import inside cmd_batch counts
     assert "lckd.prep.modelgrid" in edges["lckd.inference.segmenter"]   # `from ..prep import modelgrid`
 
 

@@ -32,7 +32,7 @@ pytestmark = needs_shared_data("brats-labelled")
 
 @pytest.fixture(scope="module")
 def default():
-    from lckd.inference.segmenter import Segmenter
+    from lckd.inference import Segmenter
 
     seg = Segmenter.load(device="cpu", threads=2)
     assert seg.card.name == "lckd-lite-brats"      # the real-data model is the default

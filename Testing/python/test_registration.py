@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from lckd.inference.segmenter import Segmenter
+from lckd.inference import Segmenter
 from lckd.prep.geometry import resample_onto
 from lckd.prep.registration import register_inputs, register_rigid, transform_summary
 from lckd.research.phantom import make_phantom

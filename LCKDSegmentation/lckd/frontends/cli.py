@@ -224,7 +224,6 @@ def cmd_segment(args) -> int:
     from ..inference.options import SegmentOptions
     from ..inference.record import model_line, output_stem, scans_line, sidecar_path
     from ..inference.resultfiles import check_output_path, check_probability_dir, write_result
-    from ..inference.runrecord import segment_record
     from ..model.modelcard import read_card
     from ..model.registry import resolve_model
     from ..prep.brainextract import check_installed
@@ -256,6 +255,7 @@ def cmd_segment(args) -> int:
         check_output_path(args.brain_mask, inputs.values(), what="brain mask")
     check_installed(options.preprocess, options.brain_extractor)
     progress.stage("read")
+    # read and checked once: `Segmenter.segment` takes these checked images as they are
     checked = read_and_check(inputs, args.reference)
     card_path = resolve_model(args.model)
     card = read_card(card_path)
@@ -291,8 +291,9 @@ def cmd_segment(args) -> int:
                        load=progress.times.get("load", 0.0), write=time.perf_counter() - progress.started,
                        total=time.perf_counter() - t0)
         if json_path is not None:
-            from ..inference.record import write_record
-            write_record(segment_record(seg, res, options, args, outputs, probs, timings), json_path)
+            from ..inference.record import run_record, write_record
+            write_record(run_record(seg, res, options, outputs=outputs, probabilities=probs, timings=timings),
+                         json_path)
             outputs.append(json_path)
     finally:
         progress.close()
@@ -312,8 +313,7 @@ def stack_inputs(stack: str | None, channels: str | None, given: dict) -> dict:
     """The scans of `--stack FILE --channels LIST` (`imageio.StackChannel`s), refused in one line when
     either is missing, when single scans are given too, or when the channel names are not unique."""
     from ..io.pathcheck import shown_path
-    from ..io.stacks import StackChannel
-    from .batch import parse_channels
+    from ..io.stacks import StackChannel, parse_channels
 
     if not stack:
         raise LCKDError("--channels names the channels of a --stack file: give --stack FILE too")
@@ -352,13 +352,13 @@ def save_result_preview(res, images: dict, path, card, reference_label=None, tit
 
 
 def cmd_batch(args) -> int:
-    from .batch import run_batch
+    from .batchcommand import run_batch
 
     return run_batch(args)
 
 
 def cmd_batch_merge(args) -> int:
-    from .batch import run_merge
+    from .batchcommand import run_merge
 
     return run_merge(args)
 

@@ -286,6 +286,7 @@ class Worker:
             res = self.segmenter.segment(job.inputs, run, progress=progress, cancel=job.cancel)
             if job.cancel.is_set():
                 raise Cancelled("cancelled")
+            from ..inference.record import run_record
             from ..inference.resultfiles import write_result
             if res.brain_mask is None:
                 mask_path = None
@@ -301,7 +302,11 @@ class Worker:
                           preprocessing=res.preprocessing, mirrors=run.mirrors, quality=res.quality,
                           notes=[str(n) for n in res.notes],
                           brain_mask=None if mask_path is None else str(mask_path),
-                          timings=getattr(res, "timings", {}), seconds=round(time.perf_counter() - t0, 3))
+                          timings=getattr(res, "timings", {}), seconds=round(time.perf_counter() - t0, 3),
+                          # the JSON result record, by the builder `lckd segment` and `lckd batch` use
+                          record=run_record(self.segmenter, res, run, outputs=outputs,
+                                            probabilities=[] if prob_path is None else [prob_path],
+                                            timings=dict(res.timings, total=time.perf_counter() - t0)))
         except Cancelled:
             self.out.send(job.id, ERROR, error=CANCELLED, message="cancelled")
         except LCKDError as e:
@@ -367,6 +372,7 @@ def describe(segmenter: Any) -> dict:
             "intended_use": card.intended_use,
             # the clean-up a request with "postprocess": null applies ({} = none); the GUI's default
             "postprocessing": dict(getattr(card, "postprocessing", None) or {}),
+            "overlap": card.overlap,   # the window overlap a request with "overlap": null uses
             # The run-time notice and the batch records name the model as `lckd` does (lckd.inference.record).
             "scope": scope_line(card),
             "card_sha256": card_sha256(getattr(segmenter, "card_path", None)),

@@ -333,6 +333,9 @@ class CheckedInputs:
     sources: dict                                 # modality -> file path, or "<T1 image in memory>"
     reference: str                                # modality whose grid the output uses
     warnings: list = field(default_factory=list)
+    #: (model spacing, max_memory_gb) the memory check passed for (`check_memory`), so a run that
+    #: checked its inputs before loading the model is not checked again by `Segmenter.segment`
+    memory_checked: tuple | None = None
 
 
 def read_and_check(inputs: Mapping[str, ImageLike] | CheckedInputs, reference: str | None = None) -> CheckedInputs:
@@ -406,13 +409,17 @@ def estimate_memory(images: Mapping[str, sitk.Image], reference: str, spacing) -
 
 
 def check_memory(checked: CheckedInputs, spacing, max_memory_gb=None) -> int:
-    """Refuse (`InputError`) inputs whose estimated memory exceeds the limit; return the estimate.
+    """Refuse (`InputError`) inputs whose estimated memory exceeds the limit; return the estimate
+    (-1 when these inputs passed the same check already: each run checks once).
 
     The limit is `max_memory_gb`, else $LCKD_MAX_MEMORY_GB, else 80% of this machine's memory
     (`lckd.base.optionchecks.memory_limit`).
     """
     from ..base.optionchecks import MEMORY_ENV, memory_limit
 
+    key = (None if spacing is None else tuple(float(v) for v in spacing), max_memory_gb)
+    if checked.memory_checked == key:
+        return -1   # checked already, for the same grid and limit: once per run
     need = estimate_memory(checked.images, checked.reference, spacing)
     limit, source = memory_limit(max_memory_gb)
     if need > limit:
@@ -424,4 +431,5 @@ def check_memory(checked: CheckedInputs, spacing, max_memory_gb=None) -> int:
                          f"{'x'.join(f'{float(v):g}' for v in spacing)} mm), above the limit of "
                          f"{limit / 1e9:.3g} GB ({source}); crop the scans or raise the limit with "
                          f"--max-memory GB or ${MEMORY_ENV}")
+    checked.memory_checked = key
     return need

@@ -2,7 +2,8 @@
 
 Built once per run from whatever asked for it: the command line (`from_args`), a worker
 request (`from_request`), the Slicer Logic's arguments or the Python API's keywords (the
-constructor), then carried unchanged to `Segmenter.segment` and recorded in the result.
+constructor), then carried unchanged to `Segmenter.segment` and recorded in the result
+(`lckd.inference.record.run_options`).
 Every value is checked here, in `__post_init__` (with the rules of `lckd.base.optionchecks`), so each
 entry point refuses a bad one with the same `InputError`. Fields left None take the model
 card's value (`for_card`): label convention, window overlap, clean-up rule.
@@ -11,6 +12,7 @@ Standard library only: the Slicer GUI process builds these without torch or nump
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
@@ -115,9 +117,14 @@ class SegmentOptions:
 
     # -- what the model card decides ---------------------------------------------------
     def for_card(self, card: Any) -> SegmentOptions:
-        """These options with the model card's defaults filled in (label convention, overlap)."""
-        return self.replace(labels=self.labels or card.label_convention,
-                            overlap=card.overlap if self.overlap is None else self.overlap)
+        """These options with the model card's defaults filled in (label convention, overlap).
+
+        Not checked again: these options were checked when made, and the card's values when
+        the card was read (its schema)."""
+        resolved = copy.copy(self)
+        object.__setattr__(resolved, "labels", self.labels or card.label_convention)
+        object.__setattr__(resolved, "overlap", card.overlap if self.overlap is None else self.overlap)
+        return resolved
 
     def cleanup_rule(self, card: Any) -> dict | None:
         """Keyword arguments of `labels.postprocess` for this run, or None for no clean-up:
@@ -125,15 +132,6 @@ class SegmentOptions:
         if self.postprocess is False or (self.postprocess is None and not card.postprocessing):
             return None
         return dict(card.postprocessing)
-
-    def record(self, card: Any) -> dict:
-        """The options as a result record states them: the card's defaults resolved, the
-        clean-up as the rule applied."""
-        resolved = self.for_card(card)
-        return {"labels": resolved.labels, "register": self.register, "reference": self.reference,
-                "postprocess": self.cleanup_rule(card), "overlap": resolved.overlap,
-                "sw_batch_size": self.sw_batch_size, "mirrors": self.mirrors, "preprocess": self.preprocess,
-                "brain_extractor": self.brain_extractor, "bias_correction": self.bias_correction}
 
 
 def _is_json(value: Any, kind: type) -> bool:

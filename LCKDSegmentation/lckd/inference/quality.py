@@ -18,6 +18,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 from scipy import ndimage
 
+from ..base.labels import labels_to_regions, postprocess, regions_to_labels
 from ..base.modalities import MODALITIES
 
 #: Feature names, in the order the calibration's coefficients use.
@@ -37,6 +38,34 @@ BRAIN_FRACTION_REASON = 0.15  # a glioma rarely reaches 15 % of the brain (WT of
 THICK_REASON_MM = 2.5
 UNCERTAIN_REASON = 1.0
 SCATTER_REASON = 0.7
+
+
+def case_features(probs: np.ndarray, x: np.ndarray, present: np.ndarray, spacing: Sequence[float],
+                  modalities: Sequence[str], slice_mm: float,
+                  cleanup: Mapping | None = None) -> tuple[dict[str, float], np.ndarray]:
+    """The quality features of one run on the model grid, and the labels they were measured on.
+
+    The one place the features are built from a run: `Segmenter.segment` (what users run) and
+    evaluation (`lckd.research.evaluate.evaluate_cases`, the cross-validation runs the
+    calibration is fitted on) both call it, so the calibration describes the runs users make.
+
+    Args:
+        probs: (3, d, h, w) region probabilities ET, TC, WT on the model grid.
+        x: (M, d, h, w) the normalised scans on that grid (0 outside the brain).
+        present: (M,) bool, the channels of `x` given to the network.
+        spacing: (x, y, z) voxel size of the grid in mm.
+        modalities: the canonical names of the scans given.
+        slice_mm: the largest voxel edge of the scans before resampling.
+        cleanup: keyword arguments of `lckd.base.labels.postprocess`, or None for none.
+    Returns:
+        (features, (d, h, w) uint8 labels in the BraTS 2018 convention after the clean-up).
+    """
+    label = regions_to_labels(probs)
+    if cleanup is not None:
+        label = postprocess(label, **cleanup)
+    wt = labels_to_regions(label)[2]
+    brain = np.any(x[np.asarray(present, dtype=bool)] != 0, axis=0)
+    return run_features(probs, wt, brain, spacing, modalities, slice_mm), label
 
 
 def run_features(probs: np.ndarray, wt: np.ndarray, brain: np.ndarray, spacing: Sequence[float],

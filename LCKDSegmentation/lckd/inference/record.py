@@ -15,10 +15,13 @@ import json
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..base.errors import OutputError
 from ..io.filetypes import image_stem
+
+if TYPE_CHECKING:
+    from .options import SegmentOptions
 
 #: Version of the result-record layout (bumped when a field changes meaning).
 RECORD_FORMAT = 1
@@ -108,8 +111,7 @@ def result_record(*, model: Mapping, modalities: Sequence[str], inputs: Mapping[
                   notes: Sequence[str] = ()) -> dict:
     """The JSON record of one segmentation (the sidecar), from its parts.
 
-    Takes plain values, not a `SegmentationResult`, so the worker's reply (Slicer) and an
-    in-process result (CLI) give the same record.
+    The parts of `run_record`, which every front end calls; plain values, so a test can build one.
     """
     from .. import __version__
     from ..base.labels import CONVENTIONS
@@ -140,6 +142,43 @@ def result_record(*, model: Mapping, modalities: Sequence[str], inputs: Mapping[
         "notes": [str(n) for n in notes],         # information (e.g. how far co-registration moved a scan)
         "timings_s": _stage_order({k: round(float(v), 3) for k, v in (timings or {}).items()}),
     }
+
+
+def run_options(card: Any, options: SegmentOptions, device: str | None, threads: int | None) -> dict:
+    """The options a run records, in the one shape every record and batch summary uses: the
+    card's defaults resolved (labels, overlap), the clean-up as the rule applied, and the device
+    and threads asked for.
+
+    `card` is the model card, or a worker's description of its model (`worker.describe`: the
+    Slicer Logic knows the model only from that).
+    """
+    if isinstance(card, Mapping):
+        from types import SimpleNamespace
+        card = SimpleNamespace(label_convention=card.get("labels"), overlap=card.get("overlap"),
+                               postprocessing=card.get("postprocessing") or {})
+    resolved = options.for_card(card)
+    return {"labels": resolved.labels, "register": options.register, "reference": options.reference,
+            "postprocess": options.cleanup_rule(card), "overlap": resolved.overlap,
+            "sw_batch_size": options.sw_batch_size, "mirrors": options.mirrors, "device": device,
+            "threads": threads, "preprocess": options.preprocess, "brain_extractor": options.brain_extractor,
+            "bias_correction": options.bias_correction}
+
+
+def run_record(seg: Any, res: Any, options: SegmentOptions, *, outputs: Sequence[str | Path],
+               probabilities: Sequence[str | Path] = (), timings: Mapping[str, float] | None = None) -> dict:
+    """The result record (JSON sidecar) of one segmentation by the loaded model `seg`: the one
+    builder `lckd segment`, `lckd batch` and the worker (hence the Slicer module) use.
+
+    `res` is the `SegmentationResult`, `options` the `SegmentOptions` it ran with; the device and
+    threads recorded are those `seg` was loaded with as asked (`Segmenter.asked_device`,
+    `fixed_threads`). `timings` default to the result's own.
+    """
+    return result_record(
+        model=seg.model_record(), modalities=res.modalities, inputs=res.sources, reference=res.reference,
+        labels=res.label_convention, volumes_ml=res.volumes_ml, outputs=outputs, probabilities=probabilities,
+        warnings=res.warnings, timings=res.timings if timings is None else timings, device=str(seg.device),
+        options=run_options(seg.card, options, seg.asked_device, seg.fixed_threads),
+        preprocessing=res.preprocessing, quality=res.quality, notes=res.notes)
 
 
 def write_record(record: Mapping, path: str | Path) -> Path:

@@ -87,6 +87,7 @@ class Segmenter:
         # CPU threads: None lets a ThreadGovernor follow the cores other processes leave free
         # (lckd.base.threads); a number (`--threads`) is kept as given.
         self.fixed_threads: int | None = None
+        self.asked_device = str(device)   # what the run asked for ("auto", "cuda" ...), for the record
         self.thread_ceiling = torch.get_num_threads()
         self.thread_history: list[int] = []   # the counts the last `predict` ran with
 
@@ -113,7 +114,7 @@ class Segmenter:
         path = resolve_model(model, progress=progress)
         net, card = load_model(path, device=dev)
         seg = cls(net, card, dev, Path(path))
-        seg.fixed_threads, seg.thread_ceiling = threads, n
+        seg.fixed_threads, seg.thread_ceiling, seg.asked_device = threads, n, device
         return seg
 
     # -- steps -------------------------------------------------------------------------
@@ -142,10 +143,13 @@ class Segmenter:
                 **keywords: Any) -> SegmentationResult:
         """Segment one case from any non-empty subset of scans (files or SimpleITK images).
 
-        `inputs` may also be what `inputchecks.read_and_check` returned (checked before the
-        model was loaded). `options` (`lckd.inference.options.SegmentOptions`, checked when it was
-        made) says how; its fields may also be given as keywords (`labels=`, `register=`,
-        `mirrors=` ..., the API before that type existed), which change the `options` given.
+        `inputs` may also be what `inputchecks.read_and_check` returned (read and checked before
+        the model was loaded, memory included: they are not read or checked again). `options`
+        (`lckd.inference.SegmentOptions`, checked once, when it was made) says how.
+
+        Keywords are a thin convenience for scripts: `seg.segment(inputs, mirrors=2)` is
+        `seg.segment(inputs, SegmentOptions(mirrors=2))` (with `options` given, its copy with those
+        fields changed); the `SegmentOptions` is built, and checked, once here.
         Fields left None follow the model card: the label convention, the window overlap and
         the clean-up (`postprocess` None: the card's rule, if it has one; True: the card's rule
         or the BraTS-style default; False: never). `max_memory_gb` raises the memory guard
@@ -158,7 +162,9 @@ class Segmenter:
         t0 = time.perf_counter()
         timings = {}
         report = progress or (lambda f, m: None)
-        opts = (options or SegmentOptions()).replace(**keywords)
+        opts = options or SegmentOptions()
+        if keywords:
+            opts = opts.replace(**keywords)
         rule = opts.cleanup_rule(self.card)
         opts = opts.for_card(self.card)
         labels, reference, register = str(opts.labels), opts.reference, opts.register
@@ -240,7 +246,7 @@ class Segmenter:
         label_img = self._like(label, ref_img)
         report(0.98, "quality: how far to trust this result")
         t_quality = time.perf_counter()
-        quality = self._quality(probs_crop, case, rule, labels, images, checked.images)
+        quality = self._quality(probs_crop, case, rule, images, checked.images)
         timings["quality"] = time.perf_counter() - t_quality
         prob_img = None
         if opts.probabilities:
@@ -254,19 +260,14 @@ class Segmenter:
                                   labels, prob_img, warnings, timings, dict(sources), brain_mask, decision.reason,
                                   quality, notes)
 
-    def _quality(self, probs_crop: np.ndarray, case, rule: dict | None, labels: str, images: Mapping,
-                 given: Mapping) -> dict:
-        """The run's quality record (`lckd.inference.quality`), measured on the model grid as cross-validation
-        measured the runs its calibration was fitted on (same labels, clean-up and brain mask)."""
+    def _quality(self, probs_crop: np.ndarray, case, rule: dict | None, images: Mapping, given: Mapping) -> dict:
+        """The run's quality record (`lckd.inference.quality`), measured on the model grid by the
+        function evaluation uses for the runs its calibration was fitted on (`quality.case_features`)."""
         from . import quality
 
-        label = labels_mod.regions_to_labels(probs_crop, labels)
-        if rule is not None:
-            label = labels_mod.postprocess(label, labels, **rule)
-        wt = labels_mod.labels_to_regions(label, labels)[2]
-        brain = np.any(case.x[case.present] != 0, axis=0)
         slice_mm = max(max(img.GetSpacing()) for img in given.values())
-        feats = quality.run_features(probs_crop, wt, brain, self.card.spacing, list(images), slice_mm)
+        feats, _ = quality.case_features(probs_crop, case.x, case.present, self.card.spacing, list(images),
+                                         slice_mm, rule)
         return quality.estimate(feats, self.card.quality)
 
     @staticmethod

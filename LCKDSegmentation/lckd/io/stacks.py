@@ -45,3 +45,17 @@ class StackChannel(os.PathLike):
     def describe(self) -> str:
         """'<file> (channel 2 of 4)': how records and messages name it."""
         return f"{shown_path(self.path)} (channel {self.index + 1} of {self.count})"
+
+
+def parse_channels(text: str | None) -> list[str] | None:
+    """'T1,T1ce,T2,FLAIR' -> canonical names in channel order (aliases ok); None if not given."""
+    if not text:
+        return None
+    from ..base.errors import InputError
+    from ..base.modalities import canonical
+
+    names = [canonical(t.strip()) for t in text.split(",") if t.strip()]
+    if not names or len(set(names)) != len(names):
+        raise InputError(f"--channels must name each scan once, in channel order (e.g. T1,T1ce,T2,FLAIR), "
+                         f"got '{text}'")
+    return names

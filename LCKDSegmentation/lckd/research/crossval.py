@@ -236,9 +236,11 @@ def report_path(out: str | Path, fold: int, split: str = "test", condition: str 
     return fold_dir(out, fold) / folder / f"{stem}.json"
 
 
-def _evaluate_fold(data: str, fold: int, out: Path, card: Path, postprocess: dict | None, device: str,
-                   threads: int | None, progress: bool) -> None:
-    """Score the fold's model on its test and validation cases, 1 mm and clinical (skips what is written)."""
+def _evaluate_fold(data: str, fold: int, out: Path, card: Path, device: str, threads: int | None,
+                   progress: bool) -> None:
+    """Score the fold's model on its test and validation cases, 1 mm and clinical (skips what is written),
+    with the options `lckd segment` uses by default: the fold card's clean-up (the recipe's), overlap."""
+    from ..inference.options import SegmentOptions
     from ..inference.segmenter import Segmenter
     from .evaluate import evaluate_model
     from .evaluate import write_report as write_eval
@@ -249,7 +251,7 @@ def _evaluate_fold(data: str, fold: int, out: Path, card: Path, postprocess: dic
         if not todo:
             continue
         seg = seg or Segmenter.load(str(card), device=device, threads=threads)
-        reports = evaluate_model(seg, data, fold_dir(out, fold) / "split.csv", split, postprocess=postprocess,
+        reports = evaluate_model(seg, data, fold_dir(out, fold) / "split.csv", split, options=SegmentOptions(),
                                  show_progress=progress, conditions=todo)
         for condition, report in reports.items():
             path = report_path(out, fold, split, condition)
@@ -317,7 +319,7 @@ def run_crossval(args: argparse.Namespace) -> int:
         card = _train_fold(args.data, k, out, cfg, args.name, args.device, args.threads, not args.quiet)
         if args.no_evaluate:
             continue
-        _evaluate_fold(args.data, k, out, card, rule, args.device, args.threads, not args.quiet)
+        _evaluate_fold(args.data, k, out, card, args.device, args.threads, not args.quiet)
     missing = sorted({k for k in range(args.folds) for c in CONDITIONS if not report_path(out, k, "test", c).is_file()})
     if args.no_evaluate or missing:
         if missing:

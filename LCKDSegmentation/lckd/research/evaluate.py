@@ -18,32 +18,39 @@ import json
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
 from ..base.labels import REGIONS, labels_to_regions, regions_to_labels
-from ..base.labels import postprocess as postprocess_labels
 from ..base.metrics import EMPTY_RULE, HD95_PENALTY, METRIC_KEYS, region_metrics  # noqa: F401 (re-exported)
 from ..base.modalities import all_subsets, subset_key
 
+if TYPE_CHECKING:
+    from ..inference.options import SegmentOptions
 
-def evaluate_cases(segmenter, cases, subsets: Sequence[Sequence[str]] | None = None, *,
-                   overlap: float | None = None, mirrors: int = 1, postprocess: dict | None = None,
-                   slice_mm: Mapping[str, np.ndarray] | None = None,
+
+def evaluate_cases(segmenter, cases, subsets: Sequence[Sequence[str]] | None = None,
+                   options: SegmentOptions | None = None, *, slice_mm: Mapping[str, np.ndarray] | None = None,
                    progress: Callable[[int, int, str], None] | None = None) -> dict:
     """Run every subset on every loaded case (lckd.prep.modelgrid.LoadedCase); returns the report dict.
 
     A case counts only for the subsets it can serve (every scan of the subset present): a
     FLAIR + T1ce case is scored on FLAIR, T1ce and T1ce + FLAIR, never on "all four".
-    With `postprocess` (keyword arguments of `labels.postprocess`) the report scores the
-    cleaned-up labels, and `report["raw"]` the same predictions without the clean-up.
+    `options` (`SegmentOptions`, checked when made; default: those of `lckd segment`) say how, as
+    they say it for `Segmenter.segment`: window overlap and mirrors, and the clean-up
+    (`cleanup_rule`: None follows the model card, False scores the raw labels). With a clean-up
+    the report scores the cleaned-up labels, and `report["raw"]` the same predictions without it.
     Each per-case row also holds the predicted and reference whole-tumour volumes (mL), their
-    ratio, and the run's quality features (`lckd.inference.quality.run_features`); `slice_mm` gives each
-    case's per-channel slice thickness (default: the grid's own, for 1 mm scans).
+    ratio, and the run's quality features (`lckd.inference.quality.case_features`, the function
+    `Segmenter.segment` uses); `slice_mm` gives each case's per-channel slice thickness (default:
+    the grid's own, for 1 mm scans).
     """
-    from ..inference.quality import run_features
+    from ..inference.options import SegmentOptions
+    from ..inference.quality import case_features
 
+    options = (options or SegmentOptions()).for_card(segmenter.card)
+    postprocess = options.cleanup_rule(segmenter.card)
     order = list(segmenter.net.modalities)
     subsets = [tuple(s) for s in (subsets or all_subsets(order))]
     runs = [(case, sub) for case in cases for sub in subsets
@@ -51,19 +58,19 @@ def evaluate_cases(segmenter, cases, subsets: Sequence[Sequence[str]] | None = N
     rows, raw_rows, total, done = [], [], len(runs), 0
     for case, sub in runs:
         present = np.array([m in sub for m in order], dtype=bool)
-        probs = segmenter.predict(case.x.astype(np.float32, copy=False), present, overlap=overlap, mirrors=mirrors)
+        probs = segmenter.predict(case.x.astype(np.float32, copy=False), present, overlap=options.overlap,
+                                  sw_batch_size=options.sw_batch_size, mirrors=options.mirrors)
         spacing_zyx = tuple(reversed(case.spacing))
-        label = regions_to_labels(probs)
         key = {"case_id": case.case_id, "subset": subset_key(sub)}
         if postprocess is not None:
-            raw_rows.append({**key, **region_metrics(labels_to_regions(label), case.regions, spacing_zyx)})
-            label = postprocess_labels(label, **postprocess)
+            raw_rows.append({**key, **region_metrics(labels_to_regions(regions_to_labels(probs)), case.regions,
+                                                     spacing_zyx)})
+        thick = slice_mm[case.case_id] if slice_mm is not None else np.full(len(order), max(case.spacing))
+        feats, label = case_features(probs, case.x, present, case.spacing, sub, float(np.max(thick[present])),
+                                     postprocess)
         regions = labels_to_regions(label)
         voxel_ml = float(np.prod(case.spacing)) / 1000.0
         pred_ml, ref_ml = float(regions[2].sum()) * voxel_ml, float(case.regions[2].sum()) * voxel_ml
-        thick = slice_mm[case.case_id] if slice_mm is not None else np.full(len(order), max(case.spacing))
-        feats = run_features(probs, regions[2], np.any(case.x[present] != 0, axis=0), case.spacing, sub,
-                             float(np.max(thick[present])))
         rows.append({**key, **region_metrics(regions, case.regions, spacing_zyx), "pred_wt_ml": round(pred_ml, 2),
                      "ref_wt_ml": round(ref_ml, 2), "wt_volume_ratio": round(pred_ml / ref_ml, 4) if ref_ml else None,
                      "features": {k: round(v, 5) for k, v in feats.items()}})
@@ -177,10 +184,10 @@ def add_evaluate_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def evaluate_model(segmenter, data: str | Path, split: str | Path | None = None, subset: str = "test", *,
-                   max_cases: int | None = None, overlap: float | None = None, mirrors: int = 1,
-                   postprocess: dict | None = None, show_progress: bool = True,
+                   max_cases: int | None = None, options: SegmentOptions | None = None, show_progress: bool = True,
                    conditions: Sequence[str] = ("1mm",)) -> dict[str, dict]:
-    """15-subset reports of `segmenter` on the labelled cases of `data` (one split of `split`, or all).
+    """15-subset reports of `segmenter` on the labelled cases of `data` (one split of `split`, or all),
+    segmented with `options` (`evaluate_cases`; default: as `lckd segment`).
 
     Cases are read by `lckd.prep.modelgrid` (as training reads them) onto the model's grid, as the
     card's spacing and clipping say, once; each of `conditions` scores them: "1mm" as read,
@@ -221,8 +228,7 @@ def evaluate_model(segmenter, data: str | Path, split: str | Path | None = None,
                 cases, thick = [p[0] for p in pairs], {p[0].case_id: p[1] for p in pairs}
             elif condition != "1mm":
                 raise ValueError(f"unknown evaluation condition {condition!r}: use 1mm or clinical")
-            report = evaluate_cases(segmenter, cases, overlap=overlap, mirrors=mirrors, postprocess=postprocess,
-                                    slice_mm=thick, progress=progress)
+            report = evaluate_cases(segmenter, cases, options=options, slice_mm=thick, progress=progress)
             report.update(model={"name": card.name, "version": card.version}, data=str(data), condition=condition,
                           seconds=round(time.perf_counter() - t1 + (t1 - t0 if not reports else 0), 1))
             reports[condition] = report
@@ -234,12 +240,13 @@ def evaluate_model(segmenter, data: str | Path, split: str | Path | None = None,
 
 def run_evaluate(args: argparse.Namespace) -> int:
     """`lckd evaluate`: print the table, write the reports; exit status 0."""
+    from ..inference.options import SegmentOptions
     from ..inference.segmenter import Segmenter
 
+    # checked before the model loads, by the rules `lckd segment` applies
+    options = SegmentOptions(overlap=args.overlap, mirrors=args.mirrors, postprocess=args.postprocess)
     seg = Segmenter.load(args.model, device=args.device, threads=args.threads)
-    reports = evaluate_model(seg, args.data, args.split, args.subset, max_cases=args.cases,
-                             overlap=args.overlap, mirrors=args.mirrors,
-                             postprocess=seg.postprocess_rule(args.postprocess),
+    reports = evaluate_model(seg, args.data, args.split, args.subset, max_cases=args.cases, options=options,
                              show_progress=not args.quiet, conditions=CONDITIONS[args.condition])
     for condition, report in reports.items():
         if len(reports) > 1:

@@ -249,6 +249,7 @@ class Trainer:
         """Rank 0: 15-subset table on the validation cases into the card, then save the model."""
         if self.rank != 0:
             return None
+        from ...inference.options import SegmentOptions
         from ..evaluate import card_evaluation, evaluate_cases
         from ..evaluate import format_table as eval_table
         card = self.card()
@@ -267,7 +268,9 @@ class Trainer:
         cases = self.val_cases[: self.cfg.final_eval_cases or None]
         if self.opts.final_eval and cases:
             self.net.eval()
-            report = evaluate_cases(Segmenter(self.net, card, self.device), cases)
+            # the raw labels, as this table was always scored (the card's clean-up is judged by cross-validation)
+            report = evaluate_cases(Segmenter(self.net, card, self.device), cases,
+                                    options=SegmentOptions(postprocess=False))
             card.evaluation = card_evaluation(report, f"{len(cases)} validation cases (training's val split)")
             self._log("validation, 15 subsets:\n" + eval_table(report, markdown=False))
         path = save_model(self.net, card, self.out)
