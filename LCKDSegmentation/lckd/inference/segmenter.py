@@ -92,7 +92,7 @@ class Segmenter:
         self.thread_history: list[int] = []   # the counts the last `predict` ran with
 
     def model_record(self) -> dict:
-        """Name, version, card sha256 and scope of the loaded model (`provenance.model_record`).
+        """Name, version, card sha256 and scope of the loaded model (`record.model_record`).
 
         Computed once per loaded model: a batch records it for every case, and hashing the
         card each time would be wasted work.
