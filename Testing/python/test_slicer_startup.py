@@ -76,7 +76,7 @@ def test_the_entry_points_still_set_the_policy_where_they_own_the_process():
                          env=_clean_env())
     assert run.returncode == 0, run.stderr[-3000:]
     assert run.stdout.split() == ["True", "PASSIVE"]
-    for path in (MODULE / "lckd" / "cli.py", MODULE / "lckd" / "worker.py"):
+    for path in (MODULE / "lckd" / "frontends" / "cli.py", MODULE / "lckd" / "frontends" / "worker.py"):
         text = path.read_text(encoding="utf-8")
         main = text[text.index("def main("):]
         assert "apply_wait_policy(" in main.split("\ndef ", 1)[0], f"{path.name}: main() must apply the policy"

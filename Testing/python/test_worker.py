@@ -13,6 +13,7 @@ import signal
 import threading
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -36,13 +37,21 @@ class _Result:
         self.preprocessing = "raw-scan preprocessing off (asked for)"
         self.quality = {"expected_wt_dice": None, "reasons": ["one scan only"]}
         self.notes: list = []
+        self.sources = {"T1": "t1.nrrd"}
 
 
 class _FakeSegmenter:
-    """Stands in for `Segmenter`: steps until cancelled or `steps` are done."""
+    """Stands in for `Segmenter`: steps until cancelled or `steps` are done. Carries what the
+    result record reads from a loaded model (`lckd.inference.record.run_record`)."""
 
     device = "cpu"
-    card = None
+    card = SimpleNamespace(name="fake", version="0", modalities=("T1",), label_convention="brats2018",
+                           description="", intended_use="", scope="a test double", postprocessing={},
+                           overlap=0.5, evaluation={})
+    asked_device, fixed_threads = "cpu", None
+
+    def model_record(self):
+        return {"name": "fake", "version": "0", "card_sha256": None, "scope": "a test double"}
 
     def __init__(self, steps: int = 3, step_seconds: float = 0.0):
         self.steps, self.step_seconds = steps, step_seconds
