@@ -30,8 +30,8 @@ from slicer.ScriptedLoadableModule import (
 )
 from slicer.util import VTKObservationMixin
 
-from lckd.modalities import MODALITIES, REFERENCE_PREFERENCE
-from lckd.protocol import CANCELLED, ERROR, LOG, READY
+from lckd.base.modalities import MODALITIES, REFERENCE_PREFERENCE
+from lckd.frontends.protocol import CANCELLED, ERROR, LOG, READY
 from LCKDSegmentationLib import dependencies, panel, sampledata
 from LCKDSegmentationLib.logic import SegmentationLogic
 from LCKDSegmentationLib.output import TABLE_ROLE
@@ -478,7 +478,7 @@ def modelChoices() -> list:
     """(model argument, label, description) per registry entry; the bundled default is ''
     (= model None), so choosing it never restarts a worker that already runs the default."""
     try:
-        from lckd.registry import list_models
+        from lckd.model.registry import list_models
         return [("" if e.bundled else e.name, f"{e.name} (bundled)" if e.bundled else e.name, e.description)
                 for e in list_models()]
     except Exception as e:  # a registry that cannot be read must not stop the panel from opening
@@ -544,7 +544,7 @@ class LCKDSegmentationTest(ScriptedLoadableModuleTest):
     def loadPhantom(self) -> dict:
         import SimpleITK as sitk
 
-        from lckd.phantom import make_phantom
+        from lckd.research.phantom import make_phantom
 
         images, _ = make_phantom(7, shape=(64, 80, 80), spacing=(1.2, 1.0, 2.0)).to_sitk()
         folder = tempfile.mkdtemp(prefix="lckd-selftest-")

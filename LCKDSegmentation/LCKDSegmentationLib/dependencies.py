@@ -224,7 +224,7 @@ def _install_requirements(slicer, requirements: list[str]) -> None:
 
 def missing_preprocess_packages(extractor: str | None = None) -> list[str]:
     """The brain extractor's requirement if it is not installed (raw scans need it; nothing else does)."""
-    from lckd.options import BRAIN_EXTRACTOR_REQUIREMENTS, check_brain_extractor
+    from lckd.base.optionchecks import BRAIN_EXTRACTOR_REQUIREMENTS, check_brain_extractor
 
     requirement = BRAIN_EXTRACTOR_REQUIREMENTS[check_brain_extractor(extractor)]
     return [] if _satisfied(requirement) else [requirement]

@@ -16,10 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from lckd.errors import InputError
-from lckd.modalities import canonical, subset_key
-from lckd.protocol import CANCELLED, ERROR, LOG, PROGRESS, READY, RESULT, SEGMENT, WARNING
-from lckd.segmentoptions import SegmentOptions
+from lckd.base.errors import InputError
+from lckd.base.modalities import canonical, subset_key
+from lckd.frontends.protocol import CANCELLED, ERROR, LOG, PROGRESS, READY, RESULT, SEGMENT, WARNING
+from lckd.inference import SegmentOptions
 
 from . import output, volumeio
 from .selection import SelectionError, validate_selection
@@ -328,12 +328,12 @@ class SegmentationLogic:
         node.SetAttribute("LCKD.Quality", quality_text(quality))
 
     def detectRawScans(self, volumes: Mapping[str, Any]) -> tuple[bool, str]:
-        """(whether the selected volumes look like raw scans, the one-line reason): `lckd.rawprep`'s
+        """(whether the selected volumes look like raw scans, the one-line reason): `lckd.prep.rawprep`'s
         `auto` rule on the nodes' arrays, in this process (no worker, no torch; a few hundredths
         of a second for four BraTS-size volumes). Used to set the panel's raw-scans checkbox."""
         import slicer
 
-        from lckd.rawprep import decide_verdicts, series_verdict
+        from lckd.prep.rawprep import decide_verdicts, series_verdict
 
         verdicts = [series_verdict(canonical(m), slicer.util.arrayFromVolume(node), node.GetSpacing())
                     for m, node in volumes.items() if node is not None and node.GetImageData() is not None]
@@ -343,7 +343,7 @@ class SegmentationLogic:
         return decision.run, decision.reason
 
     def _fillOutput(self, job: SegmentJob, reply: dict, node, labelmap) -> None:
-        from lckd.labels import CONVENTIONS  # needs scipy: only once the worker proved dependencies are there
+        from lckd.base.labels import CONVENTIONS  # needs scipy: only once the worker proved dependencies are there
 
         scene = self.scene
         reference_node = job.volumes[job.reference]
@@ -417,7 +417,7 @@ class SegmentationLogic:
               mirrors: int = 1) -> dict:
         """Segment every case of a folder; write `<case>.seg.nrrd` (and `<case>.nii.gz`) and `<case>.json`.
 
-        The same batch as `lckd batch` (`lckd.batch.run_cases`): BraTS case folders, cases
+        The same batch as `lckd batch` (`lckd.frontends.batch.run_cases`): BraTS case folders, cases
         already done are skipped (their volumes kept) unless `overwrite`, a failing case is
         an error row and the others go on, and `summary.csv` / `summary.json` record every
         case with the model (name, version, card sha256) and the options. `modalities`
@@ -426,9 +426,9 @@ class SegmentationLogic:
         `lckd batch --preprocess`; `mirrors` that of `--mirrors`. Nothing is added to the
         scene. Returns summary.json's content plus the counts `succeeded`, `skipped`, `failed`.
         """
-        from lckd.batch import counts, find_batch_cases, read_summary, run_cases
-        from lckd.errors import LCKDError
-        from lckd.provenance import result_record
+        from lckd.base.errors import LCKDError
+        from lckd.frontends.batch import batch_options, counts, find_batch_cases, read_summary, run_cases
+        from lckd.inference.record import run_options
 
         run = SegmentOptions(labels=self.labels, register=register, postprocess=postprocess, preprocess=preprocess,
                              mirrors=mirrors)
@@ -439,27 +439,21 @@ class SegmentationLogic:
         info = self.startWorker(model, device).wait_ready()
         card = dict(info.get("model") or {})
         model_rec = {k: card.get(k) for k in ("name", "version", "card_sha256", "scope")}
-        labels = run.labels or card.get("labels")   # None: the loaded model's convention
-        options = {"labels": labels, "register": run.register, "postprocess": run.postprocess,
-                   "device": device, "formats": formats, "modalities": wanted,
-                   "preprocess": run.preprocess, "mirrors": run.mirrors}
+        # the summary's options in the shape `lckd batch` writes (the worker's model description
+        # stands in for the card: its label convention, overlap and clean-up rule)
+        options = batch_options(run_options(card, run, device, None), formats=formats, modalities=wanted)
 
         def segment_one(case, outputs) -> dict:
             worker = self.startWorker(model, device)   # a new worker if the last one died
             try:
-                # The worker writes every file with the core's writers (as `lckd segment` does).
+                # The worker writes every file with the core's writers (as `lckd segment` does) and
+                # returns the case's result record, built as `lckd batch` builds it.
                 reply = worker.request(SEGMENT, on_event=self._dispatch,
                                        inputs={m: str(p) for m, p in case.images.items()},
                                        options={"output": [str(p) for p in outputs], **run.to_request()})
             except WorkerError as e:
                 raise LCKDError(str(e)) from None
-            return result_record(model=model_rec, modalities=reply.get("modalities", list(case.images)),
-                                 inputs=case.images, reference=reply.get("reference"),
-                                 labels=reply.get("labels", labels), volumes_ml=reply.get("volumes_ml", {}),
-                                 outputs=outputs, warnings=reply.get("warnings", []), timings=reply.get("timings"),
-                                 device=str(info.get("device")), options=options,
-                                 preprocessing=reply.get("preprocessing", ""), quality=reply.get("quality"),
-                                 notes=reply.get("notes", []))
+            return reply["record"]
 
         def on_row(index: int, total: int, row: dict) -> None:
             if row["status"] == "error":

@@ -4,7 +4,7 @@ from __future__ import annotations
 import slicer
 import vtk
 
-from lckd.segments import SEGMENTS, region_title
+from lckd.base.segments import SEGMENTS, region_title
 
 #: Rows of the volumes table, in this order (TC = NCR + ET, WT = TC + ED).
 VOLUME_ROWS = tuple((key, region_title(key)) for key in ("NCR", "ED", "ET", "TC", "WT"))
@@ -40,7 +40,7 @@ def fill_segmentation(segmentation_node, labelmap_node, label_values: dict, keep
 
     Earlier LCKD segments are always replaced (fixed segment IDs, so re-runs never
     duplicate); any other segment is removed unless `keep_other_segments`.
-    `label_values` maps NCR/ED/ET to the labelmap's values (a `lckd.labels` convention).
+    `label_values` maps NCR/ED/ET to the labelmap's values (a `lckd.base.labels` convention).
 
     All or nothing: the segmentation is copied first and restored if anything fails, so the
     user's segments survive a failed import. A segmentation whose source representation is

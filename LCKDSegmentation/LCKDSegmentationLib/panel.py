@@ -1,15 +1,15 @@
 """Texts the module panel shows about the loaded model (no Qt, so they are tested headless).
 
 The worker announces the model card's main fields in its ``ready`` message (see
-`lckd.worker.describe`); these functions turn them into the panel's lines: which model
+`lckd.frontends.worker.describe`); these functions turn them into the panel's lines: which model
 runs, what it is for and was trained on, and the Dice to expect for the chosen scans.
 """
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from lckd.modalities import subset_key
-from lckd.segments import REGIONS
+from lckd.base.modalities import subset_key
+from lckd.base.segments import REGIONS
 
 
 def model_text(model: Mapping) -> str:
@@ -54,7 +54,7 @@ def dice_text(row: Mapping | None, modalities: Sequence[str]) -> str:
 
 
 def quality_text(record: Mapping | None) -> str:
-    """The result's quality line (`lckd.quality`), e.g. 'Quality estimate: expected whole-tumour Dice
+    """The result's quality line (`lckd.inference.quality`), e.g. 'Quality estimate: expected whole-tumour Dice
     0.78 (0.64-0.90); an estimate, not a measurement.' or 'LOW CONFIDENCE: ... tumour drawn in both
     hemispheres.' Empty when the worker sent none (an older worker)."""
     if not record:

@@ -6,8 +6,8 @@ names are the file names (e.g. `BraTS-PHANTOM-SAMPLE-000-t1c`), which the module
 auto-assignment maps to the right modality selectors.
 
 `register` runs on every Slicer start-up, module used or not, so it imports only the
-standard-library parts of the core (`lckd.resources`, which lists the cases with `lckd.caselayout`,
-and `lckd.filetypes`):
+standard-library parts of the core (`lckd.model.resources`, which lists the cases with `lckd.io.caselayout`,
+and `lckd.io.filetypes`):
 no numpy, SimpleITK or torch in a Slicer session that never opens the module.
 """
 from __future__ import annotations
@@ -19,9 +19,9 @@ CATEGORY = "LCKD Segmentation"
 
 
 def sample_cases() -> list:
-    """`lckd.datasets.CaseFiles` of the bundled sample folder (`lckd.resources.sample_cases`; [] if none)."""
-    from lckd.errors import LCKDError
-    from lckd.resources import sample_cases as bundled_sample_cases
+    """`lckd.io.datasets.CaseFiles` of the bundled sample folder (`lckd.model.resources.sample_cases`; [] if none)."""
+    from lckd.base.errors import LCKDError
+    from lckd.model.resources import sample_cases as bundled_sample_cases
 
     try:
         return bundled_sample_cases()
@@ -32,7 +32,7 @@ def sample_cases() -> list:
 
 def node_name(path: Path) -> str:
     """The file name without its image suffix (`case-t1c.nii.gz` -> `case-t1c`)."""
-    from lckd.filetypes import image_stem
+    from lckd.io.filetypes import image_stem
 
     stem = image_stem(path.name)
     return stem if stem != path.name else path.stem

@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from lckd.errors import InputError
-from lckd.modalities import MODALITIES, canonical, default_reference, guess_modality
+from lckd.base.errors import InputError
+from lckd.base.modalities import MODALITIES, canonical, default_reference, guess_modality
 
 #: The one node class the input selectors list. Their `showChildNodeTypes` is false (see
 #: Resources/UI/LCKDSegmentation.ui), so subclasses - labelmap, vector (RGB, displacement

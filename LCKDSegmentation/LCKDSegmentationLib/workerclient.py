@@ -1,11 +1,11 @@
-"""Client for the background worker (`lckd.worker`): start it, send requests, poll replies.
+"""Client for the background worker (`lckd.frontends.worker`): start it, send requests, poll replies.
 
 Slicer-free and Qt-free so it can be tested headless: the Slicer module polls it from a
 QTimer, the console API waits on it. Replies are the worker's JSON objects (see
-`lckd.worker` for the protocol); when the process dies, every request still waiting gets
+`lckd.frontends.worker` for the protocol); when the process dies, every request still waiting gets
 a synthetic ``error`` reply (``"error": "WorkerDied"``) that says why, and the next
 request starts a fresh worker. Message names and the protocol version come from
-`lckd.protocol`, which the worker uses too.
+`lckd.frontends.protocol`, which the worker uses too.
 
 The worker runs in a process group of its own, and cancelling by force or stopping it kills
 the whole group: Slicer starts it through the `PythonSlicer` launcher, and killing only
@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from lckd.protocol import (
+from lckd.frontends.protocol import (
     CANCEL,
     CANCELLED,
     ERROR,
@@ -163,7 +163,7 @@ class WorkerClient:
         return self.proc.pid if self.proc is not None else None
 
     def command(self) -> list[str]:
-        cmd = [self.python, "-m", "lckd.worker", "--device", str(self.device or "auto")]
+        cmd = [self.python, "-m", "lckd.frontends.worker", "--device", str(self.device or "auto")]
         if self.model:
             cmd += ["--model", str(self.model)]
         if self.threads:

@@ -9,5 +9,5 @@ __version__ = "0.1.0"
 
 # Importing the package changes nothing in the process (no environment variables): the
 # Slicer GUI imports it, and every torch later loaded there would inherit a thread policy.
-# Only the entry points that own their process (`lckd` command, `python -m lckd.worker`)
-# set the OpenMP wait policy: `lckd.threads.apply_wait_policy`.
+# Only the entry points that own their process (`lckd` command, `python -m lckd.frontends.worker`)
+# set the OpenMP wait policy: `lckd.base.threads.apply_wait_policy`.

@@ -22,7 +22,7 @@ sys.path.insert(0, str(ROOT / "LCKDSegmentation"))
 
 import slicer  # noqa: E402
 
-from lckd.resources import sample_case  # noqa: E402
+from lckd.model.resources import sample_case  # noqa: E402
 from LCKDSegmentationLib.logic import SegmentationLogic  # noqa: E402
 
 FLAGS = {"T1": "--t1", "T1ce": "--t1ce", "T2": "--t2", "FLAIR": "--flair"}
@@ -67,7 +67,7 @@ def main() -> None:
     logic.shutdown()
 
     with tempfile.TemporaryDirectory() as tmp:
-        argv = [sys.executable, "-m", "lckd.cli", "segment", "-o", str(Path(tmp) / "out.nii.gz"),
+        argv = [sys.executable, "-m", "lckd.frontends.cli", "segment", "-o", str(Path(tmp) / "out.nii.gz"),
                 "--device", args.device, "-q"]
         for m in mods:
             argv += [FLAGS[m], str(case.images[m])]

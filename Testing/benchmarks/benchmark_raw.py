@@ -28,7 +28,7 @@ FLAGS = {"T1": "--t1", "T1ce": "--t1ce", "T2": "--t2", "FLAIR": "--flair"}
 
 def run_segment(files: dict, out: Path, model: str, threads: int, preprocess: str) -> dict:
     """`lckd segment` in a child process: wall seconds, peak RSS (MB) and its JSON record."""
-    cmd = [sys.executable, "-m", "lckd.cli", "segment", "-o", str(out), "--json", "--model", model,
+    cmd = [sys.executable, "-m", "lckd.frontends.cli", "segment", "-o", str(out), "--json", "--model", model,
            "--device", "cpu", "--threads", str(threads), "--preprocess", preprocess, "-q", "-v"]
     for m, p in files.items():
         cmd += [FLAGS[m], str(p)]
@@ -51,8 +51,8 @@ def main() -> None:
     args = ap.parse_args()
     import SimpleITK as sitk
 
-    from lckd.phantom import make_phantom
-    from lckd.rawphantom import write_raw_phantom
+    from lckd.research.phantom import make_phantom
+    from lckd.research.rawphantom import write_raw_phantom
 
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)

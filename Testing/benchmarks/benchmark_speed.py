@@ -33,7 +33,7 @@ ALL = ("T1", "T1ce", "T2", "FLAIR")
 def _write_case(folder: Path) -> dict:
     import SimpleITK as sitk
 
-    from lckd.phantom import make_phantom
+    from lckd.research.phantom import make_phantom
 
     images, _ = make_phantom(1234).to_sitk()
     paths = {}
@@ -51,7 +51,7 @@ def _segmenter(kind: str):
     from torch import nn
 
     from lckd.inference import Segmenter
-    from lckd.network import LCKDOutput, build_network
+    from lckd.model.network import LCKDOutput, build_network
 
     default = Segmenter.load(device="cpu")
     if kind == "lite":
@@ -133,7 +133,7 @@ def contention(paths: dict, threads: int, busy: int, fixed: bool) -> list:
                     h.wait()
             rows.append(dict(row, busy=load))
     print(f"\nOne BraTS-size phantom, all four scans, {threads} threads at most, "
-          f"{'fixed' if fixed else 'governed (lckd.threads.ThreadGovernor)'}; {busy} busy process(es)")
+          f"{'fixed' if fixed else 'governed (lckd.base.threads.ThreadGovernor)'}; {busy} busy process(es)")
     print("| network | busy processes | end to end (s) | network (s) | threads used | slowdown |")
     print("|---|---:|---:|---:|---|---:|")
     for kind in ("lite", "segresnet"):

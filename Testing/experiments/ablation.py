@@ -38,16 +38,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lckd.datasets import write_split
-from lckd.evaluate import evaluate_cases, format_table
-from lckd.inference import Segmenter
-from lckd.labels import REGIONS
-from lckd.modalities import MODALITIES, all_subsets, subset_key
-from lckd.phantom import write_phantom_dataset
-from lckd.training.data import load_cases, select_cases
-from lckd.training.election import tumour_box
-from lckd.training.presets import TrainConfig
-from lckd.training.trainer import RunOptions, Trainer
+from lckd.base.labels import REGIONS
+from lckd.base.modalities import MODALITIES, all_subsets, subset_key
+from lckd.inference import Segmenter, SegmentOptions
+from lckd.io.datasets import write_split
+from lckd.research.evaluate import evaluate_cases, format_table
+from lckd.research.phantom import write_phantom_dataset
+from lckd.research.training.data import load_cases, select_cases
+from lckd.research.training.election import tumour_box
+from lckd.research.training.presets import TrainConfig
+from lckd.research.training.trainer import RunOptions, Trainer
 
 ARMS = ("a", "b", "c", "d", "e")
 
@@ -145,7 +145,7 @@ def train_and_evaluate(key: str, spec: dict, base: TrainConfig, work: Path, spli
     seconds = time.perf_counter() - t0
     trainer.net.eval()
     seg = Segmenter(trainer.net, trainer.card(), torch.device("cpu"))
-    report = evaluate_cases(seg, test_cases(trainer.order))
+    report = evaluate_cases(seg, test_cases(trainer.order), options=SegmentOptions(postprocess=False))
     spread = bottleneck_spread(trainer.net, test_cases(trainer.order), args.patch)
     history = trainer.meta["history"]
     result = {"label": spec["label"], "config": cfg.to_dict(), "train_seconds": round(seconds, 1),

@@ -23,14 +23,14 @@ import argparse
 import json
 from pathlib import Path
 
-from lckd.crossval import card_tables, report_name
-from lckd.demo import sample_case, sample_dice
+from lckd.base.modalities import all_subsets, subset_key
+from lckd.frontends.demo import sample_case, sample_dice
 from lckd.inference import Segmenter
-from lckd.modalities import all_subsets, subset_key
-from lckd.modelcard import read_card, save_model
-from lckd.registry import resolve_model
-from lckd.training.presets import PRESETS
-from lckd.training.pretrained import source_identity
+from lckd.model.modelcard import read_card, save_model
+from lckd.model.registry import resolve_model
+from lckd.research.crossval import card_tables, report_name
+from lckd.research.training.presets import PRESETS
+from lckd.research.training.pretrained import source_identity
 
 SCOPE = ("research use only, not for clinical use; trained on 28 real glioma cases (BraTS 2013-2021, TCGA), "
          "expects skull-stripped, co-registered scans")

@@ -1,10 +1,10 @@
 """Brain extraction tools side by side: mask Dice, seconds and peak memory (README "Raw scans").
 
-Compares the backends of `lckd.brainextract` (deepbet, HD-BET one model without mirroring)
+Compares the backends of `lckd.prep.brainextract` (deepbet, HD-BET one model without mirroring)
 and "none" (no extraction: the head above a tenth of the 99th percentile, what the network
 would see without it) on
 
-- raw phantoms (`lckd.rawphantom`, every series; truth: the phantom's brain mask), and
+- raw phantoms (`lckd.research.rawphantom`, every series; truth: the phantom's brain mask), and
 - the real BraTS 2023 case in ../shared/data/real (already skull-stripped; truth: its
   non-zero voxels, so a tool must keep a stripped brain as it is).
 
@@ -36,10 +36,10 @@ def one(tool: str, scan: str, truth: str | None, threads: int) -> dict:
     img = sitk.ReadImage(scan, sitk.sitkFloat32)
     t = time.perf_counter()
     if tool == "none":
-        from lckd.rawprep import head_mask
+        from lckd.prep.rawprep import head_mask
         mask = head_mask(img)
     else:
-        from lckd.brainextract import extract_brain
+        from lckd.prep.brainextract import extract_brain
         mask = sitk.GetArrayFromImage(extract_brain(img, tool)) > 0
     seconds = time.perf_counter() - t
     if truth is None:
@@ -47,7 +47,7 @@ def one(tool: str, scan: str, truth: str | None, threads: int) -> dict:
     else:
         ref = sitk.GetArrayFromImage(sitk.Resample(sitk.ReadImage(truth), img, sitk.Transform(),
                                                    sitk.sitkNearestNeighbor, 0)) > 0
-    from lckd.metrics import mask_dice
+    from lckd.base.metrics import mask_dice
     dice = mask_dice(mask, ref)
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
     return {"tool": tool, "scan": Path(scan).name, "dice": round(dice, 4), "seconds": round(seconds, 1),
@@ -65,7 +65,7 @@ def main() -> None:
         print(json.dumps(one(args.one[0], args.one[1], args.one[2] if len(args.one) > 2 else None, args.threads)))
         return
 
-    from lckd.rawphantom import write_raw_phantom
+    from lckd.research.rawphantom import write_raw_phantom
 
     work = Path(tempfile.mkdtemp(prefix="bet-compare-"))
     jobs = []

@@ -22,9 +22,9 @@ from pathlib import Path
 
 import numpy as np
 
-from lckd.crossval import aggregate, format_table, report_name
-from lckd.evaluate import summarise
-from lckd.modalities import MODALITIES, all_subsets, subset_key
+from lckd.base.modalities import MODALITIES, all_subsets, subset_key
+from lckd.research.crossval import aggregate, format_table, report_name
+from lckd.research.evaluate import summarise
 
 SUBSETS = [subset_key(s) for s in all_subsets(MODALITIES)]
 RATIO_BAND = (0.67, 1.5)
@@ -36,7 +36,7 @@ def low_grade(case_id: str) -> bool:
 
 
 def recompute(rows: list[dict]) -> dict:
-    """The cross-validation report (lckd.crossval.aggregate) from per-run rows with their fold."""
+    """The cross-validation report (lckd.research.crossval.aggregate) from per-run rows with their fold."""
     folds = sorted({r["fold"] for r in rows})
     return aggregate([summarise([r for r in rows if r["fold"] == k], SUBSETS) for k in folds])
 

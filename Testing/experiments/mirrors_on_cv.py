@@ -18,10 +18,10 @@ from pathlib import Path
 
 import numpy as np
 
-from lckd.cases import load_cases, select_cases
-from lckd.evaluate import evaluate_cases
-from lckd.inference import Segmenter
-from lckd.labels import REGIONS
+from lckd.base.labels import REGIONS
+from lckd.inference import Segmenter, SegmentOptions
+from lckd.prep.modelgrid import load_cases, select_cases
+from lckd.research.evaluate import evaluate_cases
 
 KEYS = list(REGIONS) + [f"HD95_{r}" for r in REGIONS]
 
@@ -34,10 +34,11 @@ def run_fold(cv: Path, data: str, fold: int, which: str, mirrors: list[int], thr
     files = [c for c in select_cases(data, cv / f"fold-{fold}" / "split.csv", which) if c.label is not None]
     cases = load_cases(files, list(seg.net.modalities), seg.card.spacing,
                        seg.card.preprocessing.get("clip_percentiles", (0.5, 99.5)), dtype=np.float32)
-    rule = rule if rule is not None else (dict(seg.card.postprocessing) or None)
+    if rule is not None:
+        seg.card.postprocessing = dict(rule)   # the rule under test, applied as the card's
     out = {}
     for n in mirrors:
-        rep = evaluate_cases(seg, cases, mirrors=n, postprocess=rule)
+        rep = evaluate_cases(seg, cases, options=SegmentOptions(mirrors=n))
         out[n] = {"cases": [c.case_id for c in cases], "per_subset": rep["per_subset"], "mean": rep["mean"]}
         print(f"fold {fold} mirrors {n}: " + "  ".join(f"{k} {rep['mean'][k]:.3f}" for k in KEYS), flush=True)
     return out

@@ -16,10 +16,10 @@ from pathlib import Path
 
 import numpy as np
 
-from lckd.evaluate import evaluate_cases
-from lckd.inference import Segmenter
-from lckd.labels import REGIONS
-from lckd.training.data import load_case, select_cases
+from lckd.base.labels import REGIONS
+from lckd.inference import Segmenter, SegmentOptions
+from lckd.research.evaluate import evaluate_cases
+from lckd.research.training.data import load_case, select_cases
 
 
 def main(argv=None) -> int:
@@ -41,8 +41,9 @@ def main(argv=None) -> int:
         files = [c for c in select_cases(args.data, None, "train") if c.case_id in fold["val"]]
         cases = [load_case(c, seg.net.modalities, seg.card.spacing) for c in files]
         for f in fractions:
-            rule = {"min_component_voxels": 50, "min_et_voxels": 500, "keep_fraction": f}
-            rep = evaluate_cases(seg, cases, postprocess=rule)
+            # the rule under test as the card's, applied as `lckd segment --postprocess` applies it
+            seg.card.postprocessing = {"min_component_voxels": 50, "min_et_voxels": 500, "keep_fraction": f}
+            rep = evaluate_cases(seg, cases, options=SegmentOptions(postprocess=True))
             results.setdefault(f, []).append(rep["mean"])
             if f == fractions[0]:
                 results["raw"].append(rep["raw"]["mean"])

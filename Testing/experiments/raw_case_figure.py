@@ -15,11 +15,11 @@ import argparse
 import numpy as np
 import SimpleITK as sitk
 
+from lckd.base.labels import labels_to_regions
+from lckd.base.metrics import mask_dice, region_metrics
+from lckd.frontends.preview import Panel, save_outline_figure, tumour_slice
 from lckd.inference import Segmenter
-from lckd.labels import labels_to_regions
-from lckd.metrics import mask_dice, region_metrics
-from lckd.preview import Panel, save_outline_figure, tumour_slice
-from lckd.rawphantom import SERIES, make_raw_phantom
+from lckd.research.rawphantom import SERIES, make_raw_phantom
 
 
 def main(argv=None) -> int:

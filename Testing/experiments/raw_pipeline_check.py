@@ -1,6 +1,6 @@
 """Raw-scan pipeline against the same phantom given preprocessed (issue "Raw clinical scans in").
 
-For each seed: the raw phantom (`lckd.rawphantom`: skull, scalp, neck, 2D series with 4-6 mm
+For each seed: the raw phantom (`lckd.research.rawphantom`: skull, scalp, neck, 2D series with 4-6 mm
 slices, bias fields) through `Segmenter.segment(preprocess="on")`, and its skull-stripped
 BraTS-grid twin (`make_phantom(seed)`) through the plain pipeline, with all four scans and
 with FLAIR only. Prints brain-mask Dice against the truth, WT Dice of both, and stage times.
@@ -15,10 +15,10 @@ import time
 import numpy as np
 import SimpleITK as sitk
 
+from lckd.base.metrics import mask_dice as dice
 from lckd.inference import Segmenter
-from lckd.metrics import mask_dice as dice
-from lckd.phantom import make_phantom
-from lckd.rawphantom import make_raw_phantom
+from lckd.research.phantom import make_phantom
+from lckd.research.rawphantom import make_raw_phantom
 
 
 def on(img: sitk.Image, grid: sitk.Image) -> np.ndarray:

@@ -19,13 +19,13 @@ import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage
 
-from lckd.atomicwrite import atomic_path
-from lckd.datasets import find_cases
-from lckd.errors import InputError
+from lckd.base.errors import InputError
+from lckd.base.labels import CONVENTIONS, labels_to_regions
+from lckd.base.metrics import mask_dice as dice
+from lckd.base.segments import SEGMENTS
 from lckd.inference import Segmenter
-from lckd.labels import CONVENTIONS, labels_to_regions
-from lckd.metrics import mask_dice as dice
-from lckd.segments import SEGMENTS
+from lckd.io.atomicwrite import atomic_path
+from lckd.io.datasets import find_cases
 
 DEFAULT_CASE = Path(__file__).resolve().parents[3] / "shared" / "data" / "real" / "BraTS-GLI-00001-000"
 SUBSETS = (("T1", "T1ce", "T2", "FLAIR"), ("T2", "FLAIR"), ("FLAIR",))
@@ -47,7 +47,7 @@ def flair_hyperintensity(flair: np.ndarray) -> np.ndarray:
 def save_overlay_png(image: np.ndarray, label: np.ndarray, path: Path, title: str = "",
                      convention: str = "brats2018") -> Path:
     """Axial, coronal and sagittal slices through the tumour's centre with filled regions
-    (an overview for this experiment; `lckd demo` and `--preview` draw `lckd.preview` outlines)."""
+    (an overview for this experiment; `lckd demo` and `--preview` draw `lckd.frontends.preview` outlines)."""
     try:
         import matplotlib
         matplotlib.use("Agg")

@@ -15,12 +15,12 @@ from pathlib import Path
 
 import SimpleITK as sitk
 
-from lckd.datasets import find_cases, read_label
+from lckd.base.labels import labels_to_regions
+from lckd.base.metrics import region_metrics
+from lckd.frontends.preview import Panel, save_outline_figure, tumour_slice
 from lckd.inference import Segmenter
-from lckd.labels import labels_to_regions
-from lckd.metrics import region_metrics
-from lckd.preview import Panel, save_outline_figure, tumour_slice
-from lckd.training.presets import PRESETS
+from lckd.io.datasets import find_cases, read_label
+from lckd.research.training.presets import PRESETS
 
 RUNS = (("all four scans", ("T1", "T1ce", "T2", "FLAIR")), ("FLAIR only", ("FLAIR",)))
 

@@ -16,9 +16,9 @@ from collections import defaultdict
 
 import numpy as np
 
-from lckd.cases import select_cases
-from lckd.modalities import MODALITIES
-from lckd.training.data import subset_choices
+from lckd.base.modalities import MODALITIES
+from lckd.prep.modelgrid import select_cases
+from lckd.research.training.data import subset_choices
 
 
 def _name(mask: np.ndarray) -> str:

@@ -51,7 +51,7 @@ def small_case(tmp_path_factory):
 def cohort(tmp_path):
     """Three BraTS 2023 cases: one complete, one without T1/T2, one with a corrupt FLAIR."""
     root = tmp_path / "in"
-    from lckd.phantom import write_phantom_dataset
+    from lckd.research.phantom import write_phantom_dataset
 
     folders = write_phantom_dataset(root, 3, seed=40, shape=SMALL)
     for suffix in ("t1n", "t2w"):
@@ -67,7 +67,7 @@ RAW_SEED = 5
 @pytest.fixture(scope="session")
 def raw_case(tmp_path_factory):
     """One raw-scan phantom (`lckd phantom --raw`) as files: (case folder, {modality: path})."""
-    from lckd.rawphantom import write_raw_phantom
+    from lckd.research.rawphantom import write_raw_phantom
 
     folder = write_raw_phantom(tmp_path_factory.mktemp("raw_case"), RAW_SEED)
     cid = folder.name

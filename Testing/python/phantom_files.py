@@ -11,7 +11,7 @@ def write_phantom_files(folder: Path, seed: int, shape: tuple) -> tuple[dict, Pa
 
     Returns ({modality: path of <modality>.nii.gz}, path of seg.nii.gz).
     """
-    from lckd.phantom import make_phantom
+    from lckd.research.phantom import make_phantom
 
     images, label = make_phantom(seed, shape).to_sitk()
     paths = {}

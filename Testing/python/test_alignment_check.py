@@ -14,11 +14,11 @@ import pytest
 import SimpleITK as sitk
 
 from conftest import needs_shared_data, shared_data
-from lckd.geometry import resample_onto
-from lckd.imageio import read_image
-from lckd.modalities import canonical, default_reference
-from lckd.phantom import make_phantom
-from lckd.validation import check_alignment
+from lckd.base.modalities import canonical, default_reference
+from lckd.inference.inputchecks import check_alignment
+from lckd.io.imageio import read_image
+from lckd.prep.geometry import resample_onto
+from lckd.research.phantom import make_phantom
 
 DATA = shared_data()
 REAL_CASE = shared_data("real", "BraTS-GLI-00001-000")

@@ -7,7 +7,7 @@ import pytest
 import SimpleITK as sitk
 
 from conftest import SMALL
-from lckd.cli import main
+from lckd.frontends.cli import main
 
 
 def _summary(path):
@@ -58,8 +58,8 @@ def test_bad_shard_is_a_clear_error(cohort, tmp_path, capsys):
 
 
 def test_merge_ignores_names_no_shard_writes(tmp_path):
-    from lckd.batch import merge_parts
-    from lckd.errors import InputError
+    from lckd.base.errors import InputError
+    from lckd.frontends.batch import merge_parts
 
     (tmp_path / "summary-part-a-of-b.json").write_text("{}")   # matches the glob, not the shards' names
     with pytest.raises(InputError, match="no shard summaries"):

@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 
 from conftest import TEST_MODEL
-from lckd.batch import SUMMARY_FORMAT, Shard, find_batch_cases, merge_parts, read_summary
-from lckd.cli import main
-from lckd.errors import InputError
+from lckd.base.errors import InputError
+from lckd.frontends.batch import SUMMARY_FORMAT, Shard, find_batch_cases, merge_parts, read_summary
+from lckd.frontends.cli import main
 
 MODULE_DIR = Path(__file__).resolve().parents[2] / "LCKDSegmentation"
 RUN = ["--model", TEST_MODEL, "--device", "cpu", "--threads", "1"]
@@ -205,7 +205,7 @@ def test_two_torchrun_ranks_merge_into_one_summary(cohort, tmp_path):
                 OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join(filter(None, [str(MODULE_DIR),
                                                                              os.environ.get("PYTHONPATH")])))
     base.pop("LCKD_DEBUG", None)
-    procs = [subprocess.Popen([sys.executable, "-m", "lckd.cli", "batch", str(root), str(out), *RUN],
+    procs = [subprocess.Popen([sys.executable, "-m", "lckd.frontends.cli", "batch", str(root), str(out), *RUN],
                               env=dict(base, RANK=str(r), LOCAL_RANK=str(r)), stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True) for r in (0, 1)]
     results = []

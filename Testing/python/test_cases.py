@@ -1,4 +1,4 @@
-"""One case-loading path (lckd.cases) for inference, training and evaluation."""
+"""One case-loading path (lckd.prep.modelgrid) for inference, training and evaluation."""
 from __future__ import annotations
 
 import subprocess
@@ -7,12 +7,12 @@ import sys
 import numpy as np
 import SimpleITK as sitk
 
-from lckd import cases, geometry
-from lckd.datasets import find_cases, write_case
-from lckd.modalities import MODALITIES
-from lckd.phantom import make_phantom
-from lckd.preprocess import prepare_case
-from lckd.validation import choose_reference
+from lckd.base.modalities import MODALITIES
+from lckd.inference.inputchecks import choose_reference
+from lckd.io.datasets import find_cases, write_case
+from lckd.prep import geometry, modelgrid
+from lckd.prep.preprocess import prepare_case
+from lckd.research.phantom import make_phantom
 
 SPACING = (1.0, 1.0, 1.0)
 
@@ -27,7 +27,7 @@ def test_one_grid_case_reads_as_before(tmp_path):
     """On one grid the reference does not matter: the arrays are those of the old loader (T1 first)."""
     images, label = make_phantom(4, shape=(40, 48, 48)).to_sitk()
     case = _write(tmp_path, images, label)
-    got = cases.load_case(case, MODALITIES, SPACING)
+    got = modelgrid.load_case(case, MODALITIES, SPACING)
     # the old training loader, written out: reference = first of the network order
     read = {m: sitk.ReadImage(str(p), sitk.sitkFloat32) for m, p in case.images.items()}
     model = {m: geometry.to_model_grid(img, SPACING) for m, img in read.items()}
@@ -47,31 +47,33 @@ def test_mixed_grids_use_the_inference_reference(tmp_path):
     read = {m: sitk.ReadImage(str(p), sitk.sitkFloat32) for m, p in case.images.items()}
     reference = choose_reference(list(read))
     assert reference == "T1ce"
-    grid, prepared = cases.onto_model_grid(cases.on_reference_grid(read, reference), reference, SPACING, MODALITIES)
-    got = cases.load_case(case, MODALITIES, SPACING)
+    grid, prepared = modelgrid.onto_model_grid(modelgrid.on_reference_grid(read, reference), reference, SPACING,
+                                               MODALITIES)
+    got = modelgrid.load_case(case, MODALITIES, SPACING)
     np.testing.assert_array_equal(got.x, prepared.x.astype(np.float32))
     assert got.x.shape[1:] == got.regions.shape[1:]
     # the label stays on its voxels: the truth read back equals the written one inside the crop
     truth = sitk.GetArrayFromImage(sitk.DICOMOrient(label, "LPS"))[prepared.box]
     assert got.regions[2].sum() == (truth > 0).sum()
     # T1 first (the old rule) reads a different case: the rule matters on mixed grids
-    _, t1_first = cases.onto_model_grid(cases.on_reference_grid(read, "T1"), "T1", SPACING, MODALITIES)
+    _, t1_first = modelgrid.onto_model_grid(modelgrid.on_reference_grid(read, "T1"), "T1", SPACING, MODALITIES)
     assert t1_first.x.shape != prepared.x.shape or not np.array_equal(t1_first.x, prepared.x)
 
 
 def test_evaluation_and_training_do_not_import_each_other():
-    code = ("import sys, lckd.evaluate; a = 'lckd.training' in sys.modules; "
-            "import lckd.training.election; print(a)")
+    code = ("import sys, lckd.research.evaluate; a = 'lckd.research.training' in sys.modules; "
+            "import lckd.research.training.election; print(a)")
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-2000:]
     assert run.stdout.strip() == "False"
-    code = "import sys, lckd.training.election, lckd.training.data; print('lckd.evaluate' in sys.modules)"
+    code = ("import sys, lckd.research.training.election, lckd.research.training.data; "
+            "print('lckd.research.evaluate' in sys.modules)")
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert run.returncode == 0 and run.stdout.strip() == "False", run.stderr[-2000:]
 
 
 def test_training_data_keeps_its_public_names():
-    from lckd.training import data
+    from lckd.research.training import data
 
-    assert data.load_case is cases.load_case and data.LoadedCase is cases.LoadedCase
-    assert data.select_cases is cases.select_cases
+    assert data.load_case is modelgrid.load_case and data.LoadedCase is modelgrid.LoadedCase
+    assert data.select_cases is modelgrid.select_cases

@@ -7,8 +7,8 @@ import shutil
 import numpy as np
 import SimpleITK as sitk
 
-from lckd.cli import main
-from lckd.registry import resolve_model
+from lckd.frontends.cli import main
+from lckd.model.registry import resolve_model
 
 
 def _run(capsys, *args):
@@ -128,7 +128,7 @@ def test_warnings_do_not_stop_the_job(capsys, tmp_path, small_case):
 
 
 def test_small_volume_is_padded_and_works(capsys, tmp_path):
-    from lckd.phantom import make_phantom
+    from lckd.research.phantom import make_phantom
 
     images, _ = make_phantom(11, (24, 32, 30)).to_sitk()
     p = _write(images["FLAIR"], tmp_path / "tiny_flair.nii.gz")

@@ -6,9 +6,9 @@ import pytest
 import SimpleITK as sitk
 
 from conftest import SMALL
-from lckd.cli import main
-from lckd.datasets import find_cases, load_split
-from lckd.phantom import make_phantom
+from lckd.frontends.cli import main
+from lckd.io.datasets import find_cases, load_split
+from lckd.research.phantom import make_phantom
 
 
 def write_dicom_series(image: sitk.Image, folder, series_uid: str) -> None:
@@ -72,12 +72,12 @@ def test_info_shows_the_card_and_the_registry(capsys):
         assert field in out
     assert "expected Dice per modality subset" in out and "T1ce+FLAIR" in out
     # the default began from the phantom model's weights, which the card pins by sha256
-    from lckd.modelcard import read_card
-    from lckd.registry import resolve_model
+    from lckd.model.modelcard import read_card
+    from lckd.model.registry import resolve_model
     phantom = read_card(resolve_model("lckd-lite-phantom", allow_download=False))
     start = f"lckd-lite-phantom {phantom.version} (weights sha256 {phantom.weights['sha256'][:12]}"
     assert f"started from:         {start}" in out
-    from lckd.brainextract import extractor_available
+    from lckd.prep.brainextract import extractor_available
     line = next(x for x in out.splitlines() if x.startswith("raw scans:"))
     assert ("deepbet (default) installed" in line) == extractor_available("deepbet")
     assert main(["info", "--list"]) == 0
@@ -85,7 +85,7 @@ def test_info_shows_the_card_and_the_registry(capsys):
 
 
 def test_info_names_each_bundled_models_data_not_a_folder_of_ours(capsys):
-    from lckd.registry import list_models
+    from lckd.model.registry import list_models
 
     for entry in list_models():
         if entry.bundled:
@@ -100,7 +100,7 @@ def test_info_into_a_closed_pipe_ends_quietly_like_a_unix_tool():
     import subprocess
     import sys
 
-    proc = subprocess.Popen([sys.executable, "-m", "lckd.cli", "info"], stdout=subprocess.PIPE,
+    proc = subprocess.Popen([sys.executable, "-m", "lckd.frontends.cli", "info"], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE)
     proc.stdout.close()                      # closed before lckd writes: every write meets EPIPE
     err = proc.stderr.read().decode()
@@ -131,15 +131,15 @@ def test_demo_writes_labelmap_png_and_dice(tmp_path, capsys):
     assert "quality: " in out                               # the run's own estimate line, beside the Dice
     labelmap = next(tmp_path.glob("*_T2+FLAIR_seg.nii.gz"))
     assert sitk.ReadImage(str(labelmap)).GetSize() == (240, 240, 155)
-    from lckd.modelcard import read_card
-    from lckd.provenance import scope_line
-    from lckd.registry import resolve_model
+    from lckd.inference.record import scope_line
+    from lckd.model.modelcard import read_card
+    from lckd.model.registry import resolve_model
     assert scope_line(read_card(resolve_model(None))) in out  # the default model's scope, at every run
     png = next(tmp_path.glob("*.png"))
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     img = sitk.GetArrayFromImage(sitk.ReadImage(str(png)))[..., :3].astype(float) / 255
     assert img.shape[1] >= 700                               # two panels: T2 and FLAIR (no T1ce given)
     # outlines in the region colours: the prediction (solid) and the reference (dashed) of WT, TC, ET
-    from lckd.preview import REGION_COLOURS
+    from lckd.frontends.preview import REGION_COLOURS
     for region in ("WT", "TC", "ET"):
         assert (np.abs(img - np.asarray(REGION_COLOURS[region])).max(axis=-1) < 0.06).sum() > 20, region

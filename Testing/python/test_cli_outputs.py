@@ -15,14 +15,14 @@ import SimpleITK as sitk
 
 from conftest import SMALL
 from conftest import TEST_MODEL as MODEL
-from lckd.cli import main
-from lckd.hashing import sha256_file
-from lckd.modelcard import ModelCard
-from lckd.phantom import make_phantom
-from lckd.preview import REGION_COLOURS
-from lckd.progress import StageProgress
-from lckd.provenance import output_stem, scope_line
-from lckd.registry import resolve_model
+from lckd.base.hashing import sha256_file
+from lckd.frontends.cli import main
+from lckd.frontends.preview import REGION_COLOURS
+from lckd.frontends.progress import StageProgress
+from lckd.inference.record import output_stem, scope_line
+from lckd.model.modelcard import ModelCard
+from lckd.model.registry import resolve_model
+from lckd.research.phantom import make_phantom
 
 
 def _rows(path):
@@ -100,12 +100,12 @@ def test_side_outputs_are_refused_before_the_model_loads(small_case, tmp_path, c
 def test_output_stem():
     assert output_stem("a/case.seg.nrrd") == "case" and output_stem("b/x.y.nii.gz") == "x.y"
     assert output_stem("c.mha") == "c" and output_stem("d.nrrd") == "d"
-    # the suffix list is lckd.filetypes': any case, and a bare suffix or other name stays whole
+    # the suffix list is lckd.io.filetypes': any case, and a bare suffix or other name stays whole
     assert output_stem("T1.NII.GZ") == "T1" and output_stem(".nii") == ".nii" and output_stem("x.txt") == "x.txt"
 
 
 def test_itk_error_detail_keeps_the_reason_only():
-    from lckd.errors import itk_error_detail
+    from lckd.base.errors import itk_error_detail
 
     with pytest.raises(RuntimeError) as exc:
         sitk.ReadImage("/no/such/dir/x.nii.gz")
@@ -197,7 +197,7 @@ def test_batch_lines_records_resume_with_volumes_and_merge(cohort, tmp_path, cap
     assert {rows[c]["model"] for c in ids} == {"lckd-lite-phantom 1.1.0"} and rows[ids[0]]["card_sha256"] == sha
     summary = json.loads((out / "summary.json").read_text())
     assert summary["model"]["card_sha256"] == sha and summary["counts"] == {"ok": 2, "skipped": 0, "error": 1}
-    assert summary["options"]["modalities"] == ["T1ce", "FLAIR"] and summary["options"]["format"] == "nii.gz"
+    assert summary["options"]["modalities"] == ["T1ce", "FLAIR"] and summary["options"]["formats"] == ["nii.gz"]
     for case in ids[:2]:
         record = json.loads((out / f"{case}.json").read_text())
         label = sitk.GetArrayFromImage(sitk.ReadImage(str(out / f"{case}.nii.gz")))
@@ -262,7 +262,7 @@ OWN_COMMANDS = ("segment", "batch", "batch-merge", "info", "phantom", "split", "
 def _subparsers(argv):
     import argparse
 
-    from lckd.cli import build_parser
+    from lckd.frontends.cli import build_parser
 
     parser = build_parser(argv)
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
@@ -302,7 +302,7 @@ def test_a_long_preview_caption_is_wrapped_inside_the_picture():
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from lckd.preview import footer_lines
+    from lckd.frontends.preview import footer_lines
 
     long = ("model: lckd-lite-brats 2.0.0 (research use, not for clinical use; trained on 28 real glioma cases "
             "from public BraTS sets, skull-stripped, co-registered, 1 mm) " * 2).strip()

@@ -6,9 +6,9 @@ import json
 import numpy as np
 import pytest
 
-from lckd.crossval import aggregate, card_evaluation, fold_plan, format_table, write_plan, write_report
-from lckd.datasets import find_cases, load_split, write_case
-from lckd.errors import InputError
+from lckd.base.errors import InputError
+from lckd.io.datasets import find_cases, load_split, write_case
+from lckd.research.crossval import aggregate, card_evaluation, fold_plan, format_table, write_plan, write_report
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +59,7 @@ def test_too_few_complete_cases_for_k_is_refused(folder):
 
 
 def _report(values: dict, cases: list) -> dict:
-    from lckd.evaluate import summarise
+    from lckd.research.evaluate import summarise
 
     rows = [{"case_id": c, "subset": s, "ET": v, "TC": v, "WT": v, "HD95_ET": 10 * v, "HD95_TC": 1.0,
              "HD95_WT": 2.0} for s, v in values.items() for c in cases]
@@ -95,9 +95,9 @@ def test_aggregate_is_the_mean_and_sd_over_folds(tmp_path):
 def test_every_fold_trains_with_the_recipe_the_command_line_gives():
     import argparse
 
-    from lckd.crossval import add_crossval_parser, crossval_config
-    from lckd.training.command import add_train_parser, config_from_args
-    from lckd.training.presets import DEFAULT_PRESET, PRESETS
+    from lckd.research.crossval import add_crossval_parser, crossval_config
+    from lckd.research.training.command import add_train_parser, config_from_args
+    from lckd.research.training.presets import DEFAULT_PRESET, PRESETS
 
     parser = argparse.ArgumentParser()
     sub = parser.add_subparsers()

@@ -1,4 +1,4 @@
-"""Tests of lckd.datasets: BraTS layouts, label conventions, atomic writes, splits."""
+"""Tests of lckd.io.datasets: BraTS layouts, label conventions, atomic writes, splits."""
 from __future__ import annotations
 
 import os
@@ -9,18 +9,10 @@ import pytest
 import SimpleITK as sitk
 
 from conftest import shared_data
-from lckd.datasets import (
-    CaseFiles,
-    find_cases,
-    load_split,
-    make_split,
-    read_label,
-    write_case,
-    write_split,
-)
-from lckd.errors import InputError, OutputError
-from lckd.modalities import MODALITIES
-from lckd.phantom import make_phantom, write_phantom_dataset
+from lckd.base.errors import InputError, OutputError
+from lckd.base.modalities import MODALITIES
+from lckd.io.datasets import CaseFiles, find_cases, load_split, make_split, read_label, write_case, write_split
+from lckd.research.phantom import make_phantom, write_phantom_dataset
 
 TINY = (20, 32, 32)
 NAMES = {

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from lckd.calibration import calibrate, load_runs
-from lckd.registry import resolve_model
+from lckd.model.registry import resolve_model
+from lckd.research.calibration import calibrate, load_runs
 
 ROOT = Path(__file__).resolve().parents[2]
 EVIDENCE = ROOT / "LCKDSegmentation" / "Resources" / "models" / "lckd-lite-brats" / "crossval"

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from lckd.evaluate import HD95_PENALTY, add_evaluate_parser, region_metrics, run_evaluate
+from lckd.research.evaluate import HD95_PENALTY, add_evaluate_parser, region_metrics, run_evaluate
 
 
 def _cube(shift: int = 0) -> np.ndarray:
@@ -32,9 +32,9 @@ def test_dice_and_hd95_follow_the_spacing_and_the_empty_rule():
 
 
 def test_evaluate_writes_15_subset_rows(tmp_path):
-    from lckd.modelcard import ModelCard, save_model
-    from lckd.network import build_network
-    from lckd.phantom import write_phantom_dataset
+    from lckd.model.modelcard import ModelCard, save_model
+    from lckd.model.network import build_network
+    from lckd.research.phantom import write_phantom_dataset
 
     write_phantom_dataset(tmp_path / "data", 2, seed=700, shape=(48, 64, 64))
     torch.manual_seed(0)
@@ -56,6 +56,6 @@ def test_evaluate_writes_15_subset_rows(tmp_path):
     assert len(report["per_subset"]) == 15 and len(report["per_case"]) == 30
     md = (tmp_path / "eval" / "evaluation.md").read_text()
     assert md.count("\n| ") >= 16 and "| mean |" in md
-    from lckd.modelcard import load_model
+    from lckd.model.modelcard import load_model
     _, card = load_model(card_path)                      # re-saved: sha256 still verifies
     assert card.expected_dice("T1ce+FLAIR") is not None

@@ -1,4 +1,4 @@
-"""`lckd.foreground` gives every caller the mask it computed before the rules moved there.
+"""`lckd.prep.foreground` gives every caller the mask it computed before the rules moved there.
 
 Each `_old_*` below is the expression its module used before issue 22 (frozen here on purpose,
 not imported): a change to a rule, or a caller picking the wrong rule, fails the comparison.
@@ -13,8 +13,9 @@ import pytest
 import SimpleITK as sitk
 
 from conftest import RAW_SEED, shared_data
-from lckd import preprocess, rawprep, registration, validation
-from lckd.foreground import face_median
+from lckd.inference import inputchecks
+from lckd.prep import preprocess, rawprep, registration
+from lckd.prep.foreground import face_median
 
 
 def _old_preprocess_foreground(array: np.ndarray) -> np.ndarray:
@@ -42,7 +43,7 @@ def _old_head_mask(arr: np.ndarray) -> np.ndarray:
 
 
 def _old_alignment_score(image: sitk.Image) -> np.ndarray:
-    """validation._foreground_score before issue 22 (4 mm blocks), as an array."""
+    """inputchecks._foreground_score before issue 22 (4 mm blocks), as an array."""
     arr = sitk.GetArrayViewFromImage(image)
     rim = np.concatenate([arr[[0, -1]].ravel(), arr[:, [0, -1]].ravel(), arr[:, :, [0, -1]].ravel()])
     dist = np.abs(arr.astype(np.float32) - np.float32(float(np.median(rim))))
@@ -55,7 +56,7 @@ def _old_alignment_score(image: sitk.Image) -> np.ndarray:
 
 
 def _old_contrast_background(arr: np.ndarray):
-    """The background `validation._check_contrast` looked past, before issue 22."""
+    """The background `inputchecks._check_contrast` looked past, before issue 22."""
     rim = np.concatenate([arr[[0, -1]].ravel(), arr[:, [0, -1]].ravel(), arr[:, :, [0, -1]].ravel()])
     return rim.dtype.type(np.median(rim))
 
@@ -72,7 +73,7 @@ def _zscored_export(img: sitk.Image) -> sitk.Image:
 
 
 def _phantom_scans() -> dict[str, sitk.Image]:
-    from lckd.phantom import make_phantom
+    from lckd.research.phantom import make_phantom
 
     floats, _ = make_phantom(3, (64, 80, 80)).to_sitk()
     ints, _ = make_phantom(4, (64, 80, 80), (1.0, 1.0, 2.0)).to_sitk(integer=True)
@@ -81,8 +82,8 @@ def _phantom_scans() -> dict[str, sitk.Image]:
 
 
 def _raw_scans() -> dict[str, sitk.Image]:
-    from lckd.geometry import resample_onto
-    from lckd.rawphantom import make_raw_phantom
+    from lckd.prep.geometry import resample_onto
+    from lckd.research.rawphantom import make_raw_phantom
 
     raw = make_raw_phantom(RAW_SEED, ("T1ce", "FLAIR"))
     return {"raw T1ce": raw.series["T1ce"], "raw FLAIR": raw.series["FLAIR"],
@@ -148,7 +149,7 @@ def test_rawprep_head_mask_is_unchanged(scan):
 
 
 def test_alignment_score_is_unchanged(scan):
-    score = sitk.GetArrayFromImage(validation.background_distance_score(scan, validation.ALIGN_GRID_MM))
+    score = sitk.GetArrayFromImage(inputchecks.background_distance_score(scan, inputchecks.ALIGN_GRID_MM))
     expected = _old_alignment_score(scan)
     np.testing.assert_array_equal(score, expected)
     np.testing.assert_array_equal(score > 1.0, expected > 1.0)
@@ -162,7 +163,7 @@ def test_contrast_check_background_is_unchanged(scan):
 def test_rules_differ_where_the_docs_say():
     """Why there are several rules: on a 0-padded raw series only `bright_voxels` finds the head,
     and on a z-scored export only the faces' rules see past the constant background."""
-    from lckd.foreground import bright_voxels, nonzero_nonbackground, nonzero_unless_noisy
+    from lckd.prep.foreground import bright_voxels, nonzero_nonbackground, nonzero_unless_noisy
 
     raw = _raw_scans()["raw FLAIR on the T1ce grid (0-padded)"]
     arr = sitk.GetArrayViewFromImage(raw)

@@ -1,6 +1,6 @@
 """Fuzz suite, process part: full disks, short writes, SIGTERM, hostile file names, named pipes, races.
 
-These run `python -m lckd.cli` in child processes, because what they exercise kills or
+These run `python -m lckd.frontends.cli` in child processes, because what they exercise kills or
 hangs a process (SIGABRT inside ITK on a non-UTF-8 name, a named pipe that never ends,
 a signal) or needs a resource limit or a small file system of its own. Each asserts the
 exit status, one line on stderr, no traceback, and that no output or temporary file is
@@ -36,7 +36,7 @@ def case(tmp_path_factory):
 
 
 def _lckd(*args, timeout=120, preexec=None, cwd=None):
-    cmd = [sys.executable, "-m", "lckd.cli", *map(os.fsdecode, args)]
+    cmd = [sys.executable, "-m", "lckd.frontends.cli", *map(os.fsdecode, args)]
     return subprocess.run(cmd, capture_output=True, timeout=timeout, env=ENV, preexec_fn=preexec, cwd=cwd)
 
 
@@ -84,7 +84,7 @@ def small_fs(tmp_path):
 
 
 def _py(*args) -> str:
-    return " ".join([f"'{sys.executable}'", "-m", "lckd.cli", *[f"'{a}'" for a in map(str, args)]])
+    return " ".join([f"'{sys.executable}'", "-m", "lckd.frontends.cli", *[f"'{a}'" for a in map(str, args)]])
 
 
 def test_full_disk_segment_writes_nothing_and_says_so(small_fs, case):
@@ -162,10 +162,10 @@ def test_short_write_is_caught_before_the_rename(case, tmp_path):
 
 
 def test_write_image_refuses_a_short_write_in_the_api(tmp_path):
-    """`lckd.imageio.write_image` itself (Python API, worker, batch) never renames a short file."""
+    """`lckd.io.imageio.write_image` itself (Python API, worker, batch) never renames a short file."""
     code = (
         "import resource, signal, SimpleITK as sitk, numpy as np\n"
-        "from lckd.imageio import write_image\nfrom lckd.errors import OutputError\n"
+        "from lckd.io.imageio import write_image\nfrom lckd.base.errors import OutputError\n"
         "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
         "resource.setrlimit(resource.RLIMIT_FSIZE, (30000, 30000))\n"
         "img = sitk.GetImageFromArray(np.random.default_rng(0).random((40, 40, 40)).astype(np.float32))\n"
@@ -183,7 +183,7 @@ def test_write_image_refuses_a_short_write_in_the_api(tmp_path):
 
 def test_sigterm_mid_run_exits_130_and_leaves_nothing(tmp_path):
     """What schedulers send: the run unwinds like Ctrl-C, exit 130, no output and no temporary file."""
-    from lckd.phantom import make_phantom
+    from lckd.research.phantom import make_phantom
 
     images, _ = make_phantom(9, (70, 96, 96)).to_sitk()  # many windows at overlap 0.95: seconds of work
     args = []
@@ -192,7 +192,7 @@ def test_sigterm_mid_run_exits_130_and_leaves_nothing(tmp_path):
         args += [f"--{m.lower()}", str(tmp_path / f"{m}.nii.gz")]
     out = tmp_path / "out"
     out.mkdir()
-    cmd = [sys.executable, "-m", "lckd.cli", "segment", "--threads", "1", "--overlap", "0.95", *args,
+    cmd = [sys.executable, "-m", "lckd.frontends.cli", "segment", "--threads", "1", "--overlap", "0.95", *args,
            "-o", str(out / "seg.nii.gz"), "--probabilities", str(out / "p")]
     # Unbuffered: the first byte the child prints (on either stream) comes after `main` has set
     # its SIGTERM handler, whatever the progress display looks like; the run then has seconds to go.
@@ -221,7 +221,7 @@ def test_sigterm_mid_run_exits_130_and_leaves_nothing(tmp_path):
 
 def test_concurrent_runs_in_one_folder_do_not_race(case, tmp_path):
     out = tmp_path / "shared"
-    procs = [subprocess.Popen([sys.executable, "-m", "lckd.cli", "segment", "-q", "--threads", "1",
+    procs = [subprocess.Popen([sys.executable, "-m", "lckd.frontends.cli", "segment", "-q", "--threads", "1",
                                "--flair", str(case["FLAIR"]), "-o", str(out / f"seg{i}.nii.gz")],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=ENV) for i in range(2)]
     results = [(p.wait(timeout=180), p.stderr.read().decode()) for p in procs]

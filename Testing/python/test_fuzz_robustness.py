@@ -29,8 +29,8 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from lckd.cli import main
-from lckd.registry import resolve_model
+from lckd.frontends.cli import main
+from lckd.model.registry import resolve_model
 
 SHAPE = (32, 40, 40)  # (z, y, x): small, so reading and checking take milliseconds
 
@@ -351,10 +351,11 @@ def test_fuzz_probability_folder_is_a_file_or_holds_an_input(capsys, good, tmp_p
     before = _files(tmp_path)
     _assert_refused(capsys, good, tmp_path, _segment(tmp_path, "--flair", good["paths"]["FLAIR"],
                                                      "--probabilities", tmp_path / "pfile"), "pfile", before=before)
-    from lckd import output
+    from lckd.inference import resultfiles
 
     # the name the ET map of output 'seg.nii.gz' gets (with the output's stem where the code adds one)
-    names = output.probability_names("seg") if hasattr(output, "probability_names") else output.PROBABILITY_NAMES
+    names = (resultfiles.probability_names("seg") if hasattr(resultfiles, "probability_names")
+             else resultfiles.PROBABILITY_NAMES)
     victim = tmp_path / names["ET"]
     shutil.copy(good["paths"]["FLAIR"], victim)
     digest = _digest(victim)
@@ -478,8 +479,8 @@ def test_fuzz_bad_model_card(case, capsys, good, tmp_path):
 def test_card_schema_is_valid_and_agrees_with_jsonschema(good):
     """The bundled card passes; our checker and the reference `jsonschema` agree on every mutation."""
     jsonschema = pytest.importorskip("jsonschema")
-    from lckd.modelcard import card_schema
-    from lckd.schema import validate
+    from lckd.model.modelcard import card_schema
+    from lckd.model.schema import validate
 
     schema = card_schema()
     jsonschema.Draft202012Validator.check_schema(schema)
@@ -559,7 +560,7 @@ def _job_lines(good_input: str, tmp: Path):
 @pytest.fixture(scope="module")
 def live_worker(good):
     """A real `Worker` serving the bundled model; replies collected from its real line writer."""
-    from lckd import worker as worker_mod
+    from lckd.frontends import worker as worker_mod
     from lckd.inference import Segmenter
 
     stream = io.StringIO()
@@ -617,7 +618,7 @@ def test_fuzz_worker_job(name, live_worker, good, tmp_path):
 
 def test_fuzz_worker_stream_survives_an_endless_line(live_worker):
     """Over stdin, a 3 MB line is read in bounded pieces, refused once, and the next request is served."""
-    from lckd import worker as worker_mod
+    from lckd.frontends import worker as worker_mod
 
     w, _ = live_worker
     stream = io.StringIO()
@@ -648,7 +649,7 @@ def _bad_case_files():
 
 def test_fuzz_batch_survives_every_bad_case_and_resumes(capsys, good, tmp_path):
     """Bad cases are error rows, good ones ok; the summary is written; a re-run redoes only the failures."""
-    from lckd.phantom import make_phantom
+    from lckd.research.phantom import make_phantom
 
     root, out = tmp_path / "in", tmp_path / "out"
     images, _ = make_phantom(6, SHAPE).to_sitk()
@@ -705,7 +706,7 @@ def test_fuzz_batch_survives_every_bad_case_and_resumes(capsys, good, tmp_path):
 
 def test_memory_estimate_matches_the_measured_peaks():
     """600x600x400 voxels at the model's 1 mm: 5.8 GB measured with one scan, 10.9 GB with four."""
-    from lckd.validation import estimate_memory
+    from lckd.inference.inputchecks import estimate_memory
 
     img = sitk.Image(60, 60, 40, sitk.sitkFloat32)
     img.SetSpacing((10.0, 10.0, 10.0))  # the same physical extent, small in memory
@@ -730,7 +731,7 @@ def test_memory_guard_refuses_then_the_user_raises_it(capsys, good, tmp_path, mo
 
 
 def test_memory_guard_in_the_python_api(good):
-    from lckd.errors import InputError
+    from lckd.base.errors import InputError
     from lckd.inference import Segmenter
 
     seg = Segmenter.load(good["card"], device="cpu", threads=1)
@@ -783,7 +784,7 @@ def test_fuzz_damaged_dicom_series(case, capsys, good, tmp_path):
 
 
 def test_an_intact_dicom_series_or_a_contiguous_part_still_reads(tmp_path):
-    from lckd.imageio import read_image
+    from lckd.io.imageio import read_image
 
     paths = _dicom_series(tmp_path / "series")
     assert read_image(tmp_path / "series").GetSize() == (32, 32, 12)
@@ -860,7 +861,7 @@ def test_fuzz_sibling_with_the_same_name_is_refused(case, capsys, good, tmp_path
 
 
 def test_a_named_file_without_siblings_still_reads(good, tmp_path):
-    from lckd.imageio import read_image
+    from lckd.io.imageio import read_image
 
     for name in ("X.nii.gz", "Y.hdr"):
         sitk.WriteImage(good["image"], str(tmp_path / name))
@@ -906,7 +907,7 @@ def test_fuzz_header_data_file_outside_its_folder(case, capsys, good, tmp_path):
 
 
 def test_a_header_with_its_data_file_beside_it_still_reads(good, tmp_path):
-    from lckd.imageio import read_image
+    from lckd.io.imageio import read_image
 
     arr = sitk.GetArrayFromImage(good["image"])
     sitk.WriteImage(good["image"], str(tmp_path / "ok.mhd"))          # writes ok.raw (or ok.zraw) beside it
@@ -965,8 +966,8 @@ def test_fuzz_sheared_direction_is_refused_in_every_format(case, capsys, good, t
 
 
 def test_a_sheared_image_in_memory_is_refused_too(good):
-    from lckd.errors import InputError
-    from lckd.validation import read_and_check
+    from lckd.base.errors import InputError
+    from lckd.inference.inputchecks import read_and_check
 
     img = sitk.Image(good["image"])
     img.SetDirection((1, 0.225, 0, 0, 0.9744, 0, 0, 0, 1))
@@ -1000,7 +1001,7 @@ def test_fuzz_image_without_contrast_inside_the_brain(case, capsys, good, tmp_pa
 
 def test_inputs_accepted_on_purpose_stay_accepted(good, tmp_path):
     """Values scaled by 1e20, zero pixdim with a valid sform and a NaN scl_slope are still read and checked."""
-    from lckd.validation import read_and_check
+    from lckd.inference.inputchecks import read_and_check
 
     arr = sitk.GetArrayFromImage(good["image"]).astype(np.float32)
     sitk.WriteImage(_float_image(arr * np.float32(1e20)), str(tmp_path / "scaled.nrrd"))
@@ -1056,8 +1057,8 @@ def test_fuzz_unusable_path_text_in_batch_and_info(capsys, good, tmp_path):
 
 
 def test_path_text_checks_touch_no_file_system():
-    from lckd.errors import InputError
-    from lckd.pathcheck import check_path_text, path_problem
+    from lckd.base.errors import InputError
+    from lckd.io.pathcheck import check_path_text, path_problem
 
     assert path_problem("/data/t1.nii.gz") is None
     assert "NUL" in path_problem("a\0b")
@@ -1094,7 +1095,7 @@ def test_fuzz_name_beginning_with_a_dash(name, capsys, good, tmp_path):
 
 
 def test_dash_check_leaves_valid_command_lines_alone():
-    from lckd.cli import build_parser, dash_name_problem
+    from lckd.frontends.cli import build_parser, dash_name_problem
 
     for argv in (["segment", "--t1=-x.nii.gz", "-o", "s.nii.gz"], ["segment", "--t1", "./-x.nii.gz", "-o", "s.nii.gz"],
                  ["segment", "--t1", "a.nii.gz", "--overlap", "-0.5", "-o", "s.nii.gz"],
@@ -1114,7 +1115,7 @@ def test_fuzz_read_only_file_system_is_not_permission_denied(good, tmp_path):
                            capture_output=True)
     if probe.returncode != 0:
         pytest.skip("cannot mount a read-only file system here (needs unshare -rm and mount)")
-    script = (f"mount -t tmpfs -o ro,size=1m tmpfs '{ro}' && exec {sys.executable} -m lckd.cli segment -q "
+    script = (f"mount -t tmpfs -o ro,size=1m tmpfs '{ro}' && exec {sys.executable} -m lckd.frontends.cli segment -q "
               f"--flair '{good['paths']['FLAIR']}' -o '{ro}/new/seg.nii.gz'")
     r = subprocess.run(["unshare", "-rm", "sh", "-c", script], capture_output=True, text=True, timeout=120)
     lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
@@ -1126,7 +1127,7 @@ def test_fuzz_read_only_file_system_is_not_permission_denied(good, tmp_path):
 def test_fuzz_batch_gives_every_folder_a_row(capsys, good, tmp_path):
     """Folders named '..dots' or with a newline hold valid scans and are segmented; a folder without
     scans is an error row saying so; hidden folders without scans and the output folder are not cases."""
-    from lckd.phantom import make_phantom
+    from lckd.research.phantom import make_phantom
 
     root = tmp_path / "in"
     out = root / "out"                      # the output inside the input: not a case folder
@@ -1154,7 +1155,7 @@ def test_fuzz_stale_temporary_files_are_removed_carefully(good, tmp_path):
     import subprocess
     import sys
 
-    from lckd.imageio import STALE_TEMP_SECONDS, write_image
+    from lckd.io.imageio import STALE_TEMP_SECONDS, write_image
 
     old = time.time() - STALE_TEMP_SECONDS - 60
     stale = tmp_path / ".seg.tmp-0123abcd.nii.gz"

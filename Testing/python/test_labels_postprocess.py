@@ -1,4 +1,4 @@
-"""BraTS-style post-processing (lckd.labels.postprocess, `--postprocess`): small tumour
+"""BraTS-style post-processing (lckd.base.labels.postprocess, `--postprocess`): small tumour
 components go, a small enhancing tumour becomes core, everything else is left alone."""
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from lckd.errors import InputError
-from lckd.labels import CONVENTIONS, postprocess
-from lckd.phantom import make_phantom
+from lckd.base.errors import InputError
+from lckd.base.labels import CONVENTIONS, postprocess
+from lckd.research.phantom import make_phantom
 
 SHAPE = (40, 40, 40)
 

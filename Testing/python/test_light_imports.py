@@ -72,7 +72,7 @@ def test_glue_registry_and_cli_parser_work_without_torch(tmp_path):
 
 
 def test_lazy_command_help_lines_equal_the_modules_own():
-    from lckd import cli
+    from lckd.frontends import cli
 
     def help_lines(parser) -> dict:
         sub = next(a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction")
@@ -85,7 +85,7 @@ def test_lazy_command_help_lines_equal_the_modules_own():
 
 
 def test_chosen_lazy_command_is_built_in_full():
-    from lckd import cli
+    from lckd.frontends import cli
 
     args = cli.build_parser(["evaluate", "data", "--model", "m.json"]).parse_args(
         ["evaluate", "data", "--model", "m.json"])

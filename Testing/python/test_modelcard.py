@@ -6,10 +6,10 @@ import json
 import pytest
 import torch
 
-from lckd.errors import ModelError
-from lckd.hashing import sha256_file
-from lckd.modelcard import ModelCard, load_model, read_card, save_model
-from lckd.network import build_network
+from lckd.base.errors import ModelError
+from lckd.base.hashing import sha256_file
+from lckd.model.modelcard import ModelCard, load_model, read_card, save_model
+from lckd.model.network import build_network
 
 
 @pytest.fixture()

@@ -4,8 +4,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lckd.modalities import MODALITIES, all_subsets
-from lckd.network import build_network, count_parameters, fill_missing
+from lckd.base.modalities import MODALITIES, all_subsets
+from lckd.model.network import build_network, count_parameters, fill_missing
 
 SIZE = 32  # smaller than two bottleneck voxels: padded inside the network, cropped back
 
@@ -145,8 +145,8 @@ def test_lite_small_has_about_a_quarter_of_lite_and_runs_every_subset():
 
 def test_command_line_network_names_are_the_configurations():
     """The parsers list the names without importing torch; they must match the real table."""
-    from lckd.network import CONFIGS
-    from lckd.training.presets import NETWORK_NAMES
+    from lckd.model.network import CONFIGS
+    from lckd.research.training.presets import NETWORK_NAMES
 
     assert sorted(NETWORK_NAMES) == sorted(CONFIGS)
 
@@ -157,7 +157,7 @@ def test_inference_convolution_matches_pytorch(cin, cout, k, stride, pad, dil):
     """The oneDNN shortcut used for CPU inference computes what F.conv3d computes."""
     import torch.nn.functional as F
 
-    from lckd.network import conv3d
+    from lckd.model.network import conv3d
 
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(1, cin, 17, 18, 19, generator=gen)

@@ -7,7 +7,7 @@ import copy
 import pytest
 import torch
 
-from lckd.network import WSConv3d, build_network
+from lckd.model.network import WSConv3d, build_network
 
 SIZE = 32
 

@@ -1,4 +1,4 @@
-"""Tests of lckd.phantom: determinism, geometry, labels, modality contrast, realism."""
+"""Tests of lckd.research.phantom: determinism, geometry, labels, modality contrast, realism."""
 from __future__ import annotations
 
 import numpy as np
@@ -6,10 +6,10 @@ import pytest
 import SimpleITK as sitk
 
 from conftest import shared_data
-from lckd.errors import InputError
-from lckd.metrics import mask_dice as dice
-from lckd.modalities import MODALITIES
-from lckd.phantom import REAL_MEDIANS, PhantomCase, make_phantom
+from lckd.base.errors import InputError
+from lckd.base.metrics import mask_dice as dice
+from lckd.base.modalities import MODALITIES
+from lckd.research.phantom import REAL_MEDIANS, PhantomCase, make_phantom
 
 SMALL = (48, 64, 64)
 REAL_DIR = shared_data("real")
@@ -203,7 +203,7 @@ def test_modality_contrast_matches_real_mri(randomize):
 
 def test_t2_oedema_is_close_to_csf_and_flair_suppresses_csf():
     case = make_phantom(3, (64, 80, 80), randomize_appearance=False)
-    from lckd.phantom import _MEANS, CSF, ED, WM  # the nominal table, not measured
+    from lckd.research.phantom import _MEANS, CSF, ED, WM  # the nominal table, not measured
     t2, fl = _MEANS["T2"], _MEANS["FLAIR"]
     assert t2[ED][0] == "CSF" and t2[ED][2] <= 1.0          # oedema up to CSF brightness
     assert fl[CSF][2] < fl[WM][1]                            # FLAIR: CSF darker than WM

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from lckd.errors import Cancelled
-from lckd.labels import CONVENTIONS
-from lckd.modalities import all_subsets
-from lckd.phantom import make_phantom
+from lckd.base.errors import Cancelled
+from lckd.base.labels import CONVENTIONS
+from lckd.base.modalities import all_subsets
+from lckd.research.phantom import make_phantom
 
 
 def _geometry(img: sitk.Image):
@@ -115,8 +115,8 @@ def test_progress_is_reported_and_cancel_stops(segmenter, small_case):
 
 
 def test_mirrored_averaging_costs_n_passes_and_stays_close_to_one(segmenter, small_case):
-    from lckd.errors import InputError
-    from lckd.metrics import mask_dice
+    from lckd.base.errors import InputError
+    from lckd.base.metrics import mask_dice
 
     paths, label = small_case
     calls = []

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from lckd.foreground import face_background
-from lckd.preprocess import brain_mask, normalise, prepare_case
+from lckd.prep.foreground import face_background
+from lckd.prep.preprocess import brain_mask, normalise, prepare_case
 
 
 def _brain(bg: float = 0.0) -> np.ndarray:

@@ -9,8 +9,18 @@ import sys
 import numpy as np
 import pytest
 
-from lckd.calibration import COVERAGE, GOOD, LOW, MAX_FALSE, band, calibrate, choose_level, choose_threshold, fit
-from lckd.quality import FEATURES, estimate, predict_dice, reasons, run_features, summary_line
+from lckd.inference.quality import FEATURES, estimate, predict_dice, reasons, run_features, summary_line
+from lckd.research.calibration import (
+    COVERAGE,
+    GOOD,
+    LOW,
+    MAX_FALSE,
+    band,
+    calibrate,
+    choose_level,
+    choose_threshold,
+    fit,
+)
 
 SHAPE = (40, 60, 80)          # (z, y, x); x runs right -> left on the model grid
 
@@ -143,7 +153,7 @@ def test_interval_band_holds_the_validation_runs_and_respects_the_case_count():
 
 def _lckd(*args, cwd=None) -> subprocess.CompletedProcess:
     # lckd prints a plus-minus sign where its stdout can take one: read it as UTF-8 whatever the locale
-    return subprocess.run([sys.executable, "-m", "lckd.cli", *map(str, args)], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "lckd.frontends.cli", *map(str, args)], capture_output=True,
                           encoding="utf-8", errors="replace", cwd=cwd, timeout=900)
 
 
@@ -151,7 +161,7 @@ def _lckd(*args, cwd=None) -> subprocess.CompletedProcess:
 def tiny_cv(tmp_path_factory):
     """A real 2-fold cross-validation on 4 phantom cases (a few training steps from the phantom model)."""
     from conftest import SMALL
-    from lckd.phantom import write_phantom_dataset
+    from lckd.research.phantom import write_phantom_dataset
 
     root = tmp_path_factory.mktemp("quality_cv")
     write_phantom_dataset(root / "data", 4, seed=70, shape=SMALL)

@@ -9,8 +9,8 @@ import shutil
 import pytest
 
 from conftest import TEST_MODEL
-from lckd.cli import main
-from lckd.quality import FEATURES
+from lckd.frontends.cli import main
+from lckd.inference.quality import FEATURES
 
 #: Expects WT Dice 0.6 of every run and flags below 0.7: every run is flagged.
 FLAG_ALL = {"features": list(FEATURES), "mean": [0.0] * len(FEATURES), "scale": [1.0] * len(FEATURES),
@@ -19,7 +19,7 @@ FLAG_ALL = {"features": list(FEATURES), "mean": [0.0] * len(FEATURES), "scale": 
 
 def calibrated_copy(folder, calibration: dict = FLAG_ALL):
     """A copy of the phantom model whose card carries `calibration` (its weights are unchanged)."""
-    from lckd.registry import resolve_model
+    from lckd.model.registry import resolve_model
 
     source = resolve_model(TEST_MODEL, allow_download=False)
     card = json.loads(source.read_text())

@@ -1,4 +1,4 @@
-"""Raw clinical scans in: detection, each stage of `lckd.rawprep`, the CLI flags, batch, worker, bad input.
+"""Raw clinical scans in: detection, each stage of `lckd.prep.rawprep`, the CLI flags, batch, worker, bad input.
 
 The raw phantom (`lckd phantom --raw`) has skull, scalp and neck, 2D series with 4-6 mm
 slices on their own tilted grids, scanner noise and bias fields; its skull-stripped twin is
@@ -13,11 +13,11 @@ import pytest
 import SimpleITK as sitk
 
 from conftest import RAW_SEED, TEST_MODEL
-from lckd.brainextract import extract_brain, extractor_available
-from lckd.cli import main
-from lckd.errors import InputError
-from lckd.metrics import mask_dice as dice
-from lckd.rawprep import MAX_BRAIN_LITRES, decide, extraction_scan, series_verdict
+from lckd.base.errors import InputError
+from lckd.base.metrics import mask_dice as dice
+from lckd.frontends.cli import main
+from lckd.prep.brainextract import extract_brain, extractor_available
+from lckd.prep.rawprep import MAX_BRAIN_LITRES, decide, extraction_scan, series_verdict
 
 pytestmark = pytest.mark.skipif(not extractor_available(), reason="brain extractor (deepbet) not installed")
 
@@ -35,7 +35,7 @@ def truth(raw_case) -> tuple[sitk.Image, sitk.Image]:
 @pytest.fixture(scope="module")
 def twin():
     """The raw phantom's skull-stripped twin on the BraTS grid: (images, label)."""
-    from lckd.phantom import make_phantom
+    from lckd.research.phantom import make_phantom
 
     return make_phantom(RAW_SEED).to_sitk(integer=True)
 
@@ -122,7 +122,7 @@ def test_extraction_scan_prefers_t1_weighted():
 
 
 def test_n4_removes_most_of_a_bias_field(twin):
-    from lckd.rawprep import _n4
+    from lckd.prep.rawprep import _n4
 
     images, _ = twin
     t1 = sitk.Cast(images["T1"], sitk.sitkFloat32)

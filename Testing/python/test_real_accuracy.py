@@ -13,9 +13,9 @@ import pytest
 import SimpleITK as sitk
 
 from conftest import needs_shared_data, shared_data
-from lckd.datasets import find_cases, read_label
-from lckd.labels import labels_to_regions
-from lckd.metrics import region_metrics
+from lckd.base.labels import labels_to_regions
+from lckd.base.metrics import region_metrics
+from lckd.io.datasets import find_cases, read_label
 
 DATA = shared_data("brats-labelled")
 FOUR_SCANS = "BraTS2021_00000"
@@ -77,8 +77,8 @@ def test_flair_only_of_a_zscored_export_with_and_without_a_constant_background(d
 
 
 def test_demo_reproduces_the_cards_sample_dice(default, tmp_path, capsys):
-    from lckd.cli import main
-    from lckd.demo import sample_dice
+    from lckd.frontends.cli import main
+    from lckd.frontends.demo import sample_dice
 
     assert main(["demo", str(tmp_path), "--threads", "2", "-q"]) == 0
     capsys.readouterr()

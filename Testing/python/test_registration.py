@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from lckd.geometry import resample_onto
 from lckd.inference import Segmenter
-from lckd.phantom import make_phantom
-from lckd.registration import register_inputs, register_rigid, transform_summary
+from lckd.prep.geometry import resample_onto
+from lckd.prep.registration import register_inputs, register_rigid, transform_summary
+from lckd.research.phantom import make_phantom
 
 # BraTS geometry (240 x 240 x 155 at 1 mm): the case registration is for.
 SHAPE, SPACING = (155, 240, 240), (1.0, 1.0, 1.0)
@@ -90,7 +90,7 @@ def test_pipeline_with_register_realigns_a_moved_scan(case):
     r = sitk.GetArrayFromImage(registered.labelmap) > 0
     u = sitk.GetArrayFromImage(unregistered.labelmap) > 0
 
-    from lckd.metrics import mask_dice as dice
+    from lckd.base.metrics import mask_dice as dice
 
     assert dice(a, r) > dice(a, u)
     assert dice(a, r) > 0.8

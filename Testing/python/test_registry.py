@@ -7,11 +7,11 @@ import shutil
 import pytest
 import torch
 
-from lckd.errors import ModelError
-from lckd.hashing import sha256_file
-from lckd.modelcard import ModelCard, load_model, save_model
-from lckd.network import build_network
-from lckd.registry import list_models, resolve_model
+from lckd.base.errors import ModelError
+from lckd.base.hashing import sha256_file
+from lckd.model.modelcard import ModelCard, load_model, save_model
+from lckd.model.network import build_network
+from lckd.model.registry import list_models, resolve_model
 
 
 def test_bundled_default_is_first_and_loads():

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 import conftest
-from lckd import resources
-from lckd.errors import ModelError
+from lckd.base.errors import ModelError
+from lckd.model import resources
 
 MODULE = Path(__file__).resolve().parents[2] / "LCKDSegmentation"
 SAMPLE = "BraTS-PHANTOM-SAMPLE-000"
@@ -35,7 +35,7 @@ def test_the_sample_case_is_the_one_the_demo_always_ran():
 
 
 def test_demo_and_slicer_sample_data_find_the_same_case():
-    from lckd.demo import sample_case
+    from lckd.frontends.demo import sample_case
     from LCKDSegmentationLib import sampledata
 
     case = resources.sample_case()

@@ -6,9 +6,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from lckd.errors import InputError
-from lckd.protocol import PATH_OPTIONS, SEGMENT_OPTIONS
-from lckd.segmentoptions import SegmentOptions
+from lckd.base.errors import InputError
+from lckd.frontends.protocol import PATH_OPTIONS, SEGMENT_OPTIONS
+from lckd.inference import SegmentOptions
 
 
 @pytest.mark.parametrize("bad, message", [
@@ -47,10 +47,16 @@ def test_request_of_the_right_types_passes():
 
 def test_the_model_card_fills_what_is_left_open():
     card = SimpleNamespace(label_convention="brats2023", overlap=0.25, postprocessing={"min_component_voxels": 9})
-    record = SegmentOptions().record(card)
+    from lckd.inference.record import run_options
+
+    record = run_options(card, SegmentOptions(), "cpu", None)
     assert (record["labels"], record["overlap"], record["postprocess"]) == ("brats2023", 0.25,
                                                                            {"min_component_voxels": 9})
-    assert SegmentOptions(labels="brats2018", overlap=0.5, postprocess=False).record(card)["labels"] == "brats2018"
+    assert run_options(card, SegmentOptions(labels="brats2018", overlap=0.5, postprocess=False), "cpu",
+                       None)["labels"] == "brats2018"
+    # the worker's description of its model (what the Slicer Logic knows) fills them the same way
+    described = {"labels": "brats2023", "overlap": 0.25, "postprocessing": {"min_component_voxels": 9}}
+    assert run_options(described, SegmentOptions(), "cpu", None) == record
     assert SegmentOptions(postprocess=False).cleanup_rule(card) is None
     assert SegmentOptions(postprocess=True).cleanup_rule(SimpleNamespace(postprocessing={})) == {}
     assert SegmentOptions().cleanup_rule(SimpleNamespace(postprocessing={})) is None

@@ -355,7 +355,7 @@ def test_preprocess_extractor_pins_match_pyproject():
 
     import tomllib
 
-    from lckd.options import BRAIN_EXTRACTOR_REQUIREMENTS, DEFAULT_BRAIN_EXTRACTOR
+    from lckd.base.optionchecks import BRAIN_EXTRACTOR_REQUIREMENTS, DEFAULT_BRAIN_EXTRACTOR
 
     project = tomllib.loads((Path(__file__).resolve().parents[2] / "pyproject.toml").read_text())["project"]
     assert project["optional-dependencies"]["preprocess"] == [BRAIN_EXTRACTOR_REQUIREMENTS[DEFAULT_BRAIN_EXTRACTOR]]

@@ -23,12 +23,12 @@ vtk = pytest.importorskip("vtk")
 sitk = pytest.importorskip("SimpleITK")
 
 from conftest import TEST_MODEL as MODEL  # noqa: E402
-from lckd.errors import InputError  # noqa: E402
-from lckd.hashing import sha256_file  # noqa: E402
-from lckd.labels import CONVENTIONS  # noqa: E402
-from lckd.metrics import mask_dice  # noqa: E402
-from lckd.registry import resolve_model  # noqa: E402
-from lckd.segments import SEGMENTS  # noqa: E402
+from lckd.base.errors import InputError  # noqa: E402
+from lckd.base.hashing import sha256_file  # noqa: E402
+from lckd.base.labels import CONVENTIONS  # noqa: E402
+from lckd.base.metrics import mask_dice  # noqa: E402
+from lckd.base.segments import SEGMENTS  # noqa: E402
+from lckd.model.registry import resolve_model  # noqa: E402
 from LCKDSegmentationLib import volumeio  # noqa: E402
 from LCKDSegmentationLib.logic import SegmentationCancelled, SegmentationFailed, SegmentationLogic  # noqa: E402
 from LCKDSegmentationLib.output import TABLE_ROLE, VOLUME_COLUMN  # noqa: E402
@@ -48,7 +48,7 @@ def _oblique_direction() -> tuple:
 
 @pytest.fixture(scope="module")
 def case_files(tmp_path_factory):
-    from lckd.phantom import make_phantom
+    from lckd.research.phantom import make_phantom
 
     folder = tmp_path_factory.mktemp("slicer-case")
     phantom = make_phantom(5, shape=(64, 80, 80), spacing=(1.2, 0.9, 2.0),
@@ -136,7 +136,7 @@ def exported_labels(seg_node, reference_node) -> np.ndarray:
 
 
 def cli_labels(files: dict, mods, out: Path, *extra: str) -> np.ndarray:
-    from lckd.cli import main
+    from lckd.frontends.cli import main
 
     argv = ["segment", "-o", str(out), "--device", "cpu", "--model", MODEL, "-q", *extra]
     for m in mods:
@@ -188,9 +188,8 @@ def test_one_request_gives_the_same_voxels_through_every_entry_point(logic, scen
     """One request (non-default options, so each entry point must carry them) through the CLI,
     `lckd batch`, the worker protocol, the Slicer Logic and `Segmenter` (a `SegmentOptions`
     and the old keywords): the same labels, voxel for voxel, and the same recorded options."""
-    from lckd.cli import main
-    from lckd.inference import Segmenter
-    from lckd.segmentoptions import SegmentOptions
+    from lckd.frontends.cli import main
+    from lckd.inference import Segmenter, SegmentOptions
 
     mods = ("T1ce", "FLAIR")
     request = SegmentOptions(mirrors=2, postprocess=False)
@@ -227,7 +226,10 @@ def test_one_request_gives_the_same_voxels_through_every_entry_point(logic, scen
         assert np.array_equal(labels, cli), entry
     recorded = [json.loads((tmp_path / "cli.json").read_text())["options"],
                 json.loads((tmp_path / "out" / "CASE-000.json").read_text())["options"]]
-    expected = request.record(segmenter.card)
+    from lckd.inference.record import run_options
+
+    expected = {k: v for k, v in run_options(segmenter.card, request, "cpu", None).items()
+                if k not in ("device", "threads")}
     for options in recorded:
         assert {k: options[k] for k in expected} == expected
     assert expected["mirrors"] == 2 and expected["postprocess"] is None and expected["labels"] == "brats2018"
@@ -328,8 +330,8 @@ def test_worker_killed_mid_run_fails_clearly_and_the_next_run_works(logic, scene
 def test_batch_writes_seg_nrrd_and_nifti(logic, scene, tmp_path):
     import slicerio
 
-    from lckd.datasets import write_case
-    from lckd.phantom import make_phantom
+    from lckd.io.datasets import write_case
+    from lckd.research.phantom import make_phantom
 
     in_dir, out_dir = tmp_path / "in", tmp_path / "out"
     for i, layout in enumerate(("brats2018", "brats2023")):
@@ -338,7 +340,7 @@ def test_batch_writes_seg_nrrd_and_nifti(logic, scene, tmp_path):
     before = scene_state(logic.scene)
     summary = logic.batch(in_dir, out_dir, device="cpu", model=MODEL, writeNifti=True)
     assert summary["succeeded"] == 2 and summary["failed"] == 0
-    # the same summary and records as `lckd batch` (one implementation: lckd.batch.run_cases)
+    # the same summary and records as `lckd batch` (one implementation: lckd.frontends.batch.run_cases)
     with open(out_dir / "summary.csv", newline="") as f:
         rows = {r["case"]: r for r in csv.DictReader(f)}
     assert set(rows) == {"case0", "case1"} and summary["model"]["name"] == MODEL
@@ -396,7 +398,7 @@ def test_postprocess_none_follows_the_model_card(scene, volumes, tmp_path):
     import json
     import shutil
 
-    from lckd.registry import resolve_model
+    from lckd.model.registry import resolve_model
 
     # The phantom card cleans up nothing, so the default (None) is "no clean-up" for it...
     source = resolve_model(MODEL, allow_download=False)
@@ -462,7 +464,7 @@ def test_a_gpu_that_does_not_exist_is_refused_with_a_clear_message(scene, volume
 
 def test_raw_scans_are_detected_and_come_back_with_a_brain_mask(logic, scene, volumes, raw_case, tmp_path):
     """The panel's checkbox rule (detectRawScans) and a raw FLAIR through the worker, headless."""
-    from lckd.brainextract import extractor_available
+    from lckd.prep.brainextract import extractor_available
 
     if not extractor_available():
         pytest.skip("brain extractor (deepbet) not installed")

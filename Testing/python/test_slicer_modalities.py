@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from lckd.modalities import guess_modality
+from lckd.base.modalities import guess_modality
 from LCKDSegmentationLib.selection import assign_modalities
 
 SERIES = {

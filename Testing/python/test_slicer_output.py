@@ -13,8 +13,8 @@ import pytest
 slicer = pytest.importorskip("slicer")
 vtk = pytest.importorskip("vtk")
 
-from lckd.labels import CONVENTIONS  # noqa: E402
-from lckd.segments import SEGMENTS  # noqa: E402
+from lckd.base.labels import CONVENTIONS  # noqa: E402
+from lckd.base.segments import SEGMENTS  # noqa: E402
 from LCKDSegmentationLib import output  # noqa: E402
 
 LABELS = CONVENTIONS["brats2018"]

@@ -66,8 +66,8 @@ def test_every_resource_is_listed(module_cmake):
 
 def test_the_core_loads_its_resources_from_the_listed_folder(module_cmake, monkeypatch):
     """The registry, models and sample case are files of the module's Resources/ (listed above,
-    so the Slicer build installs them where `lckd.resources` looks), not copied from elsewhere."""
-    from lckd.resources import RUNTIME_FOLDERS, resources_dir, sample_case
+    so the Slicer build installs them where `lckd.model.resources` looks), not copied from elsewhere."""
+    from lckd.model.resources import RUNTIME_FOLDERS, resources_dir, sample_case
 
     monkeypatch.delenv("LCKD_RESOURCES", raising=False)
     assert resources_dir() == MODULE / "Resources"
@@ -188,7 +188,7 @@ def test_widgets_bind_to_parameter_node_fields_of_a_type_they_can_show():
         else:
             raise AssertionError(f"no connectGui connector checked for {widget_class} ({name})")
     # the enums' values are what the Logic takes: modality names and the worker's device names
-    from lckd.modalities import MODALITIES
+    from lckd.base.modalities import MODALITIES
 
     values = {c: re.findall(r'^    \w+ = "([^"]+)"', source[source.index(f"class {c}("):], flags=re.M)
               for c in ("Reference", "Device")}
@@ -238,7 +238,7 @@ def test_slicer_glue_never_imports_torch():
 
 
 def test_python_39_syntax():
-    for path in GLUE + [MODULE / "lckd" / "worker.py"]:
+    for path in GLUE + [MODULE / "lckd" / "frontends" / "worker.py"]:
         text = path.read_text(encoding="utf-8")
         ast.parse(text, filename=str(path), feature_version=(3, 9))
         assert "from __future__ import annotations" in text or path.name == "__init__.py", path

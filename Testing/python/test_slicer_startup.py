@@ -24,7 +24,7 @@ SCRIPT = r"""
 import json, os, sys
 sys.path.insert(0, sys.argv[1])
 before = set(sys.modules)
-import lckd, lckd.modalities
+import lckd, lckd.base.modalities
 from LCKDSegmentationLib import dependencies, panel, sampledata, selection
 cases = sampledata.sample_cases()
 names = [sampledata.node_name(p) for c in cases for p in c.images.values()]
@@ -68,15 +68,15 @@ def test_the_glue_modules_the_module_file_imports_add_nothing_heavy_to_slicer():
 
 
 def test_the_entry_points_still_set_the_policy_where_they_own_the_process():
-    """`lckd` and the worker call apply_wait_policy before torch loads (lckd/threads.py)."""
+    """`lckd` and the worker call apply_wait_policy before torch loads (lckd/base/threads.py)."""
     code = ("import os, sys; sys.path.insert(0, sys.argv[1]); "
-            "from lckd.threads import apply_wait_policy; "
+            "from lckd.base.threads import apply_wait_policy; "
             "print(apply_wait_policy(['segment', '--threads', '1']), os.environ.get('OMP_WAIT_POLICY'))")
     run = subprocess.run([sys.executable, "-c", code, str(MODULE)], capture_output=True, text=True, timeout=120,
                          env=_clean_env())
     assert run.returncode == 0, run.stderr[-3000:]
     assert run.stdout.split() == ["True", "PASSIVE"]
-    for path in (MODULE / "lckd" / "cli.py", MODULE / "lckd" / "worker.py"):
+    for path in (MODULE / "lckd" / "frontends" / "cli.py", MODULE / "lckd" / "frontends" / "worker.py"):
         text = path.read_text(encoding="utf-8")
         main = text[text.index("def main("):]
         assert "apply_wait_policy(" in main.split("\ndef ", 1)[0], f"{path.name}: main() must apply the policy"

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from lckd.segments import SEGMENTS, TERMINOLOGY_CATEGORY, TERMINOLOGY_CONTEXT
+from lckd.base.segments import SEGMENTS, TERMINOLOGY_CATEGORY, TERMINOLOGY_CONTEXT
 
 DATA = Path(__file__).resolve().parent / "data" / "slicer_terminology"
 GENERAL_ANATOMY = DATA / "SegmentationCategoryTypeModifier-SlicerGeneralAnatomy.excerpt.json"

@@ -9,7 +9,7 @@ import pytest
 import SimpleITK as sitk
 
 from conftest import TEST_MODEL
-from lckd.cli import main
+from lckd.frontends.cli import main
 
 DECATHLON = ("FLAIR", "T1", "T1ce", "T2")
 

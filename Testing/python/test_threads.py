@@ -1,4 +1,4 @@
-"""The thread rule (lckd.threads): cgroup quota and affinity parsing on real files, the
+"""The thread rule (lckd.base.threads): cgroup quota and affinity parsing on real files, the
 --threads override, and the OpenMP wait policy set before torch loads."""
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from lckd import threads
+from lckd.base import threads
 
 
 def _write(path: Path, text: str) -> None:
@@ -99,7 +99,7 @@ def test_torch_threads_follow_the_affinity_mask_and_threads_overrides():
     cpu = sorted(os.sched_getaffinity(0))[0]
     code = (f"import os; os.sched_setaffinity(0, {{{cpu}}})\n"
             "import torch\n"
-            "from lckd.threads import configure_threads\n"
+            "from lckd.base.threads import configure_threads\n"
             "print(configure_threads(), torch.get_num_threads())\n"
             "print(configure_threads(3), torch.get_num_threads())\n")
     r = _run(code)
@@ -108,7 +108,7 @@ def test_torch_threads_follow_the_affinity_mask_and_threads_overrides():
 
 
 def test_bad_thread_count_is_a_user_error():
-    from lckd.errors import InputError
+    from lckd.base.errors import InputError
 
     with pytest.raises(InputError, match="--threads"):
         threads.configure_threads(-2)
@@ -118,12 +118,12 @@ def test_wait_policy_is_passive_only_where_the_governor_cannot_adapt():
     if not threads.governor_possible():
         pytest.skip("no /proc/stat here: the passive policy is always set")
     # the governor adapts the thread count: OpenMP keeps its default (spinning) policy
-    r = _run("import os, lckd.threads; lckd.threads.apply_wait_policy(['segment']); import torch; "
-             "print(os.environ.get('OMP_WAIT_POLICY', 'unset'), lckd.threads.wait_policy_applied())")
+    r = _run("import os, lckd.base.threads; lckd.base.threads.apply_wait_policy(['segment']); import torch; "
+             "print(os.environ.get('OMP_WAIT_POLICY', 'unset'), lckd.base.threads.wait_policy_applied())")
     assert r.returncode == 0, r.stderr
     assert r.stdout.split() == ["unset", "True"]
     # --threads fixes the count: then no spinning at barriers
-    r = _run("import os, lckd.threads; lckd.threads.apply_wait_policy(['segment', '--threads', '2'])\n"
+    r = _run("import os, lckd.base.threads; lckd.base.threads.apply_wait_policy(['segment', '--threads', '2'])\n"
              "import torch; print(os.environ['OMP_WAIT_POLICY'])", {"OMP_DISPLAY_ENV": "VERBOSE"})
     assert r.returncode == 0, r.stderr
     assert r.stdout.split() == ["PASSIVE"]
@@ -178,11 +178,11 @@ def test_governor_gives_pytorch_the_cores_others_leave(tmp_path):
 
 
 def test_wait_policy_set_by_the_user_is_kept_and_late_import_is_reported():
-    r = _run("import os, lckd.threads; lckd.threads.apply_wait_policy(['segment', '--threads=1']); "
+    r = _run("import os, lckd.base.threads; lckd.base.threads.apply_wait_policy(['segment', '--threads=1']); "
              "print(os.environ['OMP_WAIT_POLICY'])", {"OMP_WAIT_POLICY": "ACTIVE"})
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "ACTIVE"
-    r = _run("import torch, lckd.threads; lckd.threads.apply_wait_policy(['segment']); "
-             "print(lckd.threads.wait_policy_applied())")
+    r = _run("import torch, lckd.base.threads; lckd.base.threads.apply_wait_policy(['segment']); "
+             "print(lckd.base.threads.wait_policy_applied())")
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "False"

@@ -4,7 +4,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from lckd.training.augment import _gaussian_blur, augment_intensities
+from lckd.research.scaneffects import gaussian_blur
+from lckd.research.training.augment import augment_intensities
 
 
 def _patch() -> torch.Tensor:
@@ -38,13 +39,13 @@ def test_same_generator_state_same_result():
 
 def test_blur_keeps_the_mean_of_a_constant_and_smooths_noise():
     const = torch.full((16, 16, 16), 2.5)
-    assert torch.allclose(_gaussian_blur(const, 1.0), const, atol=1e-5)
+    assert torch.allclose(gaussian_blur(const, 1.0), const, atol=1e-5)
     noise = torch.randn((24, 24, 24), generator=torch.Generator().manual_seed(1))
-    assert _gaussian_blur(noise, 1.0).std() < 0.5 * noise.std()
+    assert gaussian_blur(noise, 1.0).std() < 0.5 * noise.std()
 
 
 def test_thick_slices_average_slabs_along_one_axis_only():
-    from lckd.training.augment import thick_slices
+    from lckd.research.scaneffects import thick_slices
 
     v = torch.arange(12, dtype=torch.float32).view(12, 1, 1).expand(12, 6, 6).contiguous()
     t = thick_slices(v, 0, 4)
@@ -69,7 +70,7 @@ def test_thick_slice_augmentation_happens_and_keeps_the_background():
 
 
 def _case(shape=(60, 70, 80)):
-    from lckd.training.data import LoadedCase
+    from lckd.research.training.data import LoadedCase
 
     rng = np.random.default_rng(0)
     x = rng.standard_normal((4,) + shape).astype(np.float16)
@@ -79,7 +80,7 @@ def _case(shape=(60, 70, 80)):
 
 
 def test_rotated_crop_matches_the_plain_crop_without_rotation_and_turns_labels_with_a_rotation():
-    from lckd.training.data import _rotated_crop, _scaled_crop
+    from lckd.research.training.data import _rotated_crop, _scaled_crop
 
     case, centre, patch = _case(), np.array([30, 35, 40]), np.array([32, 32, 48])
     a, ya = _scaled_crop(case, centre, patch, 1.0)
@@ -92,8 +93,8 @@ def test_rotated_crop_matches_the_plain_crop_without_rotation_and_turns_labels_w
 
 
 def test_sampler_with_rotation_gives_patches_of_the_right_shape_and_binary_targets():
-    from lckd.training.data import PatchSampler
-    from lckd.training.presets import CPU_REAL
+    from lckd.research.training.data import PatchSampler
+    from lckd.research.training.presets import CPU_REAL
 
     cfg = CPU_REAL.with_overrides(patch=(32, 32, 32), batch=4)
     s = PatchSampler([_case()], cfg)

@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import pytest
 
-from lckd.datasets import write_split
-from lckd.phantom import write_phantom_dataset
-from lckd.training.presets import TrainConfig
-from lckd.training.trainer import RunOptions, Trainer
+from lckd.io.datasets import write_split
+from lckd.research.phantom import write_phantom_dataset
+from lckd.research.training.presets import TrainConfig
+from lckd.research.training.trainer import RunOptions, Trainer
 
 SPACING = 1.5
 SHAPE = tuple(int(round(n / SPACING)) for n in (155, 240, 240))

@@ -7,10 +7,16 @@ import numpy as np
 import pytest
 import torch
 
-from lckd.modalities import MODALITIES
-from lckd.training.data import draw_subset, subset_choices
-from lckd.training.election import elect
-from lckd.training.losses import bottleneck_loss, distillation_loss, lckd_loss, segmentation_loss, soft_dice_loss
+from lckd.base.modalities import MODALITIES
+from lckd.research.training.data import draw_subset, subset_choices
+from lckd.research.training.election import elect
+from lckd.research.training.losses import (
+    bottleneck_loss,
+    distillation_loss,
+    lckd_loss,
+    segmentation_loss,
+    soft_dice_loss,
+)
 
 
 def _target(seed: int = 0) -> torch.Tensor:
@@ -116,7 +122,7 @@ def test_the_number_of_kept_scans_is_uniform_then_the_scans():
 
 def _mixed_cases():
     """Four-scan, FLAIR + T1ce and T1-only cases, as in the shared real data set."""
-    from lckd.cases import LoadedCase
+    from lckd.prep.modelgrid import LoadedCase
 
     shape = (20, 20, 20)
     regions = np.zeros((3,) + shape, dtype=bool)
@@ -127,8 +133,8 @@ def _mixed_cases():
 
 
 def _missing_phase_draws(balanced: bool, n: int = 400) -> list[tuple[int, tuple]]:
-    from lckd.training.data import PatchSampler
-    from lckd.training.presets import CPU_REAL
+    from lckd.research.training.data import PatchSampler
+    from lckd.research.training.presets import CPU_REAL
 
     cfg = CPU_REAL.with_overrides(patch=(16, 16, 16), batch=1, balanced_subsets=balanced, rotation_deg=0.0,
                                   intensity_augment=False)
@@ -159,8 +165,8 @@ def test_balanced_sampling_gives_every_subset_its_share_whoever_supplies_it():
 def test_subset_sampling_is_a_recorded_choice_of_the_preset_and_the_command_line():
     import argparse
 
-    from lckd.training.command import add_train_parser, config_from_args
-    from lckd.training.presets import CPU_REAL, TrainConfig
+    from lckd.research.training.command import add_train_parser, config_from_args
+    from lckd.research.training.presets import CPU_REAL, TrainConfig
 
     parser = argparse.ArgumentParser()
     add_train_parser(parser.add_subparsers())
@@ -175,10 +181,10 @@ def test_subset_sampling_is_a_recorded_choice_of_the_preset_and_the_command_line
 def test_centred_fraction_sets_the_share_of_crops_on_the_tumour():
     import argparse
 
-    from lckd.cases import LoadedCase
-    from lckd.training.command import add_train_parser, config_from_args
-    from lckd.training.data import PatchSampler
-    from lckd.training.presets import CPU_REAL
+    from lckd.prep.modelgrid import LoadedCase
+    from lckd.research.training.command import add_train_parser, config_from_args
+    from lckd.research.training.data import PatchSampler
+    from lckd.research.training.presets import CPU_REAL
 
     shape = (48, 48, 48)
     regions = np.zeros((3,) + shape, dtype=bool)

@@ -12,11 +12,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from lckd.datasets import write_split
-from lckd.modelcard import load_model
-from lckd.phantom import write_phantom_dataset
-from lckd.training.presets import TrainConfig
-from lckd.training.trainer import RunOptions, Trainer
+from lckd.io.datasets import write_split
+from lckd.model.modelcard import load_model
+from lckd.research.phantom import write_phantom_dataset
+from lckd.research.training.presets import TrainConfig
+from lckd.research.training.trainer import RunOptions, Trainer
 
 TINY = (48, 64, 64)   # (z, y, x): brain crop about 40 x 56 x 48, a few 32^3 windows
 CFG = TrainConfig(patch=(32, 32, 32), batch=2, warmup_steps=2, missing_steps=2, optimizer="sgd", lr=1e-2,
@@ -61,8 +61,8 @@ def test_resume_continues_the_schedule_exactly(tiny_data, tmp_path):
 
 
 def test_init_from_starts_from_a_trained_model_and_refuses_another_network(tiny_data, tmp_path):
-    from lckd.errors import InputError
-    from lckd.registry import resolve_model
+    from lckd.base.errors import InputError
+    from lckd.model.registry import resolve_model
 
     phantom, phantom_card = load_model(resolve_model("lckd-lite-phantom", allow_download=False))
     logged: list[str] = []
@@ -92,8 +92,8 @@ def test_init_from_starts_from_a_trained_model_and_refuses_another_network(tiny_
 WORKER = textwrap.dedent("""
     import os, sys
     from safetensors.torch import save_file
-    from lckd.training.presets import TrainConfig
-    from lckd.training.trainer import RunOptions, Trainer, close_distributed
+    from lckd.research.training.presets import TrainConfig
+    from lckd.research.training.trainer import RunOptions, Trainer, close_distributed
     data, split, out = sys.argv[1:4]
     cfg = TrainConfig(patch=(32, 32, 32), batch=1, warmup_steps=2, missing_steps=1, optimizer="sgd",
                       lr=1e-2, election_every=2, election_cases=1, election_box=32, checkpoint_every=100,
@@ -124,7 +124,7 @@ def test_two_gloo_processes_end_with_identical_weights(tiny_data, tmp_path):
     for k in w0:
         assert torch.equal(w0[k], w1[k]), k
     torch.manual_seed(0)
-    from lckd.network import build_network
+    from lckd.model.network import build_network
     init = build_network("lite", bottleneck_head=True).state_dict()
     assert any(not torch.equal(init[k], w0[k]) for k in w0)       # it did train
     # each rank sampled from its own shard; both elected the same teachers; only rank 0 wrote

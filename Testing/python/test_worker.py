@@ -1,4 +1,4 @@
-"""Background worker (`lckd.worker`) and its client (`LCKDSegmentationLib.workerclient`).
+"""Background worker (`lckd.frontends.worker`) and its client (`LCKDSegmentationLib.workerclient`).
 
 Protocol details run in-process against a stand-in segmenter (fast); the round trip,
 loading once, cancel, SIGKILL and malformed input run a real worker process with the
@@ -13,11 +13,12 @@ import signal
 import threading
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
-from lckd import worker as worker_mod
-from lckd.errors import Cancelled, InputError, ModelError
+from lckd.base.errors import Cancelled, InputError, ModelError
+from lckd.frontends import worker as worker_mod
 from LCKDSegmentationLib.workerclient import WorkerClient, WorkerError, describe_exit
 
 
@@ -36,13 +37,21 @@ class _Result:
         self.preprocessing = "raw-scan preprocessing off (asked for)"
         self.quality = {"expected_wt_dice": None, "reasons": ["one scan only"]}
         self.notes: list = []
+        self.sources = {"T1": "t1.nrrd"}
 
 
 class _FakeSegmenter:
-    """Stands in for `Segmenter`: steps until cancelled or `steps` are done."""
+    """Stands in for `Segmenter`: steps until cancelled or `steps` are done. Carries what the
+    result record reads from a loaded model (`lckd.inference.record.run_record`)."""
 
     device = "cpu"
-    card = None
+    card = SimpleNamespace(name="fake", version="0", modalities=("T1",), label_convention="brats2018",
+                           description="", intended_use="", scope="a test double", postprocessing={},
+                           overlap=0.5, evaluation={})
+    asked_device, fixed_threads = "cpu", None
+
+    def model_record(self):
+        return {"name": "fake", "version": "0", "card_sha256": None, "scope": "a test double"}
 
     def __init__(self, steps: int = 3, step_seconds: float = 0.0):
         self.steps, self.step_seconds = steps, step_seconds
@@ -206,7 +215,7 @@ def case_files(tmp_path_factory):
     """A small phantom (64x80x80, anisotropic) as NIfTI files."""
     import SimpleITK as sitk
 
-    from lckd.phantom import make_phantom
+    from lckd.research.phantom import make_phantom
 
     folder = tmp_path_factory.mktemp("worker-case")
     images, _ = make_phantom(3, shape=(64, 80, 80), spacing=(1.2, 1.0, 2.0)).to_sitk()

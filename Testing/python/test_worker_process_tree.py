@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from lckd.protocol import CANCELLED, PROTOCOL_MISMATCH, PROTOCOL_VERSION
+from lckd.frontends.protocol import CANCELLED, PROTOCOL_MISMATCH, PROTOCOL_VERSION
 from LCKDSegmentationLib.workerclient import WorkerClient, WorkerError
 from process_helpers import gone_within
 

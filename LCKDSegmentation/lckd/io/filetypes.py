@@ -1,0 +1,62 @@
+"""Image file types by name ending: what the package reads and writes, and a file's stem.
+
+The one list of suffixes: reading (`lckd.io.imageio`), output names (`lckd.inference.resultfiles`), result
+record names (`lckd.inference.record`) and Slicer's sample-data node names all use it, so a
+format added here is known everywhere. Standard library only: the Slicer GUI process
+imports it.
+"""
+from __future__ import annotations
+
+#: Suffixes `read_image` reads (a DICOM series is given as its folder instead).
+READ_SUFFIXES: tuple = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
+
+#: Suffixes `write_image` writes. The two-file formats (.nhdr, .mhd) are left out on
+#: purpose: their header names the data file, so they cannot be renamed atomically.
+WRITE_SUFFIXES: tuple = (".nii.gz", ".nii", ".nrrd", ".mha")
+
+#: A Slicer segmentation (a labelmap with named segments), written with `slicerio`.
+SEGMENTATION_SUFFIX = ".seg.nrrd"
+
+#: What a result may be written as: a Slicer segmentation or a plain labelmap.
+OUTPUT_SUFFIXES: tuple = (SEGMENTATION_SUFFIX,) + WRITE_SUFFIXES
+
+#: Format name of each readable suffix, for error messages.
+FORMAT_NAMES: dict = {".nii.gz": "NIfTI", ".nii": "NIfTI", ".nrrd": "NRRD", ".nhdr": "NRRD",
+                      ".mha": "MetaImage", ".mhd": "MetaImage"}
+
+#: The readable formats in words.
+FORMATS_TEXT = "NIfTI (.nii, .nii.gz), NRRD (.nrrd, .nhdr), MetaImage (.mha, .mhd) or a DICOM series folder"
+
+# Longest first, so `case.seg.nrrd` loses `.seg.nrrd`, not just `.nrrd`.
+_STEM_SUFFIXES = tuple(sorted(set(OUTPUT_SUFFIXES + READ_SUFFIXES), key=len, reverse=True))
+
+
+def is_segmentation(name: str) -> bool:
+    """True for a Slicer segmentation file name (`*.seg.nrrd`)."""
+    return name.endswith(SEGMENTATION_SUFFIX)
+
+
+def image_stem(name: str) -> str:
+    """A file name without its image suffix (`case.seg.nrrd` -> `case`, `T1.NII.GZ` -> `T1`).
+
+    The suffix is matched in any case; a name that is only a suffix, or has none of the
+    image suffixes, is returned whole.
+    """
+    lower = name.lower()
+    for s in _STEM_SUFFIXES:
+        if lower.endswith(s) and len(name) > len(s):
+            return name[: -len(s)]
+    return name
+
+
+def format_extension(name: str) -> str:
+    """The extension that decides the format: '.nii.gz' (any '.x.gz'), otherwise the last suffix."""
+    lower = name.lower()
+    base, dot, last = lower.rpartition(".")
+    if not dot or not base:
+        return ""
+    if last == "gz":
+        inner = base.rpartition(".")
+        if inner[1] and inner[0]:
+            return name[len(inner[0]):]
+    return name[len(base):]

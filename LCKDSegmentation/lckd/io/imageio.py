@@ -1,0 +1,636 @@
+"""Reading and writing images with one-line errors (writes through `lckd.io.atomicwrite`).
+
+`read_image` accepts NIfTI (.nii, .nii.gz), NRRD (.nrrd, .nhdr), MetaImage (.mha, .mhd) or a
+folder holding one DICOM series, and returns a scalar 3D float32 image with its geometry.
+It checks the *shape* of what it read (3D, one component, complete file); the *values*
+(NaN, empty, label-map-like) are checked by `lckd.inference.inputchecks`.
+
+Every output the package writes goes through `atomic_path` (`lckd.io.atomicwrite`, re-exported
+here), so an interrupted or failed write never leaves a partial file under the final name.
+"""
+from __future__ import annotations
+
+import contextlib
+import errno
+import functools
+import gzip
+import os
+import stat
+import struct
+import sys
+import zlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Union
+
+import SimpleITK as sitk
+
+from ..base.errors import InputError, OutputError, itk_error_detail
+
+# Re-exported: `from lckd.io.imageio import atomic_path, shown_path ...` keeps working.
+from .atomicwrite import STALE_TEMP_SECONDS as STALE_TEMP_SECONDS
+from .atomicwrite import TEMP_NAME_EXTRA as TEMP_NAME_EXTRA
+from .atomicwrite import atomic_path as atomic_path
+from .atomicwrite import free_bytes, os_reason
+from .atomicwrite import probe_writable as probe_writable
+from .atomicwrite import remove_stale_temps as remove_stale_temps
+from .atomicwrite import stale_temp_pattern as stale_temp_pattern
+from .filetypes import FORMAT_NAMES, FORMATS_TEXT, WRITE_SUFFIXES, format_extension
+from .headerfiles import data_file_problem, direction_problem, shear_problem, sibling_problem
+from .pathcheck import check_path_text as check_path_text
+from .pathcheck import path_text
+from .pathcheck import printable as printable
+from .pathcheck import shown_path as shown_path
+from .stacks import StackChannel as StackChannel
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+
+# ----------------------------------------------------------------------------- reading
+
+def read_image(path: PathLike | sitk.Image, what: str = "image", *, series: str | None = None) -> sitk.Image:
+    """Read a scalar 3D image (file or DICOM series folder) as float32, keeping its geometry.
+
+    `what` names the input in error messages (e.g. "FLAIR"). For a folder with several
+    DICOM series, `series` picks one by its SeriesInstanceUID; otherwise the folder must
+    hold exactly one. Raises `InputError` with one line naming `what` and the path.
+    """
+    if isinstance(path, sitk.Image):  # an image already in memory (console / Slicer callers)
+        return sitk.Cast(_as_scalar_3d(path, f"{what} image"), sitk.sitkFloat32)
+    channel = path if isinstance(path, StackChannel) else None
+    label = f"{what} '{shown_path(path)}'" + (f" (channel {channel.index + 1} of {channel.count})" if channel else "")
+    # Before any file-system call: a NUL byte or a lone surrogate would raise deep inside os.
+    check_path_text(path, label)
+    p = Path(os.path.expanduser(path_text(path)))
+    try:
+        mode = p.stat().st_mode
+    except FileNotFoundError:
+        raise InputError(f"{label} does not exist") from None
+    except OSError as exc:
+        raise InputError(f"{label} cannot be opened ({os_reason(exc)})") from None
+    if channel is not None and stat.S_ISREG(mode):
+        st = p.stat()
+        return _read_stack(str(p), st.st_mtime_ns, st.st_size, channel.count, f"'{shown_path(p)}'")[channel.index]
+    if stat.S_ISDIR(mode):
+        image = _read_dicom_folder(p, label, series)
+    elif not stat.S_ISREG(mode):
+        # A named pipe would block the reader forever; a device is never an image file.
+        kind = "a named pipe" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else "a device"
+        raise InputError(f"{label} is {kind}, not a regular file; give an image file or a DICOM folder")
+    else:
+        image = _read_file(p, label)
+    image = _as_scalar_3d(image, label)
+    return sitk.Cast(image, sitk.sitkFloat32)
+
+
+@functools.lru_cache(maxsize=1)
+def _read_stack(path: str, mtime_ns: int, size: int, count: int, label: str) -> tuple:
+    """The `count` channels of a 4D (or vector) file as float32 3D images; the file is read once for
+    all of its channels (the cache key holds its modification time and size)."""
+    image = _read_file(Path(path), label, channels=count)
+    if image.GetDimension() == 4:
+        size4 = list(image.GetSize())
+        parts = [sitk.Extract(image, size4[:3] + [0], [0, 0, 0, i]) for i in range(count)]
+    else:
+        parts = [sitk.VectorIndexSelectionCast(image, i) for i in range(count)]
+    return tuple(sitk.Cast(_as_scalar_3d(img, f"{label} channel {i + 1}"), sitk.sitkFloat32)
+                 for i, img in enumerate(parts))
+
+
+def check_stack_shape(dimension: int, size: tuple, components: int, count: int, label: str) -> None:
+    """Refuse a file read as `count` stacked scans whose shape says otherwise (one line, both numbers)."""
+    found = int(size[3]) if dimension == 4 else components if components > 1 else 1
+    if dimension == 4 and components > 1:
+        raise InputError(f"{label} is a 4D image of {components}-component voxels; a stack of scalar scans is "
+                         "needed")
+    if found == 1 and dimension <= 3:
+        raise InputError(f"{label} is a single 3D scan, not a stack of {count} channels: give it as --t1, --t1ce, "
+                         "--t2 or --flair")
+    if found != count:
+        raise InputError(f"{label} holds {found} channels but {count} channel names were given: name every "
+                         "channel, in the file's order (the Medical Segmentation Decathlon's is FLAIR,T1,T1ce,T2)")
+    check_shape(3, tuple(size[:3]), 1, label)
+
+
+def stack_channel_count(path: PathLike) -> int | None:
+    """How many scans a file holds as channels (4D with more than one volume, or vector voxels),
+    from its header alone; None for a plain 3D scan or a file whose header cannot be read."""
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(path_text(path))
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError:
+        return None
+    if reader.GetDimension() == 4 and reader.GetSize()[3] > 1:
+        return int(reader.GetSize()[3])
+    if reader.GetDimension() == 3 and reader.GetNumberOfComponents() > 1:
+        return int(reader.GetNumberOfComponents())
+    return None
+
+
+def _read_file(p: Path, label: str, channels: int | None = None) -> sitk.Image:
+    if not os.access(p, os.R_OK):
+        # Only reached for non-root users; root reads anything.
+        raise InputError(f"{label} cannot be read (permission denied)")
+    # What the header would make ITK read besides the named file, or read differently:
+    # refused before ITK opens anything (lckd.io.headerfiles).
+    sibling = sibling_problem(p)
+    if sibling:
+        raise InputError(f"{label} is ambiguous: {sibling}")
+    for problem in (data_file_problem(p), shear_problem(p)):
+        if problem:
+            raise InputError(f"{label} {problem}" if problem.startswith("has ") else f"{label}: {problem}")
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(p))
+    try:
+        # Header first: refuses wrong shapes without loading the voxels.
+        reader.ReadImageInformation()
+    except RuntimeError as exc:
+        raise InputError(f"{label} {_summarise_read_error(exc, p.name)}") from None
+    # A lone DICOM file is one slice of a series: say so when refusing it as 2D.
+    is_dicom = any("|" in key for key in reader.GetMetaDataKeys())
+    if channels is None:
+        check_shape(reader.GetDimension(), tuple(reader.GetSize()), reader.GetNumberOfComponents(), label,
+                    reader.GetPixelID(), hint="give the folder of the whole DICOM series" if is_dicom else "")
+    else:
+        check_stack_shape(reader.GetDimension(), tuple(reader.GetSize()), reader.GetNumberOfComponents(),
+                          channels, label)
+    check_spacing(reader.GetSpacing()[:3], label)
+    check_direction(reader.GetDirection(), reader.GetDimension(), label)
+    _check_declared_size(reader, label)
+    # ITK's NIfTI reader zero-fills a truncated file, and its NRRD reader ignores a cut gzip
+    # stream, without complaint; check ourselves.
+    problem = _nifti_truncation(p) if _is_nifti(p) else _nrrd_truncation(p) if _is_nrrd(p) else None
+    if problem:
+        raise InputError(f"{label} is corrupt or truncated ({problem})")
+    try:
+        return reader.Execute()
+    except RuntimeError as exc:
+        raise InputError(f"{label} {_summarise_read_error(exc)}") from None
+
+
+def _check_declared_size(reader: sitk.ImageFileReader, label: str) -> None:
+    """Refuse a header that declares more voxels than memory allows, before ITK allocates them.
+
+    A few bytes of header can declare terabytes (e.g. a MetaImage with DimSize 30000^3);
+    reading would allocate that much before finding the data missing. Reading needs the
+    voxels as stored plus their float32 copy.
+    """
+    from ..base.optionchecks import MEMORY_ENV, memory_limit
+
+    count = reader.GetNumberOfComponents()
+    for s in reader.GetSize():
+        count *= int(s)
+    stored = sitk.GetPixelIDValueAsString(reader.GetPixelID())
+    per = 8 if "64" in stored or "double" in stored else 4
+    need = count * (per + 4)
+    limit, source = memory_limit()
+    if need > limit:
+        raise InputError(f"{label} declares {_size_text(reader.GetSize())} voxels, {need / 1e9:.3g} GB to read, "
+                         f"above the memory limit of {limit / 1e9:.3g} GB ({source}; raise it with "
+                         f"${MEMORY_ENV})")
+
+
+def _read_dicom_folder(p: Path, label: str, series: str | None) -> sitk.Image:
+    # GDCM prints "No Series were found" on stderr for non-DICOM folders; we say it better.
+    shown = sitk.ProcessObject.GetGlobalWarningDisplay()
+    sitk.ProcessObject.SetGlobalWarningDisplay(False)
+    try:
+        ids = list(sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(p)))
+    except RuntimeError:
+        ids = []
+    finally:
+        sitk.ProcessObject.SetGlobalWarningDisplay(shown)
+    if not ids:
+        raise InputError(f"{label} is a folder without a DICOM series (sub-folders are not searched); "
+                         f"give a {FORMATS_TEXT}")
+    stray = _unreadable_dicom_files(p, ids)
+    if stray:
+        raise InputError(f"{label} holds {len(stray)} DICOM file(s) that belong to no readable series "
+                         f"(truncated or corrupt?), e.g. '{printable(Path(stray[0]).name)}'; the series would be "
+                         "read without them")
+    if series is not None:
+        if series not in ids:
+            raise InputError(f"{label} has no DICOM series '{series}' (it holds: {', '.join(ids)})")
+        ids = [series]
+    if len(ids) > 1:
+        counts = [len(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(p), sid)) for sid in ids]
+        listing = ", ".join(f"{sid} ({n} files)" for sid, n in zip(ids, counts))
+        raise InputError(f"{label} holds {len(ids)} DICOM series: {listing}; give the folder of one series "
+                         "(or choose one by its series UID)")
+    files = sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(p), ids[0])
+    reader = sitk.ImageSeriesReader()
+    reader.SetFileNames(files)
+    # ITK only warns (on stderr) about missing or uneven slices; _uneven_slices refuses them instead.
+    sitk.ProcessObject.SetGlobalWarningDisplay(False)
+    try:
+        image = reader.Execute()
+    except RuntimeError as exc:
+        raise InputError(f"{label} DICOM series {ids[0]} {_summarise_read_error(exc)}") from None
+    finally:
+        sitk.ProcessObject.SetGlobalWarningDisplay(shown)
+    gap = _uneven_slices(files, image)
+    if gap:
+        raise InputError(f"{label} DICOM series {ids[0]} has unevenly spaced slices ({gap}): a slice is missing "
+                         "or the series mixes acquisitions")
+    return image
+
+
+def _unreadable_dicom_files(folder: Path, ids: list) -> list:
+    """Files of `folder` that start like DICOM (preamble + 'DICM') but belong to none of the series `ids`.
+
+    GDCM silently leaves out a truncated file, and ITK then reads a volume with one slice
+    fewer (only a warning about non-uniform sampling): a different volume, so refuse it.
+    """
+    listed = {os.path.realpath(f) for sid in ids
+              for f in sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), sid)}
+    stray = []
+    for entry in sorted(os.scandir(folder), key=lambda e: e.name):
+        if entry.name.startswith(".") or not entry.is_file() or os.path.realpath(entry.path) in listed:
+            continue
+        try:
+            with open(entry.path, "rb") as fh:
+                head = fh.read(132)
+        except OSError:
+            continue
+        if head[128:132] == b"DICM":
+            stray.append(entry.path)
+    return stray
+
+
+def _uneven_slices(files, image: sitk.Image, tolerance: float = 0.1) -> str | None:
+    """Describe uneven gaps between the slices' positions along the volume's normal, or None."""
+    import numpy as np
+
+    if len(files) < 3:
+        return None
+    normal = np.array(image.GetDirection()).reshape(3, 3)[:, 2]
+    where = []
+    for f in files:
+        r = sitk.ImageFileReader()
+        r.SetFileName(f)
+        try:
+            r.ReadImageInformation()
+            where.append(float(np.dot(normal, [float(v) for v in r.GetMetaData("0020|0032").split("\\")])))
+        except (RuntimeError, ValueError):
+            return None  # no usable positions: nothing to compare
+    gaps = np.diff(np.sort(where))
+    median = float(np.median(gaps))
+    if median <= 0:
+        return None
+    worst = float(gaps[np.argmax(np.abs(gaps - median))])
+    if abs(worst - median) > tolerance * median:
+        return f"a gap of {worst:.3g} mm where the others are {median:.3g} mm"
+    return None
+
+
+def _size_text(size) -> str:
+    return "x".join(str(int(s)) for s in size)
+
+
+def check_shape(dimension: int, size: tuple, components: int, label: str, pixel_id: int | None = None,
+                hint: str = "") -> None:
+    """Refuse anything that is not one scalar 3D volume (2D, 4D+, vector, complex)."""
+    if pixel_id is not None and pixel_id in _COMPLEX_IDS:
+        raise InputError(f"{label} has complex-valued voxels; a real-valued (magnitude) MR image is needed")
+    if components > 1:
+        raise InputError(f"{label} has {components} components per voxel (a vector or colour image); "
+                         "a single-component (scalar) volume is needed")
+    if dimension == 4 and size[3] == 1:
+        return  # a 3D volume stored as 4D with one time point: _as_scalar_3d drops the axis
+    extended = sum(1 for s in size[:3] if int(s) > 1)
+    if extended == 0:
+        raise InputError(f"{label} is a single voxel (size {_size_text(size)}); a 3D volume is needed")
+    if extended == 1:
+        raise InputError(f"{label} is a 1D line of voxels (size {_size_text(size)}); a 3D volume is needed")
+    if dimension < 3 or (dimension == 3 and 1 in size):
+        raise InputError(f"{label} is a 2D image (size {_size_text(size)}); a 3D volume is needed"
+                         + (f" ({hint})" if hint else ""))
+    if dimension == 4 and 2 <= int(size[3]) <= 4:
+        raise InputError(f"{label} is a 4D image of {int(size[3])} volumes, as a file of scans stacked as "
+                         "channels is (the Medical Segmentation Decathlon's layout): give it with --stack FILE "
+                         "--channels in the file's order, e.g. --channels FLAIR,T1,T1ce,T2")
+    if dimension > 3:
+        raise InputError(f"{label} is a {dimension}D image (size {_size_text(size)}); a single 3D volume is "
+                         "needed (split the series into 3D volumes first)")
+
+
+_COMPLEX_IDS = {sitk.sitkComplexFloat32, sitk.sitkComplexFloat64}
+
+
+def check_spacing(spacing, label: str) -> None:
+    """Refuse zero, negative or non-finite voxel spacing (named as such, not as a corrupt file)."""
+    import math
+
+    bad = [float(v) for v in spacing if not (math.isfinite(float(v)) and float(v) > 0)]
+    if bad:
+        raise InputError(f"{label} has an invalid voxel spacing ({'x'.join(f'{float(v):g}' for v in spacing)} mm); "
+                         "every spacing must be a positive number")
+
+
+def check_direction(direction, dimension: int, label: str) -> None:
+    """Refuse a sheared (non-orthogonal) direction matrix: one rule for every format and for images in memory.
+
+    ITK's NIfTI reader refuses a sheared sform, its MetaImage and NRRD readers keep or
+    straighten one silently; the network and the resampling assume orthogonal axes.
+    """
+    problem = direction_problem(direction, dimension)
+    if problem:
+        raise InputError(f"{label} {problem}")
+
+
+def _as_scalar_3d(image: sitk.Image, label: str) -> sitk.Image:
+    check_shape(image.GetDimension(), image.GetSize(), image.GetNumberOfComponentsPerPixel(), label,
+                image.GetPixelID())
+    check_spacing(image.GetSpacing(), label)
+    check_direction(image.GetDirection(), image.GetDimension(), label)
+    if image.GetDimension() == 4:
+        size = list(image.GetSize())
+        image = sitk.Extract(image, size[:3] + [0], [0, 0, 0, 0])
+    return image
+
+
+def _summarise_read_error(exc: RuntimeError, name: str = "") -> str:
+    """Turn SimpleITK's multi-line exception text into a short clause for one line."""
+    text = str(exc)
+    if "Unable to determine ImageIO reader" in text:
+        fmt = FORMAT_NAMES.get(format_extension(name).lower())
+        if fmt:
+            return f"is not a valid {fmt} file (corrupt, or not what its extension says)"
+        return f"is not in a format this tool reads (use {FORMATS_TEXT})"
+    if "spacing" in text.lower() and ("invalid" in text or "zero" in text.lower()):
+        # NRRD's reader refuses zero/negative spacing itself; it is not a corrupt file.
+        return "has an invalid voxel spacing (zero, negative or not a number); every spacing must be positive"
+    if "orthonormal" in text:
+        # The same words as lckd.io.headerfiles uses for MetaImage and NRRD: one rule for all formats.
+        return ("has a sheared (non-orthogonal) direction matrix (ITK finds no orthonormal sform or qform); "
+                "resample the image onto an orthogonal grid first")
+    if "does not exist" in text:
+        return "does not exist"
+    detail = itk_error_detail(exc)
+    # Drop errno left-overs that mislead (MetaImage reports a truncated file as 'No such
+    # file or directory').
+    if not detail or "No such file" in detail or "Reason:" in detail:
+        return "could not be read (corrupt or truncated file)"
+    return f"could not be read (corrupt or truncated file: {detail[:120]})"
+
+
+def _is_nifti(p: Path) -> bool:
+    name = p.name.lower()
+    return name.endswith(".nii") or name.endswith(".nii.gz")
+
+
+def _nifti_truncation(p: Path) -> str | None:
+    """Describe why a single-file NIfTI holds fewer voxel bytes than its header says, or None."""
+    gz = p.name.lower().endswith(".gz")
+    try:
+        if gz:
+            with gzip.open(p, "rb") as fh:
+                head = fh.read(540)
+        else:
+            with open(p, "rb") as fh:
+                head = fh.read(540)
+    except (OSError, EOFError, zlib.error):
+        return "damaged gzip data"
+    expected = _nifti_expected_bytes(head)
+    if expected is None:
+        return None  # not a header we understand (or a .hdr/.img pair): let ITK decide
+    if not gz:
+        have = p.stat().st_size
+    else:
+        have = 0
+        try:
+            with gzip.open(p, "rb") as fh:
+                # Stream through the whole file: gzip checks its CRC at the end, which also
+                # catches corruption that keeps the length right.
+                while True:
+                    chunk = fh.read(1 << 22)
+                    if not chunk:
+                        break
+                    have += len(chunk)
+        except (OSError, EOFError, zlib.error):
+            return "damaged or incomplete gzip data"
+    if have < expected:
+        return f"{have} of the {expected} bytes its header announces"
+    return None
+
+
+def _is_nrrd(p: Path) -> bool:
+    return p.name.lower().endswith(".nrrd")
+
+
+_NRRD_TYPE_BYTES = {"signed char": 1, "int8": 1, "int8_t": 1, "uchar": 1, "unsigned char": 1, "uint8": 1,
+                    "uint8_t": 1, "short": 2, "short int": 2, "signed short": 2, "signed short int": 2,
+                    "int16": 2, "int16_t": 2, "ushort": 2, "unsigned short": 2, "unsigned short int": 2,
+                    "uint16": 2, "uint16_t": 2, "int": 4, "signed int": 4, "int32": 4, "int32_t": 4,
+                    "uint": 4, "unsigned int": 4, "uint32": 4, "uint32_t": 4, "longlong": 8, "long long": 8,
+                    "int64": 8, "int64_t": 8, "ulonglong": 8, "unsigned long long": 8, "uint64": 8,
+                    "uint64_t": 8, "float": 4, "double": 8}
+
+
+def _nrrd_truncation(p: Path) -> str | None:
+    """Describe why a single-file NRRD (raw or gzip) holds fewer voxel bytes than it announces, or None."""
+    try:
+        with open(p, "rb") as fh:
+            fields: dict[str, str] = {}
+            first = fh.readline(1024)
+            if not first.startswith(b"NRRD"):
+                return None
+            while True:
+                line = fh.readline(1 << 16)
+                if not line or line in (b"\n", b"\r\n"):
+                    break
+                text = line.decode("latin-1").strip()
+                if ":" in text and not text.startswith("#"):
+                    key, _, value = text.partition(":")
+                    fields[key.strip().lower()] = value.lstrip("=").strip()
+            if "data file" in fields or "datafile" in fields:
+                return None  # detached data: ITK reads (and checks) the other file
+            sizes = [int(v) for v in fields.get("sizes", "").split()]
+            per = _NRRD_TYPE_BYTES.get(fields.get("type", "").lower())
+            encoding = fields.get("encoding", "").lower()
+            if not sizes or per is None or encoding not in ("raw", "gzip", "gz"):
+                return None
+            expected = per
+            for v in sizes:
+                expected *= max(v, 0)
+            if encoding == "raw":
+                have = p.stat().st_size - fh.tell()
+            else:
+                inflate = zlib.decompressobj(wbits=47)  # gzip or zlib header
+                have = 0
+                while True:
+                    chunk = fh.read(1 << 22)
+                    if not chunk:
+                        break
+                    have += len(inflate.decompress(chunk))
+                if not inflate.eof:
+                    return "damaged or incomplete gzip data"
+    except (OSError, ValueError, zlib.error):
+        return "damaged or incomplete data"
+    if have < expected:
+        return f"{have} of the {expected} voxel bytes its header announces"
+    return None
+
+
+def _nifti_expected_bytes(head: bytes) -> int | None:
+    """Bytes a single-file NIfTI-1/2 should hold (header + voxel data), from its header."""
+    if len(head) < 348:
+        return None
+    for order in ("<", ">"):
+        (sizeof_hdr,) = struct.unpack(order + "i", head[:4])
+        if sizeof_hdr == 348:
+            if head[344:347] != b"n+1":
+                return None
+            dims = struct.unpack(order + "8h", head[40:56])
+            (bitpix,) = struct.unpack(order + "h", head[72:74])
+            (vox_offset,) = struct.unpack(order + "f", head[108:112])
+            break
+        if sizeof_hdr == 540 and len(head) >= 540:
+            if head[4:7] != b"n+2":
+                return None
+            (bitpix,) = struct.unpack(order + "h", head[14:16])
+            dims = struct.unpack(order + "8q", head[16:80])
+            (vox_offset,) = struct.unpack(order + "q", head[168:176])
+            break
+    else:
+        return None
+    ndim = dims[0]
+    if not 1 <= ndim <= 7 or bitpix <= 0:
+        return None
+    count = 1
+    for d in dims[1:ndim + 1]:
+        count *= max(int(d), 1)
+    return int(vox_offset) + count * bitpix // 8
+
+
+# ----------------------------------------------------------------------------- writing
+
+def image_writer_target(path: PathLike, what: str = "image") -> Path:
+    """Check that `path` has an extension `write_image` can write; return it as a Path."""
+    target = Path(os.path.expanduser(str(path)))
+    ext = format_extension(target.name).lower()
+    if ext not in WRITE_SUFFIXES:
+        shown = ext or "(none)"
+        raise OutputError(f"cannot write {what} '{shown_path(path)}': unknown image extension {shown} "
+                          f"(use {', '.join(WRITE_SUFFIXES)})")
+    return target
+
+
+def write_image(image: sitk.Image, path: PathLike, *, compress: bool = True, what: str = "image") -> Path:
+    """Write `image` atomically to `path` (.nii.gz, .nii, .nrrd or .mha) and return the path.
+
+    `compress` applies to NRRD and MetaImage; NIfTI compression follows the extension
+    (.nii.gz is gzipped, .nii is not). The file is read back and compared with `image`
+    before it takes the final name. Raises `OutputError` with one clear line.
+    """
+    target = image_writer_target(path, what)
+    with atomic_path(target, what) as tmp:
+        write_image_file(image, tmp, compress=compress, what=what, shown=path)
+    return target
+
+
+def write_image_file(image: sitk.Image, tmp: PathLike, *, compress: bool = True, what: str = "image",
+                     shown: PathLike | None = None) -> None:
+    """Write `image` to the temporary file `tmp` (from `atomic_path`) and verify it by reading it back.
+
+    `shown` is the final path named in messages. Raises `OutputError`.
+    """
+    if not isinstance(image, sitk.Image):
+        raise TypeError(f"write_image needs a SimpleITK.Image, not {type(image).__name__}")
+    tmp = Path(tmp)
+    label = f"cannot write {what} '{shown_path(shown if shown is not None else tmp)}'"
+    if format_extension(tmp.name).lower() == ".mha" and image.GetMetaDataKeys():
+        # MetaImage cannot store NIfTI/DICOM header fields and warns about each one on stderr.
+        image = sitk.Image(image)
+        for key in image.GetMetaDataKeys():
+            image.EraseMetaData(key)
+    writer = sitk.ImageFileWriter()
+    writer.SetFileName(str(tmp))
+    writer.SetUseCompression(bool(compress))
+    try:
+        with _c_stderr_silenced():
+            writer.Execute(image)
+    except RuntimeError as exc:
+        detail = itk_error_detail(exc)
+        if "No space left" in str(exc):
+            detail = os.strerror(errno.ENOSPC)
+        raise OutputError(f"{label}: {detail[:160] or 'the writer failed'}") from None
+    verify_image_file(tmp, image, label)
+
+
+@contextlib.contextmanager
+def _c_stderr_silenced() -> Iterator[None]:
+    """Hide what C libraries print on file descriptor 2 meanwhile.
+
+    niftilib prints "** ERROR: NWAD: wrote only N of M bytes" on a full disk; the
+    verification after the write says it in one line of ours instead.
+    """
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError, AttributeError):
+        yield
+        return
+    try:
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def read_back(path: PathLike) -> tuple[sitk.Image | None, str | None]:
+    """Read a file this package wrote (or finds as a previous output): (image, None) when it is
+    complete, (None, what is wrong) when it is empty, cut short or unreadable."""
+    p = Path(path)
+    try:
+        if p.stat().st_size == 0:
+            return None, "the file is empty"
+    except OSError as exc:
+        return None, f"the file is gone ({os_reason(exc)})"
+    cut = _nifti_truncation(p) if _is_nifti(p) else _nrrd_truncation(p) if _is_nrrd(p) else None
+    if cut:
+        return None, f"the file is incomplete ({cut})"
+    shown = sitk.ProcessObject.GetGlobalWarningDisplay()
+    sitk.ProcessObject.SetGlobalWarningDisplay(False)
+    try:
+        return sitk.ReadImage(str(p)), None
+    except RuntimeError:
+        return None, "the file cannot be read back (incomplete)"
+    finally:
+        sitk.ProcessObject.SetGlobalWarningDisplay(shown)
+
+
+def verify_image_file(path: PathLike, expected: sitk.Image, label: str) -> None:
+    """Raise `OutputError` unless `path` reads back as exactly `expected` (size and voxels).
+
+    A short write (full disk, quota, file-size limit) leaves a file that ITK's writers do
+    not complain about: a 0-byte `.nii.gz`, or a `.nii` whose voxels end early.
+    """
+    p = Path(path)
+    back, problem = read_back(p)
+    if back is not None and not same_voxels(back, expected):
+        problem = "the written file does not read back as the image that was written"
+    if problem:
+        free = free_bytes(p.parent)
+        hint = "" if free is None else f"; {free} bytes free in '{shown_path(p.parent)}': is the disk full?"
+        raise OutputError(f"{label}: {problem.replace('the file', 'the written file', 1)}{hint}")
+
+
+def same_voxels(a: sitk.Image, b: sitk.Image) -> bool:
+    """True when two images have the same size, components and voxel values (NaN equals NaN)."""
+    import numpy as np
+
+    if a.GetSize() != b.GetSize() or a.GetNumberOfComponentsPerPixel() != b.GetNumberOfComponentsPerPixel():
+        return False
+    va, vb = sitk.GetArrayViewFromImage(a), sitk.GetArrayViewFromImage(b)
+    if va.shape != vb.shape:
+        return False
+    nan = va.dtype.kind == "f" or vb.dtype.kind == "f"
+    step = max(1, va.size // 10_000)
+    # Cheap sample first: different images differ almost everywhere.
+    if not np.array_equal(va.reshape(-1)[::step], vb.reshape(-1)[::step], equal_nan=nan):
+        return False
+    return bool(np.array_equal(va, vb, equal_nan=nan))
