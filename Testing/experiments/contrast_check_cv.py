@@ -32,13 +32,13 @@ def scan_rows(data: Path, n_aug: int, seed: int = 0) -> dict:
     """Every scan as the features read it (`subsampled`): 1 mm, clinical, augmented copies, phantoms."""
     import torch
 
-    from lckd.cases import load_case, select_cases
-    from lckd.contrastcheck import CLASSES, subsampled
-    from lckd.degrade import clinical_slices
-    from lckd.modalities import MODALITIES
-    from lckd.phantom import make_phantom
-    from lckd.preprocess import prepare_case
-    from lckd.training.augment import augment_intensities
+    from lckd.base.modalities import MODALITIES
+    from lckd.inference.contrastcheck import CLASSES, subsampled
+    from lckd.prep.modelgrid import load_case, select_cases
+    from lckd.prep.preprocess import prepare_case
+    from lckd.research.degrade import clinical_slices
+    from lckd.research.phantom import make_phantom
+    from lckd.research.training.augment import augment_intensities
 
     order = list(MODALITIES)
     scans, labels, groups, kinds = [], [], [], []
@@ -73,7 +73,7 @@ def scan_rows(data: Path, n_aug: int, seed: int = 0) -> dict:
 
 def with_features(rows: dict) -> dict:
     """`rows` with the features of every scan (recomputed: the cache holds the scans)."""
-    from lckd.contrastcheck import contrast_features
+    from lckd.inference.contrastcheck import contrast_features
 
     feats = np.array([contrast_features(s.astype(np.float32), presampled=True) for s in rows["scans"]])
     return {**rows, "features": feats}
@@ -81,7 +81,7 @@ def with_features(rows: dict) -> dict:
 
 def cross_validate(rows: dict, l2: float) -> np.ndarray:
     """(N, K) probabilities of every non-augmented row from a check fitted without its case."""
-    from lckd.contrastcheck import fit
+    from lckd.inference.contrastcheck import fit
 
     probs = np.full((len(rows["labels"]), 4), np.nan)
     for g in np.unique(rows["groups"]):
@@ -104,7 +104,7 @@ def levels(probs: np.ndarray, labels: np.ndarray, ok: np.ndarray, max_false: flo
 
 def table(probs: np.ndarray, rows: dict, warn: float) -> str:
     """Markdown: catches per true contrast x wrong flag, per condition; false alarms."""
-    from lckd.contrastcheck import CLASSES
+    from lckd.inference.contrastcheck import CLASSES
 
     lines = []
     for kind in ("1mm", "clinical"):
@@ -167,7 +167,7 @@ def main() -> int:
     print(f"\nphantoms: {int(np.sum(probs[ph][np.arange(ph.sum()), lab] < warn))} of {int(ph.sum())} "
           f"correctly flagged phantom scans would be reported")
     if args.write:
-        from lckd.contrastcheck import DEFAULT_PATH, fit
+        from lckd.inference.contrastcheck import DEFAULT_PATH, fit
 
         model = fit(rows["features"], rows["labels"], l2=args.l2)
         dist = model.distance(rows["features"])

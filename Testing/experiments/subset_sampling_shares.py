@@ -54,7 +54,7 @@ def shares(present: dict[str, np.ndarray]) -> tuple[dict, dict]:
 
 def single_first_shares(present: dict[str, np.ndarray]) -> dict:
     """{subset: [share, share from partial cases]} under `single_first` (data.SINGLE_SHARE)."""
-    from lckd.training.data import SINGLE_SHARE
+    from lckd.research.training.data import SINGLE_SHARE
 
     out: dict = defaultdict(lambda: [0.0, 0.0])
     union = np.any(list(present.values()), axis=0)

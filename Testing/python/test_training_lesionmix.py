@@ -7,14 +7,14 @@ import numpy as np
 import pytest
 import torch
 
-from lckd.cases import LoadedCase
-from lckd.labels import labels_to_regions
-from lckd.modalities import MODALITIES
-from lckd.phantom import make_phantom
-from lckd.preprocess import prepare_case
-from lckd.training.data import PatchSampler, _scaled_crop
-from lckd.training.lesionmix import make_donors, mix_lesion
-from lckd.training.presets import CPU_REAL
+from lckd.base.labels import labels_to_regions
+from lckd.base.modalities import MODALITIES
+from lckd.prep.modelgrid import LoadedCase
+from lckd.prep.preprocess import prepare_case
+from lckd.research.phantom import make_phantom
+from lckd.research.training.data import PatchSampler, _scaled_crop
+from lckd.research.training.lesionmix import make_donors, mix_lesion
+from lckd.research.training.presets import CPU_REAL
 
 SHAPE = (56, 72, 72)
 

@@ -135,7 +135,7 @@ class ContrastModel:
 
     @classmethod
     def from_dict(cls, d: dict) -> ContrastModel:
-        from .errors import ModelError
+        from ..base.errors import ModelError
 
         if d.get("format") != "lckd-contrast-check/1" or list(d.get("features", [])) != list(FEATURES):
             raise ModelError("contrast check file: unknown format or feature list (made by another version?)")
