@@ -79,67 +79,125 @@ def with_features(rows: dict) -> dict:
     return {**rows, "features": feats}
 
 
-def cross_validate(rows: dict, l2: float) -> np.ndarray:
-    """(N, K) probabilities of every non-augmented row from a check fitted without its case."""
-    from lckd.inference.contrastcheck import fit
-
-    probs = np.full((len(rows["labels"]), 4), np.nan)
-    for g in np.unique(rows["groups"]):
-        held = rows["groups"] == g
-        model = fit(rows["features"][~held], rows["labels"][~held], l2=l2)
-        judged = held & (rows["kinds"] != "aug")
-        probs[judged] = model.probabilities(rows["features"][judged])
-    return probs
+SCENARIOS = ("correct, all given", "correct, alone", "wrong flag, alone", "two flags swapped",
+             "one wrong flag beside correct ones")
 
 
-def levels(probs: np.ndarray, labels: np.ndarray, ok: np.ndarray, max_false: float = 0.01) -> tuple[float, float]:
-    """(warning level, refusal level) from cross-validated probabilities of correctly flagged scans."""
-    own = probs[ok, labels[ok]]
-    own = np.sort(own)
-    allowed = int(np.floor(max_false * len(own)))      # correctly flagged scans that may fall under
-    warn = float(own[allowed]) if allowed < len(own) else 0.5
-    warn = min(warn, 0.5)
-    return warn, float(own[0]) / 10.0
-
-
-def table(probs: np.ndarray, rows: dict, warn: float) -> str:
-    """Markdown: catches per true contrast x wrong flag, per condition; false alarms."""
+def scenario_runs(feats: np.ndarray, labels: np.ndarray, model) -> list[tuple[str, str, float, float]]:
+    """(scenario, what, lowest P(flag) among scans that look like another contrast, lowest P(pair
+    right way round)) for every run the scans of one case allow (real scans' features, true labels)."""
     from lckd.inference.contrastcheck import CLASSES
 
-    lines = []
-    for kind in ("1mm", "clinical"):
-        sel = rows["kinds"] == kind
-        lab = rows["labels"][sel]
-        p = probs[sel]
-        lines.append(f"\n{kind}: caught / wrong-flag runs (true contrast in rows, flag given in columns)\n")
-        lines.append("| true \\ flag | " + " | ".join(CLASSES) + " | all wrong flags | false alarms |")
-        lines.append("|---|" + "---:|" * (len(CLASSES) + 2))
-        for k, name in enumerate(CLASSES):
-            pk = p[lab == k]
-            cells, caught, total = [], 0, 0
-            for f in range(len(CLASSES)):
-                if f == k:
-                    cells.append("-")
-                    continue
-                c = int(np.sum((pk[:, f] < warn) & (np.argmax(pk, 1) != f)))
-                cells.append(f"{c}/{len(pk)}")
-                caught += c
-                total += len(pk)
-            fa = int(np.sum((pk[:, k] < warn) & (np.argmax(pk, 1) != k)))
-            lines.append(f"| {name} | " + " | ".join(cells) + f" | {caught}/{total} ({caught / max(total, 1):.1%}) "
-                         f"| {fa}/{len(pk)} |")
-        wrong = [(p[i, f] < warn) and (np.argmax(p[i]) != f) for i in range(len(lab)) for f in range(4) if f != lab[i]]
-        false = [(p[i, lab[i]] < warn) and (np.argmax(p[i]) != lab[i]) for i in range(len(lab))]
-        lines.append(f"\n{kind}: {np.mean(wrong):.1%} of {len(wrong)} wrong flags caught, "
-                     f"{np.mean(false):.1%} of {len(false)} correct flags falsely reported; "
-                     f"top-1 accuracy {np.mean(np.argmax(p, 1) == lab):.1%}")
+    probs = model.probabilities(feats)
+
+    def run(flags: dict) -> tuple[float, float]:
+        a, pp = 1.0, 1.0
+        items = list(flags.items())
+        for flag, i in items:
+            k = CLASSES.index(flag)
+            if int(np.argmax(probs[i])) != k:
+                a = min(a, float(probs[i, k]))
+        for x in range(len(items)):
+            for y in range(x + 1, len(items)):
+                (fa, ia), (fb, ib) = items[x], items[y]
+                pp = min(pp, model.pair_probability(feats[ia], fa, feats[ib], fb))
+        return a, pp
+
+    out = []
+    truth = {CLASSES[labels[i]]: i for i in range(len(labels))}
+    out.append((SCENARIOS[0], "+".join(truth), *run(truth)))
+    for c, i in truth.items():
+        out.append((SCENARIOS[1], c, *run({c: i})))
+        for f in CLASSES:
+            if f != c:
+                out.append((SCENARIOS[2], f"{c} as {f}", *run({f: i})))
+    names = list(truth)
+    for x in range(len(names)):
+        for y in range(x + 1, len(names)):
+            a, b = names[x], names[y]
+            flags = dict(truth)
+            flags[a], flags[b] = truth[b], truth[a]
+            out.append((SCENARIOS[3], f"{a}<->{b}", *run(flags)))
+    for c, i in truth.items():
+        for f in CLASSES:
+            if f != c and f in truth and len(truth) > 2:
+                flags = {g: j for g, j in truth.items() if g not in (c, f)}
+                flags[f] = i
+                out.append((SCENARIOS[4], f"{c} as {f}", *run(flags)))
+    return out
+
+
+def cross_validate(rows: dict, l2: float) -> list[tuple]:
+    """Every run of every real case, judged by a check fitted without that case:
+    (case, condition, scenario, what, lowest P(flag), lowest pair P)."""
+    from lckd.inference.contrastcheck import fit
+
+    results = []
+    real = np.array([not g.startswith("PHANTOM-") for g in rows["groups"]])
+    for g in np.unique(rows["groups"][real]):
+        held = rows["groups"] == g
+        model = fit(rows["features"][~held], rows["labels"][~held], rows["groups"][~held], l2=l2)
+        for kind in ("1mm", "clinical"):
+            sel = held & (rows["kinds"] == kind)
+            for r in scenario_runs(rows["features"][sel], rows["labels"][sel], model):
+                results.append((g, kind, *r))
+    return results
+
+
+def caught(results: list[tuple], warn: float, pair_warn: float) -> np.ndarray:
+    return np.array([(r[4] < warn) or (r[5] < pair_warn) for r in results])
+
+
+def levels(results: list[tuple], max_false: float = 0.01) -> tuple[float, float]:
+    """The most sensitive (warning level, pair level) whose false alarms on correctly flagged runs
+    stay at or under `max_false`, chosen on the cross-validated runs."""
+    correct = [r for r in results if r[2].startswith("correct")]
+    wrong = [r for r in results if not r[2].startswith("correct")]
+    best = (0.0, 0.0, -1.0)
+    for warn in (1e-4, 1e-3, 3e-3, 0.01, 0.03, 0.05, 0.1, 0.2):
+        for pair_warn in (0.05, 0.1, 0.2, 0.3, 0.4, 0.5):
+            if caught(correct, warn, pair_warn).mean() <= max_false:
+                rate = caught(wrong, warn, pair_warn).mean()
+                if rate > best[2]:
+                    best = (warn, pair_warn, rate)
+    return best[0], best[1]
+
+
+def table(results: list[tuple], warn: float, pair_warn: float, refuse: float, pair_refuse: float) -> str:
+    """Markdown: per scenario and condition, runs reported (warned) and refused."""
+    lines = ["| scenario | condition | runs | reported | refused |", "|---|---|---:|---:|---:|"]
+    for scenario in SCENARIOS:
+        for kind in ("1mm", "clinical"):
+            rs = [r for r in results if r[1] == kind and r[2] == scenario]
+            if not rs:
+                continue
+            w, f = caught(rs, warn, pair_warn), caught(rs, refuse, pair_refuse)
+            lines.append(f"| {scenario} | {kind} | {len(rs)} | {w.sum()} ({w.mean():.1%}) "
+                         f"| {f.sum()} ({f.mean():.1%}) |")
+    lines.append("\nWrong flag alone, per true contrast (rows) and flag given (columns), 1 mm / clinical, reported:\n")
+    from lckd.inference.contrastcheck import CLASSES
+    lines.append("| true \\ given | " + " | ".join(CLASSES) + " |")
+    lines.append("|---|" + "---:|" * len(CLASSES))
+    for c in CLASSES:
+        cells = []
+        for f in CLASSES:
+            if f == c:
+                cells.append("-")
+                continue
+            parts = []
+            for kind in ("1mm", "clinical"):
+                rs = [r for r in results if r[1] == kind and r[2] == SCENARIOS[2] and r[3] == f"{c} as {f}"]
+                parts.append(f"{caught(rs, warn, pair_warn).sum()}/{len(rs)}")
+            cells.append(" / ".join(parts))
+        lines.append(f"| {c} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("data", type=Path)
-    p.add_argument("--cache", type=Path, required=True, help="features file (made once, reused)")
+    p.add_argument("--cache", type=Path, required=True,
+                   help="scans file (made once, reused; the features are kept beside it as CACHE.features.npz)")
     p.add_argument("--augment", type=int, default=2, help="augmented copies per training case")
     p.add_argument("--l2", type=float, default=1.0)
     p.add_argument("--write", action="store_true", help="fit on every row and write lckd/contrastcheck.json")
@@ -153,27 +211,32 @@ def main() -> int:
         rows = scan_rows(args.data, args.augment)
         np.savez(args.cache, labels=rows["labels"], groups=rows["groups"], kinds=rows["kinds"],
                  **{f"scan{i}": s for i, s in enumerate(rows["scans"])})
-    rows = with_features(rows)
-    real = np.array([not g.startswith("PHANTOM-") for g in rows["groups"]])
-    probs = cross_validate(rows, args.l2)
-    ok = real & (rows["kinds"] != "aug")
-    warn, refuse = levels(probs, rows["labels"], ok)
-    print(f"levels from {int(ok.sum())} correctly flagged real scans (cross-validated): warn below {warn:.4f}, "
-          f"refuse below {refuse:.2e}")
-    sub = {k: v[real] for k, v in rows.items() if k != "scans"}
-    print(table(probs[real], sub, warn))
-    ph = rows["kinds"] == "phantom"
-    lab = rows["labels"][ph]
-    print(f"\nphantoms: {int(np.sum(probs[ph][np.arange(ph.sum()), lab] < warn))} of {int(ph.sum())} "
-          f"correctly flagged phantom scans would be reported")
+    features_file = args.cache.with_suffix(".features.npz")
+    from lckd.inference.contrastcheck import FEATURES
+    saved = np.load(features_file) if features_file.is_file() else None
+    if saved is not None and list(saved["names"]) == list(FEATURES) and len(saved["features"]) == len(rows["labels"]):
+        rows["features"] = saved["features"]
+    else:
+        rows = with_features(rows)
+        np.savez(features_file, features=rows["features"], names=np.array(FEATURES))
+    results = cross_validate(rows, args.l2)
+    warn, pair_warn = levels(results)
+    correct = [r for r in results if r[2].startswith("correct")]
+    # refusal: strong evidence only, a tenth of the lowest value any correctly flagged run reached
+    refuse = min([r[4] for r in correct] + [warn]) / 10.0
+    pair_refuse = min([r[5] for r in correct] + [pair_warn]) / 10.0
+    print(f"levels chosen on {len(correct)} correctly flagged cross-validated runs (false alarms <= 1 %): "
+          f"report below P(flag) {warn:g} or P(pair) {pair_warn:g}; refuse below {refuse:.2e} or {pair_refuse:.2e}")
+    print(table(results, warn, pair_warn, refuse, pair_refuse))
     if args.write:
         from lckd.inference.contrastcheck import DEFAULT_PATH, fit
 
-        model = fit(rows["features"], rows["labels"], l2=args.l2)
-        dist = model.distance(rows["features"])
-        model.warn_below, model.refuse_below = warn, refuse
-        model.far_above = float(np.ceil(2.0 * np.nanmax(dist)))
-        model.fitted_on = {"cases": int(len(set(rows["groups"][real]))), "rows": int(len(rows["labels"])),
+        real = np.array([not g.startswith("PHANTOM-") for g in rows["groups"]])
+        model = fit(rows["features"], rows["labels"], rows["groups"], l2=args.l2)
+        model.warn_below, model.pair_warn_below = warn, pair_warn
+        model.refuse_below, model.pair_refuse_below = refuse, pair_refuse
+        model.far_above = float(np.ceil(2.0 * np.nanmax(model.distance(rows["features"]))))
+        model.fitted_on = {"cases": int(len(set(rows["groups"][real]))), "scans": int(len(rows["labels"])),
                            "l2": args.l2, "script": "Testing/experiments/contrast_check_cv.py"}
         DEFAULT_PATH.write_text(json.dumps(model.to_dict(), indent=1) + "\n", encoding="utf-8")
         print(f"wrote {DEFAULT_PATH} (far_above {model.far_above})")

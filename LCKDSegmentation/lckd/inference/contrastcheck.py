@@ -23,7 +23,7 @@ contrasts that look alike on a given scanner can pass.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -98,28 +98,68 @@ def contrast_features(v: np.ndarray, mask: np.ndarray | None = None, spacing_mm:
         float(np.mean(vals > 2.5)), float(np.mean(vals < -2.0))], dtype=float)
 
 
+def _logistic_fit(z: np.ndarray, onehot: np.ndarray, l2: float, bias: bool, iterations: int = 600
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """Weights (K, F) and bias (K,) of a class-balanced softmax regression on standardised `z`
+    (gradient descent with a fixed step: the problem is small and convex)."""
+    n, f = z.shape
+    k = onehot.shape[1]
+    w, b = np.zeros((k, f)), np.zeros(k)
+    sw = onehot @ (n / (k * np.maximum(onehot.sum(0), 1)))      # every class counts equally
+    for _ in range(iterations):
+        logits = z @ w.T + b
+        logits -= logits.max(1, keepdims=True)
+        p = np.exp(logits)
+        p /= p.sum(1, keepdims=True)
+        g = (p - onehot) * sw[:, None] / n
+        w -= 0.5 * (g.T @ z + l2 * w / n)
+        if bias:
+            b -= 0.5 * g.sum(0)
+    return w, b
+
+
+def _pair_key(a: str, b: str) -> str:
+    return f"{a}|{b}"
+
+
 @dataclass
 class ContrastModel:
-    """A fitted check: feature standardisation, logistic weights, and its decision levels."""
+    """A fitted check: one scan's contrast (softmax regression on its features) and, for every two
+    contrasts, which of two scans of one patient is which (logistic regression on the difference
+    of their features: far more telling than either scan alone, because the patient, scanner
+    and lesion are the same)."""
 
     mean: np.ndarray                    # (F,) feature means of the fitting data
     scale: np.ndarray                   # (F,) feature SDs
-    weights: np.ndarray                 # (K, F) one row per class
+    weights: np.ndarray                 # (K, F) one row per contrast
     bias: np.ndarray                    # (K,)
-    warn_below: float = 0.05            # probability of the flagged contrast under which a scan is reported
+    pairs: dict = field(default_factory=dict)   # "A|B" (A before B in `classes`) -> (F,) weights on (f_A - f_B) / scale
+    warn_below: float = 0.05            # P(flagged contrast) under which a scan is reported
     refuse_below: float = 0.001         # ... under which the run is refused (unless flags are trusted)
+    pair_warn_below: float = 0.3        # P(two scans' flags are the right way round) under which they are reported
+    pair_refuse_below: float = 0.05     # ... under which the run is refused
     far_above: float = 10.0             # feature distance beyond which a scan looks like no known contrast
+    min_brain_ml: float = 300.0         # smaller brains (crops, test volumes) are not judged
     classes: tuple = CLASSES
     fitted_on: dict = field(default_factory=dict)
 
     def probabilities(self, features: np.ndarray) -> np.ndarray:
-        """(N, K) class probabilities of (N, F) features (a row of NaN gives uniform)."""
+        """(N, K) contrast probabilities of (N, F) features."""
         f = np.atleast_2d(np.asarray(features, dtype=float))
         z = np.nan_to_num((f - self.mean) / self.scale)
         logits = z @ self.weights.T + self.bias
         logits -= logits.max(axis=1, keepdims=True)
         p = np.exp(logits)
         return p / p.sum(axis=1, keepdims=True)
+
+    def pair_probability(self, features_a: np.ndarray, flag_a: str, features_b: np.ndarray, flag_b: str) -> float:
+        """P(scan a is `flag_a` and scan b is `flag_b`, rather than the other way round)."""
+        ia, ib = self.classes.index(flag_a), self.classes.index(flag_b)
+        if ia > ib:
+            return self.pair_probability(features_b, flag_b, features_a, flag_a)
+        w = np.asarray(self.pairs[_pair_key(flag_a, flag_b)], dtype=float)
+        s = float(np.nan_to_num((np.asarray(features_a) - np.asarray(features_b)) / self.scale) @ w)
+        return float(1.0 / (1.0 + np.exp(-np.clip(s, -50, 50))))
 
     def distance(self, features: np.ndarray) -> np.ndarray:
         """(N,) root-mean-square standardised distance of each feature row from the fitting data."""
@@ -128,20 +168,27 @@ class ContrastModel:
         return np.sqrt(np.nanmean(z ** 2, axis=1))
 
     def to_dict(self) -> dict:
-        return {"format": "lckd-contrast-check/1", "classes": list(self.classes), "features": list(FEATURES),
+        return {"format": FORMAT, "classes": list(self.classes), "features": list(FEATURES),
                 "mean": self.mean.tolist(), "scale": self.scale.tolist(), "weights": self.weights.tolist(),
-                "bias": self.bias.tolist(), "warn_below": self.warn_below, "refuse_below": self.refuse_below,
-                "far_above": self.far_above, "fitted_on": self.fitted_on}
+                "bias": self.bias.tolist(), "pairs": {k: np.asarray(v).tolist() for k, v in self.pairs.items()},
+                "warn_below": self.warn_below, "refuse_below": self.refuse_below,
+                "pair_warn_below": self.pair_warn_below, "pair_refuse_below": self.pair_refuse_below,
+                "far_above": self.far_above, "min_brain_ml": self.min_brain_ml, "fitted_on": self.fitted_on}
 
     @classmethod
     def from_dict(cls, d: dict) -> ContrastModel:
         from ..base.errors import ModelError
 
-        if d.get("format") != "lckd-contrast-check/1" or list(d.get("features", [])) != list(FEATURES):
+        if d.get("format") != FORMAT or list(d.get("features", [])) != list(FEATURES):
             raise ModelError("contrast check file: unknown format or feature list (made by another version?)")
         return cls(np.asarray(d["mean"], float), np.asarray(d["scale"], float), np.asarray(d["weights"], float),
-                   np.asarray(d["bias"], float), float(d["warn_below"]), float(d["refuse_below"]),
-                   float(d["far_above"]), tuple(d["classes"]), dict(d.get("fitted_on", {})))
+                   np.asarray(d["bias"], float), {k: np.asarray(v, float) for k, v in d["pairs"].items()},
+                   float(d["warn_below"]), float(d["refuse_below"]), float(d["pair_warn_below"]),
+                   float(d["pair_refuse_below"]), float(d["far_above"]), float(d["min_brain_ml"]),
+                   tuple(d["classes"]), dict(d.get("fitted_on", {})))
+
+
+FORMAT = "lckd-contrast-check/2"
 
 
 def load_model(path: str | Path | None = None) -> ContrastModel:
@@ -150,84 +197,94 @@ def load_model(path: str | Path | None = None) -> ContrastModel:
     return ContrastModel.from_dict(json.loads(p.read_text(encoding="utf-8")))
 
 
-def fit(features: np.ndarray, labels: np.ndarray, l2: float = 1.0, iterations: int = 500) -> ContrastModel:
-    """Multinomial logistic regression (L2 `l2` on standardised features), fitted by Newton-free
-    gradient descent with a fixed step (the problem is small and convex)."""
+def fit(features: np.ndarray, labels: np.ndarray, groups: Sequence[str], l2: float = 1.0) -> ContrastModel:
+    """Fit both parts on scans' features, their true contrasts (indices into CLASSES) and the case
+    each scan belongs to (pairs are formed within a case only)."""
     x = np.asarray(features, dtype=float)
     y = np.asarray(labels, dtype=int)
+    g = np.asarray(groups)
     keep = np.all(np.isfinite(x), axis=1)
-    x, y = x[keep], y[keep]
+    x, y, g = x[keep], y[keep], g[keep]
     mean, scale = x.mean(0), x.std(0)
     scale[scale < 1e-9] = 1.0
     z = (x - mean) / scale
-    n, f = z.shape
-    k = len(CLASSES)
-    onehot = np.eye(k)[y]
-    w, b = np.zeros((k, f)), np.zeros(k)
-    # class weights: each contrast counts equally whatever its number of scans
-    cw = n / (k * np.maximum(onehot.sum(0), 1))
-    sw = onehot @ cw
-    step = 0.5
-    for _ in range(iterations):
-        logits = z @ w.T + b
-        logits -= logits.max(1, keepdims=True)
-        p = np.exp(logits)
-        p /= p.sum(1, keepdims=True)
-        g = (p - onehot) * sw[:, None] / n
-        w -= step * (g.T @ z + l2 * w / n)
-        b -= step * g.sum(0)
-    return ContrastModel(mean, scale, w, b)
+    w, b = _logistic_fit(z, np.eye(len(CLASSES))[y], l2, bias=True)
+    pairs = {}
+    for ia in range(len(CLASSES)):
+        for ib in range(ia + 1, len(CLASSES)):
+            diffs = []
+            for case in np.unique(g):
+                za, zb = z[(g == case) & (y == ia)], z[(g == case) & (y == ib)]
+                diffs += [u - v for u in za for v in zb]
+            if not diffs:
+                continue
+            d = np.array(diffs)
+            # both orders, no bias: the model is antisymmetric, P(a, b) = 1 - P(b, a)
+            order = np.r_[np.zeros(len(d), int), np.ones(len(d), int)]
+            pw, _ = _logistic_fit(np.concatenate([d, -d]), np.eye(2)[order], l2, bias=False)
+            pairs[_pair_key(CLASSES[ia], CLASSES[ib])] = pw[0] - pw[1]
+    return ContrastModel(mean, scale, w, b, pairs)
 
 
 @dataclass
-class ScanVerdict:
-    """What the check says about one scan."""
+class ContrastReport:
+    """What the check says about a case's scans."""
 
-    flag: str
-    looks_like: str                     # the most likely contrast
-    p_flag: float                       # probability of the flagged contrast
-    p_best: float
-    distance: float
-    level: str                          # "ok", "warn", "refuse" or "unknown" (no anatomy seen)
+    checked: bool                        # False: the brain was too small to judge
+    looks_like: dict = field(default_factory=dict)     # flag -> the contrast the scan looks like most
+    p_flag: dict = field(default_factory=dict)         # flag -> P(that contrast) from the scan alone
+    messages: list = field(default_factory=list)       # one line per doubt
+    refuse: bool = False                 # strong evidence that a flag is wrong
+    unknown: list = field(default_factory=list)        # flags whose scan looks like no known contrast
 
-    def message(self) -> str:
-        if self.level == "unknown":
-            return (f"the scan given as {self.flag} looks like no MRI contrast the check knows (feature distance "
-                    f"{self.distance:.1f}): noise, a non-brain image or an unusual protocol?")
-        return (f"the scan given as {self.flag} looks like {self.looks_like} (contrast check: "
-                f"{self.p_best:.0%} {self.looks_like}, {self.p_flag:.1%} {self.flag}): check the flags")
+    @property
+    def doubts(self) -> bool:
+        return bool(self.messages)
 
 
-def check_scans(x: np.ndarray, present: Sequence[bool], order: Sequence[str],
-                model: ContrastModel | None = None, mask: np.ndarray | None = None) -> list[ScanVerdict]:
-    """Verdicts for the present channels of a prepared case (M, d, h, w), in `order`."""
-    model = load_model() if model is None else model
-    names = [order[c] for c in range(len(order)) if present[c]]
-    feats = np.array([contrast_features(x[c], mask) for c in range(len(order)) if present[c]])
-    probs = model.probabilities(feats)
-    dist = model.distance(feats)
-    out = []
-    for name, p, d in zip(names, probs, dist):
-        best = int(np.argmax(p))
-        p_flag = float(p[model.classes.index(name)])
+def judge(features: Mapping[str, np.ndarray], model: ContrastModel, brain_ml: float = 1e9) -> ContrastReport:
+    """The check on scans' features by flag (canonical names)."""
+    if brain_ml < model.min_brain_ml or not features:
+        return ContrastReport(False)
+    flags = list(features)
+    feats = np.array([features[f] for f in flags])
+    probs, dist = model.probabilities(feats), model.distance(feats)
+    report = ContrastReport(True)
+    for f, p, d in zip(flags, probs, dist):
+        best = model.classes[int(np.argmax(p))]
+        p_flag = float(p[model.classes.index(f)])
+        report.looks_like[f], report.p_flag[f] = best, p_flag
         if not np.isfinite(d) or d > model.far_above:
-            level = "unknown"
-        elif p_flag < model.refuse_below and model.classes[best] != name:
-            level = "refuse"
-        elif p_flag < model.warn_below and model.classes[best] != name:
-            level = "warn"
-        else:
-            level = "ok"
-        out.append(ScanVerdict(name, model.classes[best], p_flag, float(p[best]), float(d), level))
-    return out
+            report.unknown.append(f)
+            report.messages.append(f"the scan given as {f} looks like no MRI contrast the check knows "
+                                   f"(feature distance {d:.1f}): noise, a non-brain image or an unusual protocol?")
+        elif best != f and p_flag < model.warn_below:
+            report.refuse |= p_flag < model.refuse_below
+            report.messages.append(f"the scan given as {f} looks like {best} (contrast check: "
+                                   f"{p.max():.0%} {best}, {p_flag:.1%} {f})")
+    judged = [f for f in flags if f not in report.unknown]
+    for i, a in enumerate(judged):
+        for b in judged[i + 1:]:
+            right = model.pair_probability(features[a], a, features[b], b)
+            if right < model.pair_warn_below:
+                report.refuse |= right < model.pair_refuse_below
+                report.messages.append(f"the scans given as {a} and {b} look swapped (contrast check: "
+                                       f"{1 - right:.0%} that the {a} scan is the {b} and the other way round)")
+    for i, a in enumerate(judged):
+        for b in judged[i + 1:]:
+            if report.looks_like[a] == report.looks_like[b] and min(report.p_flag[a], report.p_flag[b]) < 0.5:
+                report.messages.append(f"the scans given as {a} and {b} both look like {report.looks_like[a]}")
+    return report
 
 
-def same_contrast_pairs(verdicts: Sequence[ScanVerdict]) -> list[tuple[str, str]]:
-    """Pairs of scans that both look, clearly, like one and the same contrast."""
-    pairs = []
-    for i, a in enumerate(verdicts):
-        for b in verdicts[i + 1:]:
-            if a.looks_like == b.looks_like and min(a.p_best, b.p_best) > 0.9 and a.level != "unknown" \
-                    and b.level != "unknown" and (a.level != "ok" or b.level != "ok"):
-                pairs.append((a.flag, b.flag))
-    return pairs
+def check_scans(x: np.ndarray, present: Sequence[bool], order: Sequence[str], spacing_mm: float,
+                model: ContrastModel | None = None, mask: np.ndarray | None = None) -> ContrastReport:
+    """The check on a prepared case (M, d, h, w normalised channels in `order`, `spacing_mm` voxels)."""
+    model = load_model() if model is None else model
+    brain = (np.any(x[np.asarray(present, dtype=bool)] != 0, axis=0) if mask is None
+             else np.asarray(mask, dtype=bool))
+    brain_ml = float(brain.sum()) * spacing_mm ** 3 / 1000.0
+    if brain_ml < model.min_brain_ml:
+        return ContrastReport(False)
+    feats = {order[c]: contrast_features(x[c], brain, spacing_mm) for c in range(len(order)) if present[c]}
+    return judge(feats, model, brain_ml)
