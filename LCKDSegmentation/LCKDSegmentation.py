@@ -175,7 +175,7 @@ class LCKDSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             return
 
         # Registry entries are only known at run time, so this combo box is bound by hand.
-        for model, label, description in modelChoices():
+        for model, label, description in panel.model_choices():
             self.ui.modelComboBox.addItem(label, model)
             self.ui.modelComboBox.setItemData(self.ui.modelComboBox.count - 1, description, qt.Qt.ToolTipRole)
         self.ui.modelComboBox.connect("currentIndexChanged(int)", self.onModelChosen)
@@ -271,7 +271,7 @@ class LCKDSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             return
         self._updating = True
         try:
-            index = self.ui.modelComboBox.findData(p.model)
+            index = self.ui.modelComboBox.findData(p.model)   # "" (never chosen): the first, the default
             self.ui.modelComboBox.setCurrentIndex(max(index, 0))
             self.detectRawScans()
             self.updateState()
@@ -472,18 +472,6 @@ class LCKDSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             for note in job.reply.get("notes", []):
                 self.log(f"Note: {note}")
         self.updateState()
-
-
-def modelChoices() -> list:
-    """(model argument, label, description) per registry entry; the bundled default is ''
-    (= model None), so choosing it never restarts a worker that already runs the default."""
-    try:
-        from lckd.model.registry import list_models
-        return [("" if e.bundled else e.name, f"{e.name} (bundled)" if e.bundled else e.name, e.description)
-                for e in list_models()]
-    except Exception as e:  # a registry that cannot be read must not stop the panel from opening
-        logging.info(f"LCKD Segmentation: model registry not readable yet ({e})")
-        return [("", "bundled default", "the model shipped with the extension")]
 
 
 #
