@@ -342,3 +342,42 @@ def test_self_tests_skip_instead_of_passing_when_packages_are_missing():
     assert "self.skipTest(" in helper
     run_test = _method("runTest")
     assert "unittest.SkipTest" in run_test and "self.skipTest(" in run_test
+
+
+# --------------------------------------------------------------------------- the index's lint (issue 29)
+
+INDEX_LINT = Path(__file__).resolve().parent / "data" / "extensions_index"
+
+
+def prettier_multiline_json(value) -> str:
+    """`value` as prettier 3 writes JSON with multilineArraysWrapThreshold 0: two-space indent,
+    every non-empty array and object one member per line, `[]` / `{}` when empty, a final newline."""
+    return json.dumps(value, indent=2, ensure_ascii=False) + "\n"
+
+
+def test_the_index_wraps_every_array_the_way_this_check_assumes():
+    config = (INDEX_LINT / "prettierrc.js.excerpt.txt").read_text(encoding="utf-8")
+    assert "multilineArraysWrapThreshold: 0" in config and "prettier-plugin-multiline-arrays" in config
+    hooks = (INDEX_LINT / "pre-commit-config.excerpt.txt").read_text(encoding="utf-8")
+    assert "types_or: [yaml, javascript, json]" in hooks and "trailing-whitespace" in hooks
+    assert prettier_multiline_json({"a": ["PyTorch"], "b": []}) == '{\n  "a": [\n    "PyTorch"\n  ],\n  "b": []\n}\n'
+
+
+def test_the_catalog_entry_is_formatted_as_the_index_lint_wants():
+    """Issue 29, defect 13: the one-line ["PyTorch"] array failed the index's prettier hook."""
+    text = CATALOG.read_text(encoding="utf-8")
+    assert text == prettier_multiline_json(json.loads(text))
+    assert "\t" not in text and not any(line != line.rstrip() for line in text.splitlines())
+
+
+def test_prettier_itself_accepts_the_catalog_entry_where_it_is_installed(tmp_path):
+    import shutil
+
+    prettier = shutil.which("prettier")
+    if prettier is None:
+        pytest.skip("prettier (npm) is not installed here; the exact-format check above stands in")
+    (tmp_path / ".prettierrc.js").write_text((INDEX_LINT / "prettierrc.js.excerpt.txt").read_text(encoding="utf-8"))
+    (tmp_path / CATALOG.name).write_text(CATALOG.read_text(encoding="utf-8"))
+    run = subprocess.run([prettier, "--check", CATALOG.name], cwd=tmp_path, capture_output=True, text=True,
+                         timeout=120)
+    assert run.returncode == 0, run.stdout + run.stderr
