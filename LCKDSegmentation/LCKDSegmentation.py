@@ -35,7 +35,13 @@ from lckd.frontends.protocol import CANCELLED, ERROR, LOG, READY
 from LCKDSegmentationLib import dependencies, panel, sampledata
 from LCKDSegmentationLib.logic import SegmentationLogic
 from LCKDSegmentationLib.output import TABLE_ROLE
-from LCKDSegmentationLib.selection import SelectionError, assign_modalities, selectable, selectable_volumes
+from LCKDSegmentationLib.selection import (
+    SelectionError,
+    assign_loaded,
+    assign_modalities,
+    selectable,
+    selectable_volumes,
+)
 
 try:
     from slicer.parameterNodeWrapper import parameterNodeWrapper
@@ -67,6 +73,16 @@ Modality", MICCAI 2023 (arXiv:2310.01035).
 """
         # Sample Data registration must wait until all modules are loaded.
         slicer.app.connect("startupCompleted()", self.registerSampleData)
+
+    def runTest(self, msec=100, **kwargs):
+        """Reload and Test: a skipped self-test (packages not installed) is reported as skipped,
+        not as "Reload and Test failed" (Slicer shows every exception of this call as a failure;
+        ctest runs LCKDSegmentationTest through unittest, which counts the skip itself)."""
+        try:
+            ScriptedLoadableModule.runTest(self, msec, **kwargs)
+        except unittest.SkipTest as e:
+            logging.warning(f"LCKD Segmentation self-test skipped: {e}")
+            slicer.util.showStatusMessage(f"LCKD Segmentation self-test skipped: {e}", 5000)
 
     def registerSampleData(self):
         icon = os.path.join(os.path.dirname(self.parent.path), "Resources", "Icons", "LCKDSegmentation.png")
@@ -161,10 +177,14 @@ class LCKDSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         # The user's own post-processing choice beats the model card's default.
         self._postprocessChosen = False
         self._rawScansFor: tuple | None = None   # the selection the raw-scans checkbox was detected for
+        self._installing = False                 # dependencies being installed (Apply stays disabled)
+        self._loaded: list = []                  # IDs of volumes loaded while shown, not yet assigned
+        self._autoPicked: dict = {}              # modality -> node ID that auto-assignment chose
 
     def setup(self):
         ScriptedLoadableModuleWidget.setup(self)
         uiWidget = slicer.util.loadUI(self.resourcePath("UI/LCKDSegmentation.ui"))
+        self.uiWidget = uiWidget
         self.layout.addWidget(uiWidget)
         self.ui = slicer.util.childWidgetVariables(uiWidget)
         uiWidget.setMRMLScene(slicer.mrmlScene)
@@ -210,11 +230,7 @@ class LCKDSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._timer.start()
 
     def exit(self):
-        # Stop mirroring the parameter node while hidden; enter() binds it again.
-        if self._parameterNode is not None:
-            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
-            self._parameterNodeGuiTag = None
-            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.onParameterNodeModified)
+        self.unbindGui()   # stop mirroring the parameter node while hidden; enter() binds it again
         if self._timer and not self.jobRunning():
             self._timer.stop()  # a running job keeps being polled while other modules are shown
 
@@ -230,9 +246,30 @@ class LCKDSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     @vtk.calldata_type(vtk.VTK_OBJECT)
     def onNodeAdded(self, caller, event, node):
-        if self._parameterNode and selectable(node):
-            # Names are set by the time loading finishes; assign on the next event-loop turn.
-            qt.QTimer.singleShot(0, self.autoAssign)
+        # Only what the user loads while looking at this module: volumes other modules make
+        # while it is hidden (resampled, filtered, registered ...) must not fill its selectors.
+        if self._parameterNode and self.parent.isEntered and selectable(node):
+            if not self._loaded:   # names are set once loading ends: assign on the next event-loop turn
+                qt.QTimer.singleShot(0, self.assignLoaded)
+            self._loaded.append(node.GetID())
+
+    def assignLoaded(self):
+        """Volumes loaded while the module is shown: fill empty selectors, or, for a new case
+        (a loaded scan's selector is taken), replace the old case's automatic picks
+        (`selection.assign_loaded`)."""
+        ids, self._loaded = self._loaded, []
+        p = self._parameterNode
+        if p is None:
+            return
+        nodes = [n for n in (slicer.mrmlScene.GetNodeByID(i) for i in ids) if n is not None and selectable(n)]
+        current = {m: (n.GetID() if n is not None else None)
+                   for m, n in ((m, getattr(p, m.lower())) for m in MODALITIES)}
+        changes = assign_loaded(current, self._autoPicked, ((n.GetID(), n.GetName()) for n in nodes))
+        with slicer.util.NodeModify(p):
+            for modality, nodeID in changes.items():
+                setattr(p, modality.lower(), slicer.mrmlScene.GetNodeByID(nodeID) if nodeID else None)
+                if nodeID:
+                    self._autoPicked[modality] = nodeID
 
     def initializeParameterNode(self):
         self.setParameterNode(self.logic.getParameterNode())
@@ -241,15 +278,31 @@ class LCKDSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def setParameterNode(self, parameterNode):
         """Bind the GUI to `parameterNode` (None: unbind)."""
-        if self._parameterNode is not None:
-            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
-            self._parameterNodeGuiTag = None
-            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.onParameterNodeModified)
+        self.unbindGui()
         self._parameterNode = parameterNode
         if parameterNode is not None:
-            self._parameterNodeGuiTag = parameterNode.connectGui(self.ui)
+            # connectParametersToGui returns the tag disconnectGui needs on every Slicer;
+            # connectGui returns it only from 5.10 (None on 5.6 and 5.8).
+            self._parameterNodeGuiTag = parameterNode.connectParametersToGui(self.parameterWidgets())
             self.addObserver(parameterNode, vtk.vtkCommand.ModifiedEvent, self.onParameterNodeModified)
             self.onParameterNodeModified()
+
+    def unbindGui(self):
+        """Undo what setParameterNode bound (safe to call when nothing is bound)."""
+        if self._parameterNode is not None and self._parameterNodeGuiTag is not None:
+            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.onParameterNodeModified)
+        self._parameterNodeGuiTag = None
+
+    def parameterWidgets(self) -> dict:
+        """{parameter name: widget} of the widgets whose SlicerParameterName names a parameter
+        (what connectGui would find)."""
+        widgets = {}
+        for widget in self.uiWidget.findChildren(qt.QWidget):
+            name = widget.property("SlicerParameterName")
+            if name:
+                widgets[str(name)] = widget
+        return widgets
 
     def autoAssign(self):
         """Fill empty selectors from volume names ('AX T1 POST GD' -> T1ce); never reuse a volume."""
@@ -263,6 +316,7 @@ class LCKDSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             for modality, nodeID in picks.items():
                 if getattr(p, modality.lower()) is None:
                     setattr(p, modality.lower(), slicer.mrmlScene.GetNodeByID(nodeID))
+                    self._autoPicked[modality] = nodeID
 
     def onParameterNodeModified(self, caller=None, event=None):
         """What connectGui does not do: the model combo box, Apply's state, the model text."""
@@ -317,7 +371,7 @@ class LCKDSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         running = self.jobRunning()
         problem = self.logic.segmentation.deviceProblem(self._parameterNode.device.value) \
             if self._parameterNode is not None else None
-        self.ui.applyButton.enabled = bool(chosen) and not running and not problem
+        self.ui.applyButton.enabled = panel.apply_enabled(bool(chosen), running, self._installing, problem)
         self.ui.applyButton.toolTip = ((problem or "Segment the tumour") if chosen
                                        else "Select at least one input volume")
         self.ui.cancelButton.enabled = running
@@ -402,21 +456,32 @@ class LCKDSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.statusLog.appendPlainText(text)
 
     # -- apply / cancel ------------------------------------------------------------------
+    def installDependencies(self, rawScans: bool) -> bool:
+        """Install what is missing (after the user agrees), Apply disabled meanwhile; False if
+        the packages are still missing (the user was told why)."""
+        self._installing = True
+        self.updateState()
+        try:
+            dependencies.ensure()
+            if rawScans:
+                dependencies.ensure_preprocess()
+            return True
+        except dependencies.DependencyError as e:
+            slicer.util.errorDisplay(str(e))
+        except Exception as e:  # pip failing, or Slicer's installer declined (RuntimeError): a message, no traceback
+            slicer.util.errorDisplay(f"Installing the Python packages failed: {e}")
+        finally:
+            self._installing = False
+            self.updateState()
+        return False
+
     def onApply(self):
-        if self.jobRunning():
+        if self.jobRunning() or self._installing:
             return
         self.ui.statusLog.clear()
         self.ui.qualityLabel.text = ""
         p = self._parameterNode
-        try:
-            dependencies.ensure()
-            if p.rawScans:
-                dependencies.ensure_preprocess()
-        except dependencies.DependencyError as e:
-            slicer.util.errorDisplay(str(e))
-            return
-        except Exception as e:  # pip failing, or Slicer's installer declined (RuntimeError): a message, no traceback
-            slicer.util.errorDisplay(f"Installing the Python packages failed: {e}")
+        if not self.installDependencies(p.rawScans):
             return
         try:
             with slicer.util.tryWithErrorDisplay("Cannot start the segmentation.", waitCursor=True):

@@ -85,3 +85,10 @@ def model_choices() -> list[tuple[str, str, str]]:
     default = entries[0].name if entries and entries[0].bundled else None
     return [(e.name, f"{e.name} (bundled default)" if e.name == default else
              f"{e.name} (bundled)" if e.bundled else e.name, e.description) for e in entries]
+
+
+def apply_enabled(selected: bool, running: bool, installing: bool, problem: str | None) -> bool:
+    """Whether Apply can be pressed: scans selected, no job running, no install under way (Slicer
+    5.6-5.10's pip_install runs the event loop, so a second click would start a second install),
+    and no known device problem."""
+    return selected and not running and not installing and not problem

@@ -297,9 +297,10 @@ def test_the_json_entry_validates_against_the_schema_version_it_names():
 
 # --------------------------------------------------------------------------- widget details (issue 21)
 
-def _method(name: str) -> str:
+def _method(name: str, cls: str | None = None) -> str:
     tree = ast.parse(MODULE_PY.read_text(encoding="utf-8"))
-    for node in ast.walk(tree):
+    scope = tree if cls is None else next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == cls)
+    for node in ast.walk(scope):
         if isinstance(node, ast.FunctionDef) and node.name == name:
             return ast.unparse(node)
     raise AssertionError(f"no method {name}")
@@ -340,7 +341,7 @@ def test_self_tests_skip_instead_of_passing_when_packages_are_missing():
         assert "self.skipIfDependenciesMissing()" in body and "return" not in body.split("\n", 3)[1], name
     helper = _method("skipIfDependenciesMissing")
     assert "self.skipTest(" in helper
-    run_test = _method("runTest")
+    run_test = _method("runTest", cls="LCKDSegmentationTest")
     assert "unittest.SkipTest" in run_test and "self.skipTest(" in run_test
 
 
