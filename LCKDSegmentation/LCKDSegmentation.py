@@ -22,6 +22,8 @@ import qt
 import slicer
 import vtk
 from slicer import vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode  # noqa: F401 (parameter node types)
+from slicer.i18n import tr as _
+from slicer.i18n import translate
 from slicer.ScriptedLoadableModule import (
     ScriptedLoadableModule,
     ScriptedLoadableModuleLogic,
@@ -55,22 +57,24 @@ except ImportError:  # a Slicer (or slicer-core) without it: the module file sti
 class LCKDSegmentation(ScriptedLoadableModule):
     def __init__(self, parent):
         ScriptedLoadableModule.__init__(self, parent)
-        self.parent.title = "LCKD Segmentation"
-        self.parent.categories = ["Segmentation"]
+        self.parent.title = _("LCKD Segmentation")
+        # Slicer's own (translated) category: a plain "Segmentation" would be a second,
+        # English category in a localized Slicer
+        self.parent.categories = [translate("qSlicerAbstractCoreModule", "Segmentation")]
         self.parent.dependencies = []
         self.parent.contributors = ["LCKDSegmentation developers"]
-        self.parent.helpText = """
+        self.parent.helpText = _("""
 Segments a brain tumour (glioma) into necrotic / non-enhancing core, peritumoral oedema and
 enhancing tumour from any subset of T1, T1ce, T2 and FLAIR MRI. Pick the scans you have
 (empty selectors are fine) and press Apply; region volumes appear in a table.
 Research use only: not a medical device.
 See the <a href="https://github.com/LCKDSegmentation/SlicerLCKDSegmentation">documentation</a>.
-"""
-        self.parent.acknowledgementText = """
+""")
+        self.parent.acknowledgementText = _("""
 The network is trained with Learnable Cross-modal Knowledge Distillation: Wang H. et al.,
 "Learnable Cross-modal Knowledge Distillation for Multi-modal Learning with Missing
 Modality", MICCAI 2023 (arXiv:2310.01035).
-"""
+""")
         # Sample Data registration must wait until all modules are loaded.
         slicer.app.connect("startupCompleted()", self.registerSampleData)
 
@@ -82,7 +86,7 @@ Modality", MICCAI 2023 (arXiv:2310.01035).
             ScriptedLoadableModule.runTest(self, msec, **kwargs)
         except unittest.SkipTest as e:
             logging.warning(f"LCKD Segmentation self-test skipped: {e}")
-            slicer.util.showStatusMessage(f"LCKD Segmentation self-test skipped: {e}", 5000)
+            slicer.util.showStatusMessage(_("LCKD Segmentation self-test skipped: {reason}").format(reason=e), 5000)
 
     def registerSampleData(self):
         icon = os.path.join(os.path.dirname(self.parent.path), "Resources", "Icons", "LCKDSegmentation.png")
@@ -105,7 +109,8 @@ class Reference(enum.Enum):
     FLAIR = "FLAIR"
 
     def label(self) -> str:
-        return f"auto ({', '.join(REFERENCE_PREFERENCE)})" if self is Reference.AUTO else self.value
+        return (_("auto ({order})").format(order=", ".join(REFERENCE_PREFERENCE)) if self is Reference.AUTO
+                else self.value)
 
 
 class Device(enum.Enum):
@@ -116,7 +121,7 @@ class Device(enum.Enum):
     CPU = "cpu"
 
     def label(self) -> str:
-        return {"auto": "auto (GPU if available)", "cuda": "GPU (CUDA)", "cpu": "CPU"}[self.value]
+        return {"auto": _("auto (GPU if available)"), "cuda": _("GPU (CUDA)"), "cpu": _("CPU")}[self.value]
 
 
 class LCKDSegmentationParameterNode:
@@ -191,7 +196,7 @@ class LCKDSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.logic = LCKDSegmentationLogic()
         if parameterNodeWrapper is None:
             self.ui.applyButton.enabled = False
-            self.ui.workerStatusLabel.text = "This module needs Slicer 5.4 or newer (slicer.parameterNodeWrapper)."
+            self.ui.workerStatusLabel.text = _("This module needs Slicer 5.4 or newer (slicer.parameterNodeWrapper).")
             return
 
         # Registry entries are only known at run time, so this combo box is bound by hand.
@@ -359,8 +364,8 @@ class LCKDSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             logging.warning(f"LCKD Segmentation: raw-scan detection failed: {e}")
             return
         self._parameterNode.rawScans = raw
-        self.ui.rawScansCheckBox.toolTip = ("Co-register the scans and extract the brain before segmenting "
-                                            f"(for scans with the skull on). Detected: {reason}")
+        self.ui.rawScansCheckBox.toolTip = _("Co-register the scans and extract the brain before segmenting "
+                                             "(for scans with the skull on). Detected: {reason}").format(reason=reason)
 
     def selectedVolumes(self) -> dict:
         return self._parameterNode.volumes() if self._parameterNode is not None else {}
@@ -372,15 +377,15 @@ class LCKDSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         problem = self.logic.segmentation.deviceProblem(self._parameterNode.device.value) \
             if self._parameterNode is not None else None
         self.ui.applyButton.enabled = panel.apply_enabled(bool(chosen), running, self._installing, problem)
-        self.ui.applyButton.toolTip = ((problem or "Segment the tumour") if chosen
-                                       else "Select at least one input volume")
+        self.ui.applyButton.toolTip = ((problem or _("Segment the tumour")) if chosen
+                                       else _("Select at least one input volume"))
         self.ui.cancelButton.enabled = running
         self.updateModelText(list(chosen))
 
     def updateModelText(self, modalities):
         model = self.logic.segmentation.modelInfo()
         if not model:
-            text = "Model and expected Dice: shown once the model is loaded." if modalities else ""
+            text = _("Model and expected Dice: shown once the model is loaded.") if modalities else ""
         else:
             lines = [panel.model_text(model)]
             if modalities:
@@ -396,8 +401,8 @@ class LCKDSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             return
         missing = dependencies.missing_packages()
         if missing:
-            self.ui.workerStatusLabel.text = ("Python packages needed: " + ", ".join(missing)
-                                              + ". They are installed (after you agree) when you press Apply.")
+            self.ui.workerStatusLabel.text = _("Python packages needed: {packages}. They are installed (after you "
+                                               "agree) when you press Apply.").format(packages=", ".join(missing))
             return
         if self.jobRunning():
             return
@@ -412,7 +417,7 @@ class LCKDSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.updateState()
             return
         if not worker.info:
-            self.ui.workerStatusLabel.text = "Loading the model in the background..."
+            self.ui.workerStatusLabel.text = _("Loading the model in the background...")
 
     def jobRunning(self) -> bool:
         return self._job is not None and not self._job.done
@@ -421,7 +426,7 @@ class LCKDSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if self.jobRunning():
             messages = self.logic.segmentation.pollJob(self._job)
             self.ui.progressBar.value = int(round(100 * self._job.fraction))
-            self.ui.progressBar.setFormat(f"%p%  {self._job.message}")
+            self.ui.progressBar.setFormat("%p%  " + self._job.message)
         else:
             messages = self.logic.segmentation.poll()
         for msg in messages:
@@ -436,8 +441,9 @@ class LCKDSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         event = msg.get("event")
         if event == READY:
             model = msg.get("model", {})
-            self.ui.workerStatusLabel.text = (f"Model {model.get('name', '?')} {model.get('version', '')} loaded on "
-                                              f"{msg.get('device')} in {msg.get('load_seconds', 0):.1f} s.")
+            self.ui.workerStatusLabel.text = _("Model {name} {version} loaded on {device} in {seconds:.1f} s.").format(
+                name=model.get("name", "?"), version=model.get("version", ""), device=msg.get("device"),
+                seconds=msg.get("load_seconds", 0))
             default = self.logic.segmentation.postprocessDefault()
             if self._parameterNode is not None and default is not None and not self._postprocessChosen:
                 self._parameterNode.postprocess = default  # start from the model card's setting
@@ -469,7 +475,7 @@ class LCKDSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         except dependencies.DependencyError as e:
             slicer.util.errorDisplay(str(e))
         except Exception as e:  # pip failing, or Slicer's installer declined (RuntimeError): a message, no traceback
-            slicer.util.errorDisplay(f"Installing the Python packages failed: {e}")
+            slicer.util.errorDisplay(_("Installing the Python packages failed: {error}").format(error=e))
         finally:
             self._installing = False
             self.updateState()
@@ -484,7 +490,7 @@ class LCKDSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if not self.installDependencies(p.rawScans):
             return
         try:
-            with slicer.util.tryWithErrorDisplay("Cannot start the segmentation.", waitCursor=True):
+            with slicer.util.tryWithErrorDisplay(_("Cannot start the segmentation."), waitCursor=True):
                 self._job = self.logic.segmentation.startSegment(
                     p.volumes(), outputSegmentation=p.outputSegmentation, device=p.device.value,
                     model=p.model or None, reference=p.reference.value, keepOtherSegments=p.keepOtherSegments,
@@ -493,7 +499,8 @@ class LCKDSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 model = self.logic.segmentation.modelInfo()
                 if model:
                     self.log(panel.model_text(model))
-                self.log(f"Segmenting from {', '.join(self._job.volumes)} (reference {self._job.reference})...")
+                self.log(_("Segmenting from {scans} (reference {reference})...").format(
+                    scans=", ".join(self._job.volumes), reference=self._job.reference))
                 self.ui.progressBar.value = 0
                 self._timer.start()
         except Exception as e:
@@ -506,17 +513,17 @@ class LCKDSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def onCancel(self):
         if self.jobRunning():
             self.logic.segmentation.cancelJob(self._job)
-            self.log("Cancelling...")
+            self.log(_("Cancelling..."))
 
     def onJobDone(self, job):
         if job.failed:
             kind, message = job.reply.get("error"), job.reply.get("message", "")
             self.ui.progressBar.value = 0
             if kind == CANCELLED:
-                self.log("Cancelled; the scene was not changed.")
+                self.log(_("Cancelled; the scene was not changed."))
             else:
-                self.log(f"Failed: {message}")
-                slicer.util.errorDisplay(f"Segmentation failed: {message}")
+                self.log(_("Failed: {message}").format(message=message))
+                slicer.util.errorDisplay(_("Segmentation failed: {message}").format(message=message))
         else:
             seg = job.segmentation
             self._parameterNode.outputSegmentation = seg
@@ -524,18 +531,19 @@ class LCKDSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             seg.GetDisplayNode().SetVisibility(True)
             self.ui.volumesTableView.setMRMLTableNode(seg.GetNodeReference(TABLE_ROLE))
             volumes = job.reply.get("volumes_ml", {})
-            self.log(f"Done in {job.seconds:.1f} s: whole tumour {volumes.get('WT', 0):.1f} mL, "
-                     f"core {volumes.get('TC', 0):.1f} mL, enhancing {volumes.get('ET', 0):.1f} mL.")
+            self.log(_("Done in {seconds:.1f} s: whole tumour {WT:.1f} mL, core {TC:.1f} mL, "
+                       "enhancing {ET:.1f} mL.").format(seconds=job.seconds, WT=volumes.get("WT", 0),
+                                                         TC=volumes.get("TC", 0), ET=volumes.get("ET", 0)))
             quality = panel.quality_text(job.reply.get("quality"))
             self.ui.qualityLabel.text = quality
             if quality:
                 self.log(quality)
             if job.reply.get("preprocessing"):
-                self.log(f"Preprocessing: {job.reply['preprocessing']}")
+                self.log(_("Preprocessing: {what}").format(what=job.reply["preprocessing"]))
             for warning in job.reply.get("warnings", []):
-                self.log(f"Warning: {warning}")
+                self.log(_("Warning: {warning}").format(warning=warning))
             for note in job.reply.get("notes", []):
-                self.log(f"Note: {note}")
+                self.log(_("Note: {note}").format(note=note))
         self.updateState()
 
 

@@ -325,7 +325,7 @@ def test_the_device_tooltip_names_the_choices_the_combo_box_offers():
     combo = next(w for w in root.iter("widget") if w.get("name") == "deviceComboBox")
     tip = next(p.findtext("string") for p in combo.findall("property") if p.get("name") == "toolTip")
     source = MODULE_PY.read_text(encoding="utf-8")
-    labels = re.search(r'return \{"auto": "([^"]+)", "cuda": "([^"]+)", "cpu": "([^"]+)"\}', source)
+    labels = re.search(r'return \{"auto": _\("([^"]+)"\), "cuda": _\("([^"]+)"\), "cpu": _\("([^"]+)"\)\}', source)
     assert labels, "Device.label changed: update this test"
     assert tip.startswith("auto:"), "the tooltip first says what 'auto' does"
     for label in (labels.group(2), labels.group(3)):   # each forced choice, by its label in the combo box
