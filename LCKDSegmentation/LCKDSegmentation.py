@@ -243,6 +243,7 @@ class LCKDSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def onSceneStartClose(self, caller, event):
         if self.jobRunning():
             self.logic.segmentation.cancelJob(self._job)
+        self._autoPicked, self._loaded = {}, []   # node IDs are reused by the next scene
         self.setParameterNode(None)
 
     def onSceneEndClose(self, caller, event):

@@ -111,7 +111,7 @@ def test_a_failure_after_the_segments_were_written_restores_the_existing_segment
     before, nodes = _geometry(seg), scene.GetNumberOfNodes()
     reply = _reply(tmp_path, t1_path, mask=True)
     reply["brain_mask"] = str(tmp_path / "no-such-mask.nrrd")      # fails after the segments were written
-    with pytest.raises(Exception):
+    with pytest.raises(OSError, match="could not read the segmentation result"):
         SegmentationLogic(scene)._importResult(_job(t1, seg, tmp_path=tmp_path), reply)
     assert _geometry(seg) == before
     assert seg.GetSegmentation().GetNumberOfSegments() == 1 and seg.GetSegmentation().GetSegment("mine")
