@@ -22,6 +22,8 @@ import qt
 import slicer
 import vtk
 from slicer import vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode  # noqa: F401 (parameter node types)
+from slicer.i18n import tr as _
+from slicer.i18n import translate
 from slicer.ScriptedLoadableModule import (
     ScriptedLoadableModule,
     ScriptedLoadableModuleLogic,
@@ -35,7 +37,13 @@ from lckd.frontends.protocol import CANCELLED, ERROR, LOG, READY
 from LCKDSegmentationLib import dependencies, panel, sampledata
 from LCKDSegmentationLib.logic import SegmentationLogic
 from LCKDSegmentationLib.output import TABLE_ROLE
-from LCKDSegmentationLib.selection import SelectionError, assign_modalities, selectable, selectable_volumes
+from LCKDSegmentationLib.selection import (
+    SelectionError,
+    assign_loaded,
+    assign_modalities,
+    selectable,
+    selectable_volumes,
+)
 
 try:
     from slicer.parameterNodeWrapper import parameterNodeWrapper
@@ -49,24 +57,36 @@ except ImportError:  # a Slicer (or slicer-core) without it: the module file sti
 class LCKDSegmentation(ScriptedLoadableModule):
     def __init__(self, parent):
         ScriptedLoadableModule.__init__(self, parent)
-        self.parent.title = "LCKD Segmentation"
-        self.parent.categories = ["Segmentation"]
+        self.parent.title = _("LCKD Segmentation")
+        # Slicer's own (translated) category: a plain "Segmentation" would be a second,
+        # English category in a localized Slicer
+        self.parent.categories = [translate("qSlicerAbstractCoreModule", "Segmentation")]
         self.parent.dependencies = []
         self.parent.contributors = ["LCKDSegmentation developers"]
-        self.parent.helpText = """
+        self.parent.helpText = _("""
 Segments a brain tumour (glioma) into necrotic / non-enhancing core, peritumoral oedema and
 enhancing tumour from any subset of T1, T1ce, T2 and FLAIR MRI. Pick the scans you have
 (empty selectors are fine) and press Apply; region volumes appear in a table.
 Research use only: not a medical device.
 See the <a href="https://github.com/LCKDSegmentation/SlicerLCKDSegmentation">documentation</a>.
-"""
-        self.parent.acknowledgementText = """
+""")
+        self.parent.acknowledgementText = _("""
 The network is trained with Learnable Cross-modal Knowledge Distillation: Wang H. et al.,
 "Learnable Cross-modal Knowledge Distillation for Multi-modal Learning with Missing
 Modality", MICCAI 2023 (arXiv:2310.01035).
-"""
+""")
         # Sample Data registration must wait until all modules are loaded.
         slicer.app.connect("startupCompleted()", self.registerSampleData)
+
+    def runTest(self, msec=100, **kwargs):
+        """Reload and Test: a skipped self-test (packages not installed) is reported as skipped,
+        not as "Reload and Test failed" (Slicer shows every exception of this call as a failure;
+        ctest runs LCKDSegmentationTest through unittest, which counts the skip itself)."""
+        try:
+            ScriptedLoadableModule.runTest(self, msec, **kwargs)
+        except unittest.SkipTest as e:
+            logging.warning(f"LCKD Segmentation self-test skipped: {e}")
+            slicer.util.showStatusMessage(_("LCKD Segmentation self-test skipped: {reason}").format(reason=e), 5000)
 
     def registerSampleData(self):
         icon = os.path.join(os.path.dirname(self.parent.path), "Resources", "Icons", "LCKDSegmentation.png")
@@ -89,7 +109,8 @@ class Reference(enum.Enum):
     FLAIR = "FLAIR"
 
     def label(self) -> str:
-        return f"auto ({', '.join(REFERENCE_PREFERENCE)})" if self is Reference.AUTO else self.value
+        return (_("auto ({order})").format(order=", ".join(REFERENCE_PREFERENCE)) if self is Reference.AUTO
+                else self.value)
 
 
 class Device(enum.Enum):
@@ -100,7 +121,7 @@ class Device(enum.Enum):
     CPU = "cpu"
 
     def label(self) -> str:
-        return {"auto": "auto (GPU if available)", "cuda": "GPU (CUDA)", "cpu": "CPU"}[self.value]
+        return {"auto": _("auto (GPU if available)"), "cuda": _("GPU (CUDA)"), "cpu": _("CPU")}[self.value]
 
 
 class LCKDSegmentationParameterNode:
@@ -161,21 +182,25 @@ class LCKDSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         # The user's own post-processing choice beats the model card's default.
         self._postprocessChosen = False
         self._rawScansFor: tuple | None = None   # the selection the raw-scans checkbox was detected for
+        self._installing = False                 # dependencies being installed (Apply stays disabled)
+        self._loaded: list = []                  # IDs of volumes loaded while shown, not yet assigned
+        self._autoPicked: dict = {}              # modality -> node ID that auto-assignment chose
 
     def setup(self):
         ScriptedLoadableModuleWidget.setup(self)
         uiWidget = slicer.util.loadUI(self.resourcePath("UI/LCKDSegmentation.ui"))
+        self.uiWidget = uiWidget
         self.layout.addWidget(uiWidget)
         self.ui = slicer.util.childWidgetVariables(uiWidget)
         uiWidget.setMRMLScene(slicer.mrmlScene)
         self.logic = LCKDSegmentationLogic()
         if parameterNodeWrapper is None:
             self.ui.applyButton.enabled = False
-            self.ui.workerStatusLabel.text = "This module needs Slicer 5.4 or newer (slicer.parameterNodeWrapper)."
+            self.ui.workerStatusLabel.text = _("This module needs Slicer 5.4 or newer (slicer.parameterNodeWrapper).")
             return
 
         # Registry entries are only known at run time, so this combo box is bound by hand.
-        for model, label, description in modelChoices():
+        for model, label, description in panel.model_choices():
             self.ui.modelComboBox.addItem(label, model)
             self.ui.modelComboBox.setItemData(self.ui.modelComboBox.count - 1, description, qt.Qt.ToolTipRole)
         self.ui.modelComboBox.connect("currentIndexChanged(int)", self.onModelChosen)
@@ -210,11 +235,7 @@ class LCKDSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._timer.start()
 
     def exit(self):
-        # Stop mirroring the parameter node while hidden; enter() binds it again.
-        if self._parameterNode is not None:
-            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
-            self._parameterNodeGuiTag = None
-            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.onParameterNodeModified)
+        self.unbindGui()   # stop mirroring the parameter node while hidden; enter() binds it again
         if self._timer and not self.jobRunning():
             self._timer.stop()  # a running job keeps being polled while other modules are shown
 
@@ -222,6 +243,7 @@ class LCKDSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def onSceneStartClose(self, caller, event):
         if self.jobRunning():
             self.logic.segmentation.cancelJob(self._job)
+        self._autoPicked, self._loaded = {}, []   # node IDs are reused by the next scene
         self.setParameterNode(None)
 
     def onSceneEndClose(self, caller, event):
@@ -230,9 +252,30 @@ class LCKDSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     @vtk.calldata_type(vtk.VTK_OBJECT)
     def onNodeAdded(self, caller, event, node):
-        if self._parameterNode and selectable(node):
-            # Names are set by the time loading finishes; assign on the next event-loop turn.
-            qt.QTimer.singleShot(0, self.autoAssign)
+        # Only what the user loads while looking at this module: volumes other modules make
+        # while it is hidden (resampled, filtered, registered ...) must not fill its selectors.
+        if self._parameterNode and self.parent.isEntered and selectable(node):
+            if not self._loaded:   # names are set once loading ends: assign on the next event-loop turn
+                qt.QTimer.singleShot(0, self.assignLoaded)
+            self._loaded.append(node.GetID())
+
+    def assignLoaded(self):
+        """Volumes loaded while the module is shown: fill empty selectors, or, for a new case
+        (a loaded scan's selector is taken), replace the old case's automatic picks
+        (`selection.assign_loaded`)."""
+        ids, self._loaded = self._loaded, []
+        p = self._parameterNode
+        if p is None:
+            return
+        nodes = [n for n in (slicer.mrmlScene.GetNodeByID(i) for i in ids) if n is not None and selectable(n)]
+        current = {m: (n.GetID() if n is not None else None)
+                   for m, n in ((m, getattr(p, m.lower())) for m in MODALITIES)}
+        changes = assign_loaded(current, self._autoPicked, ((n.GetID(), n.GetName()) for n in nodes))
+        with slicer.util.NodeModify(p):
+            for modality, nodeID in changes.items():
+                setattr(p, modality.lower(), slicer.mrmlScene.GetNodeByID(nodeID) if nodeID else None)
+                if nodeID:
+                    self._autoPicked[modality] = nodeID
 
     def initializeParameterNode(self):
         self.setParameterNode(self.logic.getParameterNode())
@@ -241,15 +284,31 @@ class LCKDSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def setParameterNode(self, parameterNode):
         """Bind the GUI to `parameterNode` (None: unbind)."""
-        if self._parameterNode is not None:
-            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
-            self._parameterNodeGuiTag = None
-            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.onParameterNodeModified)
+        self.unbindGui()
         self._parameterNode = parameterNode
         if parameterNode is not None:
-            self._parameterNodeGuiTag = parameterNode.connectGui(self.ui)
+            # connectParametersToGui returns the tag disconnectGui needs on every Slicer;
+            # connectGui returns it only from 5.10 (None on 5.6 and 5.8).
+            self._parameterNodeGuiTag = parameterNode.connectParametersToGui(self.parameterWidgets())
             self.addObserver(parameterNode, vtk.vtkCommand.ModifiedEvent, self.onParameterNodeModified)
             self.onParameterNodeModified()
+
+    def unbindGui(self):
+        """Undo what setParameterNode bound (safe to call when nothing is bound)."""
+        if self._parameterNode is not None and self._parameterNodeGuiTag is not None:
+            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.onParameterNodeModified)
+        self._parameterNodeGuiTag = None
+
+    def parameterWidgets(self) -> dict:
+        """{parameter name: widget} of the widgets whose SlicerParameterName names a parameter
+        (what connectGui would find)."""
+        widgets = {}
+        for widget in self.uiWidget.findChildren(qt.QWidget):
+            name = widget.property("SlicerParameterName")
+            if name:
+                widgets[str(name)] = widget
+        return widgets
 
     def autoAssign(self):
         """Fill empty selectors from volume names ('AX T1 POST GD' -> T1ce); never reuse a volume."""
@@ -263,6 +322,7 @@ class LCKDSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             for modality, nodeID in picks.items():
                 if getattr(p, modality.lower()) is None:
                     setattr(p, modality.lower(), slicer.mrmlScene.GetNodeByID(nodeID))
+                    self._autoPicked[modality] = nodeID
 
     def onParameterNodeModified(self, caller=None, event=None):
         """What connectGui does not do: the model combo box, Apply's state, the model text."""
@@ -271,7 +331,7 @@ class LCKDSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             return
         self._updating = True
         try:
-            index = self.ui.modelComboBox.findData(p.model)
+            index = self.ui.modelComboBox.findData(p.model)   # "" (never chosen): the first, the default
             self.ui.modelComboBox.setCurrentIndex(max(index, 0))
             self.detectRawScans()
             self.updateState()
@@ -305,8 +365,8 @@ class LCKDSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             logging.warning(f"LCKD Segmentation: raw-scan detection failed: {e}")
             return
         self._parameterNode.rawScans = raw
-        self.ui.rawScansCheckBox.toolTip = ("Co-register the scans and extract the brain before segmenting "
-                                            f"(for scans with the skull on). Detected: {reason}")
+        self.ui.rawScansCheckBox.toolTip = _("Co-register the scans and extract the brain before segmenting "
+                                             "(for scans with the skull on). Detected: {reason}").format(reason=reason)
 
     def selectedVolumes(self) -> dict:
         return self._parameterNode.volumes() if self._parameterNode is not None else {}
@@ -317,16 +377,16 @@ class LCKDSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         running = self.jobRunning()
         problem = self.logic.segmentation.deviceProblem(self._parameterNode.device.value) \
             if self._parameterNode is not None else None
-        self.ui.applyButton.enabled = bool(chosen) and not running and not problem
-        self.ui.applyButton.toolTip = ((problem or "Segment the tumour") if chosen
-                                       else "Select at least one input volume")
+        self.ui.applyButton.enabled = panel.apply_enabled(bool(chosen), running, self._installing, problem)
+        self.ui.applyButton.toolTip = ((problem or _("Segment the tumour")) if chosen
+                                       else _("Select at least one input volume"))
         self.ui.cancelButton.enabled = running
         self.updateModelText(list(chosen))
 
     def updateModelText(self, modalities):
         model = self.logic.segmentation.modelInfo()
         if not model:
-            text = "Model and expected Dice: shown once the model is loaded." if modalities else ""
+            text = _("Model and expected Dice: shown once the model is loaded.") if modalities else ""
         else:
             lines = [panel.model_text(model)]
             if modalities:
@@ -342,8 +402,8 @@ class LCKDSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             return
         missing = dependencies.missing_packages()
         if missing:
-            self.ui.workerStatusLabel.text = ("Python packages needed: " + ", ".join(missing)
-                                              + ". They are installed (after you agree) when you press Apply.")
+            self.ui.workerStatusLabel.text = _("Python packages needed: {packages}. They are installed (after you "
+                                               "agree) when you press Apply.").format(packages=", ".join(missing))
             return
         if self.jobRunning():
             return
@@ -358,7 +418,7 @@ class LCKDSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.updateState()
             return
         if not worker.info:
-            self.ui.workerStatusLabel.text = "Loading the model in the background..."
+            self.ui.workerStatusLabel.text = _("Loading the model in the background...")
 
     def jobRunning(self) -> bool:
         return self._job is not None and not self._job.done
@@ -367,7 +427,7 @@ class LCKDSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if self.jobRunning():
             messages = self.logic.segmentation.pollJob(self._job)
             self.ui.progressBar.value = int(round(100 * self._job.fraction))
-            self.ui.progressBar.setFormat(f"%p%  {self._job.message}")
+            self.ui.progressBar.setFormat("%p%  " + self._job.message)
         else:
             messages = self.logic.segmentation.poll()
         for msg in messages:
@@ -382,8 +442,9 @@ class LCKDSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         event = msg.get("event")
         if event == READY:
             model = msg.get("model", {})
-            self.ui.workerStatusLabel.text = (f"Model {model.get('name', '?')} {model.get('version', '')} loaded on "
-                                              f"{msg.get('device')} in {msg.get('load_seconds', 0):.1f} s.")
+            self.ui.workerStatusLabel.text = _("Model {name} {version} loaded on {device} in {seconds:.1f} s.").format(
+                name=model.get("name", "?"), version=model.get("version", ""), device=msg.get("device"),
+                seconds=msg.get("load_seconds", 0))
             default = self.logic.segmentation.postprocessDefault()
             if self._parameterNode is not None and default is not None and not self._postprocessChosen:
                 self._parameterNode.postprocess = default  # start from the model card's setting
@@ -402,24 +463,35 @@ class LCKDSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.statusLog.appendPlainText(text)
 
     # -- apply / cancel ------------------------------------------------------------------
+    def installDependencies(self, rawScans: bool) -> bool:
+        """Install what is missing (after the user agrees), Apply disabled meanwhile; False if
+        the packages are still missing (the user was told why)."""
+        self._installing = True
+        self.updateState()
+        try:
+            dependencies.ensure()
+            if rawScans:
+                dependencies.ensure_preprocess()
+            return True
+        except dependencies.DependencyError as e:
+            slicer.util.errorDisplay(str(e))
+        except Exception as e:  # pip failing, or Slicer's installer declined (RuntimeError): a message, no traceback
+            slicer.util.errorDisplay(_("Installing the Python packages failed: {error}").format(error=e))
+        finally:
+            self._installing = False
+            self.updateState()
+        return False
+
     def onApply(self):
-        if self.jobRunning():
+        if self.jobRunning() or self._installing:
             return
         self.ui.statusLog.clear()
         self.ui.qualityLabel.text = ""
         p = self._parameterNode
-        try:
-            dependencies.ensure()
-            if p.rawScans:
-                dependencies.ensure_preprocess()
-        except dependencies.DependencyError as e:
-            slicer.util.errorDisplay(str(e))
-            return
-        except Exception as e:  # pip failing, or Slicer's installer declined (RuntimeError): a message, no traceback
-            slicer.util.errorDisplay(f"Installing the Python packages failed: {e}")
+        if not self.installDependencies(p.rawScans):
             return
         try:
-            with slicer.util.tryWithErrorDisplay("Cannot start the segmentation.", waitCursor=True):
+            with slicer.util.tryWithErrorDisplay(_("Cannot start the segmentation."), waitCursor=True):
                 self._job = self.logic.segmentation.startSegment(
                     p.volumes(), outputSegmentation=p.outputSegmentation, device=p.device.value,
                     model=p.model or None, reference=p.reference.value, keepOtherSegments=p.keepOtherSegments,
@@ -428,7 +500,8 @@ class LCKDSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 model = self.logic.segmentation.modelInfo()
                 if model:
                     self.log(panel.model_text(model))
-                self.log(f"Segmenting from {', '.join(self._job.volumes)} (reference {self._job.reference})...")
+                self.log(_("Segmenting from {scans} (reference {reference})...").format(
+                    scans=", ".join(self._job.volumes), reference=self._job.reference))
                 self.ui.progressBar.value = 0
                 self._timer.start()
         except Exception as e:
@@ -441,17 +514,17 @@ class LCKDSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def onCancel(self):
         if self.jobRunning():
             self.logic.segmentation.cancelJob(self._job)
-            self.log("Cancelling...")
+            self.log(_("Cancelling..."))
 
     def onJobDone(self, job):
         if job.failed:
             kind, message = job.reply.get("error"), job.reply.get("message", "")
             self.ui.progressBar.value = 0
             if kind == CANCELLED:
-                self.log("Cancelled; the scene was not changed.")
+                self.log(_("Cancelled; the scene was not changed."))
             else:
-                self.log(f"Failed: {message}")
-                slicer.util.errorDisplay(f"Segmentation failed: {message}")
+                self.log(_("Failed: {message}").format(message=message))
+                slicer.util.errorDisplay(_("Segmentation failed: {message}").format(message=message))
         else:
             seg = job.segmentation
             self._parameterNode.outputSegmentation = seg
@@ -459,31 +532,20 @@ class LCKDSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             seg.GetDisplayNode().SetVisibility(True)
             self.ui.volumesTableView.setMRMLTableNode(seg.GetNodeReference(TABLE_ROLE))
             volumes = job.reply.get("volumes_ml", {})
-            self.log(f"Done in {job.seconds:.1f} s: whole tumour {volumes.get('WT', 0):.1f} mL, "
-                     f"core {volumes.get('TC', 0):.1f} mL, enhancing {volumes.get('ET', 0):.1f} mL.")
+            self.log(_("Done in {seconds:.1f} s: whole tumour {WT:.1f} mL, core {TC:.1f} mL, "
+                       "enhancing {ET:.1f} mL.").format(seconds=job.seconds, WT=volumes.get("WT", 0),
+                                                         TC=volumes.get("TC", 0), ET=volumes.get("ET", 0)))
             quality = panel.quality_text(job.reply.get("quality"))
             self.ui.qualityLabel.text = quality
             if quality:
                 self.log(quality)
             if job.reply.get("preprocessing"):
-                self.log(f"Preprocessing: {job.reply['preprocessing']}")
+                self.log(_("Preprocessing: {what}").format(what=job.reply["preprocessing"]))
             for warning in job.reply.get("warnings", []):
-                self.log(f"Warning: {warning}")
+                self.log(_("Warning: {warning}").format(warning=warning))
             for note in job.reply.get("notes", []):
-                self.log(f"Note: {note}")
+                self.log(_("Note: {note}").format(note=note))
         self.updateState()
-
-
-def modelChoices() -> list:
-    """(model argument, label, description) per registry entry; the bundled default is ''
-    (= model None), so choosing it never restarts a worker that already runs the default."""
-    try:
-        from lckd.model.registry import list_models
-        return [("" if e.bundled else e.name, f"{e.name} (bundled)" if e.bundled else e.name, e.description)
-                for e in list_models()]
-    except Exception as e:  # a registry that cannot be read must not stop the panel from opening
-        logging.info(f"LCKD Segmentation: model registry not readable yet ({e})")
-        return [("", "bundled default", "the model shipped with the extension")]
 
 
 #

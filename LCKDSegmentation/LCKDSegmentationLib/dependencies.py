@@ -10,19 +10,24 @@ Slicer has it and `slicer.util.pip_install` otherwise.
 
 Packages Slicer itself ships (SimpleITK built against Slicer's ITK, numpy, scipy, vtk,
 packaging, ...) are never reinstalled or upgraded: whatever version this Slicer has is
-accepted, and every pip run gets a constraints file that pins them at their installed
-versions, so a dependency of monai or deepbet cannot replace them either. Replacing
+accepted, and every install gets a constraints file that pins them at their installed
+versions, so a dependency of monai, deepbet or torch cannot replace them either: as `-c` for
+`slicer.util.pip_install` (5.6-5.10), as `constraints=` for `slicer.packaging.pip_ensure`
+(5.12), and as `PIP_CONSTRAINT` / `UV_CONSTRAINT` in the environment while the PyTorch
+extension installs torch (its `installTorch` takes no constraints of its own). Replacing
 Slicer's SimpleITK with a PyPI wheel breaks `sitkUtils` (it reads `slicer:` node
 addresses through Slicer's own ITK IO) for every module, not just this one.
 """
 from __future__ import annotations
 
+import contextlib
 import importlib.machinery
 import importlib.metadata
 import importlib.util
+import os
 import re
 import tempfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -151,6 +156,26 @@ def write_constraints(pins: list[str]) -> Path:
     return Path(handle.name)
 
 
+@contextlib.contextmanager
+def constraints_environment(pins: list[str]) -> Iterator[Path | None]:
+    """While inside: pip and uv started by anyone (the PyTorch extension) read `pins` as
+    constraints (`PIP_CONSTRAINT`, `UV_CONSTRAINT`); the environment is restored afterwards."""
+    if not pins:
+        yield None
+        return
+    path = write_constraints(pins)
+    saved = {k: os.environ.get(k) for k in ("PIP_CONSTRAINT", "UV_CONSTRAINT")}
+    os.environ.update(PIP_CONSTRAINT=str(path), UV_CONSTRAINT=str(path))
+    try:
+        yield path
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
 def _pip_install_kept(slicer, requirements: list[str]) -> None:
     """`slicer.util.pip_install` of `requirements` with Slicer's own packages pinned."""
     plan = install_plan(requirements)
@@ -188,8 +213,9 @@ def _install_torch(slicer) -> None:
     except ImportError:
         PyTorchUtils = None
     if PyTorchUtils is not None:
-        torch = PyTorchUtils.PyTorchUtilsLogic().installTorch(askConfirmation=True,
-                                                              torchVersionRequirement=TORCH_REQUIREMENT)
+        with constraints_environment(bundled_pins()):   # torch must not bring its own numpy
+            torch = PyTorchUtils.PyTorchUtilsLogic().installTorch(askConfirmation=True,
+                                                                  torchVersionRequirement=TORCH_REQUIREMENT)
         if torch is None:
             raise DependencyError("PyTorch was not installed. Install it with the 'PyTorch Util' module "
                                   "(PyTorch extension), then press Apply again.")
@@ -201,7 +227,7 @@ def _install_torch(slicer) -> None:
             "Install PyTorch"):
         raise DependencyError("PyTorch is required. Install the PyTorch extension (Extensions Manager) "
                               "and use its 'PyTorch Util' module, or run: PythonSlicer -m pip install torch")
-    slicer.util.pip_install("torch" + TORCH_REQUIREMENT)
+    _pip_install_kept(slicer, ["torch" + TORCH_REQUIREMENT])
 
 
 def _install_requirements(slicer, requirements: list[str]) -> None:
@@ -210,8 +236,12 @@ def _install_requirements(slicer, requirements: list[str]) -> None:
     except ImportError:
         packaging = None
     if packaging is not None and hasattr(packaging, "pip_ensure"):
-        # Checks, asks, installs with a progress dialog and offers a restart if needed.
-        packaging.pip_ensure(packaging.load_requirements(str(REQUIREMENTS_FILE)), requester="LCKD Segmentation")
+        # Checks, asks, installs with a progress dialog and offers a restart if needed;
+        # Slicer's own packages held where they are, as on the older Slicers below.
+        pins = bundled_pins()
+        constraints = {"constraints": str(write_constraints(pins))} if pins else {}
+        packaging.pip_ensure(packaging.load_requirements(str(REQUIREMENTS_FILE)), requester="LCKD Segmentation",
+                             **constraints)
         return
     if not slicer.util.confirmOkCancelDisplay(
             "LCKD Segmentation needs these Python packages:\n\n  " + "\n  ".join(requirements)

@@ -298,18 +298,25 @@ class SegmentationLogic:
         if created:
             name = scene.GenerateUniqueName(f"{reference_node.GetName()} tumour segmentation")
             node = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", name)
+        # an existing segmentation is left as it was if anything below fails or refuses
+        restore = None if created else output.snapshot_segmentation(node)
+        mask = None
         try:
             self._fillOutput(job, reply, node, labelmap)
             if reply.get("brain_mask"):
                 mask = volumeio.read_labelmap(reply["brain_mask"])
                 mask.SetName(scene.GenerateUniqueName(f"{reference_node.GetName()} brain mask"))
                 scene.AddNode(mask)
-                node.SetAttribute("LCKD.BrainMask", mask.GetID())
-                job.brain_mask = mask
+            node.SetNodeReferenceID(output.BRAIN_MASK_ROLE, mask.GetID() if mask is not None else None)
         except Exception:
+            if mask is not None:
+                scene.RemoveNode(mask)
             if created:  # leave no half-made node behind
                 scene.RemoveNode(node)
+            else:
+                restore()
             raise
+        job.brain_mask = mask
         node.SetAttribute("LCKD.Preprocessing", str(reply.get("preprocessing", "")))
         self._setQualityAttributes(node, reply.get("quality") or {})
         return node

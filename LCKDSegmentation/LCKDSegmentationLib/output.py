@@ -11,6 +11,9 @@ VOLUME_ROWS = tuple((key, region_title(key)) for key in ("NCR", "ED", "ET", "TC"
 
 #: Node reference role from the segmentation to its volumes table (re-runs reuse the table).
 TABLE_ROLE = "LCKDVolumesTable"
+#: Node reference role from the segmentation to the brain mask of raw-scan preprocessing: a
+#: reference (not an ID in an attribute), so the scene remaps it when it is imported or loaded.
+BRAIN_MASK_ROLE = "LCKDBrainMask"
 VOLUME_COLUMN = "Volume (mL)"
 
 
@@ -29,6 +32,40 @@ def ids_by_label_value(label_values: dict) -> list:
 
 class OutputSegmentationError(RuntimeError):
     """The result cannot be written into the chosen segmentation; it was left as it was."""
+
+
+def snapshot_segmentation(segmentation_node):
+    """What an import may change in an existing segmentation node (segments, source
+    representation, conversion parameters such as the reference geometry, the geometry's
+    reference volume, the volumes table, the LCKD.* attributes); returns a function that puts
+    it all back and removes a volumes table the import made."""
+    segmentation = segmentation_node.GetSegmentation()
+    backup = slicer.vtkSegmentation()
+    backup.DeepCopy(segmentation)
+    roles = (segmentation_node.GetReferenceImageGeometryReferenceRole(), TABLE_ROLE)
+    references = {role: segmentation_node.GetNodeReferenceID(role) for role in roles}
+    attributes = {name: segmentation_node.GetAttribute(name) for name in segmentation_node.GetAttributeNames()
+                  if name.startswith("LCKD.")}
+
+    def restore() -> None:
+        scene = segmentation_node.GetScene()
+        table = segmentation_node.GetNodeReference(TABLE_ROLE)
+        was_modifying = segmentation_node.StartModify()
+        try:
+            segmentation.DeepCopy(backup)
+            for role, node_id in references.items():
+                segmentation_node.SetNodeReferenceID(role, node_id)
+            for name in segmentation_node.GetAttributeNames():
+                if name.startswith("LCKD.") and name not in attributes:
+                    segmentation_node.RemoveAttribute(name)
+            for name, value in attributes.items():
+                segmentation_node.SetAttribute(name, value)
+        finally:
+            segmentation_node.EndModify(was_modifying)
+        if table is not None and table.GetID() != references[TABLE_ROLE] and scene is not None:
+            scene.RemoveNode(table)
+
+    return restore
 
 
 def _source_representation(segmentation) -> str:

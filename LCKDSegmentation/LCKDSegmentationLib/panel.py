@@ -6,6 +6,7 @@ runs, what it is for and was trained on, and the Dice to expect for the chosen s
 """
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 
 from lckd.base.modalities import subset_key
@@ -68,3 +69,26 @@ def quality_text(record: Mapping | None) -> str:
         head = (("LOW CONFIDENCE: check this result. " if record.get("low_confidence") else "Quality estimate: ")
                 + f"expected whole-tumour Dice {dice:.2f} ({lo:.2f}-{hi:.2f}); an estimate, not a measurement")
     return head + (f". Reasons: {', '.join(reasons)}." if reasons else ".")
+
+
+def model_choices() -> list[tuple[str, str, str]]:
+    """(registry name, label, description) of each registry entry, bundled default first: the
+    model combo box's items. The name is what the parameter node stores and the worker loads,
+    for every entry ('' only when the registry cannot be read: then the bundled default)."""
+    try:
+        from lckd.model.registry import list_models
+
+        entries = list_models()
+    except Exception as e:  # a registry that cannot be read must not stop the panel from opening
+        logging.info(f"LCKD Segmentation: model registry not readable yet ({e})")
+        return [("", "bundled default", "the model shipped with the extension")]
+    default = entries[0].name if entries and entries[0].bundled else None
+    return [(e.name, f"{e.name} (bundled default)" if e.name == default else
+             f"{e.name} (bundled)" if e.bundled else e.name, e.description) for e in entries]
+
+
+def apply_enabled(selected: bool, running: bool, installing: bool, problem: str | None) -> bool:
+    """Whether Apply can be pressed: scans selected, no job running, no install under way (Slicer
+    5.6-5.10's pip_install runs the event loop, so a second click would start a second install),
+    and no known device problem."""
+    return selected and not running and not installing and not problem

@@ -135,3 +135,25 @@ def assign_modalities(names: Iterable[tuple[Any, str]]) -> dict:
         if mod is not None and mod not in picked:
             picked[mod] = key
     return {m: picked[m] for m in MODALITIES if m in picked}
+
+
+def assign_loaded(current: Mapping[str, str | None], auto: Mapping[str, str],
+                  loaded: Iterable[tuple[Any, str]]) -> dict:
+    """Selector changes for volumes loaded while the module is shown: {modality: node ID or None}.
+
+    `current`: each modality's selected node ID (None: empty); `auto`: the picks auto-assignment
+    made earlier; `loaded`: (node ID, name) of the volumes just loaded. Their names assign
+    modalities as `assign_modalities` does. When a loaded scan's modality is already filled, a
+    new case was loaded: its scans take their selectors and every selector still holding an
+    earlier automatic pick is emptied (the old case's scans); a user's own choice for a
+    modality the new case lacks stays. Otherwise the loaded scans only fill empty selectors
+    (the rest of the same case, loaded file by file).
+    """
+    picks = assign_modalities(loaded)
+    if not any(current.get(m) is not None for m in picks):
+        return {m: node_id for m, node_id in picks.items() if current.get(m) is None}
+    changes: dict = dict(picks)
+    for modality, node_id in current.items():
+        if modality not in picks and node_id is not None and auto.get(modality) == node_id:
+            changes[modality] = None
+    return changes

@@ -74,3 +74,13 @@ def raw_case(tmp_path_factory):
     files = {m: folder / f"{cid}-{s}.nii.gz" for m, s in (("T1", "t1n"), ("T1ce", "t1c"), ("T2", "t2w"),
                                                           ("FLAIR", "t2f"))}
     return folder, files
+
+
+@pytest.fixture(scope="session")
+def segmentation_converters():
+    """Register the segmentation conversion rules real Slicer registers at start-up (slicer-core
+    does not); once per process, for every test module that converts representations."""
+    slicer = pytest.importorskip("slicer")
+    factory = slicer.vtkSegmentationConverterFactory.GetInstance()
+    factory.RegisterConverterRule(slicer.vtkBinaryLabelmapToClosedSurfaceConversionRule())
+    factory.RegisterConverterRule(slicer.vtkClosedSurfaceToBinaryLabelmapConversionRule())

@@ -13,15 +13,19 @@ from __future__ import annotations
 
 import importlib.metadata
 import importlib.util
+import os
 import shlex
 import subprocess
 import sys
 import types
+from pathlib import Path
 
 import pytest
 from packaging.requirements import Requirement
 
 from LCKDSegmentationLib import dependencies as deps
+
+SLICER_SOURCE = Path(__file__).resolve().parent / "data" / "slicer_source"
 
 # --------------------------------------------------------------------------- helpers
 
@@ -249,7 +253,7 @@ def test_ensure_installs_torch_then_the_rest_with_pip_when_there_is_no_pytorch_e
     deps.ensure()
     others = [requirement_for("monai"), requirement_for("slicerio")]
     installs = [c[1] for c in fake.calls if c[0] == "pip_install"]
-    assert installs[0] == "torch" + deps.TORCH_REQUIREMENT
+    assert installs[0][:1] == ["-c"] and installs[0][2:] == ["torch" + deps.TORCH_REQUIREMENT]   # torch pinned too
     assert installs[1][:1] == ["-c"] and installs[1][2:] == others   # constraints file, then the packages
     assert fake.kinds() == ["confirm", "pip_install", "confirm", "pip_install"]   # asked before each install
     titles = [c[1] for c in fake.calls if c[0] == "confirm"]
@@ -301,7 +305,7 @@ def test_torch_installed_but_requirements_declined(monkeypatch):
     with pytest.raises(deps.DependencyError, match="Installation cancelled"):
         deps.ensure()
     assert fake.kinds() == ["confirm", "pip_install", "confirm"]
-    assert fake.calls[1] == ("pip_install", "torch" + deps.TORCH_REQUIREMENT)
+    assert fake.calls[1][0] == "pip_install" and fake.calls[1][1][2:] == ["torch" + deps.TORCH_REQUIREMENT]
 
 
 def test_an_install_that_leaves_packages_missing_is_a_dependency_error_with_the_manual_command(monkeypatch):
@@ -333,9 +337,48 @@ def test_slicer_packaging_pip_ensure_is_used_where_this_slicer_has_it(monkeypatc
     packaging.pip_ensure = pip_ensure
     fake = FakeSlicer(monkeypatch, packaging=packaging)
     deps.ensure()
-    assert recorded == [("load_requirements", str(deps.REQUIREMENTS_FILE)),
-                        ("pip_ensure", deps.read_requirements(), {"requester": "LCKD Segmentation"})]
+    assert recorded[0] == ("load_requirements", str(deps.REQUIREMENTS_FILE))
+    name, requirements, kwargs = recorded[1]
+    assert (name, requirements) == ("pip_ensure", deps.read_requirements())
+    assert set(kwargs) == {"requester", "constraints"} and kwargs["requester"] == "LCKD Segmentation"
+    # Slicer 5.12's pip_ensure takes a constraints file: Slicer's own packages are pinned there too
+    pins = Path(kwargs["constraints"]).read_text(encoding="utf-8").splitlines()[1:]
+    assert pins == deps.bundled_pins() and f"numpy=={importlib.metadata.version('numpy')}" in pins
     assert fake.calls == []                                # pip_ensure asks; no own dialog, no pip_install
+
+
+def test_the_vendored_pip_ensure_signature_takes_constraints():
+    """The fact the call above relies on, from Slicer's source (data/slicer_source/README.md)."""
+    text = (SLICER_SOURCE / "pip_ensure.excerpt.txt").read_text(encoding="utf-8")
+    signature = text[text.index("def pip_ensure("):text.index(") -> ")]
+    assert "constraints: str | Path | None = None" in signature and "requester: str | None = None" in signature
+
+
+def test_the_pytorch_extension_installs_torch_with_slicers_packages_pinned(monkeypatch):
+    """installTorch has no constraints argument: the pins reach its pip run through the environment."""
+    hide(monkeypatch, "torch")
+    monkeypatch.delenv("PIP_CONSTRAINT", raising=False)
+    monkeypatch.delenv("UV_CONSTRAINT", raising=False)
+    seen: list = []
+
+    def record(calls):
+        module = fake_pytorchutils(True, calls)
+        install = module.PyTorchUtilsLogic.installTorch
+
+        def installTorch(self, **kwargs):
+            path = os.environ.get("PIP_CONSTRAINT")
+            seen.append((path, os.environ.get("UV_CONSTRAINT"), Path(path).read_text(encoding="utf-8") if path else ""))
+            return install(self, **kwargs)
+
+        module.PyTorchUtilsLogic.installTorch = installTorch
+        return module
+
+    FakeSlicer(monkeypatch, pytorchutils=record([]))
+    deps.ensure()
+    (pip_path, uv_path, text), = seen
+    assert pip_path and uv_path == pip_path
+    assert f"numpy=={importlib.metadata.version('numpy')}" in text.splitlines()
+    assert "PIP_CONSTRAINT" not in os.environ and "UV_CONSTRAINT" not in os.environ   # restored afterwards
 
 
 def test_an_older_slicer_packaging_without_pip_ensure_falls_back_to_pip_install(monkeypatch):

@@ -31,7 +31,7 @@ from lckd.base.segments import SEGMENTS  # noqa: E402
 from lckd.model.registry import resolve_model  # noqa: E402
 from LCKDSegmentationLib import volumeio  # noqa: E402
 from LCKDSegmentationLib.logic import SegmentationCancelled, SegmentationFailed, SegmentationLogic  # noqa: E402
-from LCKDSegmentationLib.output import TABLE_ROLE, VOLUME_COLUMN  # noqa: E402
+from LCKDSegmentationLib.output import BRAIN_MASK_ROLE, TABLE_ROLE, VOLUME_COLUMN  # noqa: E402
 from LCKDSegmentationLib.selection import DuplicateVolumeError, LabelmapInputError, NoInputError, SelectionError  # noqa: E402
 
 #: Realistic series names: also what the GUI auto-assigns from.
@@ -61,17 +61,9 @@ def case_files(tmp_path_factory):
     return files
 
 
-_RULES_REGISTERED = []
-
-
 @pytest.fixture(scope="module", autouse=True)
-def conversion_rules():
-    # Real Slicer registers these at start-up; slicer-core does not (once per process).
-    if not _RULES_REGISTERED:
-        factory = slicer.vtkSegmentationConverterFactory.GetInstance()
-        factory.RegisterConverterRule(slicer.vtkBinaryLabelmapToClosedSurfaceConversionRule())
-        factory.RegisterConverterRule(slicer.vtkClosedSurfaceToBinaryLabelmapConversionRule())
-        _RULES_REGISTERED.append(True)
+def conversion_rules(segmentation_converters):
+    """Real Slicer registers the conversion rules at start-up; slicer-core does not (conftest)."""
 
 
 @pytest.fixture(scope="module")
@@ -477,7 +469,7 @@ def test_raw_scans_are_detected_and_come_back_with_a_brain_mask(logic, scene, vo
 
     seg = logic.segment({"FLAIR": flair}, device="cpu", model=MODEL, preprocess="on")
     assert "deepbet on FLAIR" in seg.GetAttribute("LCKD.Preprocessing")
-    mask = scene.GetNodeByID(seg.GetAttribute("LCKD.BrainMask"))
+    mask = seg.GetNodeReference(BRAIN_MASK_ROLE)
     assert mask is not None and mask.IsA("vtkMRMLLabelMapVolumeNode") and mask.GetName() == "AX FLAIR raw brain mask"
     truth = sitk.ReadImage(str(folder / f"{folder.name}-brainmask.nii.gz"))
     on_flair = sitk.GetArrayFromImage(sitk.Resample(truth, sitk.ReadImage(str(files["FLAIR"])), sitk.Transform(),
@@ -487,7 +479,7 @@ def test_raw_scans_are_detected_and_come_back_with_a_brain_mask(logic, scene, vo
     assert mask_dice(ours, on_flair) >= 0.9   # 6 mm slices: coarse truth
 
     again = logic.segment({"FLAIR": flair}, device="cpu", model=MODEL, preprocess="off")
-    assert again.GetAttribute("LCKD.BrainMask") is None
+    assert again.GetNodeReference(BRAIN_MASK_ROLE) is None
     assert again.GetAttribute("LCKD.Preprocessing") == "raw-scan preprocessing off (asked for)"
 
     # the console batch takes the same option, and its records say what was done

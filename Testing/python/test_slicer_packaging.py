@@ -297,9 +297,10 @@ def test_the_json_entry_validates_against_the_schema_version_it_names():
 
 # --------------------------------------------------------------------------- widget details (issue 21)
 
-def _method(name: str) -> str:
+def _method(name: str, cls: str | None = None) -> str:
     tree = ast.parse(MODULE_PY.read_text(encoding="utf-8"))
-    for node in ast.walk(tree):
+    scope = tree if cls is None else next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == cls)
+    for node in ast.walk(scope):
         if isinstance(node, ast.FunctionDef) and node.name == name:
             return ast.unparse(node)
     raise AssertionError(f"no method {name}")
@@ -324,7 +325,7 @@ def test_the_device_tooltip_names_the_choices_the_combo_box_offers():
     combo = next(w for w in root.iter("widget") if w.get("name") == "deviceComboBox")
     tip = next(p.findtext("string") for p in combo.findall("property") if p.get("name") == "toolTip")
     source = MODULE_PY.read_text(encoding="utf-8")
-    labels = re.search(r'return \{"auto": "([^"]+)", "cuda": "([^"]+)", "cpu": "([^"]+)"\}', source)
+    labels = re.search(r'return \{"auto": _\("([^"]+)"\), "cuda": _\("([^"]+)"\), "cpu": _\("([^"]+)"\)\}', source)
     assert labels, "Device.label changed: update this test"
     assert tip.startswith("auto:"), "the tooltip first says what 'auto' does"
     for label in (labels.group(2), labels.group(3)):   # each forced choice, by its label in the combo box
@@ -340,5 +341,44 @@ def test_self_tests_skip_instead_of_passing_when_packages_are_missing():
         assert "self.skipIfDependenciesMissing()" in body and "return" not in body.split("\n", 3)[1], name
     helper = _method("skipIfDependenciesMissing")
     assert "self.skipTest(" in helper
-    run_test = _method("runTest")
+    run_test = _method("runTest", cls="LCKDSegmentationTest")
     assert "unittest.SkipTest" in run_test and "self.skipTest(" in run_test
+
+
+# --------------------------------------------------------------------------- the index's lint (issue 29)
+
+INDEX_LINT = Path(__file__).resolve().parent / "data" / "extensions_index"
+
+
+def prettier_multiline_json(value) -> str:
+    """`value` as prettier 3 writes JSON with multilineArraysWrapThreshold 0: two-space indent,
+    every non-empty array and object one member per line, `[]` / `{}` when empty, a final newline."""
+    return json.dumps(value, indent=2, ensure_ascii=False) + "\n"
+
+
+def test_the_index_wraps_every_array_the_way_this_check_assumes():
+    config = (INDEX_LINT / "prettierrc.js.excerpt.txt").read_text(encoding="utf-8")
+    assert "multilineArraysWrapThreshold: 0" in config and "prettier-plugin-multiline-arrays" in config
+    hooks = (INDEX_LINT / "pre-commit-config.excerpt.txt").read_text(encoding="utf-8")
+    assert "types_or: [yaml, javascript, json]" in hooks and "trailing-whitespace" in hooks
+    assert prettier_multiline_json({"a": ["PyTorch"], "b": []}) == '{\n  "a": [\n    "PyTorch"\n  ],\n  "b": []\n}\n'
+
+
+def test_the_catalog_entry_is_formatted_as_the_index_lint_wants():
+    """Issue 29, defect 13: the one-line ["PyTorch"] array failed the index's prettier hook."""
+    text = CATALOG.read_text(encoding="utf-8")
+    assert text == prettier_multiline_json(json.loads(text))
+    assert "\t" not in text and not any(line != line.rstrip() for line in text.splitlines())
+
+
+def test_prettier_itself_accepts_the_catalog_entry_where_it_is_installed(tmp_path):
+    import shutil
+
+    prettier = shutil.which("prettier")
+    if prettier is None:
+        pytest.skip("prettier (npm) is not installed here; the exact-format check above stands in")
+    (tmp_path / ".prettierrc.js").write_text((INDEX_LINT / "prettierrc.js.excerpt.txt").read_text(encoding="utf-8"))
+    (tmp_path / CATALOG.name).write_text(CATALOG.read_text(encoding="utf-8"))
+    run = subprocess.run([prettier, "--check", CATALOG.name], cwd=tmp_path, capture_output=True, text=True,
+                         timeout=120)
+    assert run.returncode == 0, run.stdout + run.stderr

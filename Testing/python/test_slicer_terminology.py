@@ -47,5 +47,12 @@ def test_each_segment_type_is_in_its_category_of_the_context(context, spec):
     assert fields[3] == "^^"                                  # no type modifier
 
 
-def test_the_three_segments_have_three_different_types():
-    assert len({s.type_code for s in SEGMENTS}) == len(SEGMENTS) == 3
+def test_each_segment_has_the_closest_type_the_category_offers(context):
+    """Issue 29, defect 14: the core (necrotic *and* non-enhancing tumour) was tagged Necrosis,
+    which claims all of it is dead tissue. Of the category's types only Mass covers tumour
+    whatever its enhancement or necrosis (the reasons are in lckd/base/segments.py)."""
+    types = {s.key: s.type_code[2] for s in SEGMENTS}
+    assert types == {"NCR": "Mass", "ED": "Edema", "ET": "Mass"}
+    offered = {t["CodeMeaning"] for c in context["SegmentationCodes"]["Category"] for t in c["Type"]}
+    assert not offered & {"Neoplasm", "Tumor", "Non-enhancing tumor"}   # else one of those would be closer
+    assert "non-enhancing" in {s.key: s.name for s in SEGMENTS}["NCR"]   # the name says what Mass leaves out

@@ -49,8 +49,15 @@ def region_title(key: str) -> str:
 #: Slicer loads this context by default and its segment editor offers it first. Every code
 #: below is in its "Morphologically Altered Structure" category (checked in
 #: Testing/python/test_slicer_terminology.py against the file Slicer ships), so Slicer's
-#: terminology selector finds all three. That category has no "Neoplasm" (only the DICOM
-#: master list has it): enhancing tumour is tagged "Mass", its tumour type.
+#: terminology selector finds all three. That category offers Blood clot, Cyst, Edema,
+#: Embolus, Hemorrhage, Mass and Necrosis; it has no "Neoplasm" and nothing for non-enhancing
+#: tumour (only the DICOM master list has Neoplasm). The closest codes:
+#:   ED  -> Edema (SCT 79654002): exactly what the class is.
+#:   ET  -> Mass (SCT 4147007): viable, enhancing tumour tissue.
+#:   NCR -> Mass as well: the class is necrotic *and* non-enhancing tumour core (BraTS label 1,
+#:          "NETC" since 2023); "Necrosis" (SCT 6574001) would call all of it dead tissue, which
+#:          the non-enhancing part is not, while Mass holds tumour whatever its enhancement.
+#: NCR and ET thus share a type; their names and colours tell them apart.
 TERMINOLOGY_CONTEXT = "Segmentation category and type - 3D Slicer General Anatomy list"
 TERMINOLOGY_CATEGORY = ("SCT", "49755003", "Morphologically Altered Structure")
 
@@ -71,7 +78,7 @@ class SegmentInfo:
 
 #: Output segments, in the order they are written (label values come from CONVENTIONS).
 SEGMENTS: tuple = (
-    SegmentInfo("NCR", region_title("NCR"), (0.85, 0.20, 0.15), ("SCT", "6574001", "Necrosis")),
+    SegmentInfo("NCR", region_title("NCR"), (0.85, 0.20, 0.15), ("SCT", "4147007", "Mass")),
     SegmentInfo("ED", region_title("ED"), (0.30, 0.80, 0.30), ("SCT", "79654002", "Edema")),
     SegmentInfo("ET", region_title("ET"), (0.95, 0.85, 0.10), ("SCT", "4147007", "Mass")),
 )
