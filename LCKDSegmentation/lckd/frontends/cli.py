@@ -198,6 +198,10 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
                    help="write what a scanner writes instead: skull, scalp and neck, a 3D 1 mm T1ce and 2D "
                         "axial T1/T2/FLAIR series (4-6 mm slices, own grids), bias fields; with the true brain "
                         "mask (<case>-brainmask.nii.gz) and labels on the T1ce grid")
+    p.add_argument("--dicom", metavar="VENDOR", default=None,
+                   help="write each case as a DICOM study instead, in one vendor's header conventions (siemens, "
+                        "ge, philips, canon, or unnamed: physics only), with a localizer, a reformat, DWI/ADC and "
+                        "a screen save besides the four scans (<case>/S0002/IM0001 ...)")
     p.set_defaults(func=cmd_phantom)
 
     p = sub.add_parser("split", help="write a train/val/test split file for a data folder",
@@ -534,6 +538,8 @@ def cmd_split(args) -> int:
 def cmd_phantom(args) -> int:
     from ..research.phantom import write_phantom_dataset
 
+    if args.raw and args.dicom:
+        raise LCKDError("--dicom writes the standard phantom as a study; it does not combine with --raw")
     if args.raw:
         from ..research.rawphantom import write_raw_phantom
         if args.n < 1:
@@ -551,6 +557,14 @@ def cmd_phantom(args) -> int:
         raise LCKDError(f"--shape must be three integers >= 16 as z,y,x, got '{args.shape}'") from None
     if args.n < 1:
         raise LCKDError("-n must be at least 1")
+    if args.dicom:
+        from pathlib import Path
+
+        from ..research.dicomphantom import write_dicom_study
+        for i in range(args.n):
+            case_dir = Path(args.output_dir) / f"Phantom-{args.seed + i:05d}"
+            print(f"wrote {write_dicom_study(case_dir, args.seed + i, shape, vendor=args.dicom.lower())}", flush=True)
+        return 0
     paths = write_phantom_dataset(args.output_dir, args.n, seed=args.seed, shape=shape, layout=args.layout,
                                   progress=True)
     print(f"wrote {len(paths)} phantom case(s) to {args.output_dir}")

@@ -223,9 +223,9 @@ def write_result(result, outputs: Sequence[PathLike], *, probabilities_dir: Path
                 tmp = stack.enter_context(atomic_path(path, what))
                 if image is None and is_dicom_seg(path.name):
                     from ..io.dicomseg import write_dicom_seg_file
-                    from .quality import summary_line
+                    from .quality import short_line
                     write_dicom_seg_file(result.labelmap, dicom_source or [], tmp, convention=result.label_convention,
-                                         model=model, description=summary_line(result.quality or {}), shown=path)
+                                         model=model, description=short_line(result.quality or {}), shown=path)
                 elif image is None:
                     write_labelmap_file(result.labelmap, tmp, result.label_convention, shown=path)
                 else:
