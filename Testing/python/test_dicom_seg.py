@@ -52,7 +52,8 @@ def test_seg_reads_back_as_the_labelmap_with_codes_and_provenance(study, tmp_pat
     assert back is not None and np.array_equal(back, segment_numbers(case.label, "brats2018"))
     assert set(np.unique(back)) == {0, 1, 2, 3}                          # every class present in this phantom
     ds = pydicom.dcmread(path)
-    assert ds.Modality == "SEG" and ds.SeriesDescription == SERIES_DESCRIPTION and "RESEARCH USE ONLY" in SERIES_DESCRIPTION
+    assert ds.Modality == "SEG" and ds.SeriesDescription == SERIES_DESCRIPTION
+    assert "RESEARCH USE ONLY" in SERIES_DESCRIPTION
     assert ds.FrameOfReferenceUID == sources[0].FrameOfReferenceUID
     assert ds.StudyInstanceUID == sources[0].StudyInstanceUID and ds.PatientID == PATIENT["PatientID"]
     assert ds.SeriesInstanceUID != sources[0].SeriesInstanceUID

@@ -245,10 +245,10 @@ def cmd_segment(args) -> int:
     from ..inference.options import SegmentOptions
     from ..inference.record import model_line, output_stem, scans_line, sidecar_path
     from ..inference.resultfiles import check_output_path, check_probability_dir, write_result
+    from ..io.filetypes import is_dicom_seg
     from ..model.modelcard import read_card
     from ..model.registry import resolve_model
     from ..prep.brainextract import check_installed
-    from ..io.filetypes import is_dicom_seg
     from .progress import StageProgress
 
     args.output = output_with_format(args.output, args.format)

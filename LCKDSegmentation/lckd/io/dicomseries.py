@@ -11,7 +11,7 @@ Nothing identifying (patient name, ID, birth date) is kept.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -219,7 +219,7 @@ def _position(ds) -> Any:
 def _frame_positions(ds) -> list:
     import numpy as np
 
-    out = []
+    out: list = []
     for item in ds.get("PerFrameFunctionalGroupsSequence") or []:
         plane = item.get("PlanePositionSequence")
         try:
@@ -232,8 +232,8 @@ def _frame_positions(ds) -> list:
 def _slice_spacing(where: list, ds) -> float:
     import numpy as np
 
-    gaps = np.diff(np.sort(np.asarray(where, dtype=float))) if len(where) > 1 else []
-    gaps = [g for g in gaps if g > 1e-3]
+    diffs = np.diff(np.sort(np.asarray(where, dtype=float))) if len(where) > 1 else np.zeros(0)
+    gaps = [float(g) for g in diffs if g > 1e-3]
     if gaps:
         return float(np.median(gaps))
     return float(ds.get("SpacingBetweenSlices") or ds.get("SliceThickness") or 1.0)
@@ -277,7 +277,3 @@ def _seconds(value: Any) -> float | None:
         return None
     return hours * 3600 + minutes * 60 + seconds
 
-
-def uids_of(series: Iterable[SeriesInfo]) -> set:
-    """The SeriesInstanceUIDs of `series`."""
-    return {s.uid for s in series}

@@ -85,7 +85,6 @@ def write_dicom_study(folder: str | Path, seed: int = 0, shape: Sequence[int] = 
     `extras` adds a three-plane localizer, a derived reformat, a diffusion series with its ADC
     map, a screen save and a text file; `compressed` writes the MR slices RLE Lossless.
     """
-    import pydicom
     from pydicom.uid import generate_uid
 
     if vendor not in VENDORS:
@@ -125,7 +124,7 @@ def write_dicom_study(folder: str | Path, seed: int = 0, shape: Sequence[int] = 
                      dict(description="ep2d_diff_3scan_trace_ADC", sequence="*ep_b0_1000", scanning="EP",
                           acquisition="2D", tr=6000.0, te=80.0),
                      image_type="DERIVED\\PRIMARY\\DIFFUSION\\ADC")
-        _write_screen_save(out / "S0099" / "IM0001", study, start, pydicom)
+        _write_screen_save(out / "S0099" / "IM0001", study, start)
         (out / "S0099" / "README.txt").write_text("exported by a phantom scanner; not DICOM\n", encoding="utf-8")
     return out
 
@@ -193,11 +192,11 @@ def write_series(folder: Path, study: dict, case: PhantomCase, array: np.ndarray
 def _base_dataset(study: dict, sop_class: str, series_uid: str, number: int, instance: int,
                   when: datetime.datetime):
     from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+    from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
 
     ds = Dataset()
     ds.file_meta = FileMetaDataset()
-    ds.file_meta.MediaStorageSOPClassUID = sop_class
+    ds.file_meta.MediaStorageSOPClassUID = UID(sop_class)
     ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
     ds.SOPClassUID = sop_class
     ds.SOPInstanceUID = generate_uid()
@@ -249,7 +248,7 @@ def _write_localizer(folder: Path, study: dict, case: PhantomCase, when: datetim
         ds.save_as(folder / f"IM{i + 1:04d}", enforce_file_format=True)
 
 
-def _write_screen_save(path: Path, study: dict, when: datetime.datetime, pydicom) -> None:
+def _write_screen_save(path: Path, study: dict, when: datetime.datetime) -> None:
     from pydicom.uid import generate_uid
 
     path.parent.mkdir(parents=True, exist_ok=True)
