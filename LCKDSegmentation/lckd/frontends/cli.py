@@ -18,6 +18,8 @@ EPILOG = """examples:
   lckd demo                                   segment the bundled sample case
   lckd segment --t2 t2.nii.gz --flair flair.nii.gz -o seg.nii.gz
   lckd segment --t1ce t1c.nrrd -o seg.seg.nrrd --labels brats2023
+  lckd study /data/dicom/study1               list the series of a DICOM study and what each is
+  lckd segment --study /data/dicom/study1 -o seg.dcm      recognise the scans, write a DICOM SEG
   lckd batch /data/BraTS2021 /out --device cuda
   lckd info
   lckd split /data/BraTS2021 -o split.csv && lckd train /data/BraTS2021 --split split.csv --preset paper --out run
@@ -27,6 +29,9 @@ EPILOG = """examples:
 #: Scan options of `lckd segment`: the BraTS 2018-2021 name, then the BraTS 2023 alias.
 SCAN_FLAGS = {"T1": ("--t1", "--t1n"), "T1ce": ("--t1ce", "--t1c"), "T2": ("--t2", "--t2w"),
               "FLAIR": ("--flair", "--t2f")}
+#: `--format` names and the output suffix of each.
+OUTPUT_FORMATS = {"nii.gz": ".nii.gz", "nii": ".nii", "nrrd": ".nrrd", "mha": ".mha", "seg.nrrd": ".seg.nrrd",
+                  "dicom-seg": ".dcm"}
 
 
 def _add_model_options(p: argparse.ArgumentParser) -> None:
@@ -79,6 +84,8 @@ LAZY_COMMANDS = {
                  "k-fold cross-validation: train and evaluate one model per fold"),
     "calibrate": ("lckd.research.calibration", "add_calibrate_parser",
                   "fit the per-run quality estimate on a cross-validation folder"),
+    "study": ("lckd.frontends.studycommand", "add_study_parser",
+              "list the series of a DICOM study folder and what each would be used as"),
 }
 
 
@@ -100,16 +107,26 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
 
     p = sub.add_parser("segment", help="segment one case from any subset of scans",
                        description="Segment one case. Give any non-empty subset of the four scans "
-                                   "(NIfTI, NRRD, MHA, or a DICOM series folder).")
+                                   "(NIfTI, NRRD, MHA, or a DICOM series folder), or a whole DICOM study with "
+                                   "--study DIR (its T1, T1ce, T2 and FLAIR are recognised from the headers).")
     for mod, flags in SCAN_FLAGS.items():
-        p.add_argument(*flags, dest=mod, metavar="FILE", help=f"{mod} image (alias {flags[1]}, the BraTS 2023 name)")
+        p.add_argument(*flags, dest=mod, metavar="FILE", help=f"{mod} image (alias {flags[1]}, the BraTS 2023 name); "
+                                                              "with --study, a series number or UID, or 'none'")
+    p.add_argument("--study", metavar="DIR",
+                   help="a DICOM study folder (nested, DICOMDIR or none): every series is listed with what it is "
+                        "used as and why; the scan flags then choose series (lckd study DIR lists without "
+                        "segmenting)")
+    p.add_argument("--format", default=None, choices=list(OUTPUT_FORMATS),
+                   help="output type when -o has no suffix (dicom-seg: a DICOM SEG .dcm on the reference DICOM "
+                        "series; default: the suffix of -o)")
     p.add_argument("--stack", metavar="FILE",
                    help="one 4D file holding the scans as channels (the Medical Segmentation Decathlon's brain "
                         "layout), with --channels naming them in the file's order")
     p.add_argument("--channels", metavar="LIST",
                    help="with --stack: the scan in each channel, in order, e.g. FLAIR,T1,T1ce,T2 (the Decathlon's)")
     p.add_argument("-o", "--output", required=True,
-                   help="output labelmap (.nii.gz, .nrrd, .mha) or Slicer segmentation (.seg.nrrd)")
+                   help="output labelmap (.nii.gz, .nrrd, .mha), Slicer segmentation (.seg.nrrd) or DICOM SEG "
+                        "(.dcm; the reference scan must be DICOM)")
     p.add_argument("--probabilities", metavar="DIR",
                    help="also write ET/TC/WT probability maps into DIR as <output stem>_probability_<region>.nii.gz")
     p.add_argument("--json", nargs="?", const="", default=None, metavar="FILE",
@@ -181,6 +198,10 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
                    help="write what a scanner writes instead: skull, scalp and neck, a 3D 1 mm T1ce and 2D "
                         "axial T1/T2/FLAIR series (4-6 mm slices, own grids), bias fields; with the true brain "
                         "mask (<case>-brainmask.nii.gz) and labels on the T1ce grid")
+    p.add_argument("--dicom", metavar="VENDOR", default=None,
+                   help="write each case as a DICOM study instead, in one vendor's header conventions (siemens, "
+                        "ge, philips, canon, or unnamed: physics only), with a localizer, a reformat, DWI/ADC and "
+                        "a screen save besides the four scans (<case>/S0002/IM0001 ...)")
     p.set_defaults(func=cmd_phantom)
 
     p = sub.add_parser("split", help="write a train/val/test split file for a data folder",
@@ -224,14 +245,22 @@ def cmd_segment(args) -> int:
     from ..inference.options import SegmentOptions
     from ..inference.record import model_line, output_stem, scans_line, sidecar_path
     from ..inference.resultfiles import check_output_path, check_probability_dir, write_result
+    from ..io.filetypes import is_dicom_seg
     from ..model.modelcard import read_card
     from ..model.registry import resolve_model
     from ..prep.brainextract import check_installed
     from .progress import StageProgress
 
+    args.output = output_with_format(args.output, args.format)
     inputs = {m: getattr(args, m) for m in SCAN_FLAGS if getattr(args, m)}
-    if args.stack or args.channels:
+    study, names, protected = None, None, list(inputs.values())
+    if args.study:
+        from .studycommand import study_inputs
+        study, inputs, names = study_inputs(args)
+        protected = study.files()
+    elif args.stack or args.channels:
         inputs = stack_inputs(args.stack, args.channels, given=inputs)
+        protected = list(inputs.values())
     if not inputs:
         raise LCKDError("no input image given: use at least one of --t1, --t1ce, --t2, --flair "
                         "(or --t1n, --t1c, --t2w, --t2f)")
@@ -241,22 +270,29 @@ def cmd_segment(args) -> int:
     # options, outputs, inputs, the model card, the memory the case needs.
     options = SegmentOptions.from_args(args)
     check_process_options(threads=args.threads, device=args.device)
-    check_output_path(args.output, inputs.values())
+    check_output_path(args.output, protected)
     stem = output_stem(args.output)
     if args.probabilities:
-        check_probability_dir(args.probabilities, inputs.values(), stem=stem)
+        check_probability_dir(args.probabilities, protected, stem=stem)
     json_path = None
     if args.json is not None:
         json_path = sidecar_path(args.output) if args.json == "" else args.json
-        _check_side_file(json_path, ".json", inputs.values(), "result record")
+        _check_side_file(json_path, ".json", protected, "result record")
     if args.preview:
-        _check_side_file(args.preview, ".png", inputs.values(), "preview")
+        _check_side_file(args.preview, ".png", protected, "preview")
     if args.brain_mask:
-        check_output_path(args.brain_mask, inputs.values(), what="brain mask")
+        check_output_path(args.brain_mask, protected, what="brain mask")
     check_installed(options.preprocess, options.brain_extractor)
     progress.stage("read")
     # read and checked once: `Segmenter.segment` takes these checked images as they are
-    checked = read_and_check(inputs, args.reference)
+    checked = read_and_check(inputs, args.reference, names=names)
+    dicom_source = None
+    if is_dicom_seg(str(args.output)):
+        from .studycommand import reference_series_files
+        dicom_source = reference_series_files(checked, study)
+        if not dicom_source:
+            raise LCKDError(f"cannot write DICOM SEG '{args.output}': the reference scan ({checked.reference}) is "
+                            "not a DICOM series; give the study with --study DIR or the scans as DICOM folders")
     card_path = resolve_model(args.model)
     card = read_card(card_path)
     check_memory(checked, card.spacing, options.max_memory_gb)
@@ -280,7 +316,8 @@ def cmd_segment(args) -> int:
             print("warning: no brain mask written: raw-scan preprocessing did not run (use --preprocess on)",
                   file=sys.stderr)
         written = write_result(res, [args.output], probabilities_dir=args.probabilities, probabilities_stem=stem,
-                               brain_mask_file=mask_file)
+                               brain_mask_file=mask_file, inputs=protected, dicom_source=dicom_source,
+                               model=seg.model_record())
         # written: the labelmap, the probability maps, then the mask if asked for
         n_probs = len(written) - 1 - (mask_file is not None)
         probs, outputs = written[1:1 + n_probs], [written[0]] + written[1 + n_probs:]
@@ -292,8 +329,8 @@ def cmd_segment(args) -> int:
                        total=time.perf_counter() - t0)
         if json_path is not None:
             from ..inference.record import run_record, write_record
-            write_record(run_record(seg, res, options, outputs=outputs, probabilities=probs, timings=timings),
-                         json_path)
+            write_record(run_record(seg, res, options, outputs=outputs, probabilities=probs, timings=timings,
+                                    study=study.record() if study is not None else None), json_path)
             outputs.append(json_path)
     finally:
         progress.close()
@@ -307,6 +344,20 @@ def cmd_segment(args) -> int:
         print("stage times: " + ", ".join(f"{k} {v:.2f} s" for k, v in timings.items() if k != "total"))
     print(f"done in {timings['total']:.1f} s on {seg.device.type}")
     return 0
+
+
+def output_with_format(output: str, fmt: str | None) -> str:
+    """`-o` with `--format`'s suffix added when it has none of the output suffixes; refused when it has another."""
+    if fmt is None:
+        return output
+    suffix = OUTPUT_FORMATS[fmt]
+    lower = str(output).lower()
+    if lower.endswith(suffix) and not (suffix == ".nrrd" and lower.endswith(".seg.nrrd")):
+        return output
+    if any(lower.endswith(s) for s in OUTPUT_FORMATS.values()):
+        raise LCKDError(f"-o '{output}' and --format {fmt} disagree: name the output with {suffix}, or leave "
+                        "--format out")
+    return str(output) + suffix
 
 
 def stack_inputs(stack: str | None, channels: str | None, given: dict) -> dict:
@@ -487,6 +538,8 @@ def cmd_split(args) -> int:
 def cmd_phantom(args) -> int:
     from ..research.phantom import write_phantom_dataset
 
+    if args.raw and args.dicom:
+        raise LCKDError("--dicom writes the standard phantom as a study; it does not combine with --raw")
     if args.raw:
         from ..research.rawphantom import write_raw_phantom
         if args.n < 1:
@@ -504,6 +557,14 @@ def cmd_phantom(args) -> int:
         raise LCKDError(f"--shape must be three integers >= 16 as z,y,x, got '{args.shape}'") from None
     if args.n < 1:
         raise LCKDError("-n must be at least 1")
+    if args.dicom:
+        from pathlib import Path
+
+        from ..research.dicomphantom import write_dicom_study
+        for i in range(args.n):
+            case_dir = Path(args.output_dir) / f"Phantom-{args.seed + i:05d}"
+            print(f"wrote {write_dicom_study(case_dir, args.seed + i, shape, vendor=args.dicom.lower())}", flush=True)
+        return 0
     paths = write_phantom_dataset(args.output_dir, args.n, seed=args.seed, shape=shape, layout=args.layout,
                                   progress=True)
     print(f"wrote {len(paths)} phantom case(s) to {args.output_dir}")

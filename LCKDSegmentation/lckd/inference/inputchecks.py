@@ -338,11 +338,13 @@ class CheckedInputs:
     memory_checked: tuple | None = None
 
 
-def read_and_check(inputs: Mapping[str, ImageLike] | CheckedInputs, reference: str | None = None) -> CheckedInputs:
+def read_and_check(inputs: Mapping[str, ImageLike] | CheckedInputs, reference: str | None = None, *,
+                   names: Mapping[str, str] | None = None) -> CheckedInputs:
     """Read every input (files or SimpleITK images) and run all input checks; raise `InputError`.
 
     Keys are modality names or aliases; `None` values are skipped. `reference` is the
     modality whose grid the output uses (default: the first of T1ce, FLAIR, T1, T2 given).
+    `names` names images given in memory (e.g. "<DICOM series 5 'AX T1 +C'>"), keyed like `inputs`.
     """
     if isinstance(inputs, CheckedInputs):
         if reference is not None and canonical(reference) != inputs.reference:
@@ -361,7 +363,7 @@ def read_and_check(inputs: Mapping[str, ImageLike] | CheckedInputs, reference: s
             raise InputError(f"{mod}: give a file path or a SimpleITK image, not {type(value).__name__}")
         images[mod] = read_image(value, what=mod)
         if isinstance(value, sitk.Image):
-            sources[mod] = f"<{mod} image in memory>"
+            sources[mod] = (names or {}).get(key) or f"<{mod} image in memory>"
         else:
             from ..io.pathcheck import shown_path
             from ..io.stacks import StackChannel

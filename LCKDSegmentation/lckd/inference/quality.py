@@ -172,6 +172,15 @@ def estimate(features: Mapping[str, float], calibration: Mapping | None) -> dict
     return record
 
 
+def short_line(record: Mapping) -> str:
+    """The estimate in at most 64 characters (a DICOM SEG's content description)."""
+    if record.get("expected_wt_dice") is None:
+        return "quality: not calibrated for this model"
+    lo, hi = record["interval"]
+    return (("LOW CONFIDENCE: " if record["low_confidence"] else "quality: ")
+            + f"expected WT Dice {record['expected_wt_dice']:.2f} ({lo:.2f}-{hi:.2f}), estimate")[:64]
+
+
 def summary_line(record: Mapping) -> str:
     """One line for a terminal, a log or a caption."""
     if record.get("expected_wt_dice") is None:

@@ -66,6 +66,8 @@ def scans_line(sources: Mapping[str, Any], reference: str | None = None) -> str:
     def name(src: Any) -> str:
         if isinstance(src, (str, os.PathLike)) and not str(src).startswith("<"):
             return printable(Path(src).name)
+        if isinstance(src, str) and src.startswith("<DICOM "):   # a series of a study: number and description
+            return printable(src[len("<DICOM "):-1])
         return "(image in memory)"
 
     text = "scans: " + ", ".join(f"{m} = {name(s)}" for m, s in sources.items())
@@ -108,10 +110,12 @@ def result_record(*, model: Mapping, modalities: Sequence[str], inputs: Mapping[
                   outputs: Sequence[str | Path] = (), probabilities: Sequence[str | Path] = (),
                   warnings: Sequence[str] = (), timings: Mapping[str, float] | None = None,
                   device: str | None = None, preprocessing: str = "", quality: Mapping | None = None,
-                  notes: Sequence[str] = ()) -> dict:
+                  notes: Sequence[str] = (), study: Mapping | None = None) -> dict:
     """The JSON record of one segmentation (the sidecar), from its parts.
 
     The parts of `run_record`, which every front end calls; plain values, so a test can build one.
+    `study` is a DICOM study's series listing (`lckd.io.dicomstudy.Study.record`: numbers,
+    descriptions, assignments, never a patient attribute).
     """
     from .. import __version__
     from ..base.labels import CONVENTIONS
@@ -122,7 +126,7 @@ def result_record(*, model: Mapping, modalities: Sequence[str], inputs: Mapping[
             return None
         return printable(os.path.abspath(os.path.expanduser(str(p))))
 
-    return {
+    record = {
         "format": RECORD_FORMAT,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "lckd_version": __version__,
@@ -142,6 +146,9 @@ def result_record(*, model: Mapping, modalities: Sequence[str], inputs: Mapping[
         "notes": [str(n) for n in notes],         # information (e.g. how far co-registration moved a scan)
         "timings_s": _stage_order({k: round(float(v), 3) for k, v in (timings or {}).items()}),
     }
+    if study is not None:
+        record["dicom_study"] = dict(study)
+    return record
 
 
 def run_options(card: Any, options: SegmentOptions, device: str | None, threads: int | None) -> dict:
@@ -165,7 +172,8 @@ def run_options(card: Any, options: SegmentOptions, device: str | None, threads:
 
 
 def run_record(seg: Any, res: Any, options: SegmentOptions, *, outputs: Sequence[str | Path],
-               probabilities: Sequence[str | Path] = (), timings: Mapping[str, float] | None = None) -> dict:
+               probabilities: Sequence[str | Path] = (), timings: Mapping[str, float] | None = None,
+               study: Mapping | None = None) -> dict:
     """The result record (JSON sidecar) of one segmentation by the loaded model `seg`: the one
     builder `lckd segment`, `lckd batch` and the worker (hence the Slicer module) use.
 
@@ -178,7 +186,7 @@ def run_record(seg: Any, res: Any, options: SegmentOptions, *, outputs: Sequence
         labels=res.label_convention, volumes_ml=res.volumes_ml, outputs=outputs, probabilities=probabilities,
         warnings=res.warnings, timings=res.timings if timings is None else timings, device=str(seg.device),
         options=run_options(seg.card, options, seg.asked_device, seg.fixed_threads),
-        preprocessing=res.preprocessing, quality=res.quality, notes=res.notes)
+        preprocessing=res.preprocessing, quality=res.quality, notes=res.notes, study=study)
 
 
 def write_record(record: Mapping, path: str | Path) -> Path:

@@ -21,7 +21,7 @@ from ..base.errors import OutputError
 from ..base.labels import CONVENTIONS
 from ..base.segments import SEGMENTS
 from ..io.atomicwrite import TEMP_NAME_EXTRA, atomic_path, probe_writable
-from ..io.filetypes import OUTPUT_SUFFIXES, is_segmentation
+from ..io.filetypes import OUTPUT_SUFFIXES, is_dicom_seg, is_segmentation
 from ..io.imageio import image_writer_target, write_image_file
 from ..io.pathcheck import check_path_text, shown_path
 
@@ -175,7 +175,8 @@ def check_probability_dir(folder: PathLike, inputs: Iterable[PathLike | None] = 
 
 def write_result(result, outputs: Sequence[PathLike], *, probabilities_dir: PathLike | None = None,
                  probabilities_file: PathLike | None = None, brain_mask_file: PathLike | None = None,
-                 inputs: Iterable[PathLike | None] | None = None, probabilities_stem: str = "") -> list[Path]:
+                 inputs: Iterable[PathLike | None] | None = None, probabilities_stem: str = "",
+                 dicom_source: Sequence[PathLike] | None = None, model: Mapping | None = None) -> list[Path]:
     """Write a `SegmentationResult`'s files all-or-nothing; return the paths written.
 
     `outputs`: labelmap paths (`.seg.nrrd` gives a Slicer segmentation). The probability
@@ -184,13 +185,18 @@ def write_result(result, outputs: Sequence[PathLike], *, probabilities_dir: Path
     preprocessing) into `brain_mask_file`. No output may be one of the inputs
     (`inputs`, default the files the result was made from). Every file is written under a
     temporary name and verified; the renames onto the final names happen only once all of
-    them are complete.
+    them are complete. A `.dcm` output is a DICOM SEG on the reference series `dicom_source`
+    (its files in slice order), naming the model (`model`, a model record) and the quality estimate.
     """
     sources = inputs if inputs is not None else _result_sources(result)
     plan: list[tuple[Path, str, sitk.Image | None]] = []   # (path, what, image; None: the labelmap)
     for out in outputs:
         p = Path(os.path.expanduser(str(out)))
-        if not is_segmentation(p.name):
+        if is_dicom_seg(p.name):
+            if not dicom_source:
+                raise OutputError(f"cannot write DICOM SEG '{shown_path(p)}': the reference scan is not a DICOM "
+                                  "series (give the study with --study DIR, or the reference as a DICOM folder)")
+        elif not is_segmentation(p.name):
             image_writer_target(p, "labelmap")
         plan.append((p, "labelmap", None))
     if probabilities_dir is not None or probabilities_file is not None:
@@ -215,7 +221,12 @@ def write_result(result, outputs: Sequence[PathLike], *, probabilities_dir: Path
         with contextlib.ExitStack() as stack:
             for path, what, image in plan:
                 tmp = stack.enter_context(atomic_path(path, what))
-                if image is None:
+                if image is None and is_dicom_seg(path.name):
+                    from ..io.dicomseg import write_dicom_seg_file
+                    from .quality import short_line
+                    write_dicom_seg_file(result.labelmap, dicom_source or [], tmp, convention=result.label_convention,
+                                         model=model, description=short_line(result.quality or {}), shown=path)
+                elif image is None:
                     write_labelmap_file(result.labelmap, tmp, result.label_convention, shown=path)
                 else:
                     write_image_file(image, tmp, what=what, shown=path)

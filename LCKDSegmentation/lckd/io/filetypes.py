@@ -17,8 +17,11 @@ WRITE_SUFFIXES: tuple = (".nii.gz", ".nii", ".nrrd", ".mha")
 #: A Slicer segmentation (a labelmap with named segments), written with `slicerio`.
 SEGMENTATION_SUFFIX = ".seg.nrrd"
 
-#: What a result may be written as: a Slicer segmentation or a plain labelmap.
-OUTPUT_SUFFIXES: tuple = (SEGMENTATION_SUFFIX,) + WRITE_SUFFIXES
+#: A DICOM Segmentation object (needs the reference scan as DICOM), written with highdicom.
+DICOM_SEG_SUFFIX = ".dcm"
+
+#: What a result may be written as: a Slicer segmentation, a plain labelmap or a DICOM SEG.
+OUTPUT_SUFFIXES: tuple = (SEGMENTATION_SUFFIX,) + WRITE_SUFFIXES + (DICOM_SEG_SUFFIX,)
 
 #: Format name of each readable suffix, for error messages.
 FORMAT_NAMES: dict = {".nii.gz": "NIfTI", ".nii": "NIfTI", ".nrrd": "NRRD", ".nhdr": "NRRD",
@@ -34,6 +37,11 @@ _STEM_SUFFIXES = tuple(sorted(set(OUTPUT_SUFFIXES + READ_SUFFIXES), key=len, rev
 def is_segmentation(name: str) -> bool:
     """True for a Slicer segmentation file name (`*.seg.nrrd`)."""
     return name.endswith(SEGMENTATION_SUFFIX)
+
+
+def is_dicom_seg(name: str) -> bool:
+    """True for a DICOM SEG output name (`*.dcm`, any case)."""
+    return name.lower().endswith(DICOM_SEG_SUFFIX)
 
 
 def image_stem(name: str) -> str:

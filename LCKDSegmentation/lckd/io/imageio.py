@@ -219,19 +219,35 @@ def _read_dicom_folder(p: Path, label: str, series: str | None) -> sitk.Image:
         raise InputError(f"{label} holds {len(ids)} DICOM series: {listing}; give the folder of one series "
                          "(or choose one by its series UID)")
     files = sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(p), ids[0])
-    reader = sitk.ImageSeriesReader()
-    reader.SetFileNames(files)
+    return read_dicom_files(files, f"{label} DICOM series {ids[0]}")
+
+
+def read_dicom_files(files, label: str) -> sitk.Image:
+    """Read the DICOM files of one series (single-frame slices in order along their normal, or one
+    multi-frame file) as one volume; `label` names the series in errors ("T1ce series 5").
+
+    The one DICOM pixel reader: a series folder (`read_image`) and a series found in a study
+    (`lckd.io.dicomstudy`) both come here. A missing slice or uneven spacing is refused with the
+    gap named.
+    """
+    files = [str(f) for f in files]
+    shown = sitk.ProcessObject.GetGlobalWarningDisplay()
     # ITK only warns (on stderr) about missing or uneven slices; _uneven_slices refuses them instead.
     sitk.ProcessObject.SetGlobalWarningDisplay(False)
     try:
-        image = reader.Execute()
+        if len(files) == 1:
+            image = sitk.ReadImage(files[0])
+        else:
+            reader = sitk.ImageSeriesReader()
+            reader.SetFileNames(files)
+            image = reader.Execute()
     except RuntimeError as exc:
-        raise InputError(f"{label} DICOM series {ids[0]} {_summarise_read_error(exc)}") from None
+        raise InputError(f"{label} {_summarise_read_error(exc)}") from None
     finally:
         sitk.ProcessObject.SetGlobalWarningDisplay(shown)
     gap = _uneven_slices(files, image)
     if gap:
-        raise InputError(f"{label} DICOM series {ids[0]} has unevenly spaced slices ({gap}): a slice is missing "
+        raise InputError(f"{label} has unevenly spaced slices ({gap}): a slice is missing "
                          "or the series mixes acquisitions")
     return image
 

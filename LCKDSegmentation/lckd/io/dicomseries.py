@@ -1,0 +1,279 @@
+"""Finding the image series of a DICOM study folder from the headers alone (no pixel data read).
+
+`find_series` walks a folder (nested folders, with or without a DICOMDIR, files with or without
+an extension), keeps the files that are DICOM (preamble + "DICM"; anything else is ignored),
+and groups the image instances into series: by SeriesInstanceUID, split where the orientation
+or the matrix size changes (a three-plane localizer is three groups). Each group is a
+`SeriesInfo`: the attributes the recogniser (`lckd.io.dicomroles`) judges by, the files in
+slice order, and what is wrong with the stack (a missing slice, repeated positions).
+Nothing identifying (patient name, ID, birth date) is kept.
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..base.errors import InputError
+from .pathcheck import shown_path
+
+#: Media Storage Directory (DICOMDIR): an index of the files, not an image.
+DICOMDIR_CLASS = "1.2.840.10008.1.3.10"
+#: Spacing of slices more than this fraction away from the median is a gap (the same rule as
+#: `imageio`'s check of a series folder).
+GAP_TOLERANCE = 0.1
+
+
+@dataclass
+class SeriesInfo:
+    """One image series (or one orientation / matrix of a series) of a study, from its headers."""
+
+    uid: str
+    label: str                         # series number as text ("5"; "5.2" for the second part of a split series)
+    number: int | None
+    description: str
+    files: list = field(default_factory=list)        # paths in slice order (one file for multi-frame)
+    attributes: dict = field(default_factory=dict)   # the header values the recogniser reads (`HEADER_KEYS`)
+    slices: int = 0
+    rows: int = 0
+    columns: int = 0
+    spacing: tuple = ()               # (row, column, slice) mm, slice spacing from the positions
+    multiframe: bool = False
+    problem: str = ""                 # what makes the stack unreadable as one volume ('' if nothing)
+
+    def name(self) -> str:
+        """'series 5 'AX T2 FLAIR'' as every message names it (no UID unless there is no number)."""
+        text = f"series {self.label}" if self.number is not None else f"series {self.uid}"
+        return text + (f" '{self.description}'" if self.description else "")
+
+    @property
+    def time(self) -> float | None:
+        """Acquisition (else series) time in seconds since midnight, or None."""
+        for key in ("AcquisitionTime", "SeriesTime", "ContentTime"):
+            seconds = _seconds(self.attributes.get(key))
+            if seconds is not None:
+                return seconds
+        return None
+
+    @property
+    def voxel_volume(self) -> float:
+        out = 1.0
+        for v in self.spacing or (1.0, 1.0, 1.0):
+            out *= float(v)
+        return out
+
+
+#: Header attributes kept for the recogniser (top level, or inside an enhanced file's functional groups).
+HEADER_KEYS = ("Modality", "SOPClassUID", "ImageType", "SeriesDescription", "ProtocolName", "SequenceName",
+               "PulseSequenceName", "ScanningSequence", "SequenceVariant", "ScanOptions", "MRAcquisitionType",
+               "RepetitionTime", "EchoTime", "EffectiveEchoTime", "InversionTime", "InversionTimes",
+               "ContrastBolusAgent", "ContrastBolusIngredient", "ContrastBolusVolume", "ContrastBolusStartTime",
+               "ContrastBolusAgentAdministered", "AcquisitionContrast", "DiffusionBValue", "DiffusionDirectionality",
+               "ConversionType", "Manufacturer", "AcquisitionTime", "SeriesTime", "ContentTime",
+               "NumberOfTemporalPositions", "ImageComments", "BurnedInAnnotation")
+
+
+def dicom_files(folder: str | Path) -> Iterator[Path]:
+    """Every file under `folder` (recursively, in name order) that starts like DICOM."""
+    for root, dirs, files in os.walk(folder):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in sorted(files):
+            if name.startswith("."):
+                continue
+            path = Path(root) / name
+            try:
+                with open(path, "rb") as fh:
+                    head = fh.read(132)
+            except OSError:
+                continue
+            if head[128:132] == b"DICM":
+                yield path
+
+
+def find_series(folder: str | Path) -> list[SeriesInfo]:
+    """The image series under `folder`, in series-number order; `InputError` when there are none."""
+    import pydicom
+
+    root = Path(folder)
+    if not root.is_dir():
+        raise InputError(f"study '{shown_path(folder)}' is not a folder")
+    groups: dict[tuple, list[tuple[Path, Any]]] = {}
+    for path in dicom_files(root):
+        try:
+            ds = pydicom.dcmread(path, stop_before_pixels=True)
+        except Exception:   # noqa: BLE001 - a damaged file is one file less, named below if it matters
+            continue
+        if str(getattr(ds.file_meta, "MediaStorageSOPClassUID", "")) == DICOMDIR_CLASS:
+            continue
+        uid = str(ds.get("SeriesInstanceUID", ""))
+        if not uid or "Rows" not in ds:
+            continue   # not an image (structured report, presentation state, ...)
+        groups.setdefault((uid, _orientation(ds), int(ds.Rows), int(ds.Columns)), []).append((path, ds))
+    if not groups:
+        raise InputError(f"study '{shown_path(folder)}' holds no DICOM image series (sub-folders searched)")
+    parts: dict[str, int] = {}
+    for key in groups:
+        parts[key[0]] = parts.get(key[0], 0) + 1
+    seen: dict[str, int] = {}
+    series = []
+    for key, members in groups.items():
+        seen[key[0]] = seen.get(key[0], 0) + 1
+        series.append(_series(key, members, seen[key[0]] if parts[key[0]] > 1 else 0))
+    return sorted(series, key=lambda s: (s.number if s.number is not None else 1 << 30, s.label, s.uid))
+
+
+def _series(key: tuple, members: list, part: int) -> SeriesInfo:
+    import numpy as np
+
+    uid, orientation, rows, columns = key
+    first = members[0][1]
+    number = _int(first.get("SeriesNumber"))
+    label = (str(number) if number is not None else uid) + (f".{part}" if part else "")
+    attributes = header_values(first)
+    info = SeriesInfo(uid=uid, label=label, number=number, description=str(first.get("SeriesDescription", "")).strip(),
+                      attributes=attributes, rows=rows, columns=columns)
+    multiframe = len(members) == 1 and _int(first.get("NumberOfFrames")) not in (None, 1)
+    normal = np.cross(orientation[:3], orientation[3:]) if len(orientation) == 6 else None
+    pixel = [float(v) for v in (first.get("PixelSpacing") or _nested(first, "PixelSpacing") or (1.0, 1.0))]
+    if multiframe:
+        info.multiframe = True
+        info.files = [members[0][0]]
+        positions = _frame_positions(first)
+        info.slices = _int(first.get("NumberOfFrames")) or 0
+    else:
+        positions = [_position(ds) for _, ds in members]
+        order = sorted(range(len(members)), key=lambda i: (float(np.dot(normal, positions[i]))
+                                                           if normal is not None and positions[i] is not None
+                                                           else float(_int(members[i][1].get("InstanceNumber")) or i)))
+        info.files = [members[i][0] for i in order]
+        positions = [positions[i] for i in order]
+        info.slices = len(members)
+    where = [float(np.dot(normal, p)) for p in positions if p is not None] if normal is not None else []
+    info.spacing = (pixel[0], pixel[1], _slice_spacing(where, first))
+    info.problem = _stack_problem(where, info.slices)
+    return info
+
+
+def header_values(ds) -> dict:
+    """The `HEADER_KEYS` values of a dataset as plain Python values (found at the top level or in
+    the shared / first per-frame functional groups of an enhanced file)."""
+    out = {}
+    for key in HEADER_KEYS:
+        value = ds.get(key)
+        if value is None or value == "":
+            value = _nested(ds, key)
+        if value is None or value == "":
+            continue
+        out[key] = _plain(value)
+    return out
+
+
+def _plain(value: Any) -> Any:
+    from pydicom.multival import MultiValue
+
+    if isinstance(value, (MultiValue, list, tuple)):
+        return tuple(_plain(v) for v in value)
+    if isinstance(value, (int, float)):
+        return value
+    try:
+        return float(value) if type(value).__name__ in ("DSfloat", "DSdecimal", "IS") else str(value).strip()
+    except (TypeError, ValueError):
+        return str(value)
+
+
+def _nested(ds, keyword: str) -> Any:
+    """`keyword` inside the first item of an enhanced file's functional groups (shared first)."""
+    for groups in ("SharedFunctionalGroupsSequence", "PerFrameFunctionalGroupsSequence"):
+        seq = ds.get(groups)
+        if not seq:
+            continue
+        for element in seq[0]:
+            if element.VR != "SQ":
+                continue
+            for item in element.value[:1]:
+                if keyword in item:
+                    return item.get(keyword)
+    return None
+
+
+def _orientation(ds) -> tuple:
+    value = ds.get("ImageOrientationPatient") or _nested(ds, "ImageOrientationPatient")
+    try:
+        return tuple(round(float(v), 3) for v in value)
+    except (TypeError, ValueError):
+        return ()
+
+
+def _position(ds) -> Any:
+    import numpy as np
+
+    value = ds.get("ImagePositionPatient")
+    try:
+        return np.array([float(v) for v in value])
+    except (TypeError, ValueError):
+        return None
+
+
+def _frame_positions(ds) -> list:
+    import numpy as np
+
+    out: list = []
+    for item in ds.get("PerFrameFunctionalGroupsSequence") or []:
+        plane = item.get("PlanePositionSequence")
+        try:
+            out.append(np.array([float(v) for v in plane[0].ImagePositionPatient]))
+        except (TypeError, AttributeError, IndexError, ValueError):
+            out.append(None)
+    return out
+
+
+def _slice_spacing(where: list, ds) -> float:
+    import numpy as np
+
+    diffs = np.diff(np.sort(np.asarray(where, dtype=float))) if len(where) > 1 else np.zeros(0)
+    gaps = [float(g) for g in diffs if g > 1e-3]
+    if gaps:
+        return float(np.median(gaps))
+    return float(ds.get("SpacingBetweenSlices") or ds.get("SliceThickness") or 1.0)
+
+
+def _stack_problem(where: list, count: int) -> str:
+    """A missing slice or repeated positions, in words ('' when the stack is even)."""
+    import numpy as np
+
+    if len(where) < 3:
+        return ""
+    positions = np.sort(np.asarray(where, dtype=float))
+    distinct = len(np.unique(np.round(positions, 2)))
+    if distinct < count:
+        return f"{count} images at {distinct} positions (several volumes: dynamic, multi-echo or perfusion)"
+    gaps = np.diff(positions)
+    median = float(np.median(gaps))
+    worst = float(gaps[np.argmax(np.abs(gaps - median))])
+    if median > 0 and abs(worst - median) > GAP_TOLERANCE * median:
+        missing = round(worst / median) - 1
+        what = f"{missing} slice(s) missing" if missing >= 1 else "uneven slices"
+        return f"{what}: a gap of {worst:.3g} mm where the others are {median:.3g} mm"
+    return ""
+
+
+def _int(value: Any) -> int | None:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _seconds(value: Any) -> float | None:
+    text = str(value or "").strip()
+    if len(text) < 4 or not text[:4].isdigit():
+        return None
+    try:
+        hours, minutes = int(text[:2]), int(text[2:4])
+        seconds = float(text[4:]) if len(text) > 4 else 0.0
+    except ValueError:
+        return None
+    return hours * 3600 + minutes * 60 + seconds
+
