@@ -38,7 +38,8 @@ for path in sorted(Path(sys.argv[1], "LCKDSegmentationLib").glob("*.py")):
         else:
             report["failed"][name] = repr(e)
 
-from lckd import cli, registry
+from lckd.frontends import cli
+from lckd.model import registry
 names = [e.name for e in registry.list_models()]
 card = registry.resolve_model(None, allow_download=False)
 report["models"] = names
