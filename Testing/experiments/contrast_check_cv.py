@@ -236,6 +236,9 @@ def main() -> int:
         model.warn_below, model.pair_warn_below = warn, pair_warn
         model.refuse_below, model.pair_refuse_below = refuse, pair_refuse
         model.far_above = float(np.ceil(2.0 * np.nanmax(model.distance(rows["features"]))))
+        # texture without anatomy: neighbours less alike than half the least alike scan fitted on
+        corr = rows["features"][:, FEATURES.index("neighbour_corr")]
+        model.min_neighbour_corr = round(0.5 * float(np.nanmin(corr)), 3)
         model.fitted_on = {"cases": int(len(set(rows["groups"][real]))), "scans": int(len(rows["labels"])),
                            "l2": args.l2, "script": "Testing/experiments/contrast_check_cv.py"}
         DEFAULT_PATH.write_text(json.dumps(model.to_dict(), indent=1) + "\n", encoding="utf-8")

@@ -52,6 +52,9 @@ def _add_segment_options(p: argparse.ArgumentParser) -> None:
                         "as core (default: as the model card says; the bundled real-data model does)")
     p.add_argument("--register", action="store_true",
                    help="rigidly co-register the inputs onto the reference first (mutual information)")
+    p.add_argument("--trust-flags", action="store_true",
+                   help="segment even when the contrast check finds that a scan does not look like its flag "
+                        "(it still warns)")
     p.add_argument("--preprocess", choices=PREPROCESS_MODES, default="auto",
                    help="raw scans (skull on, own grids): co-register, extract the brain, mask; auto (default) "
                         "does it when the scans look unstripped and says what it decided")

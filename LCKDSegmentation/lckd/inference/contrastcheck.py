@@ -140,6 +140,7 @@ class ContrastModel:
     pair_refuse_below: float = 0.05     # ... under which the run is refused
     far_above: float = 10.0             # feature distance beyond which a scan looks like no known contrast
     min_brain_ml: float = 300.0         # smaller brains (crops, test volumes) are not judged
+    min_neighbour_corr: float = 0.1     # neighbouring voxels less alike than this: texture without anatomy
     classes: tuple = CLASSES
     fitted_on: dict = field(default_factory=dict)
 
@@ -173,7 +174,8 @@ class ContrastModel:
                 "bias": self.bias.tolist(), "pairs": {k: np.asarray(v).tolist() for k, v in self.pairs.items()},
                 "warn_below": self.warn_below, "refuse_below": self.refuse_below,
                 "pair_warn_below": self.pair_warn_below, "pair_refuse_below": self.pair_refuse_below,
-                "far_above": self.far_above, "min_brain_ml": self.min_brain_ml, "fitted_on": self.fitted_on}
+                "far_above": self.far_above, "min_brain_ml": self.min_brain_ml,
+                "min_neighbour_corr": self.min_neighbour_corr, "fitted_on": self.fitted_on}
 
     @classmethod
     def from_dict(cls, d: dict) -> ContrastModel:
@@ -185,7 +187,7 @@ class ContrastModel:
                    np.asarray(d["bias"], float), {k: np.asarray(v, float) for k, v in d["pairs"].items()},
                    float(d["warn_below"]), float(d["refuse_below"]), float(d["pair_warn_below"]),
                    float(d["pair_refuse_below"]), float(d["far_above"]), float(d["min_brain_ml"]),
-                   tuple(d["classes"]), dict(d.get("fitted_on", {})))
+                   float(d["min_neighbour_corr"]), tuple(d["classes"]), dict(d.get("fitted_on", {})))
 
 
 FORMAT = "lckd-contrast-check/2"
@@ -254,10 +256,12 @@ def judge(features: Mapping[str, np.ndarray], model: ContrastModel, brain_ml: fl
         best = model.classes[int(np.argmax(p))]
         p_flag = float(p[model.classes.index(f)])
         report.looks_like[f], report.p_flag[f] = best, p_flag
-        if not np.isfinite(d) or d > model.far_above:
+        corr = float(features[f][FEATURES.index("neighbour_corr")])
+        if not np.isfinite(d) or d > model.far_above or not corr >= model.min_neighbour_corr:
             report.unknown.append(f)
-            report.messages.append(f"the scan given as {f} looks like no MRI contrast the check knows "
-                                   f"(feature distance {d:.1f}): noise, a non-brain image or an unusual protocol?")
+            report.messages.append(f"the scan given as {f} looks like no MRI contrast the check knows (neighbouring "
+                                   f"voxels correlate {corr:.2f}, feature distance {d:.1f}): noise, a non-brain "
+                                   "image or an unusual protocol?")
         elif best != f and p_flag < model.warn_below:
             report.refuse |= p_flag < model.refuse_below
             report.messages.append(f"the scan given as {f} looks like {best} (contrast check: "

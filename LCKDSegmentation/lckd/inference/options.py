@@ -49,6 +49,7 @@ class SegmentOptions:
     brain_extractor: str | None = _opt(None, str)    # None: the default backend
     bias_correction: bool = _opt(False, bool)
     max_memory_gb: float | None = _opt(None, float)  # None: $LCKD_MAX_MEMORY_GB, else 80% of memory
+    trust_flags: bool = _opt(False, bool)            # the contrast check warns but never refuses
 
     def __post_init__(self) -> None:
         # The one place a run's options are checked; normalised values replace the given ones.
@@ -58,6 +59,7 @@ class SegmentOptions:
         set_(self, "register", bool(self.register))
         set_(self, "probabilities", bool(self.probabilities))
         set_(self, "bias_correction", bool(self.bias_correction))
+        set_(self, "trust_flags", bool(self.trust_flags))
         if self.postprocess is not None:
             set_(self, "postprocess", bool(self.postprocess))
         set_(self, "overlap", checks.check_overlap(self.overlap))
@@ -82,7 +84,8 @@ class SegmentOptions:
                    postprocess=args.postprocess, probabilities=bool(getattr(args, "probabilities", None)),
                    overlap=args.overlap, sw_batch_size=args.sw_batch_size, mirrors=args.mirrors,
                    preprocess=args.preprocess, brain_extractor=args.brain_extractor,
-                   bias_correction=args.bias_correction, max_memory_gb=getattr(args, "max_memory", None))
+                   bias_correction=args.bias_correction, max_memory_gb=getattr(args, "max_memory", None),
+                   trust_flags=bool(getattr(args, "trust_flags", False)))
 
     @classmethod
     def request_problem(cls, request: dict) -> str | None:

@@ -151,14 +151,16 @@ def predict_dice(features: Mapping[str, float], calibration: Mapping) -> float:
     return float(np.clip(calibration["intercept"] + z @ np.asarray(calibration["coef"], dtype=float), 0.0, 1.0))
 
 
-def estimate(features: Mapping[str, float], calibration: Mapping | None) -> dict:
+def estimate(features: Mapping[str, float], calibration: Mapping | None, doubts: Sequence[str] = ()) -> dict:
     """The quality record of a run: features, reasons and (with a calibration) the expected
     WT Dice, its interval and the low-confidence flag.
 
     Without a calibration (a model card that has none) the record still carries the
-    features and reasons, and says that no expected Dice can be given.
+    features and reasons, and says that no expected Dice can be given. `doubts` are findings
+    about the inputs the calibration never saw (a scan that does not look like its flag): each
+    becomes a reason and any of them sets the low-confidence flag.
     """
-    record: dict = {"kind": "estimate, not a measurement", "reasons": reasons(features),
+    record: dict = {"kind": "estimate, not a measurement", "reasons": reasons(features) + list(doubts),
                     "features": {k: round(float(v), 4) for k, v in features.items()}}
     if not calibration:
         record.update(expected_wt_dice=None, interval=None, low_confidence=None,
@@ -168,7 +170,7 @@ def estimate(features: Mapping[str, float], calibration: Mapping | None) -> dict
     lo, hi = calibration["interval"]
     record.update(expected_wt_dice=round(dice, 3),
                   interval=[round(float(np.clip(dice + lo, 0, 1)), 3), round(float(np.clip(dice + hi, 0, 1)), 3)],
-                  low_confidence=bool(dice < calibration["flag_below"]))
+                  low_confidence=bool(dice < calibration["flag_below"] or doubts))
     return record
 
 

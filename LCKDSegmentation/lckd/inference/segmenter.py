@@ -27,7 +27,7 @@ from ..model.network import LCKDNet
 from ..model.registry import resolve_model
 from ..prep import geometry, modelgrid, rawprep
 from ..prep.brainextract import INSTALL_HINT, extractor_available
-from . import inputchecks
+from . import contrastcheck, inputchecks
 from .options import SegmentOptions
 
 ImageLike = Union[str, Path, sitk.Image]
@@ -223,6 +223,10 @@ class Segmenter:
         grid, case = modelgrid.onto_model_grid(images, reference, self.card.spacing, order,
                                            self.card.preprocessing.get("clip_percentiles", (0.5, 99.5)))
         timings["preprocess"] = time.perf_counter() - t
+        t = time.perf_counter()
+        contrast = self._check_contrasts(case, opts.trust_flags)
+        warnings += contrast.messages
+        timings["contrast"] = time.perf_counter() - t
         check_cancel()
 
         t = time.perf_counter()
@@ -246,7 +250,7 @@ class Segmenter:
         label_img = self._like(label, ref_img)
         report(0.98, "quality: how far to trust this result")
         t_quality = time.perf_counter()
-        quality = self._quality(probs_crop, case, rule, images, checked.images)
+        quality = self._quality(probs_crop, case, rule, images, checked.images, contrast)
         timings["quality"] = time.perf_counter() - t_quality
         prob_img = None
         if opts.probabilities:
@@ -260,15 +264,29 @@ class Segmenter:
                                   labels, prob_img, warnings, timings, dict(sources), brain_mask, decision.reason,
                                   quality, notes)
 
-    def _quality(self, probs_crop: np.ndarray, case, rule: dict | None, images: Mapping, given: Mapping) -> dict:
+    def _check_contrasts(self, case, trust_flags: bool) -> contrastcheck.ContrastReport:
+        """Does each scan look like its flag (`lckd.inference.contrastcheck`)? Refuses on strong
+        evidence of a wrong flag unless the flags are trusted; the report's lines become warnings."""
+        order = self.net.modalities
+        report = contrastcheck.check_scans(case.x, case.present, order, float(min(self.card.spacing)))
+        if report.refuse and not trust_flags:
+            raise InputError("; ".join(report.messages) + ": check the scans' flags (--trust-flags segments "
+                             "them as given)")
+        return report
+
+    def _quality(self, probs_crop: np.ndarray, case, rule: dict | None, images: Mapping, given: Mapping,
+                 contrast: contrastcheck.ContrastReport | None = None) -> dict:
         """The run's quality record (`lckd.inference.quality`), measured on the model grid by the
-        function evaluation uses for the runs its calibration was fitted on (`quality.case_features`)."""
+        function evaluation uses for the runs its calibration was fitted on (`quality.case_features`).
+        A contrast check that doubts a flag sets the low-confidence flag: the calibration was fitted
+        on correctly flagged scans and cannot describe a run whose scans are not what they say."""
         from . import quality
 
         slice_mm = max(max(img.GetSpacing()) for img in given.values())
         feats, _ = quality.case_features(probs_crop, case.x, case.present, self.card.spacing, list(images),
                                          slice_mm, rule)
-        return quality.estimate(feats, self.card.quality)
+        doubts = contrast.messages if contrast is not None else []
+        return quality.estimate(feats, self.card.quality, doubts=doubts)
 
     @staticmethod
     def _like(array: np.ndarray, ref: sitk.Image) -> sitk.Image:
