@@ -36,7 +36,7 @@ from lckd.base.modalities import MODALITIES, REFERENCE_PREFERENCE
 from lckd.frontends.protocol import CANCELLED, ERROR, LOG, READY
 from LCKDSegmentationLib import dependencies, panel, sampledata
 from LCKDSegmentationLib.logic import SegmentationLogic
-from LCKDSegmentationLib.output import TABLE_ROLE
+from LCKDSegmentationLib.output import TABLE_ROLE, read_quality
 from LCKDSegmentationLib.selection import (
     SelectionError,
     assign_loaded,
@@ -335,6 +335,7 @@ class LCKDSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.modelComboBox.setCurrentIndex(max(index, 0))
             self.detectRawScans()
             self.updateState()
+            self.showSelectedResult()
         finally:
             self._updating = False
         worker = self.logic.segmentation.worker
@@ -382,6 +383,18 @@ class LCKDSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                                        else _("Select at least one input volume"))
         self.ui.cancelButton.enabled = running
         self.updateModelText(list(chosen))
+
+    def showSelectedResult(self):
+        """The selected output segmentation's volumes table and quality line, read back from the
+        node (a result of any earlier run, a loaded .seg.nrrd or scene), never from the last job."""
+        p = self._parameterNode
+        node = p.outputSegmentation if p is not None else None
+        record = read_quality(node)
+        self.ui.volumesTableView.setMRMLTableNode(node.GetNodeReference(TABLE_ROLE) if node is not None else None)
+        self.ui.qualityLabel.text = panel.quality_text(record)
+        # the low-confidence flag stands out where the user looks
+        self.ui.qualityLabel.styleSheet = "color: #c62828; font-weight: bold" if record and record.get(
+            "low_confidence") else ""
 
     def updateModelText(self, modalities):
         model = self.logic.segmentation.modelInfo()
@@ -486,7 +499,6 @@ class LCKDSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if self.jobRunning() or self._installing:
             return
         self.ui.statusLog.clear()
-        self.ui.qualityLabel.text = ""
         p = self._parameterNode
         if not self.installDependencies(p.rawScans):
             return
@@ -530,13 +542,12 @@ class LCKDSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._parameterNode.outputSegmentation = seg
             slicer.util.setSliceViewerLayers(background=job.volumes[job.reference], fit=True)
             seg.GetDisplayNode().SetVisibility(True)
-            self.ui.volumesTableView.setMRMLTableNode(seg.GetNodeReference(TABLE_ROLE))
+            self.showSelectedResult()   # the same node may be selected already (no parameter event)
             volumes = job.reply.get("volumes_ml", {})
             self.log(_("Done in {seconds:.1f} s: whole tumour {WT:.1f} mL, core {TC:.1f} mL, "
                        "enhancing {ET:.1f} mL.").format(seconds=job.seconds, WT=volumes.get("WT", 0),
                                                          TC=volumes.get("TC", 0), ET=volumes.get("ET", 0)))
-            quality = panel.quality_text(job.reply.get("quality"))
-            self.ui.qualityLabel.text = quality
+            quality = self.ui.qualityLabel.text   # read back from the node, as it will be shown later
             if quality:
                 self.log(quality)
             if job.reply.get("preprocessing"):

@@ -318,21 +318,7 @@ class SegmentationLogic:
             raise
         job.brain_mask = mask
         node.SetAttribute("LCKD.Preprocessing", str(reply.get("preprocessing", "")))
-        self._setQualityAttributes(node, reply.get("quality") or {})
         return node
-
-    @staticmethod
-    def _setQualityAttributes(node, quality: Mapping) -> None:
-        """The run's quality estimate on the segmentation node, where console scripts read it:
-        LCKD.ExpectedWTDice ('' when the model has no calibration), LCKD.LowConfidence ('1'/'0'/''),
-        LCKD.QualityReasons ('; '-joined) and LCKD.Quality (the panel's line)."""
-        from .panel import quality_text
-
-        dice, low = quality.get("expected_wt_dice"), quality.get("low_confidence")
-        node.SetAttribute("LCKD.ExpectedWTDice", "" if dice is None else f"{float(dice):.3f}")
-        node.SetAttribute("LCKD.LowConfidence", "" if low is None else ("1" if low else "0"))
-        node.SetAttribute("LCKD.QualityReasons", "; ".join(quality.get("reasons") or []))
-        node.SetAttribute("LCKD.Quality", quality_text(quality))
 
     def detectRawScans(self, volumes: Mapping[str, Any]) -> tuple[bool, str]:
         """(whether the selected volumes look like raw scans, the one-line reason): `lckd.prep.rawprep`'s
@@ -368,7 +354,10 @@ class SegmentationLogic:
         node.SetAttribute("LCKD.Reference", job.reference)
         node.SetAttribute("LCKD.Model", model)
         node.SetAttribute("LCKD.Scope", str(info.get("scope", "")))
-        output.update_volumes_table(scene, node, reply.get("volumes_ml", {}), modalities, model)
+        quality = reply.get("quality") or None
+        output.update_volumes_table(scene, node, reply.get("volumes_ml", {}), modalities, model, quality)
+        # the quality record stays with the segmentation (segment tags, kept by .seg.nrrd and scenes)
+        output.write_quality(node, quality)
         if job.show3d:
             node.CreateClosedSurfaceRepresentation()
 
