@@ -36,7 +36,7 @@ from lckd.base.modalities import MODALITIES, REFERENCE_PREFERENCE
 from lckd.frontends.protocol import CANCELLED, ERROR, LOG, READY
 from LCKDSegmentationLib import dependencies, panel, sampledata
 from LCKDSegmentationLib.logic import SegmentationLogic
-from LCKDSegmentationLib.output import TABLE_ROLE
+from LCKDSegmentationLib.output import TABLE_ROLE, read_quality
 from LCKDSegmentationLib.selection import (
     SelectionError,
     assign_loaded,
@@ -44,6 +44,7 @@ from LCKDSegmentationLib.selection import (
     selectable,
     selectable_volumes,
 )
+from LCKDSegmentationLib.workerstate import StartReason, WorkerSettings, WorkerState
 
 try:
     from slicer.parameterNodeWrapper import parameterNodeWrapper
@@ -185,6 +186,7 @@ class LCKDSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._installing = False                 # dependencies being installed (Apply stays disabled)
         self._loaded: list = []                  # IDs of volumes loaded while shown, not yet assigned
         self._autoPicked: dict = {}              # modality -> node ID that auto-assignment chose
+        self.workerSettings = WorkerSettings()   # read from the application settings in setup()
 
     def setup(self):
         ScriptedLoadableModuleWidget.setup(self)
@@ -209,6 +211,13 @@ class LCKDSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.applyButton.connect("clicked(bool)", self.onApply)
         self.ui.cancelButton.connect("clicked(bool)", self.onCancel)
         self.ui.autoAssignButton.connect("clicked(bool)", self.autoAssign)
+        # worker settings are the user's (application settings), not the scene's
+        self.workerSettings = WorkerSettings.read(lambda key: qt.QSettings().value(key))
+        self.logic.segmentation.idle.idle_minutes = self.workerSettings.idle_minutes
+        self.ui.idleMinutesSpinBox.value = self.workerSettings.idle_minutes
+        self.ui.startOnEntryCheckBox.checked = self.workerSettings.start_on_entry
+        self.ui.idleMinutesSpinBox.connect("valueChanged(double)", self.onWorkerSettingsChanged)
+        self.ui.startOnEntryCheckBox.connect("toggled(bool)", self.onWorkerSettingsChanged)
 
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
@@ -231,20 +240,23 @@ class LCKDSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if parameterNodeWrapper is None:
             return
         self.initializeParameterNode()
-        self.prepareWorker()  # first show: load the network before the user presses Apply
+        if self.workerSettings.start_wanted(StartReason.ENTRY, self.workerRunning()):
+            self.prepareWorker()  # the user asked for the model to be loaded before Apply
         self._timer.start()
+        self.updateWorkerState()
 
     def exit(self):
         self.unbindGui()   # stop mirroring the parameter node while hidden; enter() binds it again
-        if self._timer and not self.jobRunning():
-            self._timer.stop()  # a running job keeps being polled while other modules are shown
+        if self._timer and not self.jobRunning() and not self.workerRunning():
+            self._timer.stop()  # a job, or a worker to stop when idle, keeps the timer going
 
     # -- scene and parameter node ------------------------------------------------------
     def onSceneStartClose(self, caller, event):
-        if self.jobRunning():
-            self.logic.segmentation.cancelJob(self._job)
+        # a closed scene needs no model: the running job ends as cancelled, the worker exits
+        self.logic.segmentation.shutdown()
         self._autoPicked, self._loaded = {}, []   # node IDs are reused by the next scene
         self.setParameterNode(None)
+        self.updateWorkerState()
 
     def onSceneEndClose(self, caller, event):
         if self.parent.isEntered:
@@ -335,12 +347,14 @@ class LCKDSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.modelComboBox.setCurrentIndex(max(index, 0))
             self.detectRawScans()
             self.updateState()
+            self.showSelectedResult()
         finally:
             self._updating = False
         worker = self.logic.segmentation.worker
         wanted = (p.model or None, p.device.value)
-        if self.parent.isEntered and (worker is None or (worker.model, worker.device) != wanted):
-            self.prepareWorker()  # a new model or device: load it now, not when Apply is pressed
+        if self.parent.isEntered and (worker is None or (worker.model, worker.device) != wanted) \
+                and self.workerSettings.start_wanted(StartReason.CHOICE, self.workerRunning()):
+            self.prepareWorker()  # replace the running worker by one for the new model or device
 
     def onModelChosen(self, index):
         if self._parameterNode is not None and not self._updating:
@@ -383,14 +397,27 @@ class LCKDSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.cancelButton.enabled = running
         self.updateModelText(list(chosen))
 
+    def showSelectedResult(self):
+        """The selected output segmentation's volumes table and quality line, read back from the
+        node (a result of any earlier run, a loaded .seg.nrrd or scene), never from the last job."""
+        p = self._parameterNode
+        node = p.outputSegmentation if p is not None else None
+        record = read_quality(node)
+        self.ui.volumesTableView.setMRMLTableNode(node.GetNodeReference(TABLE_ROLE) if node is not None else None)
+        self.ui.qualityLabel.text = panel.quality_text(record)
+        # the low-confidence flag stands out where the user looks
+        self.ui.qualityLabel.styleSheet = "color: #c62828; font-weight: bold" if record and record.get(
+            "low_confidence") else ""
+
     def updateModelText(self, modalities):
-        model = self.logic.segmentation.modelInfo()
+        chosen = self._parameterNode.model if self._parameterNode is not None else ""
+        model = self.logic.segmentation.modelInfo(chosen)
         if not model:
             text = _("Model and expected Dice: shown once the model is loaded.") if modalities else ""
         else:
             lines = [panel.model_text(model)]
             if modalities:
-                lines.append(panel.dice_text(self.logic.segmentation.expectedDice(modalities), modalities))
+                lines.append(panel.dice_text(self.logic.segmentation.expectedDice(modalities, chosen), modalities))
             text = "\n".join(lines)
         self.ui.expectedDiceLabel.text = text
 
@@ -423,6 +450,34 @@ class LCKDSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def jobRunning(self) -> bool:
         return self._job is not None and not self._job.done
 
+    def workerRunning(self) -> bool:
+        return self.logic.segmentation.workerState() is not WorkerState.STOPPED
+
+    def onWorkerSettingsChanged(self, *args):
+        """The user changed the idle minutes or the start-on-entry box: keep it for every session."""
+        self.workerSettings = WorkerSettings(float(self.ui.idleMinutesSpinBox.value),
+                                             bool(self.ui.startOnEntryCheckBox.checked))
+        settings = qt.QSettings()
+        for key, value in self.workerSettings.values().items():
+            settings.setValue(key, value)
+        self.logic.segmentation.idle.idle_minutes = self.workerSettings.idle_minutes
+        self.updateWorkerState()
+
+    def updateWorkerState(self):
+        """The worker's state line: stopped, starting, ready (and when it stops) or busy."""
+        state = self.logic.segmentation.workerState()
+        left = self.logic.segmentation.idle.seconds_left(state)
+        text = {
+            WorkerState.STOPPED: _("Model: not loaded (loaded when you press Apply)."),
+            WorkerState.STARTING: _("Model: loading in the background..."),
+            WorkerState.READY: _("Model: loaded, ready."),
+            WorkerState.BUSY: _("Model: segmenting..."),
+        }[state]
+        if left is not None:
+            text += " " + _("Unloaded after {minutes} idle min (about {left} min from now).").format(
+                minutes=f"{self.workerSettings.idle_minutes:g}", left=int(left // 60) + 1)
+        self.ui.workerStateLabel.text = text
+
     def onTimer(self):
         if self.jobRunning():
             messages = self.logic.segmentation.pollJob(self._job)
@@ -435,7 +490,11 @@ class LCKDSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if self._job is not None and self._job.done:
             job, self._job = self._job, None
             self.onJobDone(job)
-        if not self.jobRunning() and not self.parent.isEntered:
+        if self.logic.segmentation.releaseIdleWorker():   # its process exits: memory (and GPU memory) freed
+            self.log(_("The model was unloaded after {minutes} idle minutes; Apply loads it again.").format(
+                minutes=f"{self.workerSettings.idle_minutes:g}"))
+        self.updateWorkerState()
+        if not self.jobRunning() and not self.parent.isEntered and not self.workerRunning():
             self._timer.stop()
 
     def onWorkerMessage(self, msg: dict):
@@ -486,7 +545,6 @@ class LCKDSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if self.jobRunning() or self._installing:
             return
         self.ui.statusLog.clear()
-        self.ui.qualityLabel.text = ""
         p = self._parameterNode
         if not self.installDependencies(p.rawScans):
             return
@@ -530,13 +588,12 @@ class LCKDSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._parameterNode.outputSegmentation = seg
             slicer.util.setSliceViewerLayers(background=job.volumes[job.reference], fit=True)
             seg.GetDisplayNode().SetVisibility(True)
-            self.ui.volumesTableView.setMRMLTableNode(seg.GetNodeReference(TABLE_ROLE))
+            self.showSelectedResult()   # the same node may be selected already (no parameter event)
             volumes = job.reply.get("volumes_ml", {})
             self.log(_("Done in {seconds:.1f} s: whole tumour {WT:.1f} mL, core {TC:.1f} mL, "
                        "enhancing {ET:.1f} mL.").format(seconds=job.seconds, WT=volumes.get("WT", 0),
                                                          TC=volumes.get("TC", 0), ET=volumes.get("ET", 0)))
-            quality = panel.quality_text(job.reply.get("quality"))
-            self.ui.qualityLabel.text = quality
+            quality = self.ui.qualityLabel.text   # read back from the node, as it will be shown later
             if quality:
                 self.log(quality)
             if job.reply.get("preprocessing"):

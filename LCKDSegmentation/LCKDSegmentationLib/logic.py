@@ -24,6 +24,7 @@ from lckd.inference import SegmentOptions
 from . import output, volumeio
 from .selection import SelectionError, validate_selection
 from .workerclient import WorkerClient, WorkerError
+from .workerstate import IdlePolicy, WorkerState
 
 log = logging.getLogger("LCKDSegmentation")
 
@@ -91,6 +92,9 @@ class SegmentationLogic:
         # What workers have shown about CUDA (None: nothing yet); the GUI process has no torch to ask.
         self._cuda: bool | None = None
         self._cuda_reason = ""
+        #: When the idle worker is stopped (`releaseIdleWorker`); the panel sets its minutes.
+        self.idle = IdlePolicy()
+        self._announced: dict = {}   # model ("" = bundled default) -> the card fields its worker announced
 
     # -- scene seam --------------------------------------------------------------------
     @property
@@ -148,13 +152,38 @@ class SegmentationLogic:
         for msg in messages:
             if worker is not None:
                 self._note(worker, msg)
+            if msg.get("event") == READY:
+                self.idle.used()   # idle time counts from the model being loaded, not from the start
             self._dispatch(msg)
         return messages
 
-    def modelInfo(self) -> dict:
-        """The loaded model's card fields the worker announced (name, version, scope, ...); {} before."""
-        info = self.worker.info if self.worker is not None else None
-        return dict((info or {}).get("model") or {})
+    def workerState(self) -> WorkerState:
+        """Stopped, starting (loading the model), ready or busy (a job in flight)."""
+        worker = self.worker
+        return IdlePolicy.state(worker is not None and worker.running, worker is not None and worker.info is not None,
+                                bool(self._active))
+
+    def releaseIdleWorker(self) -> bool:
+        """Stop the worker if it has been idle for `idle.idle_minutes` (its process exits, freeing
+        the model's memory, GPU memory included); True if it was stopped. The next request starts
+        a new one. Returns at once (the old process is reaped in the background)."""
+        if self.worker is None or not self.idle.due(self.workerState()):
+            return False
+        self.worker.stop(wait=False)
+        self.worker = None
+        return True
+
+    def modelInfo(self, model: str | None = None) -> dict:
+        """The card fields (name, version, scope, ...) a worker announced for `model` (registry
+        name or card, "" the bundled default; None: the current worker's model); {} before one
+        loaded it. Kept after that worker stopped, so the panel still shows them."""
+        worker = self.worker
+        if model is None:
+            model = worker.model if worker is not None else None
+        key = model or ""
+        if worker is not None and worker.info and (worker.model or "") == key:
+            self._announced[key] = dict(worker.info.get("model") or {})
+        return dict(self._announced.get(key, {}))
 
     def startWorker(self, model: str | None = None, device: str = "auto") -> WorkerClient:
         """Start (or keep) a worker for this model and device; the model loads in the background.
@@ -174,6 +203,7 @@ class SegmentationLogic:
         if self.worker is None:
             self.worker = WorkerClient(model=model, device=device, python=self.python)
         self.worker.start()
+        self.idle.used()
         return self.worker
 
     def shutdown(self, wait: bool = False) -> None:
@@ -188,15 +218,15 @@ class SegmentationLogic:
             self.worker.stop(wait=wait)
             self.worker = None
 
-    def expectedDice(self, modalities) -> dict | None:
-        """The model card's row for this subset, once the worker is ready.
+    def expectedDice(self, modalities, model: str | None = None) -> dict | None:
+        """The model card's row for this subset, once a worker loaded `model` (see `modelInfo`).
 
         Dice of ET, TC, WT (validation or cross-validation), and where the card has them
         their SD over folds (`ET_sd` ...) and the number of folds (`folds`).
         """
         if not modalities:
             return None
-        row = self.modelInfo().get("per_subset", {}).get(subset_key(modalities))
+        row = self.modelInfo(model).get("per_subset", {}).get(subset_key(modalities))
         return dict(row) if isinstance(row, dict) else None
 
     def postprocessDefault(self) -> bool | None:
@@ -285,6 +315,7 @@ class SegmentationLogic:
             self.worker.cancel(job.request_id)
 
     def _finish(self, job: SegmentJob) -> None:
+        self.idle.used()
         job.done = True
         self._active.pop(job.request_id, None)
         shutil.rmtree(job.temp_dir, ignore_errors=True)
@@ -318,21 +349,7 @@ class SegmentationLogic:
             raise
         job.brain_mask = mask
         node.SetAttribute("LCKD.Preprocessing", str(reply.get("preprocessing", "")))
-        self._setQualityAttributes(node, reply.get("quality") or {})
         return node
-
-    @staticmethod
-    def _setQualityAttributes(node, quality: Mapping) -> None:
-        """The run's quality estimate on the segmentation node, where console scripts read it:
-        LCKD.ExpectedWTDice ('' when the model has no calibration), LCKD.LowConfidence ('1'/'0'/''),
-        LCKD.QualityReasons ('; '-joined) and LCKD.Quality (the panel's line)."""
-        from .panel import quality_text
-
-        dice, low = quality.get("expected_wt_dice"), quality.get("low_confidence")
-        node.SetAttribute("LCKD.ExpectedWTDice", "" if dice is None else f"{float(dice):.3f}")
-        node.SetAttribute("LCKD.LowConfidence", "" if low is None else ("1" if low else "0"))
-        node.SetAttribute("LCKD.QualityReasons", "; ".join(quality.get("reasons") or []))
-        node.SetAttribute("LCKD.Quality", quality_text(quality))
 
     def detectRawScans(self, volumes: Mapping[str, Any]) -> tuple[bool, str]:
         """(whether the selected volumes look like raw scans, the one-line reason): `lckd.prep.rawprep`'s
@@ -368,7 +385,10 @@ class SegmentationLogic:
         node.SetAttribute("LCKD.Reference", job.reference)
         node.SetAttribute("LCKD.Model", model)
         node.SetAttribute("LCKD.Scope", str(info.get("scope", "")))
-        output.update_volumes_table(scene, node, reply.get("volumes_ml", {}), modalities, model)
+        quality = reply.get("quality") or None
+        output.update_volumes_table(scene, node, reply.get("volumes_ml", {}), modalities, model, quality)
+        # the quality record stays with the segmentation (segment tags, kept by .seg.nrrd and scenes)
+        output.write_quality(node, quality)
         if job.show3d:
             node.CreateClosedSurfaceRepresentation()
 

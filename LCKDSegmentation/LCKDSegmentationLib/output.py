@@ -1,10 +1,15 @@
 """Turning a result labelmap into the module's outputs: segmentation node and volumes table."""
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import slicer
 import vtk
 
 from lckd.base.segments import SEGMENTS, region_title
+from lckd.inference.record import QUALITY_TAGS, quality_from_tags, quality_tags
+
+from .panel import quality_cell, quality_text
 
 #: Rows of the volumes table, in this order (TC = NCR + ET, WT = TC + ED).
 VOLUME_ROWS = tuple((key, region_title(key)) for key in ("NCR", "ED", "ET", "TC", "WT"))
@@ -15,6 +20,10 @@ TABLE_ROLE = "LCKDVolumesTable"
 #: reference (not an ID in an attribute), so the scene remaps it when it is imported or loaded.
 BRAIN_MASK_ROLE = "LCKDBrainMask"
 VOLUME_COLUMN = "Volume (mL)"
+#: Column of the volumes table with the quality estimate (on the whole-tumour row, the region it is about).
+QUALITY_COLUMN = "Quality estimate"
+#: Node attribute with the panel's quality line (console scripts; the record itself is QUALITY_TAGS).
+QUALITY_LINE = "LCKD.Quality"
 
 
 def ids_by_label_value(label_values: dict) -> list:
@@ -128,8 +137,50 @@ def fill_segmentation(segmentation_node, labelmap_node, label_values: dict, keep
         segmentation_node.EndModify(was_modifying)
 
 
-def update_volumes_table(scene, segmentation_node, volumes_ml: dict, modalities, model: str = ""):
-    """Create or refresh the table of region volumes (mL) referenced by the segmentation."""
+def write_quality(segmentation_node, quality: Mapping | None) -> None:
+    """Keep a run's quality record with its segmentation: as tags of each tumour segment (which
+    `.seg.nrrd` files and scenes keep, and the CLI's `.seg.nrrd` files carry too) and as node
+    attributes (`QUALITY_TAGS` and `QUALITY_LINE`) for console scripts. No record: none is left."""
+    tags = quality_tags(quality)
+    segmentation = segmentation_node.GetSegmentation()
+    for spec in SEGMENTS:
+        segment = segmentation.GetSegment(spec.key)
+        if segment is None:
+            continue
+        for name in QUALITY_TAGS:
+            segment.RemoveTag(name)
+        for name, value in tags.items():
+            segment.SetTag(name, value)
+    for name in QUALITY_TAGS:
+        segmentation_node.SetAttribute(name, tags.get(name, ""))
+    segmentation_node.SetAttribute(QUALITY_LINE, quality_text(quality))
+
+
+def read_quality(segmentation_node) -> dict | None:
+    """The quality record kept with a segmentation (`write_quality`, or a `.seg.nrrd` that `lckd`
+    wrote), read back from its tumour segments' tags; None for a segmentation without one."""
+    if segmentation_node is None:
+        return None
+    segmentation = segmentation_node.GetSegmentation()
+    for spec in SEGMENTS:
+        segment = segmentation.GetSegment(spec.key)
+        if segment is None:
+            continue
+        tags = {}
+        for name in QUALITY_TAGS:
+            value = vtk.reference("")
+            if segment.GetTag(name, value):
+                tags[name] = str(value)
+        record = quality_from_tags(tags)
+        if record is not None:
+            return record
+    return None
+
+
+def update_volumes_table(scene, segmentation_node, volumes_ml: dict, modalities, model: str = "",
+                         quality: Mapping | None = None):
+    """Create or refresh the table of region volumes (mL) referenced by the segmentation; the
+    whole-tumour row carries the run's quality estimate (`QUALITY_COLUMN`)."""
     table = segmentation_node.GetNodeReference(TABLE_ROLE)
     if table is None or not scene.IsNodePresent(table):
         table = scene.AddNewNodeByClass("vtkMRMLTableNode",
@@ -137,7 +188,8 @@ def update_volumes_table(scene, segmentation_node, volumes_ml: dict, modalities,
         segmentation_node.SetNodeReferenceID(TABLE_ROLE, table.GetID())
     used = "+".join(modalities)
     columns = {"Region": vtk.vtkStringArray(), "Abbreviation": vtk.vtkStringArray(),
-               VOLUME_COLUMN: vtk.vtkDoubleArray(), "Modalities": vtk.vtkStringArray()}
+               VOLUME_COLUMN: vtk.vtkDoubleArray(), "Modalities": vtk.vtkStringArray(),
+               QUALITY_COLUMN: vtk.vtkStringArray()}
     for name, array in columns.items():
         array.SetName(name)
     for key, name in VOLUME_ROWS:
@@ -145,6 +197,7 @@ def update_volumes_table(scene, segmentation_node, volumes_ml: dict, modalities,
         columns["Abbreviation"].InsertNextValue(key)
         columns[VOLUME_COLUMN].InsertNextValue(float(volumes_ml.get(key, 0.0)))
         columns["Modalities"].InsertNextValue(used)
+        columns[QUALITY_COLUMN].InsertNextValue(quality_cell(quality) if key == "WT" else "")
     was_modifying = table.StartModify()
     table.RemoveAllColumns()
     for array in columns.values():

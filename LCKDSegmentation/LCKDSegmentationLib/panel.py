@@ -71,6 +71,22 @@ def quality_text(record: Mapping | None) -> str:
     return head + (f". Reasons: {', '.join(reasons)}." if reasons else ".")
 
 
+def quality_cell(record: Mapping | None) -> str:
+    """The quality estimate in the volumes table's whole-tumour row, e.g. 'expected Dice 0.60
+    (0.45-0.70), LOW CONFIDENCE: one scan only'; empty without a record."""
+    if not record:
+        return ""
+    reasons = ", ".join(record.get("reasons") or [])
+    dice = record.get("expected_wt_dice")
+    if dice is None:
+        text = "not calibrated for this model"
+    else:
+        lo, hi = record.get("interval") or (dice, dice)
+        text = f"expected Dice {dice:.2f} ({lo:.2f}-{hi:.2f})" + (", LOW CONFIDENCE" if record.get("low_confidence")
+                                                                   else "")
+    return text + (f": {reasons}" if reasons else "")
+
+
 def model_choices() -> list[tuple[str, str, str]]:
     """(registry name, label, description) of each registry entry, bundled default first: the
     model combo box's items. The name is what the parameter node stores and the worker loads,

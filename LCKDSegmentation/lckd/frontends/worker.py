@@ -1,8 +1,9 @@
 """Long-lived background worker: load the model once, serve requests over stdin/stdout.
 
 Run as ``python -m lckd.frontends.worker --model M --device D``. The Slicer module starts it with
-Slicer's own Python when the module is first shown, so the network is loaded before the
-user presses Apply; the module then polls it without blocking the GUI.
+Slicer's own Python on first need (Apply, or module entry when the user's setting asks for it),
+polls it without blocking the GUI, and stops it when idle, on scene close and on exit
+(`LCKDSegmentationLib.workerstate`): the process exits, freeing the model's memory.
 
 Protocol: one JSON object per line in each direction (UTF-8); its names and version live in
 `lckd.frontends.protocol`, which the Slicer module's client imports too.

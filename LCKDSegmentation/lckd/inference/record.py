@@ -223,3 +223,43 @@ def _stage_order(timings: dict) -> dict:
     """Timings in pipeline order (read, load, register, ..., write), then any others, total last."""
     keys = [k for k in STAGES if k in timings] + sorted(k for k in timings if k not in STAGES and k != "total")
     return {**{k: timings[k] for k in keys}, **({"total": timings["total"]} if "total" in timings else {})}
+
+
+#: The quality record's fields as text, kept with a segmentation: tags of each tumour segment in
+#: a `.seg.nrrd` (what `lckd segment`, `lckd batch` and the worker write; Slicer reads segment tags
+#: back and keeps them in scenes) and the attributes of the Slicer module's segmentation node.
+QUALITY_TAGS = ("LCKD.ExpectedWTDice", "LCKD.WTDiceInterval", "LCKD.LowConfidence", "LCKD.QualityReasons")
+
+
+def _tag_text(value: Any) -> str:
+    # '|' ends a tag in a .seg.nrrd header (Slicer's and slicerio's `SegmentN_Tags`)
+    return " ".join(str(value).replace("|", "/").split())
+
+
+def quality_tags(quality: Mapping | None) -> dict[str, str]:
+    """A run's quality record (`lckd.inference.quality.estimate`) as `QUALITY_TAGS` text fields
+    ('' for what an uncalibrated model cannot give); {} when there is no record."""
+    if not quality:
+        return {}
+    dice, interval, low = quality.get("expected_wt_dice"), quality.get("interval"), quality.get("low_confidence")
+    return {"LCKD.ExpectedWTDice": "" if dice is None else f"{float(dice):.3f}",
+            "LCKD.WTDiceInterval": "" if not interval else " ".join(f"{float(v):.3f}" for v in interval),
+            "LCKD.LowConfidence": "" if low is None else ("1" if low else "0"),
+            "LCKD.QualityReasons": "; ".join(_tag_text(r) for r in quality.get("reasons") or [])}
+
+
+def quality_from_tags(tags: Mapping[str, str]) -> dict | None:
+    """The quality record back from `quality_tags`' fields (expected WT Dice, interval,
+    low-confidence flag, reasons); None when they are absent or unreadable."""
+    if "LCKD.ExpectedWTDice" not in tags:
+        return None
+    try:
+        dice = tags["LCKD.ExpectedWTDice"].strip()
+        interval = [float(v) for v in tags.get("LCKD.WTDiceInterval", "").split()]
+        low = tags.get("LCKD.LowConfidence", "").strip()
+        return {"expected_wt_dice": float(dice) if dice else None,
+                "interval": interval if len(interval) == 2 else None,
+                "low_confidence": None if not low else low == "1",
+                "reasons": [r.strip() for r in tags.get("LCKD.QualityReasons", "").split(";") if r.strip()]}
+    except ValueError:
+        return None

@@ -24,6 +24,7 @@ from ..io.atomicwrite import TEMP_NAME_EXTRA, atomic_path, probe_writable
 from ..io.filetypes import OUTPUT_SUFFIXES, is_dicom_seg, is_segmentation
 from ..io.imageio import image_writer_target, write_image_file
 from ..io.pathcheck import check_path_text, shown_path
+from .record import quality_tags
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -45,21 +46,25 @@ def ijk_to_lps(image: sitk.Image) -> np.ndarray:
     return m
 
 
-def write_labelmap(labelmap: sitk.Image, path: PathLike, convention: str = "brats2018") -> Path:
-    """Write a labelmap atomically; `.seg.nrrd` gets Slicer segments with names, colours and terminology."""
+def write_labelmap(labelmap: sitk.Image, path: PathLike, convention: str = "brats2018",
+                   quality: Mapping | None = None) -> Path:
+    """Write a labelmap atomically; `.seg.nrrd` gets Slicer segments with names, colours, terminology
+    and the run's quality record (`quality`) as segment tags."""
     p = Path(os.path.expanduser(str(path)))
     if not is_segmentation(p.name):
         image_writer_target(p, "labelmap")
     with atomic_path(p, "labelmap") as tmp:
-        write_labelmap_file(labelmap, tmp, convention, shown=p)
+        write_labelmap_file(labelmap, tmp, convention, shown=p, quality=quality)
     return p
 
 
 def write_labelmap_file(labelmap: sitk.Image, tmp: PathLike, convention: str = "brats2018",
-                        shown: PathLike | None = None) -> None:
+                        shown: PathLike | None = None, quality: Mapping | None = None) -> None:
     """Write a labelmap into the temporary file `tmp` (from `atomic_path`) and verify it.
 
-    The format follows `shown` (the final name): `.seg.nrrd` is a Slicer segmentation.
+    The format follows `shown` (the final name): `.seg.nrrd` is a Slicer segmentation, whose
+    tumour segments carry the quality record's fields as tags (`record.quality_tags`; Slicer
+    reads them back, and the LCKD module shows the quality line of a loaded file).
     """
     final = Path(shown if shown is not None else tmp)
     if not is_segmentation(final.name):
@@ -73,10 +78,12 @@ def write_labelmap_file(labelmap: sitk.Image, tmp: PathLike, convention: str = "
     values = CONVENTIONS[convention]
     voxels = np.transpose(sitk.GetArrayFromImage(labelmap), (2, 1, 0))  # (z,y,x) -> (i,j,k)
     seg = slicerio.create_segmentation(voxels.shape, ijk_to_lps(labelmap))
+    tags = quality_tags(quality)
     for info in SEGMENTS:
         slicerio.add_segment(seg, voxels == values[info.key], {
             "id": info.key, "name": info.name, "color": list(info.color),
-            "terminology": slicerio.segmentation.terminology_entry_from_string(info.terminology)})
+            "terminology": slicerio.segmentation.terminology_entry_from_string(info.terminology),
+            **({"tags": dict(tags)} if tags else {})})
     seg["containedRepresentationNames"] = ["Binary labelmap"]
     seg["masterRepresentation"] = "Binary labelmap"
     try:
@@ -227,7 +234,8 @@ def write_result(result, outputs: Sequence[PathLike], *, probabilities_dir: Path
                     write_dicom_seg_file(result.labelmap, dicom_source or [], tmp, convention=result.label_convention,
                                          model=model, description=short_line(result.quality or {}), shown=path)
                 elif image is None:
-                    write_labelmap_file(result.labelmap, tmp, result.label_convention, shown=path)
+                    write_labelmap_file(result.labelmap, tmp, result.label_convention, shown=path,
+                                        quality=getattr(result, "quality", None))
                 else:
                     write_image_file(image, tmp, what=what, shown=path)
             # Leaving the stack renames every temporary file onto its name; an error above deletes them all.
