@@ -2,7 +2,8 @@
 
     python Testing/experiments/compare_arms.py CV_A CV_B --folds 0 1 [--split val|test]
 
-Each CV folder is one `lckd crossval --out` (same plan, same folds). Pools every run of the
+Each CV folder is one `lckd crossval --out` (same plan, same folds), or a shipped model's `crossval/`
+folder (its pooled reports, rows tagged with their fold). Pools every run of the
 chosen folds' validation cases (`fold-K/eval-val/evaluation.json` and `-clinical.json`: 1 mm and
 clinical 2D series) and prints the 15-subset mean Dice ET / TC / WT of each arm and B - A, per
 condition and pooled. The decision rule it serves is written in docs/JOURNAL.md before the runs
@@ -28,9 +29,14 @@ def runs(cv: Path, folds: list[int], split: str) -> dict[str, list[dict]]:
         rows = []
         for k in folds:
             path = cv / f"fold-{k}" / folder / name
-            if not path.is_file():
+            # a shipped model's crossval/ folder keeps only the pooled reports, every row tagged with its fold
+            pooled = cv / name.replace("evaluation", "crossval-val" if split == "val" else "crossval")
+            if path.is_file():
+                rows += json.loads(path.read_text(encoding="utf-8"))["per_case"]
+            elif pooled.is_file():
+                rows += [r for r in json.loads(pooled.read_text(encoding="utf-8"))["per_case"] if r["fold"] == k]
+            else:
                 raise SystemExit(f"{path} not found: score fold {k} first")
-            rows += json.loads(path.read_text(encoding="utf-8"))["per_case"]
         out[condition] = rows
     return out
 
@@ -58,6 +64,13 @@ def main() -> int:
         fmt = lambda m: " / ".join(f"{m[r]:.3f}" for r in REGIONS)  # noqa: E731
         diff = " / ".join(f"{mb[r] - ma[r]:+.3f}" for r in REGIONS)
         print(f"| {condition} | {len(ra)} / {len(rb)} | {fmt(ma)} | {fmt(mb)} | {diff} |")
+        # reported beside the rule, never deciding: the four single-scan subsets
+        sa = [r for r in ra if "+" not in r["subset"]]
+        sb = [r for r in rb if "+" not in r["subset"]]
+        if condition == "pooled" and sa and sb:
+            ma, mb = means(sa), means(sb)
+            diff = " / ".join(f"{mb[r] - ma[r]:+.3f}" for r in REGIONS)
+            print(f"| pooled, single scans | {len(sa)} / {len(sb)} | {fmt(ma)} | {fmt(mb)} | {diff} |")
     return 0
 
 
