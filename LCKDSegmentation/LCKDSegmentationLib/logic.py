@@ -238,7 +238,7 @@ class SegmentationLogic:
     def startSegment(self, volumes: Mapping[str, Any], outputSegmentation: Any = None, device: str = "auto",
                      model: str | None = None, reference: str | None = None, keepOtherSegments: bool = False,
                      register: bool = False, postprocess: bool | None = None, show3D: bool = True,
-                     preprocess: str = "auto", mirrors: int = 1) -> SegmentJob:
+                     preprocess: str = "auto", mirrors: int = 1, trustFlags: bool = False) -> SegmentJob:
         """Check the selection, hand the volumes to the worker and return at once.
 
         `postprocess`: None follows the model card's clean-up rule, True/False force it.
@@ -246,13 +246,15 @@ class SegmentationLogic:
         (the mask comes back as a labelmap node, `job.brain_mask`), "off" never, "auto" when
         the scans look unstripped (`detectRawScans` tells in advance).
         `mirrors` (1, 2, 4, 8): mirrored copies of each window averaged (`lckd segment --mirrors`;
-        2 costs about twice the network time). Bad options raise the core's `InputError`.
+        2 costs about twice the network time). `trustFlags`: segment even where the contrast check
+        finds that a scan does not look like its selector's contrast (it still warns and flags the
+        result). Bad options raise the core's `InputError`.
         Raises `SelectionError` (a ValueError) for bad selections or a device this computer
         is known not to have; the scene is unchanged.
         """
         chosen, ref = validate_selection(volumes, reference, self.scene)
         run = SegmentOptions(reference=ref, labels=self.labels, register=register, postprocess=postprocess,
-                             preprocess=preprocess, mirrors=mirrors)
+                             preprocess=preprocess, mirrors=mirrors, trust_flags=trustFlags)
         if outputSegmentation is not None and not outputSegmentation.IsA("vtkMRMLSegmentationNode"):
             raise SelectionError(f"Output '{outputSegmentation.GetName()}' is not a segmentation node.")
         temp_dir = tempfile.mkdtemp(prefix="lckd-")
@@ -397,19 +399,19 @@ class SegmentationLogic:
                 model: str | None = None, reference: str | None = None, keepOtherSegments: bool = False,
                 register: bool = False, postprocess: bool | None = None, show3D: bool = True,
                 progress: Progress | None = None, timeout: float | None = None, preprocess: str = "auto",
-                mirrors: int = 1):
+                mirrors: int = 1, trustFlags: bool = False):
         """Segment one case and return the segmentation node (blocks until done).
 
         `volumes` maps modality names (T1, T1ce, T2, FLAIR or aliases) to volume nodes;
         any non-empty subset. A new segmentation node is created unless
         `outputSegmentation` is given; re-running into it replaces the tumour segments and
         keeps other segments only with `keepOtherSegments`. `postprocess` None follows the
-        model card. `preprocess` ("auto", "on", "off") and `mirrors` (1, 2, 4, 8): as in
-        `startSegment`. Raises `SelectionError` for a bad selection or an absent GPU and
+        model card. `preprocess` ("auto", "on", "off"), `mirrors` (1, 2, 4, 8) and `trustFlags`: as
+        in `startSegment`. Raises `SelectionError` for a bad selection or an absent GPU and
         `SegmentationFailed` if the worker fails (scene unchanged).
         """
         job = self.startSegment(volumes, outputSegmentation, device, model, reference, keepOtherSegments,
-                                register, postprocess, show3D, preprocess, mirrors)
+                                register, postprocess, show3D, preprocess, mirrors, trustFlags)
         deadline = None if timeout is None else time.monotonic() + timeout
         while not job.done:
             for msg in self.pollJob(job):

@@ -270,8 +270,8 @@ class Segmenter:
         order = self.net.modalities
         report = contrastcheck.check_scans(case.x, case.present, order, float(min(self.card.spacing)))
         if report.refuse and not trust_flags:
-            raise InputError("; ".join(report.messages) + ": check the scans' flags (--trust-flags segments "
-                             "them as given)")
+            raise InputError("; ".join(report.messages) + ": check which scan is which (to segment them as "
+                             "given: --trust-flags, trust_flags=True in Python, trustFlags=True in Slicer's console)")
         return report
 
     def _quality(self, probs_crop: np.ndarray, case, rule: dict | None, images: Mapping, given: Mapping,
