@@ -39,6 +39,7 @@ FEATURES = tuple([f"q{q:02d}" for q in QUANTILES] + ["skew", "kurtosis", "mode"]
                  + ["dark_depth", "bright_depth", "gradient", "neighbour_corr", "bright_share", "dark_share"])
 #: where the fitted check is stored (package data)
 DEFAULT_PATH = Path(__file__).with_name("contrastcheck.json")
+SAME_CLEARLY, SAME_AGAINST_FLAG = 0.9, 0.05   # "two scans of one contrast": both clearly, one against its flag
 STRIDE = 2                # features read every 2nd voxel along each axis (a quarter of a second per scan)
 
 
@@ -274,9 +275,12 @@ def judge(features: Mapping[str, np.ndarray], model: ContrastModel, brain_ml: fl
                 report.refuse |= right < model.pair_refuse_below
                 report.messages.append(f"the scans given as {a} and {b} look swapped (contrast check: "
                                        f"{1 - right:.0%} that the {a} scan is the {b} and the other way round)")
+    # two scans that both clearly look like one contrast, at least one of them against its flag
+    best_p = {f: float(p.max()) for f, p in zip(flags, probs)}
     for i, a in enumerate(judged):
         for b in judged[i + 1:]:
-            if report.looks_like[a] == report.looks_like[b] and min(report.p_flag[a], report.p_flag[b]) < 0.5:
+            if report.looks_like[a] == report.looks_like[b] and min(best_p[a], best_p[b]) > SAME_CLEARLY \
+                    and min(report.p_flag[a], report.p_flag[b]) < SAME_AGAINST_FLAG:
                 report.messages.append(f"the scans given as {a} and {b} both look like {report.looks_like[a]}")
     return report
 
