@@ -794,7 +794,7 @@ def _pydicom_series(folder: Path, tilt_degrees: float, slices: int = 12, thickne
     tan(tilt) per mm of z while ImageOrientationPatient stays axial: a gantry-tilted acquisition."""
     import math
 
-    pydicom = pytest.importorskip("pydicom")
+    import pydicom
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
 
