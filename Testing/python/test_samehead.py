@@ -29,16 +29,16 @@ def _features() -> dict:
                                          "uncertain_ratio": 0.1, "wt_brain_fraction": 0.05, "slice_mm": 1.0}
 
 
-def test_a_doubt_is_the_first_reason_and_sets_the_flag_with_or_without_a_calibration():
+def test_a_doubt_is_a_reason_and_sets_the_flag_with_or_without_a_calibration():
     doubt = "FLAIR and T1ce may be from different patients"
     cal = {"features": list(FEATURES), "mean": [0.0] * len(FEATURES), "scale": [1.0] * len(FEATURES),
            "coef": [0.0] * len(FEATURES), "intercept": 0.9, "interval": [-0.1, 0.05], "flag_below": 0.7}
     assert estimate(_features(), cal)["low_confidence"] is False
     flagged = estimate(_features(), cal, [doubt])
-    assert flagged["low_confidence"] is True and flagged["reasons"][0] == doubt
+    assert flagged["low_confidence"] is True and doubt in flagged["reasons"]
     assert flagged["expected_wt_dice"] == pytest.approx(0.9)          # the estimate itself is unchanged
     bare = estimate(_features(), None, [doubt])
-    assert bare["low_confidence"] is True and bare["reasons"][0] == doubt
+    assert bare["low_confidence"] is True and doubt in bare["reasons"]
     assert summary_line(bare).startswith("LOW CONFIDENCE: not calibrated") and doubt in summary_line(bare)
     assert estimate(_features(), None)["low_confidence"] is None
 
@@ -69,7 +69,7 @@ def test_register_reports_scans_of_two_patients_and_not_one_patients_moved_scan(
     mixed, one = rows["MIXED"], rows["ONE"]
     assert "FLAIR and T1ce: these scans may be from different patients" in mixed["message"], mixed
     assert mixed["low_confidence"] == "yes", mixed
-    assert mixed["quality_reasons"].startswith("FLAIR and T1ce may be from different patients"), mixed
+    assert "FLAIR and T1ce may be from different patients" in mixed["quality_reasons"], mixed
     assert one["status"] == "ok" and "different patients" not in one["message"] + one["quality_reasons"], one
     # the co-registration still moved the FLAIR back (its note is information, not a warning)
     assert "looks misaligned" not in one["message"]
