@@ -91,7 +91,8 @@ def test_full_disk_segment_writes_nothing_and_says_so(small_fs, case):
     """On a full file system every output type fails with one line and leaves no file behind."""
     flair = case["FLAIR"]
     runs = []
-    for out in ("seg.nii", "seg.nii.gz", "seg.mha"):
+    outs = ("seg.nii", "seg.nii.gz", "seg.mha", "seg.nrrd", "seg.seg.nrrd")
+    for out in outs:
         runs.append(f"{_py('segment', '-q', '--threads', '1', '--flair', flair, '-o', f'$DISK/{out}')}"
                     .replace("'$DISK/", '"$DISK"\'/'))
     # fill the disk first: even a compressed labelmap of a few hundred bytes no longer fits
@@ -102,11 +103,51 @@ def test_full_disk_segment_writes_nothing_and_says_so(small_fs, case):
     out = r.stdout.decode()
     err = [ln for ln in r.stderr.decode().splitlines() if ln.strip()]
     statuses = [ln for ln in out.splitlines() if ln.startswith("::status=")]
-    assert statuses == ["::status=1"] * 3, (out, err)
-    assert len(err) == 3 and all(ln.startswith("lckd segment: error: cannot write") for ln in err), err
-    assert all("disk" in ln or "space" in ln for ln in err), err
+    assert statuses == ["::status=1"] * len(outs), (out, err)
+    assert len(err) == len(outs) and all(ln.startswith("lckd segment: error: cannot write") for ln in err), err
+    assert all("No space left on device" in ln for ln in err), err
     listing = out.split("::status=1")[-1].replace("::listed", "").split()
     assert listing == [], f"left on the full disk: {listing}"
+
+
+def test_disk_filling_mid_write_is_no_space_left_in_every_format(small_fs, tmp_path):
+    """A BraTS-size labelmap on a disk with a little room left: the writers fail in their own words
+    (NRRD: '_nrrdGzWrite: failed to write to file') or leave a file cut short; every format says
+    'No space left on device'."""
+    code = (
+        "import os, numpy as np, SimpleITK as sitk\n"
+        "from lckd.inference.resultfiles import write_labelmap\nfrom lckd.base.errors import OutputError\n"
+        "a = (np.random.default_rng(0).random((155, 240, 240)) < 0.05).astype(np.uint8) * 2\n"
+        "img, disk = sitk.GetImageFromArray(a), os.environ['DISK']\n"
+        "for room in (2000, 100000, 300000):\n"
+        "    for ext in ('nii', 'nii.gz', 'mha', 'nrrd', 'seg.nrrd'):\n"
+        "        for f in os.listdir(disk): os.remove(os.path.join(disk, f))\n"
+        "        with open(os.path.join(disk, 'filler'), 'wb') as fh: fh.write(bytes(4 * 1024 * 1024 - room))\n"
+        "        try:\n            write_labelmap(img, os.path.join(disk, 'seg.' + ext)); print('WROTE', ext)\n"
+        "        except OutputError as e: print('REFUSED', ext, '|', e)\n"
+        "        print('LEFT', sorted(os.listdir(disk)))\n")
+    (tmp_path / "w.py").write_text(code)
+    r = small_fs(f"'{sys.executable}' '{tmp_path / 'w.py'}'", size="4m")
+    out = r.stdout.decode().splitlines()
+    refused = [ln for ln in out if ln.startswith("REFUSED")]
+    assert len(refused) == 15 and not [ln for ln in out if ln.startswith("WROTE")], (out, r.stderr.decode()[-800:])
+    assert all("No space left on device" in ln for ln in refused), refused
+    assert all(ln == "LEFT ['filler']" for ln in out if ln.startswith("LEFT")), out
+    assert r.stderr.decode().strip() == "", r.stderr.decode()[-800:]
+
+
+def test_matplotlib_says_nothing_when_home_and_tmpdir_cannot_be_written(tmp_path):
+    """A preview picture under a HOME and TMPDIR that cannot be written: the picture, and not a word
+    on stderr (matplotlib logged 'mkdir -p failed' and 'created a temporary cache directory')."""
+    blocked = tmp_path / "a-file"
+    blocked.write_text("")
+    env = {k: v for k, v in ENV.items() if k not in ("MPLCONFIGDIR", "XDG_CONFIG_HOME", "XDG_CACHE_HOME")}
+    env.update(HOME=str(blocked / "home"), TMPDIR=str(blocked / "tmp"))
+    code = ("import numpy as np\nfrom lckd.frontends.preview import Panel, save_outline_figure\n"
+            f"save_outline_figure([Panel(np.random.default_rng(0).random((20, 20)), 'x')], r'{tmp_path}/fig.png')\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=120, env=env)
+    assert r.returncode == 0 and r.stderr.decode() == "", r.stderr.decode()[-800:]
+    assert (tmp_path / "fig.png").stat().st_size > 0
 
 
 def test_full_disk_probabilities_leave_no_labelmap(small_fs, case):

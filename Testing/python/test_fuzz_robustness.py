@@ -185,6 +185,9 @@ def _bad_files():
 
     cases += [("nan_voxels", "nan.nrrd", values(with_nan, ".nrrd")),
               ("inf_voxels", "inf.mha", values(with_inf, ".mha")),
+              # ITK's NIfTI reader sets NaN and Inf to 0: found in the bytes on disk (lckd.io.niftiblock)
+              ("nan_voxels_nifti", "nan.nii", values(with_nan, ".nii")),
+              ("inf_voxels_nifti_gz", "inf.nii.gz", values(with_inf, ".nii.gz")),
               ("all_zero", "zero.nii.gz", values(lambda a: a * 0, ".nii.gz")),
               ("constant", "const.nrrd", values(lambda a: a * 0 + 7, ".nrrd"))]
 
@@ -209,13 +212,16 @@ BAD_FILES = _bad_files()
 
 
 @pytest.mark.parametrize("case", BAD_FILES, ids=[c[0] for c in BAD_FILES])
-def test_fuzz_bad_file(case, capsys, good, tmp_path):
+def test_fuzz_bad_file(case, capfd, good, tmp_path):
+    """Refused with one line on stderr: capfd sees what C libraries print on file descriptor 2
+    too (MetaImage's 'data not read completely', niftilib's 'bad dim[0]', ITK's warnings)."""
     _, name, build = case
     path = tmp_path / name
     path.write_bytes(build(tmp_path, good))
     before = _files(tmp_path)
+    capfd.readouterr()                      # what writing the bad file printed is not the run's
     t = time.perf_counter()
-    line = _assert_refused(capsys, good, tmp_path, _segment(tmp_path, "--t2", path), before=before)
+    line = _assert_refused(capfd, good, tmp_path, _segment(tmp_path, "--t2", path), before=before)
     assert name in line or "memory" in line, line
     if "spacing" in case[0]:
         assert "spacing" in line and "corrupt" not in line, line
@@ -783,6 +789,57 @@ def test_fuzz_damaged_dicom_series(case, capsys, good, tmp_path):
     _assert_refused(capsys, good, tmp_path, _segment(tmp_path, "--t1", tmp_path / "series"), "series", case[2])
 
 
+def _pydicom_series(folder: Path, tilt_degrees: float, slices: int = 12, thickness: float = 1.5) -> Path:
+    """A small axial MR series written with pydicom whose slice positions drift along y by
+    tan(tilt) per mm of z while ImageOrientationPatient stays axial: a gantry-tilted acquisition."""
+    import math
+
+    import pydicom
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
+
+    folder.mkdir(parents=True)
+    series, study, frame = generate_uid(), generate_uid(), generate_uid()
+    rng = np.random.default_rng(4)
+    for i in range(slices):
+        uid = generate_uid()
+        meta = FileMetaDataset()
+        meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = MRImageStorage, uid
+        meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        ds = Dataset()
+        ds.file_meta = meta
+        ds.SOPClassUID, ds.SOPInstanceUID, ds.Modality = MRImageStorage, uid, "MR"
+        ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.FrameOfReferenceUID = study, series, frame
+        ds.PatientName, ds.PatientID, ds.InstanceNumber, ds.SeriesNumber = "Tilt^Test", "TILT", i + 1, 1
+        ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
+        z = i * thickness
+        ds.ImagePositionPatient = [-16.0, -16.0 + z * math.tan(math.radians(tilt_degrees)), z]
+        ds.PixelSpacing, ds.SliceThickness = [1.0, 1.0], thickness
+        ds.Rows = ds.Columns = 32
+        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
+        ds.PixelData = (rng.random((32, 32)) * 1000).astype(np.int16).tobytes()
+        pydicom.dcmwrite(folder / f"{i:03d}.dcm", ds, enforce_file_format=True)
+    return folder
+
+
+def test_fuzz_gantry_tilted_dicom_series_is_refused(capfd, good, tmp_path):
+    """ITK reads a tilted series as a straight volume (slices 1.55 mm apart instead of 1.5, the tilt
+    dropped): sheared geometry, refused as it is in every other format."""
+    series = _pydicom_series(tmp_path / "tilted", 15.0)
+    before = _files(tmp_path)
+    line = _assert_refused(capfd, good, tmp_path, _segment(tmp_path, "--t1", series), "tilted", "series",
+                           "sheared", "gantry tilt of 15.0 deg", "orthogonal grid", before=before)
+    assert "slices step 4.4 mm sideways over 16 mm" in line, line
+
+
+def test_an_untilted_pydicom_series_still_reads(tmp_path):
+    from lckd.io.imageio import read_image
+
+    img = read_image(_pydicom_series(tmp_path / "straight", 0.0))
+    assert img.GetSize() == (32, 32, 12) and np.allclose(img.GetSpacing(), (1.0, 1.0, 1.5))
+
+
 def test_an_intact_dicom_series_or_a_contiguous_part_still_reads(tmp_path):
     from lckd.io.imageio import read_image
 
@@ -965,6 +1022,43 @@ def test_fuzz_sheared_direction_is_refused_in_every_format(case, capsys, good, t
                     before=before)
 
 
+def _nan_block(good) -> np.ndarray:
+    """The phantom with a 5 x 6 x 7 block of NaN (over the tumour's side) and one +Inf voxel."""
+    arr = sitk.GetArrayFromImage(good["image"]).astype(np.float32)
+    arr[10:15, 14:20, 16:23] = np.nan
+    arr[20, 20, 20] = np.inf
+    return arr
+
+
+@pytest.mark.parametrize("name", ["block.nii", "block.nii.gz", "block.nrrd", "pair.hdr"])
+def test_fuzz_nan_and_inf_are_refused_in_every_format_with_their_count(name, capfd, good, tmp_path):
+    """NIfTI too: ITK's reader would set them to 0 (a NaN block over a tumour changed its core by 41 %);
+    the same words and counts as for NRRD, naming the file."""
+    path = tmp_path / name
+    img = _float_image(_nan_block(good))
+    img.CopyInformation(good["image"])
+    sitk.WriteImage(img, str(path))
+    before = _files(tmp_path)
+    capfd.readouterr()
+    line = _assert_refused(capfd, good, tmp_path, _segment(tmp_path, "--flair", path), name, before=before)
+    assert f"has 210 NaN and 1 infinite voxel values (of {int(np.prod(SHAPE))}); fix or re-export" in line, line
+
+
+def test_nifti_block_scan_counts_across_chunks_and_leaves_finite_files_alone(good, tmp_path, monkeypatch):
+    from lckd.io import niftiblock
+
+    monkeypatch.setattr(niftiblock, "CHUNK", 4093)        # items split between chunks
+    for name in ("a.nii", "b.nii.gz"):
+        sitk.WriteImage(_float_image(_nan_block(good)), str(tmp_path / name))
+        scan = niftiblock.scan_nifti(tmp_path / name)
+        assert (scan.problem, scan.nan, scan.inf, scan.voxels) == (None, 210, 1, int(np.prod(SHAPE)))
+    sitk.WriteImage(good["image"], str(tmp_path / "ok.nii.gz"))
+    scan = niftiblock.scan_nifti(tmp_path / "ok.nii.gz")
+    assert (scan.problem, scan.nan, scan.inf) == (None, 0, 0)
+    sitk.WriteImage(sitk.Cast(good["image"], sitk.sitkInt16), str(tmp_path / "int.nii"))
+    assert niftiblock.scan_nifti(tmp_path / "int.nii").nan == 0    # integers hold no NaN: not scanned
+
+
 def test_a_sheared_image_in_memory_is_refused_too(good):
     from lckd.base.errors import InputError
     from lckd.inference.inputchecks import read_and_check
@@ -1137,16 +1231,34 @@ def test_fuzz_batch_gives_every_folder_a_row(capsys, good, tmp_path):
         sitk.WriteImage(images["FLAIR"], str(root / cid / f"{cid}-t2f.nii.gz"))
     (root / "notes").mkdir()
     (root / "notes" / "readme.txt").write_text("no scans here")
+    (root / "piped").mkdir()
+    os.mkfifo(root / "piped" / "piped-t1n.nii.gz")      # a scan's name on a named pipe: no scan, say why
     (root / ".git").mkdir()
     code = main(["batch", str(root), str(out), "-q", "--threads", "1", "--model", str(good["card"])])
     captured = capsys.readouterr()
     assert code == 1 and "Traceback" not in captured.err
     with open(out / "summary.csv", newline="") as f:
         rows = {r["case"]: r for r in csv.DictReader(f)}
-    assert set(rows) == {"..dots", "new\\nline", "notes"}, rows
+    assert set(rows) == {"..dots", "new\\nline", "notes", "piped"}, rows
     assert rows["..dots"]["status"] == rows["new\\nline"]["status"] == "ok", rows
     assert rows["notes"]["status"] == "error" and "no scan" in rows["notes"]["message"]
+    assert rows["piped"]["status"] == "error"
+    assert "'piped-t1n.nii.gz' is a named pipe, not a regular file" in rows["piped"]["message"], rows["piped"]
     assert (out / "..dots.nii.gz").is_file() and (out / "new\nline.nii.gz").is_file()
+
+
+def test_fuzz_batch_folder_holding_only_a_named_pipe_names_it(capsys, good, tmp_path):
+    """Not 'no BraTS case found' alone: the entry that looked like a scan is named with what it is."""
+    for where in ("flat", "case"):
+        root = tmp_path / where
+        folder = root / "C1" if where == "case" else root
+        folder.mkdir(parents=True)
+        os.mkfifo(folder / "C1-t1n.nii.gz")
+        line = _assert_refused(capsys, good, tmp_path, ["batch", str(root), str(tmp_path / f"out-{where}"), "-q",
+                                                        "--threads", "1"], "no BraTS case found",
+                               command="batch")
+        shown = "C1/C1-t1n.nii.gz" if where == "case" else "C1-t1n.nii.gz"
+        assert f"'{shown}' is a named pipe, not a regular file" in line, line
 
 
 def test_fuzz_stale_temporary_files_are_removed_carefully(good, tmp_path):

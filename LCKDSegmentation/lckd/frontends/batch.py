@@ -180,7 +180,10 @@ def _stack_case(path: Path, count: int, channels: Sequence[str]) -> BatchCase:
 
 
 def _folders_without_scans(root: Path, cases: set, ignore: Sequence[str | Path]) -> list[BatchCase]:
-    """A refused entry for each folder under `root` that is not a case (no BraTS-named scan in it)."""
+    """A refused entry for each folder under `root` that is not a case (no BraTS-named scan in it);
+    the reason names what the folder holds instead of files (a named pipe, a socket, a device)."""
+    from ..io.caselayout import special_entries, special_text
+
     skip = set()
     for p in ignore:
         try:
@@ -195,8 +198,10 @@ def _folders_without_scans(root: Path, cases: set, ignore: Sequence[str | Path])
     for folder in folders:
         if folder.name in cases or folder.name.startswith(".") or os.path.realpath(folder) in skip:
             continue
+        special = special_entries(folder)
+        found = f" ({special_text(special)})" if special else ""
         entries.append(BatchCase(folder.name, {}, problem=(
-            "no scan found in this folder: expected BraTS names such as <case>-t1n.nii.gz (2023) or "
+            f"no scan found in this folder{found}: expected BraTS names such as <case>-t1n.nii.gz (2023) or "
             "<case>_t1.nii.gz (2018-2021), as .nii.gz or .nii")))
     return entries
 

@@ -36,9 +36,18 @@ def tumour_slice(*labelmaps: np.ndarray) -> int:
     return int(np.argmax(total)) if np.any(total) else labelmaps[0].shape[0] // 2
 
 
-def save_outline_figure(panels: Sequence[Panel], path: str | Path, title: str = "",
-                        footer: str = "") -> Path:
-    """Panels side by side, region contours in the segment colours, orientation letters; PNG."""
+def _pyplot():
+    """matplotlib's pyplot (Agg) and Line2D, imported without a word on stderr.
+
+    Where HOME (and TMPDIR) cannot be written, matplotlib logs two warnings on import ("mkdir -p
+    failed", "created a temporary cache directory"); it still works, with a cache of its own in
+    a temporary folder, so those lines are only noise around our one line of output.
+    """
+    import logging
+
+    log = logging.getLogger("matplotlib")
+    level = log.level
+    log.setLevel(logging.ERROR)
     try:
         import matplotlib
         matplotlib.use("Agg")
@@ -46,6 +55,15 @@ def save_outline_figure(panels: Sequence[Panel], path: str | Path, title: str = 
         from matplotlib.lines import Line2D
     except ImportError:
         raise InputError("figures need matplotlib: pip install matplotlib") from None
+    finally:
+        log.setLevel(level)
+    return plt, Line2D
+
+
+def save_outline_figure(panels: Sequence[Panel], path: str | Path, title: str = "",
+                        footer: str = "") -> Path:
+    """Panels side by side, region contours in the segment colours, orientation letters; PNG."""
+    plt, Line2D = _pyplot()
     from ..io.atomicwrite import atomic_path
 
     width = 4.2 * max(len(panels), 2)

@@ -26,7 +26,7 @@ import SimpleITK as sitk
 
 from ..base.errors import InputError
 from ..base.modalities import canonical, default_reference
-from ..io.imageio import check_shape, check_spacing, read_image, same_voxels
+from ..io.imageio import check_shape, check_spacing, nonfinite_problem, read_image, same_voxels
 from ..prep.foreground import background_distance_score, face_median
 from ..prep.geometry import extents_overlap, physical_bounds, same_grid
 
@@ -72,9 +72,7 @@ def check_image(image: sitk.Image, what: str, source: str | None) -> list[str]:
     if arr.dtype.kind == "f" and not np.isfinite(arr).all():
         n_nan = int(np.count_nonzero(np.isnan(arr)))
         n_inf = int(np.count_nonzero(np.isinf(arr)))
-        parts = [f"{n} {kind}" for n, kind in ((n_nan, "NaN"), (n_inf, "infinite")) if n]
-        raise InputError(f"{label} has {' and '.join(parts)} voxel value{'s' if n_nan + n_inf > 1 else ''} "
-                         f"(of {arr.size}); fix or re-export the image")
+        raise InputError(f"{label} {nonfinite_problem(n_nan, n_inf, arr.size)}")
     lo, hi = arr.min(), arr.max()
     if lo == hi:
         if lo == 0:

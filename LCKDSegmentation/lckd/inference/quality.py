@@ -155,22 +155,26 @@ def estimate(features: Mapping[str, float], calibration: Mapping | None, doubts:
     """The quality record of a run: features, reasons and (with a calibration) the expected
     WT Dice, its interval and the low-confidence flag.
 
+    `doubts` are reasons found outside the features, which the calibration never saw (e.g.
+    "FLAIR and T1ce may be from different patients"): each is listed first among the reasons
+    and sets the low-confidence flag, whatever the expected Dice, with or without a calibration.
     Without a calibration (a model card that has none) the record still carries the
     features and reasons, and says that no expected Dice can be given. `doubts` are findings
     about the inputs the calibration never saw (a scan that does not look like its flag): each
     becomes a reason and any of them sets the low-confidence flag.
     """
-    record: dict = {"kind": "estimate, not a measurement", "reasons": reasons(features) + list(doubts),
+    doubts = [str(d) for d in doubts]
+    record: dict = {"kind": "estimate, not a measurement", "reasons": doubts + reasons(features),
                     "features": {k: round(float(v), 4) for k, v in features.items()}}
     if not calibration:
-        record.update(expected_wt_dice=None, interval=None, low_confidence=None,
+        record.update(expected_wt_dice=None, interval=None, low_confidence=True if doubts else None,
                       note="this model's card has no quality calibration")
         return record
     dice = predict_dice(features, calibration)
     lo, hi = calibration["interval"]
     record.update(expected_wt_dice=round(dice, 3),
                   interval=[round(float(np.clip(dice + lo, 0, 1)), 3), round(float(np.clip(dice + hi, 0, 1)), 3)],
-                  low_confidence=bool(dice < calibration["flag_below"] or doubts))
+                  low_confidence=bool(doubts) or bool(dice < calibration["flag_below"]))
     return record
 
 
@@ -186,7 +190,7 @@ def short_line(record: Mapping) -> str:
 def summary_line(record: Mapping) -> str:
     """One line for a terminal, a log or a caption."""
     if record.get("expected_wt_dice") is None:
-        text = "quality: not calibrated for this model"
+        text = ("LOW CONFIDENCE: " if record.get("low_confidence") else "quality: ") + "not calibrated for this model"
     else:
         lo, hi = record["interval"]
         text = (("LOW CONFIDENCE: " if record["low_confidence"] else "quality: ")

@@ -20,7 +20,7 @@ import SimpleITK as sitk
 from ..base.errors import OutputError
 from ..base.labels import CONVENTIONS
 from ..base.segments import SEGMENTS
-from ..io.atomicwrite import TEMP_NAME_EXTRA, atomic_path, probe_writable
+from ..io.atomicwrite import TEMP_NAME_EXTRA, atomic_path, no_space_reason, probe_writable
 from ..io.filetypes import OUTPUT_SUFFIXES, is_dicom_seg, is_segmentation
 from ..io.imageio import image_writer_target, write_image_file
 from ..io.pathcheck import check_path_text, shown_path
@@ -109,7 +109,9 @@ def _verify_segmentation(path: Path, labelmap: sitk.Image, label: str) -> None:
         ok = back.GetSize() == labelmap.GetSize() and bool(np.array_equal(
             sitk.GetArrayViewFromImage(back) > 0, sitk.GetArrayViewFromImage(labelmap) > 0))
     if not ok:
-        raise OutputError(f"{label}: the written file is incomplete or does not read back (is the disk full?)")
+        full = no_space_reason(path.parent)
+        raise OutputError(f"{label}: {full + '; ' if full else ''}the written file is incomplete or does not read "
+                          f"back{'' if full else ' (is the disk full?)'}")
 
 
 def _name_max(folder: Path) -> int:

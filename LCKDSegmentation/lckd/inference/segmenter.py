@@ -118,21 +118,26 @@ class Segmenter:
         return seg
 
     # -- steps -------------------------------------------------------------------------
-    def _harmonise(self, images: dict, reference: str, register: bool, progress: Progress) -> tuple[dict, list]:
+    def _harmonise(self, images: dict, reference: str, register: bool, progress: Progress
+                   ) -> tuple[dict, list, list]:
+        """The scans on the reference grid (co-registered when `register`), the notes on how far
+        registration moved them, and the registered scans that do not look like the reference's
+        head (`lckd.prep.samehead.Mismatch`: another patient's scans hidden by the fit)."""
         out: dict = {}
         notes: list = []
         if register and len(images) > 1:
             from ..prep.registration import register_inputs
+            from ..prep.samehead import judge_registered
             try:
-                out, _ = register_inputs(images, reference, notes=notes,
-                                         progress=lambda f, m: progress(0.1 * f, m))
+                out, transforms = register_inputs(images, reference, notes=notes,
+                                                  progress=lambda f, m: progress(0.1 * f, m))
             except (RuntimeError, ValueError) as exc:
                 # ITK's optimiser fails on scans that barely overlap or are too small to sample.
                 detail = itk_error_detail(exc).split(". ")[0][:120] or type(exc).__name__
                 raise InputError(f"co-registration onto {reference} failed ({detail}); the scans may overlap "
                                  "too little or be too small: run without --register") from None
-            return out, notes
-        return modelgrid.on_reference_grid(images, reference), notes
+            return out, notes, judge_registered(images, reference, transforms)
+        return modelgrid.on_reference_grid(images, reference), notes, []
 
     def postprocess_rule(self, postprocess: bool | None = None) -> dict | None:
         """Keyword arguments of `labels.postprocess` for this request, or None for no clean-up."""
@@ -188,6 +193,7 @@ class Segmenter:
         timings["detect"] = time.perf_counter() - t
         brain_mask = None
         notes: list = []
+        doubts: list = []    # reasons to distrust the run that its quality features cannot see
         if decision.run and preprocess == "auto" and not extractor_available(brain_extractor):
             warnings.append(f"{decision.headline}, but no brain extractor is installed: segmenting the scans as "
                             f"they are ({INSTALL_HINT})")
@@ -201,6 +207,7 @@ class Segmenter:
             decision = rawprep.Decision(True, f"{decision.reason}; {prepared.summary}", decision.headline)
             warnings += prepared.notes
             notes += prepared.info
+            doubts += [m.reason() for m in prepared.mismatches]
             timings.update(prepared.timings)
             t = time.perf_counter()
         else:
@@ -210,8 +217,10 @@ class Segmenter:
                 warnings += inputchecks.check_alignment(images, reference)
             if register and len(images) > 1:
                 report(0.0, f"register: co-registering onto {reference}")
-            images, moved = self._harmonise(images, reference, register, report)
+            images, moved, mismatches = self._harmonise(images, reference, register, report)
             notes += moved
+            warnings += [m.warning() for m in mismatches]
+            doubts += [m.reason() for m in mismatches]
             if register and len(images) > 1:
                 timings["register"] = time.perf_counter() - t
                 t = time.perf_counter()
@@ -226,6 +235,7 @@ class Segmenter:
         t = time.perf_counter()
         contrast = self._check_contrasts(case, opts.trust_flags)
         warnings += contrast.messages
+        doubts += contrast.messages
         timings["contrast"] = time.perf_counter() - t
         check_cancel()
 
@@ -250,7 +260,7 @@ class Segmenter:
         label_img = self._like(label, ref_img)
         report(0.98, "quality: how far to trust this result")
         t_quality = time.perf_counter()
-        quality = self._quality(probs_crop, case, rule, images, checked.images, contrast)
+        quality = self._quality(probs_crop, case, rule, images, checked.images, doubts)
         timings["quality"] = time.perf_counter() - t_quality
         prob_img = None
         if opts.probabilities:
@@ -275,18 +285,17 @@ class Segmenter:
         return report
 
     def _quality(self, probs_crop: np.ndarray, case, rule: dict | None, images: Mapping, given: Mapping,
-                 contrast: contrastcheck.ContrastReport | None = None) -> dict:
+                 doubts: list | None = None) -> dict:
         """The run's quality record (`lckd.inference.quality`), measured on the model grid by the
-        function evaluation uses for the runs its calibration was fitted on (`quality.case_features`).
-        A contrast check that doubts a flag sets the low-confidence flag: the calibration was fitted
-        on correctly flagged scans and cannot describe a run whose scans are not what they say."""
+        function evaluation uses for the runs its calibration was fitted on (`quality.case_features`);
+        `doubts` (scans of different patients, a scan unlike its flag: what the calibration, fitted on
+        correctly flagged scans of one patient, never saw) are reasons that set the low-confidence flag."""
         from . import quality
 
         slice_mm = max(max(img.GetSpacing()) for img in given.values())
         feats, _ = quality.case_features(probs_crop, case.x, case.present, self.card.spacing, list(images),
                                          slice_mm, rule)
-        doubts = contrast.messages if contrast is not None else []
-        return quality.estimate(feats, self.card.quality, doubts=doubts)
+        return quality.estimate(feats, self.card.quality, doubts or ())
 
     @staticmethod
     def _like(array: np.ndarray, ref: sitk.Image) -> sitk.Image:

@@ -49,6 +49,21 @@ def free_bytes(folder: Path) -> int | None:
     return st.f_bavail * st.f_frsize
 
 
+#: A write that failed with less than this free on its file system failed for want of room.
+NO_SPACE_BYTES = 1 << 20
+
+
+def no_space_reason(folder: Path) -> str | None:
+    """'No space left on device (N bytes free in 'folder')' when a write into `folder` failed
+    for want of room (under `NO_SPACE_BYTES` free), else None. The image writers report a
+    full disk in their own words, or not at all ('_nrrdGzWrite: failed to write to file', a
+    file cut short): every format is worded from the free space instead."""
+    free = free_bytes(folder)
+    if free is None or free >= NO_SPACE_BYTES:
+        return None
+    return f"{os.strerror(errno.ENOSPC)} ({free} bytes free in '{shown_path(folder)}')"
+
+
 def _write_failure(label: str, exc: OSError, folder: Path) -> OutputError:
     reason = os_reason(exc)
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):

@@ -61,9 +61,12 @@ def find_cases(root: str | Path) -> list[CaseFiles]:
         if case is not None:
             cases.append(case)
     if not cases:
+        special = special_entries(root) + [e for p in sorted(_list_dir(root)) if p.is_dir()
+                                           for e in special_entries(p, f"{p.name}/")]
+        found = f"; {special_text(special)}" if special else ""
         raise InputError(
             f"no BraTS case found under {root}: expected <case>/<case>_t1.nii.gz "
-            "(2018-2021 layout) or <case>/<case>-t1n.nii.gz (2023 layout)")
+            f"(2018-2021 layout) or <case>/<case>-t1n.nii.gz (2023 layout){found}")
     return sorted(cases, key=lambda c: c.case_id)
 
 
@@ -121,6 +124,35 @@ def _list_dir(folder: Path) -> list[Path]:
         return list(folder.iterdir())
     except OSError as exc:
         raise InputError(f"cannot list folder {folder}: {exc.strerror or exc}") from None
+
+
+def special_entries(folder: Path, prefix: str = "") -> list[tuple[str, str]]:
+    """(name, kind) of the entries of `folder` that are neither files nor folders: named pipes,
+    sockets, devices (links followed). A scan name on one of them is no scan; say what it is."""
+    from .filetypes import special_file_kind
+
+    out = []
+    try:
+        entries = sorted(folder.iterdir())
+    except OSError:
+        return []
+    for p in entries:
+        try:
+            kind = special_file_kind(p.stat().st_mode)
+        except OSError:
+            continue   # a dangling link: nothing there
+        if kind:
+            out.append((prefix + p.name, kind))
+    return out
+
+
+def special_text(entries: list[tuple[str, str]]) -> str:
+    """'x.nii.gz' is a named pipe, ... (at most three named, then a count)."""
+    from .pathcheck import printable
+
+    shown = [f"'{printable(name)}' is {kind}" for name, kind in entries[:3]]
+    more = f" and {len(entries) - 3} more" if len(entries) > 3 else ""
+    return ", ".join(shown) + more + ", not a regular file"
 
 
 def _hidden(path: Path) -> bool:

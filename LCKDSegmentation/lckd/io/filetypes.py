@@ -68,3 +68,13 @@ def format_extension(name: str) -> str:
         if inner[1] and inner[0]:
             return name[len(inner[0]):]
     return name[len(base):]
+
+
+def special_file_kind(mode: int) -> str | None:
+    """'a named pipe', 'a socket' or 'a device' for an `os.stat` mode that is none of a regular
+    file, a folder or a link; None otherwise. Reading a named pipe blocks forever."""
+    import stat
+
+    if stat.S_ISREG(mode) or stat.S_ISDIR(mode) or stat.S_ISLNK(mode):
+        return None
+    return "a named pipe" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else "a device"

@@ -13,10 +13,8 @@ from __future__ import annotations
 import contextlib
 import errno
 import functools
-import gzip
 import os
 import stat
-import struct
 import sys
 import zlib
 from collections.abc import Iterator
@@ -31,12 +29,13 @@ from ..base.errors import InputError, OutputError, itk_error_detail
 from .atomicwrite import STALE_TEMP_SECONDS as STALE_TEMP_SECONDS
 from .atomicwrite import TEMP_NAME_EXTRA as TEMP_NAME_EXTRA
 from .atomicwrite import atomic_path as atomic_path
-from .atomicwrite import free_bytes, os_reason
+from .atomicwrite import free_bytes, no_space_reason, os_reason
 from .atomicwrite import probe_writable as probe_writable
 from .atomicwrite import remove_stale_temps as remove_stale_temps
 from .atomicwrite import stale_temp_pattern as stale_temp_pattern
-from .filetypes import FORMAT_NAMES, FORMATS_TEXT, WRITE_SUFFIXES, format_extension
+from .filetypes import FORMAT_NAMES, FORMATS_TEXT, WRITE_SUFFIXES, format_extension, special_file_kind
 from .headerfiles import data_file_problem, direction_problem, shear_problem, sibling_problem
+from .niftiblock import is_nifti, nifti_header_file, scan_nifti
 from .pathcheck import check_path_text as check_path_text
 from .pathcheck import path_text
 from .pathcheck import printable as printable
@@ -47,6 +46,36 @@ PathLike = Union[str, "os.PathLike[str]"]
 
 
 # ----------------------------------------------------------------------------- reading
+
+@contextlib.contextmanager
+def quiet_c_libraries() -> Iterator[None]:
+    """Hide what ITK and the C libraries under it print on stderr meanwhile (file descriptor 2,
+    and ITK's warning display): our one line says what went wrong instead.
+
+    MetaImage prints "MetaImage: M_ReadElementsData: data not read completely", niftilib
+    "** ERROR: nifti_convert_nhdr2nim: bad dim[0]", ITK "WARNING: ... unexpected scales in
+    sform", niftilib on a full disk "** ERROR: NWAD: wrote only N of M bytes". Nested uses are safe.
+    """
+    shown = sitk.ProcessObject.GetGlobalWarningDisplay()
+    sitk.ProcessObject.SetGlobalWarningDisplay(False)
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError, AttributeError):
+        try:
+            yield
+        finally:
+            sitk.ProcessObject.SetGlobalWarningDisplay(shown)
+        return
+    try:
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        sitk.ProcessObject.SetGlobalWarningDisplay(shown)
+
 
 def read_image(path: PathLike | sitk.Image, what: str = "image", *, series: str | None = None) -> sitk.Image:
     """Read a scalar 3D image (file or DICOM series folder) as float32, keeping its geometry.
@@ -70,15 +99,15 @@ def read_image(path: PathLike | sitk.Image, what: str = "image", *, series: str 
         raise InputError(f"{label} cannot be opened ({os_reason(exc)})") from None
     if channel is not None and stat.S_ISREG(mode):
         st = p.stat()
-        return _read_stack(str(p), st.st_mtime_ns, st.st_size, channel.count, f"'{shown_path(p)}'")[channel.index]
-    if stat.S_ISDIR(mode):
-        image = _read_dicom_folder(p, label, series)
-    elif not stat.S_ISREG(mode):
+        with quiet_c_libraries():
+            stack = _read_stack(str(p), st.st_mtime_ns, st.st_size, channel.count, f"'{shown_path(p)}'")
+        return stack[channel.index]
+    kind = special_file_kind(mode)
+    if kind:
         # A named pipe would block the reader forever; a device is never an image file.
-        kind = "a named pipe" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else "a device"
         raise InputError(f"{label} is {kind}, not a regular file; give an image file or a DICOM folder")
-    else:
-        image = _read_file(p, label)
+    with quiet_c_libraries():
+        image = _read_dicom_folder(p, label, series) if stat.S_ISDIR(mode) else _read_file(p, label)
     image = _as_scalar_3d(image, label)
     return sitk.Cast(image, sitk.sitkFloat32)
 
@@ -118,7 +147,8 @@ def stack_channel_count(path: PathLike) -> int | None:
     reader = sitk.ImageFileReader()
     reader.SetFileName(path_text(path))
     try:
-        reader.ReadImageInformation()
+        with quiet_c_libraries():
+            reader.ReadImageInformation()
     except RuntimeError:
         return None
     if reader.GetDimension() == 4 and reader.GetSize()[3] > 1:
@@ -158,15 +188,37 @@ def _read_file(p: Path, label: str, channels: int | None = None) -> sitk.Image:
     check_spacing(reader.GetSpacing()[:3], label)
     check_direction(reader.GetDirection(), reader.GetDimension(), label)
     _check_declared_size(reader, label)
-    # ITK's NIfTI reader zero-fills a truncated file, and its NRRD reader ignores a cut gzip
-    # stream, without complaint; check ourselves.
-    problem = _nifti_truncation(p) if _is_nifti(p) else _nrrd_truncation(p) if _is_nrrd(p) else None
+    # ITK's NIfTI reader zero-fills a truncated file and sets NaN and infinite voxels to 0, and its
+    # NRRD reader ignores a cut gzip stream, without complaint; check ourselves.
+    _check_nifti_block(p, label)
+    problem = _nrrd_truncation(p) if _is_nrrd(p) else None
     if problem:
         raise InputError(f"{label} is corrupt or truncated ({problem})")
     try:
         return reader.Execute()
     except RuntimeError as exc:
         raise InputError(f"{label} {_summarise_read_error(exc)}") from None
+
+
+def _check_nifti_block(p: Path, label: str) -> None:
+    """Refuse a NIfTI file (or pair) whose voxel block is cut short or holds NaN or infinite values,
+    read from the bytes on disk (`lckd.io.niftiblock`): ITK's reader hides both."""
+    header = nifti_header_file(p)
+    scan = None if header is None else scan_nifti(header)
+    if scan is None:
+        return
+    if scan.problem:
+        raise InputError(f"{label} is corrupt or truncated ({scan.problem})")
+    if scan.nan or scan.inf:
+        raise InputError(f"{label} {nonfinite_problem(scan.nan, scan.inf, scan.voxels)}")
+
+
+def nonfinite_problem(n_nan: int, n_inf: int, total: int) -> str:
+    """The words for NaN or infinite voxels, one rule for every format: 'has 8 NaN and 1 infinite
+    voxel values (of 1000); fix or re-export the image' (after the file's label)."""
+    parts = [f"{n} {kind}" for n, kind in ((n_nan, "NaN"), (n_inf, "infinite")) if n]
+    return (f"has {' and '.join(parts)} voxel value{'s' if n_nan + n_inf > 1 else ''} (of {total}); fix or "
+            "re-export the image")
 
 
 def _check_declared_size(reader: sitk.ImageFileReader, label: str) -> None:
@@ -228,24 +280,25 @@ def read_dicom_files(files, label: str) -> sitk.Image:
 
     The one DICOM pixel reader: a series folder (`read_image`) and a series found in a study
     (`lckd.io.dicomstudy`) both come here. A missing slice or uneven spacing is refused with the
-    gap named.
+    gap named, a gantry tilt (slices stepping sideways: sheared) with the tilt named.
     """
     files = [str(f) for f in files]
-    shown = sitk.ProcessObject.GetGlobalWarningDisplay()
     # ITK only warns (on stderr) about missing or uneven slices; _uneven_slices refuses them instead.
-    sitk.ProcessObject.SetGlobalWarningDisplay(False)
     try:
-        if len(files) == 1:
-            image = sitk.ReadImage(files[0])
-        else:
-            reader = sitk.ImageSeriesReader()
-            reader.SetFileNames(files)
-            image = reader.Execute()
+        with quiet_c_libraries():
+            if len(files) == 1:
+                image = sitk.ReadImage(files[0])
+            else:
+                reader = sitk.ImageSeriesReader()
+                reader.SetFileNames(files)
+                image = reader.Execute()
+            positions = _slice_positions(files)
     except RuntimeError as exc:
         raise InputError(f"{label} {_summarise_read_error(exc)}") from None
-    finally:
-        sitk.ProcessObject.SetGlobalWarningDisplay(shown)
-    gap = _uneven_slices(files, image)
+    tilt = _tilted_slices(positions, image)
+    if tilt:
+        raise InputError(f"{label} {tilt}")
+    gap = _uneven_slices(positions, image)
     if gap:
         raise InputError(f"{label} has unevenly spaced slices ({gap}): a slice is missing "
                          "or the series mixes acquisitions")
@@ -274,23 +327,28 @@ def _unreadable_dicom_files(folder: Path, ids: list) -> list:
     return stray
 
 
-def _uneven_slices(files, image: sitk.Image, tolerance: float = 0.1) -> str | None:
-    """Describe uneven gaps between the slices' positions along the volume's normal, or None."""
-    import numpy as np
-
-    if len(files) < 3:
-        return None
-    normal = np.array(image.GetDirection()).reshape(3, 3)[:, 2]
+def _slice_positions(files) -> list | None:
+    """ImagePositionPatient (x, y, z mm) of each file of a series, or None when a file lacks one."""
     where = []
     for f in files:
         r = sitk.ImageFileReader()
         r.SetFileName(f)
         try:
             r.ReadImageInformation()
-            where.append(float(np.dot(normal, [float(v) for v in r.GetMetaData("0020|0032").split("\\")])))
+            where.append([float(v) for v in r.GetMetaData("0020|0032").split("\\")])
         except (RuntimeError, ValueError):
             return None  # no usable positions: nothing to compare
-    gaps = np.diff(np.sort(where))
+    return where if all(len(p) == 3 for p in where) else None
+
+
+def _uneven_slices(positions, image: sitk.Image, tolerance: float = 0.1) -> str | None:
+    """Describe uneven gaps between the slices' positions along the volume's normal, or None."""
+    import numpy as np
+
+    if positions is None or len(positions) < 3:
+        return None
+    normal = np.array(image.GetDirection()).reshape(3, 3)[:, 2]
+    gaps = np.diff(np.sort(np.asarray(positions, float) @ normal))
     median = float(np.median(gaps))
     if median <= 0:
         return None
@@ -298,6 +356,36 @@ def _uneven_slices(files, image: sitk.Image, tolerance: float = 0.1) -> str | No
     if abs(worst - median) > tolerance * median:
         return f"a gap of {worst:.3g} mm where the others are {median:.3g} mm"
     return None
+
+
+#: Sideways drift of the slices (first to last, in the slice plane) accepted as rounding, as a
+#: share of the smallest in-plane pixel: more is a tilted (sheared) stack.
+TILT_DRIFT_SHARE = 0.5
+
+
+def _tilted_slices(positions, image: sitk.Image) -> str | None:
+    """Describe a gantry tilt: slices that step sideways, not along their normal (a sheared grid), or None.
+
+    ITK reads such a series as an orthogonal volume (its slice spacing becomes the distance
+    between positions, the tilt is dropped): every voxel after the first slice is misplaced.
+    """
+    import math
+
+    import numpy as np
+
+    if positions is None or len(positions) < 2:
+        return None
+    normal = np.array(image.GetDirection()).reshape(3, 3)[:, 2]
+    pos = np.asarray(positions, float)
+    pos = pos[np.argsort(pos @ normal)]
+    step = pos[-1] - pos[0]
+    along = float(step @ normal)
+    drift = float(np.linalg.norm(step - along * normal))
+    if along <= 0 or drift <= TILT_DRIFT_SHARE * min(image.GetSpacing()[:2]):
+        return None
+    return (f"is sheared: its slices step {drift:.1f} mm sideways over {abs(along):.0f} mm (a gantry tilt of "
+            f"{math.degrees(math.atan2(drift, along)):.1f} deg), which a straight volume cannot hold; resample it "
+            "onto an orthogonal grid first (e.g. dcm2niix, or Slicer's DICOM acquisition geometry regularization)")
 
 
 def _size_text(size) -> str:
@@ -391,44 +479,10 @@ def _summarise_read_error(exc: RuntimeError, name: str = "") -> str:
     return f"could not be read (corrupt or truncated file: {detail[:120]})"
 
 
-def _is_nifti(p: Path) -> bool:
-    name = p.name.lower()
-    return name.endswith(".nii") or name.endswith(".nii.gz")
-
-
 def _nifti_truncation(p: Path) -> str | None:
     """Describe why a single-file NIfTI holds fewer voxel bytes than its header says, or None."""
-    gz = p.name.lower().endswith(".gz")
-    try:
-        if gz:
-            with gzip.open(p, "rb") as fh:
-                head = fh.read(540)
-        else:
-            with open(p, "rb") as fh:
-                head = fh.read(540)
-    except (OSError, EOFError, zlib.error):
-        return "damaged gzip data"
-    expected = _nifti_expected_bytes(head)
-    if expected is None:
-        return None  # not a header we understand (or a .hdr/.img pair): let ITK decide
-    if not gz:
-        have = p.stat().st_size
-    else:
-        have = 0
-        try:
-            with gzip.open(p, "rb") as fh:
-                # Stream through the whole file: gzip checks its CRC at the end, which also
-                # catches corruption that keeps the length right.
-                while True:
-                    chunk = fh.read(1 << 22)
-                    if not chunk:
-                        break
-                    have += len(chunk)
-        except (OSError, EOFError, zlib.error):
-            return "damaged or incomplete gzip data"
-    if have < expected:
-        return f"{have} of the {expected} bytes its header announces"
-    return None
+    scan = scan_nifti(p, count_nonfinite=False) if is_nifti(p) else None
+    return None if scan is None else scan.problem
 
 
 def _is_nrrd(p: Path) -> bool:
@@ -489,37 +543,6 @@ def _nrrd_truncation(p: Path) -> str | None:
     return None
 
 
-def _nifti_expected_bytes(head: bytes) -> int | None:
-    """Bytes a single-file NIfTI-1/2 should hold (header + voxel data), from its header."""
-    if len(head) < 348:
-        return None
-    for order in ("<", ">"):
-        (sizeof_hdr,) = struct.unpack(order + "i", head[:4])
-        if sizeof_hdr == 348:
-            if head[344:347] != b"n+1":
-                return None
-            dims = struct.unpack(order + "8h", head[40:56])
-            (bitpix,) = struct.unpack(order + "h", head[72:74])
-            (vox_offset,) = struct.unpack(order + "f", head[108:112])
-            break
-        if sizeof_hdr == 540 and len(head) >= 540:
-            if head[4:7] != b"n+2":
-                return None
-            (bitpix,) = struct.unpack(order + "h", head[14:16])
-            dims = struct.unpack(order + "8q", head[16:80])
-            (vox_offset,) = struct.unpack(order + "q", head[168:176])
-            break
-    else:
-        return None
-    ndim = dims[0]
-    if not 1 <= ndim <= 7 or bitpix <= 0:
-        return None
-    count = 1
-    for d in dims[1:ndim + 1]:
-        count *= max(int(d), 1)
-    return int(vox_offset) + count * bitpix // 8
-
-
 # ----------------------------------------------------------------------------- writing
 
 def image_writer_target(path: PathLike, what: str = "image") -> Path:
@@ -565,36 +588,16 @@ def write_image_file(image: sitk.Image, tmp: PathLike, *, compress: bool = True,
     writer.SetFileName(str(tmp))
     writer.SetUseCompression(bool(compress))
     try:
-        with _c_stderr_silenced():
+        with quiet_c_libraries():
             writer.Execute(image)
     except RuntimeError as exc:
         detail = itk_error_detail(exc)
         if "No space left" in str(exc):
             detail = os.strerror(errno.ENOSPC)
+        # NRRD says '_nrrdGzWrite: failed to write to file' on a full disk: word it from the free space
+        detail = no_space_reason(tmp.parent) or detail
         raise OutputError(f"{label}: {detail[:160] or 'the writer failed'}") from None
     verify_image_file(tmp, image, label)
-
-
-@contextlib.contextmanager
-def _c_stderr_silenced() -> Iterator[None]:
-    """Hide what C libraries print on file descriptor 2 meanwhile.
-
-    niftilib prints "** ERROR: NWAD: wrote only N of M bytes" on a full disk; the
-    verification after the write says it in one line of ours instead.
-    """
-    try:
-        sys.stderr.flush()
-        saved = os.dup(2)
-    except (OSError, ValueError, AttributeError):
-        yield
-        return
-    try:
-        with open(os.devnull, "wb") as null:
-            os.dup2(null.fileno(), 2)
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
 
 
 def read_back(path: PathLike) -> tuple[sitk.Image | None, str | None]:
@@ -606,17 +609,14 @@ def read_back(path: PathLike) -> tuple[sitk.Image | None, str | None]:
             return None, "the file is empty"
     except OSError as exc:
         return None, f"the file is gone ({os_reason(exc)})"
-    cut = _nifti_truncation(p) if _is_nifti(p) else _nrrd_truncation(p) if _is_nrrd(p) else None
+    cut = _nifti_truncation(p) if is_nifti(p) else _nrrd_truncation(p) if _is_nrrd(p) else None
     if cut:
         return None, f"the file is incomplete ({cut})"
-    shown = sitk.ProcessObject.GetGlobalWarningDisplay()
-    sitk.ProcessObject.SetGlobalWarningDisplay(False)
     try:
-        return sitk.ReadImage(str(p)), None
+        with quiet_c_libraries():
+            return sitk.ReadImage(str(p)), None
     except RuntimeError:
         return None, "the file cannot be read back (incomplete)"
-    finally:
-        sitk.ProcessObject.SetGlobalWarningDisplay(shown)
 
 
 def verify_image_file(path: PathLike, expected: sitk.Image, label: str) -> None:
@@ -630,9 +630,13 @@ def verify_image_file(path: PathLike, expected: sitk.Image, label: str) -> None:
     if back is not None and not same_voxels(back, expected):
         problem = "the written file does not read back as the image that was written"
     if problem:
+        problem = problem.replace("the file", "the written file", 1)
+        full = no_space_reason(p.parent)
+        if full:
+            raise OutputError(f"{label}: {full}; {problem}")
         free = free_bytes(p.parent)
         hint = "" if free is None else f"; {free} bytes free in '{shown_path(p.parent)}': is the disk full?"
-        raise OutputError(f"{label}: {problem.replace('the file', 'the written file', 1)}{hint}")
+        raise OutputError(f"{label}: {problem}{hint}")
 
 
 def same_voxels(a: sitk.Image, b: sitk.Image) -> bool:

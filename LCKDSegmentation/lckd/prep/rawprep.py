@@ -11,7 +11,9 @@ worker and the Slicer module share it), for any subset of scans:
    reference grid, and refuse a scan in which no brain is found;
 4. refuse series that miss most of the reference's head (before registering) or of the
    brain (after), and series whose head the registration left misaligned with the reference's
-   (Dice of the head masks inside the series' field of view);
+   (Dice of the head masks inside the series' field of view), and warn about a series whose
+   anatomy inside the extracted brain does not line up with the reference's: scans of another
+   patient (`lckd.prep.samehead`);
 5. zero everything outside the mask in every series (the network's brain mask is then the
    extracted one) and, on request, correct the bias field with N4 inside it.
 
@@ -32,6 +34,7 @@ import SimpleITK as sitk
 from ..base.errors import InputError
 from ..base.optionchecks import check_brain_extractor, check_preprocess
 from .foreground import bright_voxels, face_background
+from .samehead import judge_registered
 
 Progress = Optional[Callable[[float, str], None]]
 
@@ -131,6 +134,8 @@ class RawPrepared:
     notes: list = field(default_factory=list)    # warnings (a series covering part of the brain)
     timings: dict = field(default_factory=dict)
     info: list = field(default_factory=list)     # information (how far registration moved each series)
+    #: registered series that do not look like the reference's head (`lckd.prep.samehead`); each is in `notes` too
+    mismatches: list = field(default_factory=list)
 
 
 def _check_slices(images: Mapping[str, sitk.Image]) -> None:
@@ -268,6 +273,8 @@ def prepare_raw_scans(images: Mapping[str, sitk.Image], reference: str, *, metho
                              "the series do not overlap; leave it out")
         if cover < 0.95:
             notes.append(f"{m} covers {cover:.0%} of the brain; the rest is segmented without it")
+    mismatches = judge_registered(images, reference, transforms, brain=mask) if transforms else []
+    notes += [mm.warning() for mm in mismatches]
 
     t = time.perf_counter()
     out = {}
@@ -279,4 +286,4 @@ def prepare_raw_scans(images: Mapping[str, sitk.Image], reference: str, *, metho
         out[m] = img
     timings["bias correction" if bias_correction else "mask"] = time.perf_counter() - t
     summary = f"brain: {method} on {scan}, {brain_ml:.0f} mL" + (", N4 bias correction" if bias_correction else "")
-    return RawPrepared(out, mask, scan, summary, notes, timings, info)
+    return RawPrepared(out, mask, scan, summary, notes, timings, info, mismatches)
