@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 from lckd.inference.record import QUALITY_TAGS, quality_from_tags, quality_tags
+from module_source import calls, method
 
 slicer = pytest.importorskip("slicer")
 vtk = pytest.importorskip("vtk")
@@ -31,7 +32,6 @@ from LCKDSegmentationLib.panel import quality_text  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("segmentation_converters")
 
-MODULE_PY = Path(__file__).resolve().parents[2] / "LCKDSegmentation" / "LCKDSegmentation.py"
 
 LOW = {"expected_wt_dice": 0.6, "interval": [0.45, 0.7], "low_confidence": True,
        "reasons": ["one scan only", "tumour drawn over 20 % of the brain"]}
@@ -203,26 +203,18 @@ def test_the_clis_seg_nrrd_carries_the_record_and_slicer_shows_its_line(tmp_path
 # ----------------------------------------------------------------------------- the panel
 
 
-def _method(name: str) -> ast.FunctionDef:
-    tree = ast.parse(MODULE_PY.read_text(encoding="utf-8"))
-    klass = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "LCKDSegmentationWidget")
-    return next(n for n in klass.body if isinstance(n, ast.FunctionDef) and n.name == name)
-
-
-def _calls(node: ast.AST) -> list[str]:
-    return [ast.unparse(n.func) for n in ast.walk(node) if isinstance(n, ast.Call)]
 
 
 def test_the_panel_shows_the_line_of_the_selected_segmentation_read_back_from_the_node():
-    show = _method("showSelectedResult")
+    show = method("showSelectedResult")
     source = ast.unparse(show)
-    assert "read_quality" in _calls(show) and "p.outputSegmentation" in source
+    assert "read_quality" in calls(show) and "p.outputSegmentation" in source
     assert "self.ui.qualityLabel.text = panel.quality_text(record)" in source
     assert "setMRMLTableNode" in source
     # the selector's choice (any parameter change) and a finished run both show it
-    assert "self.showSelectedResult" in _calls(_method("onParameterNodeModified"))
-    assert "self.showSelectedResult" in _calls(_method("onJobDone"))
+    assert "self.showSelectedResult" in calls(method("onParameterNodeModified"))
+    assert "self.showSelectedResult" in calls(method("onJobDone"))
     # never the last job's reply
     for name in ("onJobDone", "onApply"):
-        text = ast.unparse(_method(name))
+        text = ast.unparse(method(name))
         assert "qualityLabel.text =" not in text and "reply.get('quality')" not in text

@@ -14,23 +14,13 @@ import pytest
 
 from LCKDSegmentationLib.panel import apply_enabled
 from LCKDSegmentationLib.selection import assign_loaded
+from module_source import MODULE_PY, calls, method
 
 ROOT = Path(__file__).resolve().parents[2]
-MODULE_PY = ROOT / "LCKDSegmentation" / "LCKDSegmentation.py"
 SLICER_SOURCE = Path(__file__).resolve().parent / "data" / "slicer_source"
 
 
-def _tree() -> ast.Module:
-    return ast.parse(MODULE_PY.read_text(encoding="utf-8"))
 
-
-def _method(name: str, cls: str = "LCKDSegmentationWidget") -> ast.FunctionDef:
-    klass = next(n for n in _tree().body if isinstance(n, ast.ClassDef) and n.name == cls)
-    return next(n for n in klass.body if isinstance(n, ast.FunctionDef) and n.name == name)
-
-
-def _calls(node: ast.AST) -> list[str]:
-    return [ast.unparse(n.func) for n in ast.walk(node) if isinstance(n, ast.Call)]
 
 
 # --------------------------------------------------------------------------- 9: selectors
@@ -76,10 +66,10 @@ def test_the_rest_of_the_same_case_only_fills_empty_selectors(scene):
 
 
 def test_volumes_added_while_the_module_is_hidden_are_never_assigned():
-    body = _method("onNodeAdded")
+    body = method("onNodeAdded")
     guard = next(n for n in ast.walk(body) if isinstance(n, ast.If))
     assert "self.parent.isEntered" in ast.unparse(guard.test) and "selectable(node)" in ast.unparse(guard.test)
-    assert "assign_loaded" in _calls(_method("assignLoaded"))
+    assert "assign_loaded" in calls(method("assignLoaded"))
 
 
 # --------------------------------------------------------------------------- 6: Apply during installs
@@ -95,18 +85,18 @@ def test_apply_is_disabled_while_packages_are_installed():
     assert not apply_enabled(True, False, True, None)      # installing
     assert not apply_enabled(True, True, False, None) and not apply_enabled(False, False, False, None)
     assert not apply_enabled(True, False, False, "No CUDA GPU")
-    assert "panel.apply_enabled(" in ast.unparse(_method("updateState")) and \
-        "self._installing" in ast.unparse(_method("updateState"))
+    assert "panel.apply_enabled(" in ast.unparse(method("updateState")) and \
+        "self._installing" in ast.unparse(method("updateState"))
 
-    install = _method("installDependencies")
+    install = method("installDependencies")
     body = [ast.unparse(s) for s in install.body[1:]]   # the docstring aside
     assert body[:2] == ["self._installing = True", "self.updateState()"]   # before any pip runs
     attempt = next(s for s in install.body if isinstance(s, ast.Try))
-    assert "dependencies.ensure" in _calls(attempt)
+    assert "dependencies.ensure" in calls(attempt)
     assert [ast.unparse(s) for s in attempt.finalbody] == ["self._installing = False", "self.updateState()"]
-    apply = _method("onApply")
+    apply = method("onApply")
     assert "self._installing" in ast.unparse(apply.body[0].test)            # a second click does nothing
-    assert "self.installDependencies" in _calls(apply) and "dependencies.ensure" not in _calls(apply)
+    assert "self.installDependencies" in calls(apply) and "dependencies.ensure" not in calls(apply)
 
 
 # --------------------------------------------------------------------------- 8: unbinding the GUI
@@ -124,11 +114,11 @@ def test_connectgui_returns_no_tag_on_slicer_56_and_58_but_connectparameterstogu
 def test_the_widget_binds_with_the_call_whose_tag_it_can_disconnect():
     source = MODULE_PY.read_text(encoding="utf-8")
     assert ".connectGui(" not in source
-    bind = ast.unparse(_method("setParameterNode"))
+    bind = ast.unparse(method("setParameterNode"))
     assert "self._parameterNodeGuiTag = parameterNode.connectParametersToGui(self.parameterWidgets())" in bind
-    assert "self.unbindGui()" in bind and "self.unbindGui" in _calls(_method("exit"))
-    assert "self._parameterNode.disconnectGui(self._parameterNodeGuiTag)" in ast.unparse(_method("unbindGui"))
-    assert "SlicerParameterName" in ast.unparse(_method("parameterWidgets"))
+    assert "self.unbindGui()" in bind and "self.unbindGui" in calls(method("exit"))
+    assert "self._parameterNode.disconnectGui(self._parameterNodeGuiTag)" in ast.unparse(method("unbindGui"))
+    assert "SlicerParameterName" in ast.unparse(method("parameterWidgets"))
 
 
 # --------------------------------------------------------------------------- 12: Reload and Test
@@ -139,8 +129,8 @@ def test_reload_and_test_reports_a_skip_as_a_skip():
     assert "test = slicer.selfTests[self.moduleName]" in text and "except Exception as e:" in text
     assert "testCase.runTest(**kwargs)" in text
     assert issubclass(unittest.SkipTest, Exception)   # so Slicer showed a skip as "Reload and Test failed"
-    run = _method("runTest", cls="LCKDSegmentation")
+    run = method("runTest", cls="LCKDSegmentation")
     handler = next(n for n in ast.walk(run) if isinstance(n, ast.Try))
-    assert "ScriptedLoadableModule.runTest" in _calls(handler.body[0])
+    assert "ScriptedLoadableModule.runTest" in calls(handler.body[0])
     assert [ast.unparse(h.type) for h in handler.handlers] == ["unittest.SkipTest"]
     assert not any(isinstance(n, ast.Raise) for h in handler.handlers for n in ast.walk(h))

@@ -12,7 +12,6 @@ from __future__ import annotations
 import ast
 import os
 import time
-from pathlib import Path
 
 import pytest
 
@@ -25,8 +24,7 @@ from LCKDSegmentationLib.workerstate import (
     WorkerSettings,
     WorkerState,
 )
-
-MODULE_PY = Path(__file__).resolve().parents[2] / "LCKDSegmentation" / "LCKDSegmentation.py"
+from module_source import calls, method
 
 
 class FakeClock:
@@ -186,49 +184,41 @@ def test_the_real_worker_starts_on_need_stops_when_idle_and_its_process_exits(tm
 # ------------------------------------------------------------------- the panel (module source)
 
 
-def _method(name: str) -> ast.FunctionDef:
-    tree = ast.parse(MODULE_PY.read_text(encoding="utf-8"))
-    klass = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "LCKDSegmentationWidget")
-    return next(n for n in klass.body if isinstance(n, ast.FunctionDef) and n.name == name)
 
 
-def _calls(node: ast.AST) -> list[str]:
-    return [ast.unparse(n.func) for n in ast.walk(node) if isinstance(n, ast.Call)]
-
-
-def _guarded_calls(node: ast.AST, call: str) -> list[str]:
+def _guardedcalls(node: ast.AST, call: str) -> list[str]:
     """The test of each `if` that `call` runs under (empty string: not under an `if`)."""
     out = []
     for n in ast.walk(node):
         if isinstance(n, ast.If):
-            if any(c == call for c in _calls(ast.Module(body=n.body, type_ignores=[]))):
+            if any(c == call for c in calls(ast.Module(body=n.body, type_ignores=[]))):
                 out.append(ast.unparse(n.test))
-    top = [c for s in node.body if not isinstance(s, ast.If) for c in _calls(s)]
+    top = [c for s in node.body if not isinstance(s, ast.If) for c in calls(s)]
     return out + ([""] if call in top else [])
 
 
 def test_entering_the_module_starts_the_worker_only_when_the_setting_says_so():
-    guards = _guarded_calls(_method("enter"), "self.prepareWorker")
+    guards = _guardedcalls(method("enter"), "self.prepareWorker")
     assert guards and all("StartReason.ENTRY" in g for g in guards), guards
-    guards = _guarded_calls(_method("onParameterNodeModified"), "self.prepareWorker")
+    guards = _guardedcalls(method("onParameterNodeModified"), "self.prepareWorker")
     assert guards and all("StartReason.CHOICE" in g for g in guards), guards
 
 
 def test_the_settings_are_the_users_and_the_logic_follows_them():
-    setup = ast.unparse(_method("setup"))
+    setup = ast.unparse(method("setup"))
     assert "WorkerSettings.read" in setup and "qt.QSettings().value" in setup
     assert "self.logic.segmentation.idle.idle_minutes" in setup
-    changed = ast.unparse(_method("onWorkerSettingsChanged"))
+    changed = ast.unparse(method("onWorkerSettingsChanged"))
     assert "setValue" in changed and "self.logic.segmentation.idle.idle_minutes" in changed
 
 
 def test_the_timer_stops_an_idle_worker_and_shows_the_state_and_scene_close_and_exit_stop_it():
-    timer = _calls(_method("onTimer"))
+    timer = calls(method("onTimer"))
     assert "self.logic.segmentation.releaseIdleWorker" in timer and "self.updateWorkerState" in timer
     # hidden module: the timer keeps running while a worker is there to be stopped
-    assert "self.workerRunning" in _calls(_method("exit"))
-    assert "self.logic.segmentation.shutdown" in _calls(_method("onSceneStartClose"))
-    assert "self.logic.shutdown" in _calls(_method("cleanup"))   # Slicer calls cleanup() when it exits
-    state = ast.unparse(_method("updateWorkerState"))
+    assert "self.workerRunning" in calls(method("exit"))
+    assert "self.logic.segmentation.shutdown" in calls(method("onSceneStartClose"))
+    assert "self.logic.shutdown" in calls(method("cleanup"))   # Slicer calls cleanup() when it exits
+    state = ast.unparse(method("updateWorkerState"))
     for member in ("STOPPED", "STARTING", "READY", "BUSY"):
         assert f"WorkerState.{member}" in state
