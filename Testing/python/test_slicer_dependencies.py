@@ -438,7 +438,8 @@ def test_ensure_preprocess_does_nothing_when_installed_and_refuses_when_declined
 
 #: Package metadata shaped like a Slicer 5.6 install: SimpleITK 2.2.1 (built by Slicer's
 #: SuperBuild and installed with `pip install .`, so it has pip metadata), numpy and scipy.
-SLICER_56_LIKE = {"SimpleITK": ("2.2.1", "SimpleITK"), "numpy": ("1.26.4", "numpy"), "scipy": ("1.11.4", "scipy")}
+SLICER_56_LIKE = {"SimpleITK": ("2.2.1", "SimpleITK"), "numpy": ("1.26.4", "numpy"), "scipy": ("1.11.4", "scipy"),
+                  "pydicom": ("2.4.4", "pydicom")}
 
 
 def _site(root, dists: dict) -> str:
@@ -464,9 +465,9 @@ def test_install_plan_on_a_slicer_56_like_python_keeps_its_simpleitk(tmp_path):
     site = _site(tmp_path / "site-packages", SLICER_56_LIKE)
     plan = deps.install_plan(deps.read_requirements(), path=[site])
     names = [deps.distribution_name(r).lower() for r in plan.install]
-    assert "simpleitk" not in names and "scipy" not in names and "numpy" not in names
-    assert names == ["monai", "safetensors", "slicerio"]            # only what this Python lacks
-    assert plan.pinned == ["SimpleITK==2.2.1", "numpy==1.26.4", "scipy==1.11.4"]
+    assert "simpleitk" not in names and "scipy" not in names and "numpy" not in names and "pydicom" not in names
+    assert names == ["monai", "safetensors", "slicerio", "highdicom"]   # only what this Python lacks
+    assert plan.pinned == ["SimpleITK==2.2.1", "numpy==1.26.4", "scipy==1.11.4", "pydicom==2.4.4"]
     assert deps.missing_packages(path=[site])[1:] == plan.install   # torch first, then the same list
     args = plan.pip_arguments(tmp_path / "c.txt")
     assert args[:2] == ["-c", str(tmp_path / "c.txt")] and args[2:] == plan.install
@@ -476,7 +477,8 @@ def test_install_plan_on_a_newer_slicer_like_python(tmp_path):
     """A Slicer with newer bundled versions and monai already installed: nothing to install."""
     site = _site(tmp_path / "sp", {"SimpleITK": ("2.4.0", "SimpleITK"), "numpy": ("1.26.4", "numpy"),
                                    "scipy": ("1.13.1", "scipy"), "monai": ("1.3.2", "monai"),
-                                   "safetensors": ("0.4.5", "safetensors"), "slicerio": ("1.1.2", "slicerio")})
+                                   "safetensors": ("0.4.5", "safetensors"), "slicerio": ("1.1.2", "slicerio"),
+                                   "pydicom": ("2.4.4", "pydicom"), "highdicom": ("0.22.0", "highdicom")})
     assert deps.install_plan(deps.read_requirements(), path=[site]).install == []
 
 
