@@ -1,4 +1,5 @@
-"""Lesion mixing and single-scan-first sampling: what a mixed patch holds, and who serves whom."""
+"""Lesion mixing, fabricated tumours and single-scan-first sampling: what a mixed or painted patch
+holds, and who serves whom."""
 from __future__ import annotations
 
 from dataclasses import replace
@@ -13,6 +14,7 @@ from lckd.prep.modelgrid import LoadedCase
 from lckd.prep.preprocess import prepare_case
 from lckd.research.phantom import make_phantom
 from lckd.research.training.data import PatchSampler, _scaled_crop
+from lckd.research.training.fabricate import HEALTHY, OEDEMA, fabricate_tumour, measure_levels, share_at
 from lckd.research.training.lesionmix import make_donors, mix_lesion
 from lckd.research.training.presets import CPU_REAL
 
@@ -118,3 +120,58 @@ def test_single_first_gives_each_scan_its_share(cases):
     assert 0.25 < sum(singles) / 1200 < 0.42                  # a third of the samples
     assert min(singles) > 60                                  # T1 and T2 alone too (only 2 of 3 cases have them)
     assert counts.get("T1ce+FLAIR", 0) > counts.get("T1+T2", 0)  # the partial case trains as its pair
+
+
+# --- fabricated tumours (training/fabricate.py) -------------------------------------------
+
+
+def test_contrast_levels_are_measured_per_case_scan_and_class(cases):
+    levels = measure_levels(cases)
+    assert levels.median.shape == (3, 4, 4)
+    flair, t2 = MODALITIES.index("FLAIR"), MODALITIES.index("T2")
+    # the phantoms' oedema is bright on FLAIR, as in gliomas
+    assert np.all(levels.median[:, flair, OEDEMA] > levels.median[:, flair, HEALTHY] + 0.5)
+    assert np.isnan(levels.median[2, t2]).all()                       # case 3 has no T2
+    assert np.isfinite(levels.median[:2, t2]).all()
+
+
+def test_a_fabricated_tumour_is_painted_where_its_labels_are(cases):
+    levels = measure_levels(cases)
+    donors = make_donors(cases, (1.0, 1.0, 1.0))
+    x, y, _ = _healthy_patch(cases[0])
+    present = np.ones(4, dtype=bool)
+    flair = MODALITIES.index("FLAIR")
+    made = 0
+    for seed in range(10):
+        x2, y2, ok = fabricate_tumour(x, y, present, levels, donors, np.random.default_rng(seed))
+        if not ok:
+            continue
+        made += 1
+        brain = (x != 0).any(0)
+        new = (y2[2] > 0.5) & (y[2] < 0.5)
+        assert int(new.sum()) >= 300                                     # a tumour of its own
+        assert torch.all(y2[:, ~brain] == y[:, ~brain]) and torch.all(x2[:, ~brain] == 0)
+        assert torch.all(y2[0] <= y2[1]) and torch.all(y2[1] <= y2[2])   # ET in TC in WT
+        assert torch.equal(y2[:, ~(x2 != x).any(0)], y[:, ~(x2 != x).any(0)])  # labels only where painted
+        assert torch.all(y2 >= y)                                        # the recipient's own labels kept
+        oedema = new & (y2[1] < 0.5)
+        if int(oedema.sum()) > 100:                                      # oedema brighter on FLAIR than before
+            assert float(x2[flair][oedema].mean()) > float(x[flair][oedema].mean()) + 0.3
+        assert torch.isfinite(x2).all()
+    assert made >= 7
+    a = fabricate_tumour(x, y, present, levels, donors, np.random.default_rng(3))
+    b = fabricate_tumour(x, y, present, levels, donors, np.random.default_rng(3))
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])           # resume draws the same
+
+
+def test_fabrication_is_a_stage_that_ends(cases):
+    assert share_at(0, 0.5, 0.5, 4000) == 0.5
+    assert share_at(1000, 0.5, 0.5, 4000) == pytest.approx(0.25)
+    assert share_at(2000, 0.5, 0.5, 4000) == 0.0 and share_at(3999, 0.5, 0.5, 4000) == 0.0
+    cfg = replace(CPU_REAL, patch=(32, 32, 32), batch=2, rotation_deg=0.0, intensity_augment=False)
+    plain = PatchSampler(cases, cfg, order=list(MODALITIES))
+    fab = PatchSampler(cases, replace(cfg, fabricate_prob=1.0, fabricate_until=0.5), order=list(MODALITIES))
+    late = cfg.total_steps - 5                                           # after the stage: the plain batches
+    assert all(torch.equal(a, b) for a, b in zip(plain.batch(late), fab.batch(late)))
+    more = sum(int(fab.batch(s)[1][:, 2].sum() > plain.batch(s)[1][:, 2].sum()) for s in range(600, 606))
+    assert more >= 4                                                     # early on, tumours are added

@@ -97,6 +97,11 @@ def add_recipe_arguments(p: argparse.ArgumentParser) -> None:
                    help="a third of the missing-modality samples are single scans drawn scan first (each scan equally)")
     g.add_argument("--lesion-mix", type=fraction, default=None, metavar="P", dest="lesion_mix_prob",
                    help="share of samples with another training case's tumour carved in (lesion mixing)")
+    g.add_argument("--fabricate", type=fraction, default=None, metavar="P", dest="fabricate_prob",
+                   help="share of samples with a fabricated tumour painted into tumour-free tissue at the start, "
+                        "falling to none at --fabricate-until of the run")
+    g.add_argument("--fabricate-until", type=fraction, default=None, metavar="F",
+                   help="fraction of the run after which no tumour is fabricated (default 0.5)")
     g.add_argument("--init-partial", action=argparse.BooleanOptionalAction, default=None,
                    help="--init-from may be another network of the family (e.g. lite into lite-wide): "
                         "copy the tensors whose shapes match, start the rest fresh")
@@ -115,7 +120,8 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         election_every=args.election_every, election_cases=args.election_cases,
         final_eval_cases=args.final_eval_cases, checkpoint_every=args.checkpoint_every,
         seed=0 if args.seed is None else args.seed, init_from=init_from, init_partial=args.init_partial,
-        lesion_mix_prob=args.lesion_mix_prob, single_first=args.single_first)
+        lesion_mix_prob=args.lesion_mix_prob, single_first=args.single_first,
+        fabricate_prob=args.fabricate_prob, fabricate_until=args.fabricate_until)
 
 
 def run_train(args: argparse.Namespace) -> int:

@@ -25,6 +25,7 @@ from ...prep.modelgrid import LoadedCase, load_case, select_cases  # noqa: F401 
 from ...prep.modelgrid import load_cases as _load_cases
 from ..scaneffects import random_rotation, rigid_resample
 from .augment import augment_intensities
+from .fabricate import THICK_SLICE_P, fabricate_tumour, measure_levels, share_at
 from .lesionmix import make_donors, mix_lesion
 from .presets import TrainConfig
 
@@ -169,7 +170,9 @@ class PatchSampler:
             if len(pts) > 4000:
                 pts = pts[np.random.default_rng(0).choice(len(pts), 4000, replace=False)]
             self.tumour.append(pts)
-        self.donors = make_donors(self.cases, cfg.spacing) if cfg.lesion_mix_prob > 0 else []
+        mixing = cfg.lesion_mix_prob > 0 or cfg.fabricate_prob > 0
+        self.donors = make_donors(self.cases, cfg.spacing) if mixing else []
+        self.levels = measure_levels(self.cases) if cfg.fabricate_prob > 0 else None
 
     def rng(self, step: int) -> np.random.Generator:
         return np.random.default_rng([self.cfg.seed, self.rank, int(step)])
@@ -178,16 +181,22 @@ class PatchSampler:
         """(x (B, M, *patch) float32, target (B, 3, *patch) float32, present (B, M) bool) for `step`."""
         rng = self.rng(step)
         full = step < self.cfg.warmup_steps
+        cfg = self.cfg
+        fabricate = share_at(step, cfg.fabricate_prob, cfg.fabricate_until, cfg.total_steps)
         xs, ys, ps = [], [], []
         for _ in range(self.cfg.batch):
-            x, y, p = self._sample(rng, full)
+            x, y, p = self._sample(rng, full, fabricate)
             xs.append(x)
             ys.append(y)
             ps.append(p)
         return torch.stack(xs), torch.stack(ys), torch.from_numpy(np.stack(ps))
 
-    def _sample(self, rng: np.random.Generator, full: bool) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
+    def _sample(self, rng: np.random.Generator, full: bool,
+                fabricate: float = 0.0) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
         cfg = self.cfg
+        # drawn only while fabrication is on, so recipes without it (and a run after its
+        # fabrication stage) draw the plain recipe's batches exactly
+        fabricated = fabricate > 0 and rng.random() < fabricate
         present = None
         if cfg.balanced_subsets and not full:
             # subset first, then a case that has its scans: drawing the case first let the
@@ -211,7 +220,8 @@ class PatchSampler:
         shape = case.x.shape[1:]
         patch = np.asarray(cfg.patch)
         scale = rng.uniform(*cfg.scale_range)
-        if rng.random() < cfg.centred_fraction and len(self.tumour[i]):
+        # a fabricated tumour goes into tissue anywhere, not next to the case's own tumour
+        if not fabricated and rng.random() < cfg.centred_fraction and len(self.tumour[i]):
             centre = self.tumour[i][int(rng.integers(len(self.tumour[i])))]
         else:
             centre = np.array([rng.integers(0, n) for n in shape])
@@ -231,6 +241,8 @@ class PatchSampler:
         # drawn only when mixing is on, so recipes without it keep their batches exactly
         if cfg.lesion_mix_prob > 0 and rng.random() < cfg.lesion_mix_prob:
             x, y, _ = mix_lesion(x, y, present, self.donors, rng, recipient=i)
+        if fabricated and self.levels is not None:
+            x, y, _ = fabricate_tumour(x, y, present, self.levels, self.donors, rng, float(min(cfg.spacing)))
         if cfg.series_shift_prob > 0:
             order = [self.order[c] for c in np.flatnonzero(present)] if self.order else []
             reference = default_reference(order) if order else None
@@ -238,6 +250,7 @@ class PatchSampler:
                 if (not self.order or self.order[c] != reference) and rng.random() < cfg.series_shift_prob:
                     x[c] = misregister(x[c], rng, float(min(cfg.spacing)))
         if cfg.intensity_augment:
-            x = augment_intensities(x, present, rng, cfg.thick_slice_prob, float(min(cfg.spacing)))
+            thick = max(cfg.thick_slice_prob, THICK_SLICE_P) if fabricated else cfg.thick_slice_prob
+            x = augment_intensities(x, present, rng, thick, float(min(cfg.spacing)))
         x = x * torch.from_numpy(present.astype(np.float32)).view(-1, 1, 1, 1)  # absent scans are zeros
         return x.contiguous(), y.contiguous(), present

@@ -84,7 +84,7 @@ def make_donors(cases: Sequence, spacing: Sequence[float]) -> list[Donor]:
     return donors
 
 
-def _donor_transform(rng: np.random.Generator) -> np.ndarray:
+def donor_transform(rng: np.random.Generator) -> np.ndarray:
     """A random 3x3 map from patch voxel offsets to donor voxel offsets ((z, y, x) axes):
     rotation (on half the draws), flips and the inverse of a scale in SCALE."""
     linear = random_rotation(rng, ROTATION_DEG) if rng.random() < ROTATION_P else np.eye(3)
@@ -92,7 +92,7 @@ def _donor_transform(rng: np.random.Generator) -> np.ndarray:
     return (linear * flips) / float(rng.uniform(*SCALE))
 
 
-def _grid(shape: Sequence[int], target: np.ndarray, transform: np.ndarray, centre: np.ndarray,
+def donor_grid(shape: Sequence[int], target: np.ndarray, transform: np.ndarray, centre: np.ndarray,
           donor_shape: Sequence[int], stride: int = 1) -> torch.Tensor:
     """grid_sample's grid (align_corners=True) that reads, for every `stride`-th voxel p of a
     patch of `shape`, the donor at centre + transform @ (p - target)."""
@@ -120,7 +120,7 @@ def _place(donor: Donor, guide: torch.Tensor, brain: torch.Tensor, transform: np
     coarse_brain = brain[::stride, ::stride, ::stride]
     for _ in range(PLACEMENT_TRIES):
         target = candidates[int(rng.integers(len(candidates)))].numpy()
-        grid = _grid(brain.shape, target, transform, donor.centre, donor.distance.shape, stride)
+        grid = donor_grid(brain.shape, target, transform, donor.centre, donor.distance.shape, stride)
         wt, distance = _sample(guide, grid)
         carve = distance <= margin
         n = int(carve.sum())
@@ -155,7 +155,7 @@ def mix_lesion(x: torch.Tensor, y: torch.Tensor, present: np.ndarray, donors: Se
         return x, y, False
     donor = pool[int(rng.integers(len(pool)))]
     margin = float(rng.uniform(*MARGIN_MM))
-    transform = _donor_transform(rng)
+    transform = donor_transform(rng)
     channels = np.flatnonzero(need)
     brain = torch.any(x[channels] != 0, dim=0)
     distance = torch.from_numpy(donor.distance.astype(np.float32))
@@ -165,7 +165,7 @@ def mix_lesion(x: torch.Tensor, y: torch.Tensor, present: np.ndarray, donors: Se
         return x, y, False
     volume = torch.cat([torch.from_numpy(donor.x[channels].astype(np.float32)),
                         torch.from_numpy(donor.regions.astype(np.float32)), distance[None]])
-    read = _sample(volume, _grid(brain.shape, target, transform, donor.centre, donor.distance.shape))
+    read = _sample(volume, donor_grid(brain.shape, target, transform, donor.centre, donor.distance.shape))
     k = len(channels)
     dx, dy, region = read[:k], read[k:k + 3] > 0.5, (read[k + 3] <= margin) & brain
     ring = region & ~dy[2]

@@ -43,6 +43,8 @@ class TrainConfig:
     thick_slice_prob: float = 0.0         # per scan: simulate a 3-7 mm slice series (training/augment.py)
     series_shift_prob: float = 0.0        # per scan: a small rigid misregistration of its own (separate series)
     lesion_mix_prob: float = 0.0          # per sample: another case's tumour carved in (training/lesionmix.py)
+    fabricate_prob: float = 0.0           # share of samples with a fabricated tumour at step 0 (training/fabricate.py)
+    fabricate_until: float = 0.5          # ... falling linearly to none at this fraction of the run
     final_eval_cases: int = 0             # validation cases for the card's 15-subset table (0 = all)
     checkpoint_every: int = 500
     seed: int = 0
