@@ -120,6 +120,17 @@ def read_dicom_seg(path: PathLike, sources: Sequence[Any]) -> np.ndarray | None:
         return None
 
 
+def seg_reads_back(path: PathLike) -> bool:
+    """True when `path` is a complete DICOM SEG (highdicom reads it and its frames decode)."""
+    import highdicom as hd
+
+    try:
+        seg = hd.seg.segread(str(path))
+        return int(getattr(seg, "NumberOfFrames", 0) or 0) > 0 and seg.pixel_array.size > 0
+    except Exception:   # noqa: BLE001 - any failure to read is the same answer: not complete
+        return False
+
+
 def _software_version() -> str:
     from .. import __version__
 
