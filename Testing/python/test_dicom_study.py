@@ -41,7 +41,8 @@ def studies(tmp_path_factory, case):
     """One study per vendor convention (the GE one RLE-compressed), with localizer, reformat, DWI,
     ADC, screen save and a text file."""
     root = tmp_path_factory.mktemp("studies")
-    return {v: write_dicom_study(root / v, vendor=v, case=case, compressed=(v == "ge")) for v in EXPECTED_REASON}
+    return {v: write_dicom_study(root / v, vendor=v, case=case, compression="rle" if v == "ge" else None)
+            for v in EXPECTED_REASON}
 
 
 @pytest.mark.parametrize("vendor", list(EXPECTED_REASON))

@@ -214,6 +214,11 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
                    help="write each case as a DICOM study instead, in one vendor's header conventions (siemens, "
                         "ge, philips, canon, or unnamed: physics only), with a localizer, a reformat, DWI/ADC and "
                         "a screen save besides the four scans (<case>/S0002/IM0001 ...)")
+    p.add_argument("--multiframe", action="store_true",
+                   help="with --dicom: each scan as one Enhanced MR file (per-frame functional groups)")
+    p.add_argument("--compression", choices=["rle", "jpeg2000", "jpeg-lossless"], default=None,
+                   help="with --dicom: the scans' pixels in this lossless transfer syntax (RLE Lossless, JPEG 2000 "
+                        "Lossless, JPEG Lossless SV1)")
     p.set_defaults(func=cmd_phantom)
 
     p = sub.add_parser("split", help="write a train/val/test split file for a data folder",
@@ -552,6 +557,9 @@ def cmd_phantom(args) -> int:
 
     if args.raw and args.dicom:
         raise LCKDError("--dicom writes the standard phantom as a study; it does not combine with --raw")
+    if (args.multiframe or args.compression) and not args.dicom:
+        raise LCKDError(f"{'--multiframe' if args.multiframe else '--compression'} is for DICOM studies: give "
+                        "--dicom VENDOR too")
     if args.raw:
         from ..research.rawphantom import write_raw_phantom
         if args.n < 1:
@@ -575,7 +583,9 @@ def cmd_phantom(args) -> int:
         from ..research.dicomphantom import write_dicom_study
         for i in range(args.n):
             case_dir = Path(args.output_dir) / f"Phantom-{args.seed + i:05d}"
-            print(f"wrote {write_dicom_study(case_dir, args.seed + i, shape, vendor=args.dicom.lower())}", flush=True)
+            written = write_dicom_study(case_dir, args.seed + i, shape, vendor=args.dicom.lower(),
+                                        multiframe=args.multiframe, compression=args.compression)
+            print(f"wrote {written}", flush=True)
         return 0
     paths = write_phantom_dataset(args.output_dir, args.n, seed=args.seed, shape=shape, layout=args.layout,
                                   progress=True)
