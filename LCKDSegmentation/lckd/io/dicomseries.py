@@ -98,13 +98,23 @@ def dicom_files(folder: str | Path) -> Iterator[Path]:
 
 def find_series(folder: str | Path) -> list[SeriesInfo]:
     """The image series under `folder`, in series-number order; `InputError` when there are none."""
-    import pydicom
-
     root = Path(folder)
     if not root.is_dir():
         raise InputError(f"study '{shown_path(folder)}' is not a folder")
+    series = series_from_files(dicom_files(root))
+    if not series:
+        raise InputError(f"study '{shown_path(folder)}' holds no DICOM image series (sub-folders searched)")
+    return series
+
+
+def series_from_files(paths) -> list[SeriesInfo]:
+    """The image series of these DICOM files (the files of a study folder, or those behind the volumes
+    Slicer's DICOM module loaded), in series-number order; files that are not DICOM images are skipped.
+    Two series that share a number (two studies) are labelled '5' and '5-2'."""
+    import pydicom
+
     groups: dict[tuple, list[tuple[Path, Any]]] = {}
-    for path in dicom_files(root):
+    for path in map(Path, paths):
         try:
             ds = pydicom.dcmread(path, stop_before_pixels=True)
         except Exception:   # noqa: BLE001 - a damaged file is one file less, named below if it matters
@@ -115,8 +125,6 @@ def find_series(folder: str | Path) -> list[SeriesInfo]:
         if not uid or "Rows" not in ds:
             continue   # not an image (structured report, presentation state, ...)
         groups.setdefault((uid, _orientation(ds), int(ds.Rows), int(ds.Columns)), []).append((path, ds))
-    if not groups:
-        raise InputError(f"study '{shown_path(folder)}' holds no DICOM image series (sub-folders searched)")
     parts: dict[str, int] = {}
     for key in groups:
         parts[key[0]] = parts.get(key[0], 0) + 1
@@ -125,7 +133,16 @@ def find_series(folder: str | Path) -> list[SeriesInfo]:
     for key, members in groups.items():
         seen[key[0]] = seen.get(key[0], 0) + 1
         series.append(_series(key, members, seen[key[0]] if parts[key[0]] > 1 else 0))
-    return sorted(series, key=lambda s: (s.number if s.number is not None else 1 << 30, s.label, s.uid))
+    series.sort(key=lambda s: (s.number if s.number is not None else 1 << 30, s.label, s.uid))
+    owner: dict[str, str] = {}
+    for s in series:
+        if owner.setdefault(s.label, s.uid) != s.uid:
+            k = 2
+            while f"{s.label}-{k}" in owner:
+                k += 1
+            s.label = f"{s.label}-{k}"
+            owner[s.label] = s.uid
+    return series
 
 
 def _series(key: tuple, members: list, part: int) -> SeriesInfo:
