@@ -35,12 +35,12 @@ from slicer.util import VTKObservationMixin
 from lckd.base.modalities import MODALITIES, REFERENCE_PREFERENCE
 from lckd.frontends.protocol import CANCELLED, ERROR, LOG, READY
 from LCKDSegmentationLib import dependencies, panel, sampledata
+from LCKDSegmentationLib.dicomassign import assign_volumes, dicom_file_lookup
 from LCKDSegmentationLib.logic import SegmentationLogic
 from LCKDSegmentationLib.output import TABLE_ROLE, read_quality
 from LCKDSegmentationLib.selection import (
     SelectionError,
     assign_loaded,
-    assign_modalities,
     selectable,
     selectable_volumes,
 )
@@ -282,7 +282,8 @@ class LCKDSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         nodes = [n for n in (slicer.mrmlScene.GetNodeByID(i) for i in ids) if n is not None and selectable(n)]
         current = {m: (n.GetID() if n is not None else None)
                    for m, n in ((m, getattr(p, m.lower())) for m in MODALITIES)}
-        changes = assign_loaded(current, self._autoPicked, ((n.GetID(), n.GetName()) for n in nodes))
+        changes = assign_loaded(current, self._autoPicked, ((n.GetID(), n.GetName()) for n in nodes),
+                                picks=assign_volumes(nodes, dicom_file_lookup()))   # DICOM headers, then names
         with slicer.util.NodeModify(p):
             for modality, nodeID in changes.items():
                 setattr(p, modality.lower(), slicer.mrmlScene.GetNodeByID(nodeID) if nodeID else None)
@@ -323,13 +324,14 @@ class LCKDSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         return widgets
 
     def autoAssign(self):
-        """Fill empty selectors from volume names ('AX T1 POST GD' -> T1ce); never reuse a volume."""
+        """Fill empty selectors from the DICOM headers of volumes loaded through the DICOM module, then
+        from volume names ('AX T1 POST GD' -> T1ce); never reuse a volume."""
         p = self._parameterNode
         if p is None:
             return
         used = {n.GetID() for n in p.volumes().values()}
         volumes = selectable_volumes(slicer.mrmlScene, used)   # only what the selectors can show
-        picks = assign_modalities((n.GetID(), n.GetName()) for n in volumes)
+        picks = assign_volumes(volumes, dicom_file_lookup())
         with slicer.util.NodeModify(p):
             for modality, nodeID in picks.items():
                 if getattr(p, modality.lower()) is None:

@@ -461,7 +461,7 @@ class SegmentationLogic:
 
         run = SegmentOptions(labels=self.labels, register=register, postprocess=postprocess, preprocess=preprocess,
                              mirrors=mirrors)
-        cases = find_batch_cases(Path(inputDir), ignore=[outputDir])
+        cases = find_batch_cases(Path(inputDir), ignore=[outputDir], studies=False)   # DICOM studies: lckd batch
         wanted = None if modalities is None else [canonical(m) for m in modalities]
         out_dir = Path(outputDir)
         formats = ["seg.nrrd"] + (["nii.gz"] if writeNifti else [])

@@ -138,7 +138,7 @@ def assign_modalities(names: Iterable[tuple[Any, str]]) -> dict:
 
 
 def assign_loaded(current: Mapping[str, str | None], auto: Mapping[str, str],
-                  loaded: Iterable[tuple[Any, str]]) -> dict:
+                  loaded: Iterable[tuple[Any, str]], picks: Mapping[str, Any] | None = None) -> dict:
     """Selector changes for volumes loaded while the module is shown: {modality: node ID or None}.
 
     `current`: each modality's selected node ID (None: empty); `auto`: the picks auto-assignment
@@ -147,9 +147,10 @@ def assign_loaded(current: Mapping[str, str | None], auto: Mapping[str, str],
     new case was loaded: its scans take their selectors and every selector still holding an
     earlier automatic pick is emptied (the old case's scans); a user's own choice for a
     modality the new case lacks stays. Otherwise the loaded scans only fill empty selectors
-    (the rest of the same case, loaded file by file).
+    (the rest of the same case, loaded file by file). `picks` ({modality: node ID}), when given,
+    are the loaded scans' assignments made otherwise (`dicomassign.assign_volumes`: DICOM headers first).
     """
-    picks = assign_modalities(loaded)
+    picks = dict(assign_modalities(loaded) if picks is None else picks)
     if not any(current.get(m) is not None for m in picks):
         return {m: node_id for m, node_id in picks.items() if current.get(m) is None}
     changes: dict = dict(picks)

@@ -41,7 +41,8 @@ def studies(tmp_path_factory, case):
     """One study per vendor convention (the GE one RLE-compressed), with localizer, reformat, DWI,
     ADC, screen save and a text file."""
     root = tmp_path_factory.mktemp("studies")
-    return {v: write_dicom_study(root / v, vendor=v, case=case, compressed=(v == "ge")) for v in EXPECTED_REASON}
+    return {v: write_dicom_study(root / v, vendor=v, case=case, compression="rle" if v == "ge" else None)
+            for v in EXPECTED_REASON}
 
 
 @pytest.mark.parametrize("vendor", list(EXPECTED_REASON))
@@ -171,3 +172,14 @@ def _study_keys(folder) -> dict:
     keys = ("StudyInstanceUID", "FrameOfReferenceUID", "StudyDate", "StudyTime", "AccessionNumber", "StudyID",
             "ReferringPhysicianName", "Manufacturer", "ManufacturerModelName", *PATIENT)
     return {k: ds.get(k) for k in keys}
+
+
+def test_two_studies_sharing_series_numbers_get_distinct_labels(tmp_path, case):
+    """Series numbers repeat across studies: the second 'series 1' is listed as 1-2 and chosen by it."""
+    write_dicom_study(tmp_path / "both" / "a", vendor="ge", case=case, extras=False, modalities=("T2",))
+    write_dicom_study(tmp_path / "both" / "b", vendor="philips", case=case, extras=False, modalities=("T2",))
+    series = find_series(tmp_path / "both")
+    assert [s.label for s in series] == ["1", "1-2"] and len({s.uid for s in series}) == 2
+    study = recognise(tmp_path / "both", {"T2": "1-2"})
+    assert study.chosen["T2"].uid == series[1].uid
+    assert len(set(study.roles)) == 2                    # one role per series, none overwritten

@@ -14,8 +14,10 @@ The summary is `summary.csv` (one row per case: volumes, time, status, model) an
 also when interrupted. `lckd batch` shards cases[k::n] over processes (`--shard K/N`, each
 writes `summary-part-K-of-N.*`) or torchrun ranks (rank 0 merges the parts; files, not
 pickled objects, cross ranks); `lckd batch-merge` merges parts written by a scheduler.
-Input folders: BraTS 2018-2021 / 2023 case folders, or an nnU-Net-style flat folder
-(`<case>_0000.nii.gz`, ... with `--channels` saying which channel is which scan).
+Input folders: BraTS 2018-2021 / 2023 case folders, an nnU-Net-style flat folder
+(`<case>_0000.nii.gz`, ... with `--channels` saying which channel is which scan), or a folder
+of DICOM studies (each sub-folder one study, its scans recognised from the headers when the
+case runs: `lckd.io.dicomstudy`).
 """
 from __future__ import annotations
 
@@ -75,10 +77,17 @@ class BatchCase:
     images: dict
     #: Why a folder found in the input is not a case (it gets an error row with this reason), or None.
     problem: str | None = None
+    #: A DICOM study folder: its scans are recognised when the case runs (`images` is then empty).
+    study: Path | None = None
+
+
+#: Output suffix of a `--format` name where the two differ.
+FORMAT_SUFFIX = {"dicom-seg": "dcm"}
 
 
 def output_path(out_dir: Path, case_id: str, fmt: str) -> Path:
-    return out_dir / f"{case_id}.{fmt}"
+    """`<out_dir>/<case>.<suffix>` of an output format (`dicom-seg` is `<case>.dcm`)."""
+    return out_dir / f"{case_id}.{FORMAT_SUFFIX.get(fmt, fmt)}"
 
 
 def record_path(out_dir: Path, case_id: str) -> Path:
@@ -103,8 +112,12 @@ def _nnunet_files(root: Path) -> dict[str, dict[int, Path]]:
 
 
 def find_batch_cases(input_dir: str | Path, channels: Sequence[str] | None = None, *,
-                     ignore: Sequence[str | Path] = ()) -> list[BatchCase]:
-    """The cases of a batch folder: BraTS case folders, or nnU-Net-style `<case>_0000.nii.gz` files.
+                     ignore: Sequence[str | Path] = (), studies: bool | None = None) -> list[BatchCase]:
+    """The cases of a batch folder: BraTS case folders, nnU-Net-style `<case>_0000.nii.gz` files,
+    or DICOM studies.
+
+    `studies` True takes every sub-folder as a DICOM study (`find_study_cases`); None (the
+    default) does so when the folder holds no NIfTI-layout case but DICOM files; False never.
 
     nnU-Net names carry no modality, so `channels` (canonical names in channel order) must
     say which is which; a folder of such files without it is refused with an example.
@@ -113,6 +126,11 @@ def find_batch_cases(input_dir: str | Path, channels: Sequence[str] | None = Non
     without scans (.git) and the folders in `ignore` (the batch's own output) are left out.
     """
     root = Path(input_dir).expanduser()
+    if studies:
+        if channels:
+            raise InputError("--channels is for nnU-Net-style folders and 4D files; DICOM studies have their "
+                             "scans recognised from the headers")
+        return find_study_cases(root, ignore=ignore)
     flat = _nnunet_files(root) if root.is_dir() else {}
     if flat:
         if not channels:
@@ -139,12 +157,93 @@ def find_batch_cases(input_dir: str | Path, channels: Sequence[str] | None = Non
                          f"files with the scans as channels; '{printable(root)}' holds neither")
     from ..io.datasets import find_cases
 
-    found = find_cases(root)
+    try:
+        found = find_cases(root)
+    except InputError:
+        if studies is None and root.is_dir() and _holds_dicom(root, ignore):
+            return find_study_cases(root, ignore=ignore)   # no NIfTI case, but DICOM: a folder of studies
+        raise
     cases = [BatchCase(c.case_id, dict(c.images)) for c in found]
     if len(found) == 1 and found[0].case_id == root.name and not (root / root.name).is_dir():
         return cases  # root is itself one case folder: its sub-folders are not cases
     return sorted(cases + _folders_without_scans(root, {c.case_id for c in found}, ignore),
                   key=lambda c: c.case_id)
+
+
+def _holds_dicom(folder: Path, ignore: Sequence[str | Path] = ()) -> bool:
+    """True when a DICOM file (preamble + 'DICM') lies anywhere under `folder` (outside `ignore`)."""
+    from ..io.dicomseries import dicom_files
+
+    skip = _real_paths(ignore)
+    return any(not any(os.path.realpath(f).startswith(s + os.sep) for s in skip) for f in dicom_files(folder))
+
+
+def _first_study_uid(folder: Path) -> str | None:
+    """The StudyInstanceUID of the first DICOM image file under `folder`, or None."""
+    import pydicom
+
+    from ..io.dicomseries import dicom_files
+
+    for path in dicom_files(folder):
+        try:
+            ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["StudyInstanceUID", "Rows"])
+        except Exception:   # noqa: BLE001 - a damaged file: look at the next
+            continue
+        if "Rows" in ds and ds.get("StudyInstanceUID"):
+            return str(ds.StudyInstanceUID)
+    return None
+
+
+def find_study_cases(root: str | Path, *, ignore: Sequence[str | Path] = ()) -> list[BatchCase]:
+    """The DICOM studies of a batch folder: each sub-folder is one study (a case named as the folder).
+
+    A folder whose sub-folders all hold one study (series folders of one study), or that holds
+    DICOM files itself and no sub-folder does, is itself one study. A sub-folder without a DICOM
+    file gets an error row saying so. Recognising a study's scans waits until its case runs, so
+    a broken study fails its own row only.
+    """
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise InputError(f"input folder '{printable(root)}' is not a folder")
+    skip = _real_paths(ignore)
+    try:
+        folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")
+                         and os.path.realpath(p) not in skip)
+    except OSError as e:
+        raise InputError(f"cannot list input folder '{printable(root)}': {e.strerror or e}") from None
+    with_dicom = [f for f in folders if _holds_dicom(f)]
+    uids = {_first_study_uid(f) for f in with_dicom}
+    direct = any(p.is_file() and _holds_dicom_file(p) for p in root.iterdir())
+    if (len(with_dicom) > 1 and len(uids) == 1 and None not in uids) or (direct and not with_dicom):
+        return [BatchCase(root.name, {}, study=root)]
+    cases = []
+    for folder in folders:
+        if folder in with_dicom:
+            cases.append(BatchCase(folder.name, {}, study=folder))
+        else:
+            cases.append(BatchCase(folder.name, {}, problem="no DICOM file in this folder (sub-folders searched): "
+                                                            "not a study"))
+    if not cases:
+        raise InputError(f"input folder '{printable(root)}' holds no DICOM study (each study in its own sub-folder)")
+    return cases
+
+
+def _holds_dicom_file(path: Path) -> bool:
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(132)[128:132] == b"DICM"
+    except OSError:
+        return False
+
+
+def _real_paths(paths: Sequence[str | Path]) -> set:
+    out = set()
+    for p in paths:
+        try:
+            out.add(os.path.realpath(p))
+        except (OSError, ValueError):
+            pass
+    return out
 
 
 def _stacked_files(root: Path) -> dict[Path, int]:
@@ -184,12 +283,7 @@ def _folders_without_scans(root: Path, cases: set, ignore: Sequence[str | Path])
     the reason names what the folder holds instead of files (a named pipe, a socket, a device)."""
     from ..io.caselayout import special_entries, special_text
 
-    skip = set()
-    for p in ignore:
-        try:
-            skip.add(os.path.realpath(p))
-        except (OSError, ValueError):
-            pass
+    skip = _real_paths(ignore)
     entries = []
     try:
         folders = sorted(p for p in root.iterdir() if p.is_dir())
@@ -220,11 +314,22 @@ def empty_row(case_id: str, modalities: Sequence[str], model: Mapping | None = N
 def case_done(out_paths: Sequence[Path], record: Path) -> dict | None:
     """The record of a case whose outputs all read back complete, else None (the case is redone)."""
     from ..inference.record import read_record
-    from ..io.imageio import read_back
 
-    if not all(p.is_file() and read_back(p)[0] is not None for p in out_paths):
+    if not all(p.is_file() and output_complete(p) for p in out_paths):
         return None
     return read_record(record)
+
+
+def output_complete(path: Path) -> bool:
+    """True when an output file reads back complete (a DICOM SEG through highdicom, images through ITK)."""
+    from ..io.filetypes import is_dicom_seg
+
+    if is_dicom_seg(path.name):
+        from ..io.dicomseg import seg_reads_back
+        return seg_reads_back(path)
+    from ..io.imageio import read_back
+
+    return read_back(path)[0] is not None
 
 
 def _failure_text(e: BaseException) -> str:
@@ -268,7 +373,7 @@ def run_cases(cases: Sequence[BatchCase], out_dir: str | Path, segment_one: Segm
             previous = None if overwrite else case_done(outputs, record_path(out, case.case_id))
             if case.problem:
                 row.update(status="error", message=printable(case.problem))
-            elif not images:
+            elif not images and case.study is None:
                 row.update(status="error", message="none of the requested modalities is present "
                                                    f"(it has {'+'.join(case.images) or 'no scan'})")
             elif previous is not None:
@@ -280,7 +385,7 @@ def run_cases(cases: Sequence[BatchCase], out_dir: str | Path, segment_one: Segm
                            card_sha256=prev_model.get("card_sha256") or "")
             else:
                 try:
-                    record = segment_one(BatchCase(case.case_id, images), outputs)
+                    record = segment_one(BatchCase(case.case_id, images, study=case.study), outputs)
                     write_record(record, record_path(out, case.case_id))
                     row.update(_record_fields(record),
                                status="ok",

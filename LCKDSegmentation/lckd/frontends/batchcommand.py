@@ -10,6 +10,7 @@ import sys
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from ..base.errors import InputError, LCKDError
 from ..io.pathcheck import printable
@@ -93,7 +94,10 @@ def run_batch(args) -> int:
             raise InputError("use either torchrun or --shard, not both")
         shard = Shard(rank, world)
     ignore = [out_dir] + ([args.probabilities] if getattr(args, "probabilities", None) else [])
-    cases = shard.take(find_batch_cases(args.input_dir, channels, ignore=ignore))
+    found = find_batch_cases(args.input_dir, channels, ignore=ignore,
+                             studies=True if getattr(args, "studies", False) else None)
+    choices = series_choices(args, found, wanted)
+    cases = shard.take(found)
     device = args.device
     if world > 1 and device in ("auto", "cuda", "gpu"):
         import torch
@@ -104,6 +108,7 @@ def run_batch(args) -> int:
     quiet = getattr(args, "quiet", False)
     if rank == 0:
         print(model_line(card), flush=True)
+    from ..inference.inputchecks import read_and_check
     from ..inference.resultfiles import check_probability_dir, probability_names, write_result
     from ..inference.segmenter import Segmenter
 
@@ -117,20 +122,32 @@ def run_batch(args) -> int:
 
     def segment_one(case: BatchCase, outputs: list) -> dict:
         t = time.perf_counter()
+        inputs: Any = dict(case.images)
+        protected, study, dicom_source = list(case.images.values()), None, None
+        if case.study is not None:
+            study, images, names = read_batch_study(case, choices, quiet=quiet)
+            protected = study.files()
+            inputs = read_and_check(images, run.reference, names=names)
+            dicom_source = study.chosen[inputs.reference].files
         probs = []
         if prob_dir:
-            check_probability_dir(prob_dir, case.images.values(), stem=case.case_id)
+            check_probability_dir(prob_dir, protected, stem=case.case_id)
             probs = [Path(prob_dir) / n for n in probability_names(case.case_id).values()]
-        res = seg.segment(case.images, run)
+        res = seg.segment(inputs, run)
         w = time.perf_counter()
         mask_file = (out_dir / f"{case.case_id}_brainmask.nii.gz"
                      if getattr(args, "brain_masks", False) and res.brain_mask is not None else None)
         written = write_result(res, outputs, probabilities_dir=prob_dir, probabilities_stem=case.case_id,
-                               brain_mask_file=mask_file)
+                               brain_mask_file=mask_file, inputs=protected if study is not None else None,
+                               dicom_source=dicom_source, model=model)
         if mask_file is not None:
             outputs = outputs + written[-1:]
         timings = dict(res.timings, write=time.perf_counter() - w, total=time.perf_counter() - t)
-        return run_record(seg, res, run, outputs=outputs, probabilities=probs, timings=timings)
+        record = run_record(seg, res, run, outputs=outputs, probabilities=probs, timings=timings,
+                            study=None if study is None else study.record())
+        if study is not None and study.competing:   # an automatic choice between series: in the summary row too
+            record["warnings"] = list(study.competing) + list(record["warnings"])
+        return record
 
     def on_row(index: int, total: int, row: dict) -> None:
         if row["status"] == "error":
@@ -153,6 +170,45 @@ def run_batch(args) -> int:
             print_summary(rows)
         print(f"summary: {out_dir / (shard.part_name() if world == 1 else 'summary')}.csv (and .json)")
     return 1 if any(r["status"] == "error" for r in rows) else 0
+
+
+def series_choices(args, cases: Sequence[BatchCase], wanted: Sequence[str] | None) -> dict:
+    """The series choices of `lckd batch` over DICOM studies (modality -> series number / UID / 'none'),
+    one for every study; modalities left out by `--modalities` are 'none'. Refused in one line for a
+    dicom-seg output, or a series flag, where the cases are NIfTI layouts (no DICOM reference)."""
+    from ..io.dicomstudy import FLAGS, NONE_CHOICE
+
+    given = {m: getattr(args, m, None) for m in FLAGS if getattr(args, m, None) is not None}
+    nifti = any(c.study is None and c.problem is None for c in cases)
+    if nifti or not any(c.study is not None for c in cases):
+        holds = "NIfTI-layout cases, not DICOM studies" if nifti else "no DICOM study"
+        if args.format == "dicom-seg":
+            raise InputError(f"--format dicom-seg needs DICOM studies (a SEG references the scanner's series): "
+                             f"'{printable(args.input_dir)}' holds {holds}; use nii.gz, nrrd or seg.nrrd")
+        if given:
+            raise InputError(f"{FLAGS[next(iter(given))]} chooses a series of a DICOM study; "
+                             f"'{printable(args.input_dir)}' holds {holds} (--modalities chooses scans)")
+        return {}
+    choices = dict(given)
+    for mod in FLAGS:
+        if wanted is not None and mod not in wanted:
+            choices[mod] = NONE_CHOICE
+    return choices
+
+
+def read_batch_study(case: BatchCase, choices: Mapping[str, str], *, quiet: bool = False) -> tuple:
+    """Recognise a batch case's DICOM study with `choices` (its listing printed under the case's name
+    unless `quiet`) and read the chosen series: (study, modality -> image, modality -> source name)."""
+    from ..io.dicomstudy import read_study, recognise
+    from .studycommand import print_study
+
+    if case.study is None:
+        raise ValueError(f"batch case {case.case_id} is not a DICOM study")
+    study = recognise(case.study, choices)
+    if not quiet:
+        print_study(study, heading=f"{printable(case.case_id)}: study")
+    images = read_study(study)
+    return study, images, {m: study.source_name(m) for m in images}
 
 
 def run_merge(args) -> int:

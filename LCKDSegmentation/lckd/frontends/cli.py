@@ -148,18 +148,27 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     p.add_argument("-v", "--verbose", action="store_true", help="print the time of every stage at the end")
     p.set_defaults(func=cmd_segment)
 
-    p = sub.add_parser("batch", help="segment every case of a folder (BraTS or nnU-Net layout)",
-                       description="Segment every case under IN_DIR: BraTS 2018-2021 or 2023 case folders, or an "
-                                   "nnU-Net-style folder of <case>_0000.nii.gz ... files (with --channels), with "
+    p = sub.add_parser("batch", help="segment every case of a folder (BraTS, nnU-Net layout or DICOM studies)",
+                       description="Segment every case under IN_DIR: BraTS 2018-2021 or 2023 case folders, an "
+                                   "nnU-Net-style folder of <case>_0000.nii.gz ... files (with --channels), or "
+                                   "DICOM study folders (scans recognised from the headers, listed per study), with "
                                    "whatever modalities each case has. Writes OUT_DIR/<case>.<format>, its record "
                                    "<case>.json and summary.csv/.json. Cases already done are skipped (their "
                                    "volumes are kept in the summary). Under torchrun each rank takes its share; "
                                    "--shard K/N does the same for schedulers that start N independent processes "
                                    "(then merge with lckd batch-merge).")
-    p.add_argument("input_dir", help="folder of case folders (or of nnU-Net-style files)")
+    p.add_argument("input_dir", help="folder of case folders (or of nnU-Net-style files, or of DICOM studies)")
     p.add_argument("output_dir", help="where the outputs, records and summary go")
-    p.add_argument("--format", default="nii.gz", choices=["nii.gz", "seg.nrrd", "nrrd"],
-                   help="output file type (default nii.gz; seg.nrrd is a Slicer segmentation)")
+    p.add_argument("--format", default="nii.gz", choices=["nii.gz", "seg.nrrd", "nrrd", "dicom-seg"],
+                   help="output file type (default nii.gz; seg.nrrd is a Slicer segmentation; dicom-seg a DICOM "
+                        "SEG <case>.dcm, for DICOM studies only)")
+    p.add_argument("--studies", action="store_true",
+                   help="each sub-folder of IN_DIR is a DICOM study (found without it when IN_DIR holds DICOM "
+                        "files and no NIfTI case): its scans are recognised from the headers, as lckd study lists")
+    for mod, flags in SCAN_FLAGS.items():
+        p.add_argument(*flags, dest=mod, metavar="SERIES",
+                       help=f"DICOM studies: the series to use as {mod} in every study (number or UID; 'none' "
+                            "leaves it out); a study without it fails its row")
     p.add_argument("--modalities", default=None, metavar="LIST",
                    help="use only these scans of each case, e.g. t1ce,flair (default: every scan a case has)")
     p.add_argument("--channels", default=None, metavar="LIST",
@@ -205,6 +214,11 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
                    help="write each case as a DICOM study instead, in one vendor's header conventions (siemens, "
                         "ge, philips, canon, or unnamed: physics only), with a localizer, a reformat, DWI/ADC and "
                         "a screen save besides the four scans (<case>/S0002/IM0001 ...)")
+    p.add_argument("--multiframe", action="store_true",
+                   help="with --dicom: each scan as one Enhanced MR file (per-frame functional groups)")
+    p.add_argument("--compression", choices=["rle", "jpeg2000", "jpeg-lossless"], default=None,
+                   help="with --dicom: the scans' pixels in this lossless transfer syntax (RLE Lossless, JPEG 2000 "
+                        "Lossless, JPEG Lossless SV1)")
     p.set_defaults(func=cmd_phantom)
 
     p = sub.add_parser("split", help="write a train/val/test split file for a data folder",
@@ -543,6 +557,9 @@ def cmd_phantom(args) -> int:
 
     if args.raw and args.dicom:
         raise LCKDError("--dicom writes the standard phantom as a study; it does not combine with --raw")
+    if (args.multiframe or args.compression) and not args.dicom:
+        raise LCKDError(f"{'--multiframe' if args.multiframe else '--compression'} is for DICOM studies: give "
+                        "--dicom VENDOR too")
     if args.raw:
         from ..research.rawphantom import write_raw_phantom
         if args.n < 1:
@@ -566,7 +583,9 @@ def cmd_phantom(args) -> int:
         from ..research.dicomphantom import write_dicom_study
         for i in range(args.n):
             case_dir = Path(args.output_dir) / f"Phantom-{args.seed + i:05d}"
-            print(f"wrote {write_dicom_study(case_dir, args.seed + i, shape, vendor=args.dicom.lower())}", flush=True)
+            written = write_dicom_study(case_dir, args.seed + i, shape, vendor=args.dicom.lower(),
+                                        multiframe=args.multiframe, compression=args.compression)
+            print(f"wrote {written}", flush=True)
         return 0
     paths = write_phantom_dataset(args.output_dir, args.n, seed=args.seed, shape=shape, layout=args.layout,
                                   progress=True)

@@ -43,12 +43,17 @@ def load_study(folder: str, args: argparse.Namespace):
 
     choices = {m: getattr(args, m, None) for m in ("T1", "T1ce", "T2", "FLAIR")}
     study = recognise(folder, choices)
-    print(f"study: {len(study.series)} series; used: "
+    print_study(study)
+    return study
+
+
+def print_study(study: Any, heading: str = "study") -> None:
+    """Print a recognised study: '<heading>: N series; used: ...', then each series with its reason."""
+    print(f"{heading}: {len(study.series)} series; used: "
           + ", ".join(f"{m} = {s.name()}" for m, s in study.chosen.items()))
     for line in study.lines():
         print(line)
     sys.stdout.flush()
-    return study
 
 
 def study_inputs(args: argparse.Namespace) -> tuple[Any, dict, dict]:

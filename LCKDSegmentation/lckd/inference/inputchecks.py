@@ -26,7 +26,7 @@ import SimpleITK as sitk
 
 from ..base.errors import InputError
 from ..base.modalities import canonical, default_reference
-from ..io.imageio import check_shape, check_spacing, nonfinite_problem, read_image, same_voxels
+from ..io.imageio import check_shape, check_spacing, nonfinite_problem, read_image, read_note, same_voxels
 from ..prep.foreground import background_distance_score, face_median
 from ..prep.geometry import extents_overlap, physical_bounds, same_grid
 
@@ -87,6 +87,9 @@ def check_image(image: sitk.Image, what: str, source: str | None) -> list[str]:
     if values is not None:
         shown = ",".join(str(v) for v in values)
         warnings.append(f"{label} looks like a label map (values {shown}), not an MR image")
+    note = read_note(image)
+    if note:   # what the reader did to it (uneven DICOM slices resampled)
+        warnings.append(f"{label} {note}")
     return warnings
 
 

@@ -62,7 +62,7 @@ def write_dicom_seg_file(labelmap: sitk.Image, source_files: Sequence[PathLike],
 
     label = f"cannot write DICOM SEG '{shown_path(shown if shown is not None else tmp)}'"
     sources = [pydicom.dcmread(str(f), stop_before_pixels=True) for f in source_files]
-    mask = segment_numbers(sitk.GetArrayViewFromImage(labelmap), convention)
+    mask = storage_order(segment_numbers(sitk.GetArrayViewFromImage(labelmap), convention), source_files)
     frames = sum(int(getattr(ds, "NumberOfFrames", 1) or 1) for ds in sources)
     if mask.shape != (frames, int(sources[0].Rows), int(sources[0].Columns)):
         raise OutputError(f"{label}: the labelmap ({'x'.join(map(str, mask.shape[::-1]))} voxels) is not on the "
@@ -82,6 +82,22 @@ def write_dicom_seg_file(labelmap: sitk.Image, source_files: Sequence[PathLike],
     back = read_dicom_seg(tmp, sources)
     if back is None or not np.array_equal(back, mask):
         raise OutputError(f"{label}: the written file does not read back as the labelmap (is the disk full?)")
+
+
+def storage_order(mask: np.ndarray, source_files: Sequence[PathLike]) -> np.ndarray:
+    """`mask` (slices in order along the normal, as the reader gives them) in the frame order of
+    its source: a multi-frame file's frames as stored (they may run the other way); single-frame
+    files are given in slice order already."""
+    if len(source_files) != 1 or mask.shape[0] < 2:
+        return mask
+    from .dicomseries import frame_order
+
+    order = frame_order(source_files[0])     # storage index of each slice in reading order
+    if order is None or len(order) != mask.shape[0]:
+        return mask
+    out = np.empty_like(mask)
+    out[order] = mask
+    return out
 
 
 def segment_descriptions(model: Mapping[str, Any]) -> list:
@@ -112,12 +128,25 @@ def read_dicom_seg(path: PathLike, sources: Sequence[Any]) -> np.ndarray | None:
         uids = [str(ds.SOPInstanceUID) for ds in sources]
         if len(sources) == 1 and int(getattr(sources[0], "NumberOfFrames", 1) or 1) > 1:
             frames = list(range(1, int(sources[0].NumberOfFrames) + 1))
+            # frames without any segment are left out of the SEG: they read back as zeros
             return np.asarray(seg.get_pixels_by_source_frame(uids[0], frames, combine_segments=True,
-                                                             skip_overlap_checks=True))
+                                                             skip_overlap_checks=True,
+                                                             assert_missing_frames_are_empty=True))
         return np.asarray(seg.get_pixels_by_source_instance(uids, combine_segments=True,
                                                             skip_overlap_checks=True))
     except Exception:   # noqa: BLE001 - any failure to read back is the same answer: not written whole
         return None
+
+
+def seg_reads_back(path: PathLike) -> bool:
+    """True when `path` is a complete DICOM SEG (highdicom reads it and its frames decode)."""
+    import highdicom as hd
+
+    try:
+        seg = hd.seg.segread(str(path))
+        return int(getattr(seg, "NumberOfFrames", 0) or 0) > 0 and seg.pixel_array.size > 0
+    except Exception:   # noqa: BLE001 - any failure to read is the same answer: not complete
+        return False
 
 
 def _software_version() -> str:

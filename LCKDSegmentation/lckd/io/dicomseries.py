@@ -21,9 +21,13 @@ from .pathcheck import shown_path
 
 #: Media Storage Directory (DICOMDIR): an index of the files, not an image.
 DICOMDIR_CLASS = "1.2.840.10008.1.3.10"
-#: Spacing of slices more than this fraction away from the median is a gap (the same rule as
-#: `imageio`'s check of a series folder).
+#: The slice-spacing rule, one for the recogniser and the reader (`slice_gaps`): gaps within this
+#: fraction of the median gap are even; a gap of MISSING_GAP x the median or more is a missing
+#: slice (refused, the gap named); one under CROWDED_GAP x the median means mixed acquisitions
+#: (refused); anything between is an uneven stack, read resampled onto even spacing with a warning.
 GAP_TOLERANCE = 0.1
+MISSING_GAP = 1.5
+CROWDED_GAP = 0.5
 
 
 @dataclass
@@ -94,13 +98,23 @@ def dicom_files(folder: str | Path) -> Iterator[Path]:
 
 def find_series(folder: str | Path) -> list[SeriesInfo]:
     """The image series under `folder`, in series-number order; `InputError` when there are none."""
-    import pydicom
-
     root = Path(folder)
     if not root.is_dir():
         raise InputError(f"study '{shown_path(folder)}' is not a folder")
+    series = series_from_files(dicom_files(root))
+    if not series:
+        raise InputError(f"study '{shown_path(folder)}' holds no DICOM image series (sub-folders searched)")
+    return series
+
+
+def series_from_files(paths) -> list[SeriesInfo]:
+    """The image series of these DICOM files (the files of a study folder, or those behind the volumes
+    Slicer's DICOM module loaded), in series-number order; files that are not DICOM images are skipped.
+    Two series that share a number (two studies) are labelled '5' and '5-2'."""
+    import pydicom
+
     groups: dict[tuple, list[tuple[Path, Any]]] = {}
-    for path in dicom_files(root):
+    for path in map(Path, paths):
         try:
             ds = pydicom.dcmread(path, stop_before_pixels=True)
         except Exception:   # noqa: BLE001 - a damaged file is one file less, named below if it matters
@@ -111,8 +125,6 @@ def find_series(folder: str | Path) -> list[SeriesInfo]:
         if not uid or "Rows" not in ds:
             continue   # not an image (structured report, presentation state, ...)
         groups.setdefault((uid, _orientation(ds), int(ds.Rows), int(ds.Columns)), []).append((path, ds))
-    if not groups:
-        raise InputError(f"study '{shown_path(folder)}' holds no DICOM image series (sub-folders searched)")
     parts: dict[str, int] = {}
     for key in groups:
         parts[key[0]] = parts.get(key[0], 0) + 1
@@ -121,7 +133,16 @@ def find_series(folder: str | Path) -> list[SeriesInfo]:
     for key, members in groups.items():
         seen[key[0]] = seen.get(key[0], 0) + 1
         series.append(_series(key, members, seen[key[0]] if parts[key[0]] > 1 else 0))
-    return sorted(series, key=lambda s: (s.number if s.number is not None else 1 << 30, s.label, s.uid))
+    series.sort(key=lambda s: (s.number if s.number is not None else 1 << 30, s.label, s.uid))
+    owner: dict[str, str] = {}
+    for s in series:
+        if owner.setdefault(s.label, s.uid) != s.uid:
+            k = 2
+            while f"{s.label}-{k}" in owner:
+                k += 1
+            s.label = f"{s.label}-{k}"
+            owner[s.label] = s.uid
+    return series
 
 
 def _series(key: tuple, members: list, part: int) -> SeriesInfo:
@@ -240,7 +261,8 @@ def _slice_spacing(where: list, ds) -> float:
 
 
 def _stack_problem(where: list, count: int) -> str:
-    """A missing slice or repeated positions, in words ('' when the stack is even)."""
+    """A missing slice, crowded slices or repeated positions, in words ('' when the stack is readable:
+    even, or uneven within the rule of `slice_gaps`, which the reader resamples)."""
     import numpy as np
 
     if len(where) < 3:
@@ -249,14 +271,75 @@ def _stack_problem(where: list, count: int) -> str:
     distinct = len(np.unique(np.round(positions, 2)))
     if distinct < count:
         return f"{count} images at {distinct} positions (several volumes: dynamic, multi-echo or perfusion)"
-    gaps = np.diff(positions)
-    median = float(np.median(gaps))
-    worst = float(gaps[np.argmax(np.abs(gaps - median))])
-    if median > 0 and abs(worst - median) > GAP_TOLERANCE * median:
-        missing = round(worst / median) - 1
-        what = f"{missing} slice(s) missing" if missing >= 1 else "uneven slices"
-        return f"{what}: a gap of {worst:.3g} mm where the others are {median:.3g} mm"
+    kind, text = slice_gaps(positions)
+    if kind == "missing":
+        worst, median = float(np.max(np.diff(positions))), float(np.median(np.diff(positions)))
+        return f"{max(round(worst / median) - 1, 1)} slice(s) missing: {text}"
+    if kind == "crowded":
+        return f"uneven slices: {text}"
     return ""
+
+
+def slice_gaps(where) -> tuple[str, str]:
+    """Judge a stack's slice positions (mm along the normal, sorted): ('even' | 'uneven' | 'missing' |
+    'crowded', the gap in words). The rule: `GAP_TOLERANCE`, `MISSING_GAP`, `CROWDED_GAP`."""
+    import numpy as np
+
+    gaps = np.diff(np.asarray(where, dtype=float))
+    if len(gaps) < 2:
+        return "even", ""
+    median = float(np.median(gaps))
+    if median <= 0:
+        return "even", ""
+    worst = float(gaps[np.argmax(np.abs(gaps - median))])
+    text = f"a gap of {worst:.3g} mm where the others are {median:.3g} mm"
+    if float(gaps.max()) >= MISSING_GAP * median:
+        worst = float(gaps.max())
+        return "missing", f"a gap of {worst:.3g} mm where the others are {median:.3g} mm"
+    if float(gaps.min()) < CROWDED_GAP * median:
+        return "crowded", f"a gap of {float(gaps.min()):.3g} mm where the others are {median:.3g} mm"
+    if abs(worst - median) > GAP_TOLERANCE * median:
+        return "uneven", text
+    return "even", ""
+
+
+def frame_positions(path) -> list | None:
+    """Each frame's ImagePositionPatient (storage order) of a multi-frame file, from its per-frame
+    functional groups; None when it has none (or the file is not multi-frame)."""
+    found = _frame_layout(path)
+    return None if found is None else found[1]
+
+
+def frame_order(path) -> list[int] | None:
+    """The storage indices of a multi-frame file's frames in order along the (right-handed) normal of
+    their rows and columns, as the reader puts them; None when the file has no frame geometry."""
+    import numpy as np
+
+    found = _frame_layout(path)
+    if found is None or len(found[0]) != 6:
+        return None
+    orientation, positions = found
+    normal = np.cross(orientation[:3], orientation[3:])
+    return [int(i) for i in np.argsort(np.asarray(positions) @ normal, kind="stable")]
+
+
+def _frame_layout(path) -> tuple[list, list] | None:
+    """(ImageOrientationPatient, per-frame positions) of a multi-frame file, or None."""
+    import pydicom
+
+    try:
+        ds = pydicom.dcmread(str(path), stop_before_pixels=True)
+    except Exception:   # noqa: BLE001 - unreadable here: the pixel reader names the problem
+        return None
+    positions = _frame_positions(ds)
+    if len(positions) < 2 or any(p is None for p in positions):
+        return None
+    value = ds.get("ImageOrientationPatient") or _nested(ds, "ImageOrientationPatient") or ()
+    try:
+        orientation = [float(v) for v in value]
+    except (TypeError, ValueError):
+        orientation = []
+    return orientation, [[float(v) for v in p] for p in positions]
 
 
 def _int(value: Any) -> int | None:

@@ -71,7 +71,12 @@ class Study:
 
 def recognise(folder: str | Path, choices: Mapping[str, str | None] | None = None) -> Study:
     """Recognise the inputs of a study folder; `choices` maps modality -> series number / UID / 'none'."""
-    series = find_series(folder)
+    return recognise_series(find_series(folder), choices)
+
+
+def recognise_series(series: list[SeriesInfo], choices: Mapping[str, str | None] | None = None) -> Study:
+    """Recognise the inputs among `series` (`lckd.io.dicomseries.series_from_files`: a study folder's, or
+    those of the volumes Slicer loaded from DICOM); `InputError` when none is T1, T1ce, T2 or FLAIR."""
     roles = {s.label: judge(s) for s in series}
     _acquisition_order(series, roles)
     explicit = {canonical(m): str(v).strip() for m, v in (choices or {}).items() if v is not None}

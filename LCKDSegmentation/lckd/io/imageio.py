@@ -85,7 +85,7 @@ def read_image(path: PathLike | sitk.Image, what: str = "image", *, series: str 
     hold exactly one. Raises `InputError` with one line naming `what` and the path.
     """
     if isinstance(path, sitk.Image):  # an image already in memory (console / Slicer callers)
-        return sitk.Cast(_as_scalar_3d(path, f"{what} image"), sitk.sitkFloat32)
+        return _as_float(_as_scalar_3d(path, f"{what} image"))
     channel = path if isinstance(path, StackChannel) else None
     label = f"{what} '{shown_path(path)}'" + (f" (channel {channel.index + 1} of {channel.count})" if channel else "")
     # Before any file-system call: a NUL byte or a lone surrogate would raise deep inside os.
@@ -109,7 +109,7 @@ def read_image(path: PathLike | sitk.Image, what: str = "image", *, series: str 
     with quiet_c_libraries():
         image = _read_dicom_folder(p, label, series) if stat.S_ISDIR(mode) else _read_file(p, label)
     image = _as_scalar_3d(image, label)
-    return sitk.Cast(image, sitk.sitkFloat32)
+    return _as_float(image)
 
 
 @functools.lru_cache(maxsize=1)
@@ -279,11 +279,15 @@ def read_dicom_files(files, label: str) -> sitk.Image:
     multi-frame file) as one volume; `label` names the series in errors ("T1ce series 5").
 
     The one DICOM pixel reader: a series folder (`read_image`) and a series found in a study
-    (`lckd.io.dicomstudy`) both come here. A missing slice or uneven spacing is refused with the
-    gap named, a gantry tilt (slices stepping sideways: sheared) with the tilt named.
+    (`lckd.io.dicomstudy`) both come here. A multi-frame (enhanced) file's frames are put in order
+    along their normal and placed by their own positions (per-frame functional groups). The slice
+    spacing follows `lckd.io.dicomseries.slice_gaps`: a missing slice (a gap of 1.5 x the median or
+    more) or crowded slices are refused with the gap named; an uneven stack within that is resampled
+    onto even spacing, with a warning naming the spacings (`read_note`). A gantry tilt (slices
+    stepping sideways: sheared) is refused with the tilt named.
     """
     files = [str(f) for f in files]
-    # ITK only warns (on stderr) about missing or uneven slices; _uneven_slices refuses them instead.
+    # ITK only warns (on stderr) about missing or uneven slices; _even_slices judges them instead.
     try:
         with quiet_c_libraries():
             if len(files) == 1:
@@ -295,14 +299,82 @@ def read_dicom_files(files, label: str) -> sitk.Image:
             positions = _slice_positions(files)
     except RuntimeError as exc:
         raise InputError(f"{label} {_summarise_read_error(exc)}") from None
+    if len(files) == 1 and image.GetDimension() == 3 and image.GetSize()[2] > 1:
+        from .dicomseries import frame_positions
+
+        positions = frame_positions(files[0])
+        if positions is not None and len(positions) != image.GetSize()[2]:
+            positions = None
     tilt = _tilted_slices(positions, image)
     if tilt:
         raise InputError(f"{label} {tilt}")
-    gap = _uneven_slices(positions, image)
-    if gap:
+    return _even_slices(image, positions, label)
+
+
+#: Metadata key of a note a reader leaves on the image it returns (e.g. that uneven slices were
+#: resampled); `lckd.inference.inputchecks` reports it as a warning naming the input.
+READ_NOTE_KEY = "lckd_read_note"
+
+
+def read_note(image: sitk.Image) -> str | None:
+    """The reader's note on `image` (`READ_NOTE_KEY`), or None."""
+    return image.GetMetaData(READ_NOTE_KEY) if image.HasMetaDataKey(READ_NOTE_KEY) else None
+
+
+def _as_float(image: sitk.Image) -> sitk.Image:
+    """`image` as float32, keeping the reader's note (a cast drops the metadata)."""
+    out = sitk.Cast(image, sitk.sitkFloat32)
+    note = read_note(image)
+    if note:
+        out.SetMetaData(READ_NOTE_KEY, note)
+    return out
+
+
+def _even_slices(image: sitk.Image, positions, label: str) -> sitk.Image:
+    """The volume with its slices in order along the normal on even spacing (see `read_dicom_files`)."""
+    import numpy as np
+
+    from .dicomseries import slice_gaps
+
+    if positions is None or len(positions) < 3:
+        return image
+    direction = np.array(image.GetDirection()).reshape(3, 3)
+    # Slices go along the right-handed normal of the rows and columns (GDCM points a multi-frame
+    # file's third axis along its storage order, which may be reversed: a left-handed matrix).
+    normal = np.cross(direction[:, 0], direction[:, 1])
+    flipped = float(direction[:, 2] @ normal) < 0
+    direction[:, 2] = normal
+    pos = np.asarray(positions, float)
+    where = pos @ normal
+    order = np.argsort(where, kind="stable")
+    where = where[order]
+    kind, gap = slice_gaps(where)
+    if kind in ("missing", "crowded"):
         raise InputError(f"{label} has unevenly spaced slices ({gap}): a slice is missing "
                          "or the series mixes acquisitions")
-    return image
+    spacing = list(image.GetSpacing())
+    step = float((where[-1] - where[0]) / (len(where) - 1))
+    in_order = bool(np.all(order == np.arange(len(order))))
+    if kind == "even" and in_order and not flipped and abs(spacing[2] - step) <= 1e-3 * step:
+        return image
+    array = sitk.GetArrayFromImage(image)[order]
+    note = None
+    if kind == "uneven":
+        gaps = np.diff(where)
+        targets = where[0] + step * np.arange(len(where))
+        below = np.clip(np.searchsorted(where, targets, side="right") - 1, 0, len(where) - 2)
+        weight = ((targets - where[below]) / gaps[below]).astype(np.float32)[:, None, None]
+        array = array[below].astype(np.float32) * (1 - weight) + array[below + 1].astype(np.float32) * weight
+        shown = ", ".join(f"{g:.3g}" for g in sorted({round(float(g), 2) for g in gaps})[:6])
+        note = (f"has unevenly spaced slices ({gap}; gaps of {shown} mm): resampled onto an even "
+                f"{step:.3g} mm spacing")
+    out = sitk.GetImageFromArray(array)
+    out.SetSpacing((spacing[0], spacing[1], step))
+    out.SetDirection(tuple(float(v) for v in direction.ravel()))
+    out.SetOrigin(tuple(float(v) for v in pos[order[0]]))
+    if note:
+        out.SetMetaData(READ_NOTE_KEY, note)
+    return out
 
 
 def _unreadable_dicom_files(folder: Path, ids: list) -> list:
@@ -339,23 +411,6 @@ def _slice_positions(files) -> list | None:
         except (RuntimeError, ValueError):
             return None  # no usable positions: nothing to compare
     return where if all(len(p) == 3 for p in where) else None
-
-
-def _uneven_slices(positions, image: sitk.Image, tolerance: float = 0.1) -> str | None:
-    """Describe uneven gaps between the slices' positions along the volume's normal, or None."""
-    import numpy as np
-
-    if positions is None or len(positions) < 3:
-        return None
-    normal = np.array(image.GetDirection()).reshape(3, 3)[:, 2]
-    gaps = np.diff(np.sort(np.asarray(positions, float) @ normal))
-    median = float(np.median(gaps))
-    if median <= 0:
-        return None
-    worst = float(gaps[np.argmax(np.abs(gaps - median))])
-    if abs(worst - median) > tolerance * median:
-        return f"a gap of {worst:.3g} mm where the others are {median:.3g} mm"
-    return None
 
 
 #: Sideways drift of the slices (first to last, in the slice plane) accepted as rounding, as a

@@ -2,6 +2,10 @@
 conventions, plus what a real study also holds (a three-plane localizer, a derived reformat, a
 diffusion series, a screen save) and a non-DICOM file.
 
+The four scans can be written as classic single-frame series (one file per slice) or as Enhanced
+MR Image Storage files (`multiframe`: one file per series, geometry in the per-frame functional
+groups), uncompressed or in a lossless compressed transfer syntax (`COMPRESSIONS`).
+
 Made for the DICOM tests, the DICOM benchmark and the worked example (`lckd phantom --dicom`):
 no real patient data, every identifying attribute is made up. Headers follow each vendor's
 usual series names and acquisition physics (TR, TE, inversion time, contrast agent), so the
@@ -70,6 +74,13 @@ VENDORS: dict[str, dict[str, Any]] = {
 #: Acquisition order of the scans (the contrast agent is given before the last).
 ORDER = ("T1", "T2", "FLAIR", "T1ce")
 MR_STORAGE = "1.2.840.10008.5.1.4.1.1.4"
+ENHANCED_MR_STORAGE = "1.2.840.10008.5.1.4.1.1.4.1"
+#: Lossless compressed transfer syntaxes the writer produces: RLE Lossless by pydicom's own encoder;
+#: JPEG 2000 Lossless and JPEG Lossless (process 14, first-order prediction) by GDCM, through
+#: SimpleITK's DICOM writer (pydicom has no encoder for them without extra plugins).
+COMPRESSIONS = ("rle", "jpeg2000", "jpeg-lossless")
+#: AcquisitionContrast (Enhanced MR) of each scan.
+ACQUISITION_CONTRAST = {"T1": "T1", "T1ce": "T1", "T2": "T2", "FLAIR": "FLAIR"}
 SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"
 #: The made-up patient every generated study belongs to (tests check none of it is printed).
 PATIENT = {"PatientName": "Phantom^Paula", "PatientID": "PHANTOM-0042", "PatientBirthDate": "19700101",
@@ -78,17 +89,22 @@ PATIENT = {"PatientName": "Phantom^Paula", "PatientID": "PHANTOM-0042", "Patient
 
 def write_dicom_study(folder: str | Path, seed: int = 0, shape: Sequence[int] = (24, 48, 48), *,
                       vendor: str = "siemens", modalities: Sequence[str] = ORDER, extras: bool = True,
-                      compressed: bool = False, case: PhantomCase | None = None) -> Path:
+                      compression: str | None = None, multiframe: bool = False,
+                      case: PhantomCase | None = None) -> Path:
     """Write a phantom as a DICOM study under `folder` (one sub-folder per series, files without
     extension) and return `folder`.
 
     `extras` adds a three-plane localizer, a derived reformat, a diffusion series with its ADC
-    map, a screen save and a text file; `compressed` writes the MR slices RLE Lossless.
+    map, a screen save and a text file; `compression` (one of `COMPRESSIONS`) writes the MR
+    images in that lossless transfer syntax; `multiframe` writes each of the four scans as one
+    Enhanced MR Image Storage file (the extras stay single-frame, as mixed studies have them).
     """
     from pydicom.uid import generate_uid
 
     if vendor not in VENDORS:
         raise InputError(f"unknown vendor '{vendor}': use one of {', '.join(VENDORS)}")
+    if compression is not None and compression not in COMPRESSIONS:
+        raise InputError(f"unknown compression '{compression}': use one of {', '.join(COMPRESSIONS)}")
     case = case or make_phantom(seed, shape)
     out = Path(folder)
     out.mkdir(parents=True, exist_ok=True)
@@ -104,10 +120,11 @@ def write_dicom_study(folder: str | Path, seed: int = 0, shape: Sequence[int] = 
         _write_localizer(out / "S0001", study, case, start)
         number = 2
     for i, mod in enumerate(m for m in ORDER if m in modalities):
-        header = dict(spec["series"][mod])
+        header = dict(spec["series"][mod], contrast=ACQUISITION_CONTRAST[mod])
         when = start + datetime.timedelta(minutes=5 * (i + 1) + (10 if mod == "T1ce" else 0))
         array = np.asarray(_array(scans[mod]))
-        write_series(out / f"S{number:04d}", study, case, array, number, when, header, compressed=compressed)
+        write_series(out / f"S{number:04d}", study, case, array, number, when, header, compression=compression,
+                     multiframe=multiframe)
         number += 1
     if extras:
         ref = scans["T1ce"] if "T1ce" in modalities else next(iter(scans.values()))
@@ -135,58 +152,252 @@ def _array(image) -> np.ndarray:
     return sitk.GetArrayFromImage(image)
 
 
-def slice_geometry(case: PhantomCase, k: int) -> tuple[list, list]:
-    """(ImageOrientationPatient, ImagePositionPatient) of slice `k` of the phantom's grid."""
+def slice_geometry(case: PhantomCase, k: int, offset: float | None = None) -> tuple[list, list]:
+    """(ImageOrientationPatient, ImagePositionPatient) of slice `k` of the phantom's grid, or of a
+    slice `offset` mm from the first along the slice normal."""
     d = np.array(case.direction, dtype=float).reshape(3, 3)
-    position = np.array(case.origin, dtype=float) + d[:, 2] * case.spacing[2] * k
-    return [float(v) for v in (*d[:, 0], *d[:, 1])], [float(v) for v in position]
+    along = case.spacing[2] * k if offset is None else offset
+    position = np.array(case.origin, dtype=float) + d[:, 2] * along
+    # rounded to fit DICOM's DS (at most 16 characters)
+    return [round(float(v), 8) for v in (*d[:, 0], *d[:, 1])], [round(float(v), 6) for v in position]
 
 
 def write_series(folder: Path, study: dict, case: PhantomCase, array: np.ndarray, number: int,
                  when: datetime.datetime, header: dict, *, image_type: str = "ORIGINAL\\PRIMARY\\M\\ND",
-                 compressed: bool = False, skip: Sequence[int] = ()) -> list[Path]:
-    """Write one single-frame MR series (`array` is z, y, x int16) into `folder`; slices in `skip`
-    are left out (a broken series). Returns the files written."""
-    from pydicom.uid import RLELossless, generate_uid
+                 compression: str | None = None, skip: Sequence[int] = (), multiframe: bool = False,
+                 positions: Sequence[float] | None = None) -> list[Path]:
+    """Write one MR series (`array` is z, y, x int16) into `folder`: one file per slice, or with
+    `multiframe` one Enhanced MR file (`write_enhanced_series`). Slices in `skip` are left out (a
+    broken series); `positions` (mm along the slice normal, one per slice of `array`) replaces the
+    even spacing of the phantom's grid (an unevenly spaced stack). Returns the files written."""
+    from pydicom.uid import generate_uid
 
     folder.mkdir(parents=True, exist_ok=True)
     series_uid = generate_uid()
+    keep = [k for k in range(array.shape[0]) if k not in skip]
+    where = [slice_geometry(case, k, None if positions is None else positions[k]) for k in keep]
+    if multiframe:
+        return [write_enhanced_series(folder / "IM0001", study, case, array[keep], where, series_uid, number,
+                                      when, header, compression=compression)]
     files = []
-    for k in range(array.shape[0]):
-        if k in skip:
-            continue
+    for k, (orientation, position) in zip(keep, where):
         ds = _base_dataset(study, MR_STORAGE, series_uid, number, k + 1, when)
         ds.ImageType = image_type.split("\\")
-        ds.SeriesDescription = header["description"]
-        ds.ProtocolName = header["description"]
+        _mr_header(ds, header)
         ds.SequenceName = header["sequence"]
-        ds.ScanningSequence = header["scanning"].split("\\")
-        ds.SequenceVariant = "NONE"
-        ds.MRAcquisitionType = header["acquisition"]
         ds.RepetitionTime = header["tr"]
         ds.EchoTime = header["te"]
         if header.get("ti") is not None:
             ds.InversionTime = header["ti"]
-        if header.get("agent"):
-            ds.ContrastBolusAgent = header["agent"]
-            ds.ContrastBolusRoute = "IV"
         if header.get("b_value") is not None:
             ds.DiffusionBValue = header["b_value"]
-        ds.MagneticFieldStrength = 3.0
         ds.FrameOfReferenceUID = study["FrameOfReferenceUID"]
-        orientation, position = slice_geometry(case, k)
         ds.ImageOrientationPatient = orientation
         ds.ImagePositionPatient = position
         ds.PixelSpacing = [float(case.spacing[1]), float(case.spacing[0])]
         ds.SliceThickness = float(case.spacing[2])
         ds.SpacingBetweenSlices = float(case.spacing[2])
         _pixels(ds, np.ascontiguousarray(array[k]).astype(np.int16))
-        if compressed:
-            ds.compress(RLELossless)
+        _compress(ds, compression)
         path = folder / f"IM{k + 1:04d}"
         ds.save_as(path, enforce_file_format=True)
         files.append(path)
     return files
+
+
+def _mr_header(ds, header: dict) -> None:
+    """The series attributes single-frame and enhanced files share (names, sequence, contrast agent)."""
+    ds.SeriesDescription = header["description"]
+    ds.ProtocolName = header["description"]
+    ds.ScanningSequence = header["scanning"].split("\\")
+    ds.SequenceVariant = "NONE"
+    ds.MRAcquisitionType = header["acquisition"]
+    ds.MagneticFieldStrength = 3.0
+    if header.get("agent"):
+        ds.ContrastBolusAgent = header["agent"]
+        ds.ContrastBolusRoute = "IV"
+
+
+def write_enhanced_series(path: Path, study: dict, case: PhantomCase, array: np.ndarray, where: Sequence[tuple],
+                          series_uid: str, number: int, when: datetime.datetime, header: dict, *,
+                          compression: str | None = None) -> Path:
+    """Write `array` (z, y, x int16) as one Enhanced MR Image Storage file: frame k at `where[k]`
+    (orientation, position), orientation, pixel measures and MR physics in the shared functional
+    groups, each frame's position and stack place in its per-frame group. Returns `path`."""
+    from pydicom.dataset import Dataset
+    from pydicom.uid import generate_uid
+
+    ds = _base_dataset(study, ENHANCED_MR_STORAGE, series_uid, number, 1, when)
+    frame_type = ["ORIGINAL", "PRIMARY", "VOLUME", "NONE"]
+    ds.ImageType = frame_type
+    _mr_header(ds, header)
+    ds.PulseSequenceName = header["sequence"] or header["scanning"].split("\\")[0]
+    ds.AcquisitionDateTime = when.strftime("%Y%m%d%H%M%S")
+    ds.ContentQualification = "RESEARCH"
+    ds.BurnedInAnnotation = "NO"
+    ds.LossyImageCompression = "00"
+    ds.PresentationLUTShape = "IDENTITY"
+    ds.ImageComments = "phantom"
+    ds.ResonantNucleus = "1H"
+    ds.KSpaceFiltering = "NONE"
+    ds.MagneticFieldStrength = 3.0
+    ds.ApplicableSafetyStandardAgency = "IEC"
+    ds.ImagingFrequency = 127.7
+    ds.FrameOfReferenceUID = study["FrameOfReferenceUID"]
+    ds.PatientPosition = "HFS"
+    ds.AcquisitionContextSequence = []
+    ds.AcquisitionDuration = 120.0
+    spin = "SE" in header["scanning"].split("\\") or "IR" in header["scanning"].split("\\")
+    pulse = dict(EchoPulseSequence="SPIN" if spin else "GRADIENT", MultipleSpinEcho="NO", MultiPlanarExcitation="NO",
+                 PhaseContrast="NO", TimeOfFlightContrast="NO", SteadyStatePulseSequence="NONE",
+                 EchoPlanarPulseSequence="NO", SaturationRecovery="NO", SpectrallySelectedSuppression="NONE",
+                 OversamplingPhase="NONE", GeometryOfKSpaceTraversal="RECTILINEAR",
+                 RectilinearPhaseEncodeReordering="LINEAR", SegmentedKSpaceTraversal="SINGLE",
+                 CoverageOfKSpace="FULL", NumberOfKSpaceTrajectories=1)
+    for key, value in pulse.items():
+        setattr(ds, key, value)
+    ds.DeviceSerialNumber = "PHANTOM"
+    ds.SoftwareVersions = "lckd phantom"
+    description = dict(PixelPresentation="MONOCHROME", VolumetricProperties="VOLUME",
+                       VolumeBasedCalculationTechnique="NONE", ComplexImageComponent="MAGNITUDE",
+                       AcquisitionContrast=header.get("contrast") or "UNKNOWN")
+    for key, value in description.items():
+        setattr(ds, key, value)
+    ti = header.get("ti")
+    shared = Dataset()
+    shared.PlaneOrientationSequence = [Dataset()]
+    shared.PlaneOrientationSequence[0].ImageOrientationPatient = where[0][0]
+    measures = Dataset()
+    measures.PixelSpacing = [float(case.spacing[1]), float(case.spacing[0])]
+    measures.SliceThickness = float(case.spacing[2])
+    measures.SpacingBetweenSlices = float(case.spacing[2])
+    shared.PixelMeasuresSequence = [measures]
+    frame = Dataset()
+    frame.FrameType = frame_type
+    for key, value in description.items():
+        setattr(frame, key, value)
+    shared.MRImageFrameTypeSequence = [frame]
+    timing = Dataset()
+    timing.RepetitionTime = header["tr"]
+    timing.FlipAngle = 90.0
+    timing.EchoTrainLength = 1
+    timing.RFEchoTrainLength = 1
+    timing.GradientEchoTrainLength = 0
+    timing.OperatingModeSequence = [_item(OperatingModeType="GRADIENT", OperatingMode="IEC_NORMAL")]
+    timing.SpecificAbsorptionRateSequence = [_item(SpecificAbsorptionRateDefinition="IEC_HEAD",
+                                                   SpecificAbsorptionRateValue=0.5)]
+    shared.MRTimingAndRelatedParametersSequence = [timing]
+    echo = Dataset()
+    echo.EffectiveEchoTime = header["te"]
+    shared.MREchoSequence = [echo]
+    modifier = Dataset()
+    modifier.InversionRecovery = "YES" if ti else "NO"
+    if ti:
+        modifier.InversionTimes = [ti]
+    modifier.FlowCompensation = "NONE"
+    modifier.T2Preparation = "NO"
+    modifier.SpectrallySelectedExcitation = "NONE"
+    modifier.SpatialPresaturation = "NONE"
+    modifier.PartialFourier = "NO"
+    modifier.ParallelAcquisition = "NO"
+    shared.MRModifierSequence = [modifier]
+    shared.MRImagingModifierSequence = [_item(PixelBandwidth=200.0, MagnetizationTransfer="NONE",
+                                              BloodSignalNulling="NO", Tagging="NONE", TransmitterFrequency=127.7)]
+    shared.MRReceiveCoilSequence = [_item(ReceiveCoilName="Head", ReceiveCoilType="VOLUME",
+                                          ReceiveCoilManufacturerName="", QuadratureReceiveCoil="NO")]
+    shared.MRTransmitCoilSequence = [_item(TransmitCoilName="Body", TransmitCoilType="BODY",
+                                           TransmitCoilManufacturerName="")]
+    shared.MRFOVGeometrySequence = [_item(InPlanePhaseEncodingDirection="ROW",
+                                          MRAcquisitionFrequencyEncodingSteps=int(array.shape[2]),
+                                          MRAcquisitionPhaseEncodingStepsInPlane=int(array.shape[1]),
+                                          PercentSampling=100.0, PercentPhaseFieldOfView=100.0)]
+    shared.MRAveragesSequence = [_item(NumberOfAverages=1.0)]
+    region = _item(CodeValue="12738006", CodingSchemeDesignator="SCT", CodeMeaning="Brain")
+    shared.FrameAnatomySequence = [_item(AnatomicRegionSequence=[region], FrameLaterality="U")]
+    transform = Dataset()
+    transform.RescaleIntercept, transform.RescaleSlope, transform.RescaleType = 0, 1, "US"
+    shared.PixelValueTransformationSequence = [transform]
+    ds.SharedFunctionalGroupsSequence = [shared]
+    organization = generate_uid()
+    ds.DimensionOrganizationSequence = [Dataset()]
+    ds.DimensionOrganizationSequence[0].DimensionOrganizationUID = organization
+    ds.DimensionIndexSequence = []
+    for pointer, label in ((0x00209056, "Stack ID"), (0x00209057, "In-Stack Position Number")):
+        index = Dataset()
+        index.DimensionOrganizationUID = organization
+        index.DimensionIndexPointer = pointer
+        index.FunctionalGroupPointer = 0x00209111        # FrameContentSequence
+        index.DimensionDescriptionLabel = label
+        ds.DimensionIndexSequence.append(index)
+    per_frame = []
+    for k, (_, position) in enumerate(where):
+        item = Dataset()
+        content = Dataset()
+        content.StackID = "1"
+        content.InStackPositionNumber = k + 1
+        content.DimensionIndexValues = [1, k + 1]
+        content.FrameAcquisitionDateTime = ds.AcquisitionDateTime
+        content.FrameReferenceDateTime = ds.AcquisitionDateTime
+        content.FrameAcquisitionDuration = 100.0
+        item.FrameContentSequence = [content]
+        item.PlanePositionSequence = [Dataset()]
+        item.PlanePositionSequence[0].ImagePositionPatient = position
+        per_frame.append(item)
+    ds.PerFrameFunctionalGroupsSequence = per_frame
+    ds.NumberOfFrames = int(array.shape[0])
+    _pixels(ds, np.ascontiguousarray(array).astype(np.int16))
+    _compress(ds, compression)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+def _item(**values: Any):
+    """A sequence item (pydicom Dataset) with these attributes."""
+    from pydicom.dataset import Dataset
+
+    item = Dataset()
+    for key, value in values.items():
+        setattr(item, key, value)
+    return item
+
+
+def _compress(ds, compression: str | None) -> None:
+    """Compress a dataset's pixels in place, losslessly (`COMPRESSIONS`); None leaves them as they are."""
+    if compression is None:
+        return
+    from pydicom.encaps import encapsulate
+    from pydicom.uid import JPEG2000Lossless, JPEGLosslessSV1, RLELossless
+
+    if compression == "rle":
+        ds.compress(RLELossless)
+        return
+    syntax = {"jpeg2000": JPEG2000Lossless, "jpeg-lossless": JPEGLosslessSV1}[compression]
+    frames = ds.pixel_array.reshape(-1, int(ds.Rows), int(ds.Columns))
+    ds.PixelData = encapsulate([_gdcm_frame(frame, compression) for frame in frames])
+    ds["PixelData"].VR = "OB"
+    ds["PixelData"].is_undefined_length = True
+    ds.file_meta.TransferSyntaxUID = syntax
+    ds.LossyImageCompression = "00"
+
+
+def _gdcm_frame(frame: np.ndarray, compression: str) -> bytes:
+    """One frame encoded by GDCM (SimpleITK's DICOM writer) in `compression`, as its codestream."""
+    import tempfile
+
+    import pydicom
+    import SimpleITK as sitk
+    from pydicom.encaps import generate_frames
+
+    with tempfile.TemporaryDirectory() as tmp:
+        name = str(Path(tmp) / "frame.dcm")
+        writer = sitk.ImageFileWriter()
+        writer.SetFileName(name)
+        writer.SetUseCompression(True)
+        writer.SetCompressor({"jpeg2000": "JPEG2000", "jpeg-lossless": "JPEG"}[compression])
+        writer.Execute(sitk.GetImageFromArray(frame[None].astype(np.int16)))
+        encoded = pydicom.dcmread(name)
+        return next(generate_frames(encoded.PixelData, number_of_frames=1))
 
 
 def _base_dataset(study: dict, sop_class: str, series_uid: str, number: int, instance: int,
@@ -215,9 +426,10 @@ def _base_dataset(study: dict, sop_class: str, series_uid: str, number: int, ins
 
 
 def _pixels(ds, frame: np.ndarray) -> None:
+    """Set 16-bit signed pixels of one frame (y, x) or of frames (z, y, x)."""
     ds.SamplesPerPixel = 1
     ds.PhotometricInterpretation = "MONOCHROME2"
-    ds.Rows, ds.Columns = int(frame.shape[0]), int(frame.shape[1])
+    ds.Rows, ds.Columns = int(frame.shape[-2]), int(frame.shape[-1])
     ds.BitsAllocated = 16
     ds.BitsStored = 16
     ds.HighBit = 15
