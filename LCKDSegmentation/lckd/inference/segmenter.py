@@ -81,6 +81,8 @@ class Segmenter:
     def __init__(self, net: LCKDNet, card: ModelCard, device: torch.device, card_path: Path | None = None):
         self.net = net
         self.card = card
+        # an ensemble's other members (`add_member`): their probabilities are averaged with net's
+        self.members: list[tuple[LCKDNet, ModelCard, Path | None]] = []
         self.device = device
         self.card_path = card_path   # the card file, for provenance (its sha256 goes into result records)
         self._model_record: dict | None = None
@@ -100,7 +102,30 @@ class Segmenter:
         if self._model_record is None:
             from .record import model_record
             self._model_record = model_record(self.card, self.card_path)
+            if self.members:
+                self._model_record["ensemble"] = [model_record(c, p) for _, c, p in self.members]
         return self._model_record
+
+    def add_member(self, model: str | Path) -> None:
+        """Average another model's probabilities with this one's (an ensemble).
+
+        The member must read the scans as this model does (same modalities in the same order,
+        model grid, normalisation and window size); the quality estimate and the clean-up stay
+        this model's (its card's calibration is for one model: an ensemble is at least as good,
+        so the estimate errs low). Raises InputError for a member that reads scans differently.
+        """
+        path = Path(resolve_model(model))
+        net, card = load_model(path, device=self.device)
+        for what, mine, theirs in (("modalities", list(self.net.modalities), list(net.modalities)),
+                                   ("model grid spacing", list(self.card.spacing), list(card.spacing)),
+                                   ("window size", list(self.card.patch_size), list(card.patch_size)),
+                                   ("clipping", self.card.preprocessing.get("clip_percentiles"),
+                                    card.preprocessing.get("clip_percentiles"))):
+            if mine != theirs:
+                raise InputError(f"ensemble member {card.name} {card.version} ({path}) has another {what} "
+                                 f"({theirs}) than {self.card.name} ({mine}): members must read scans alike")
+        self.members.append((net, card, path))
+        self._model_record = None
 
     @classmethod
     def load(cls, model: str | Path | None = None, device: str = "auto",
@@ -308,7 +333,8 @@ class Segmenter:
         """Region probabilities (3, d, h, w) for normalised arrays x (M, d, h, w) of present scans.
 
         `mirrors` > 1 averages the network over that many mirrored copies of each window
-        (`MIRRORS`: x first, then y, z and their combinations), at that many times the cost.
+        (`MIRRORS`: x first, then y, z and their combinations), at that many times the cost;
+        an ensemble (`add_member`) averages every member the same way.
         """
         mirror_dims = optionchecks.check_mirrors(mirrors)
         roi = tuple(int(r) for r in self.card.patch_size)
@@ -329,11 +355,13 @@ class Segmenter:
             if governor is not None:
                 governor.update()
             out = torch.zeros(())
-            for dims in mirror_dims:
-                # trained with random flips on every axis, the network sees a mirrored brain as a brain
-                p = torch.sigmoid(self.net(batch.flip(dims) if dims else batch, mask).logits.float())
-                out = out + (p.flip(dims) if dims else p)
-            out = out / len(mirror_dims)
+            nets = [self.net] + [m[0] for m in self.members]
+            for net in nets:
+                for dims in mirror_dims:
+                    # trained with random flips on every axis, the network sees a mirrored brain as a brain
+                    p = torch.sigmoid(net(batch.flip(dims) if dims else batch, mask).logits.float())
+                    out = out + (p.flip(dims) if dims else p)
+            out = out / (len(mirror_dims) * len(nets))
             done[0] += batch.shape[0]
             report(0.1 + 0.85 * min(done[0] / total, 1.0), f"network: window {min(done[0], total)}/{total}")
             return out
