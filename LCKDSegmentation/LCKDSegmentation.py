@@ -137,6 +137,8 @@ class LCKDSegmentationParameterNode:
     mirrorAverage: average each window with its mirror image (`--mirrors 2`; slower).
     rawScans: raw-scan preprocessing (co-registration, brain extraction); set from the core's
     auto-detection whenever the selected volumes change, until the user chooses.
+    trustFlags: the user has checked which scan is which: a run the contrast check would refuse
+    goes ahead (still warned about and flagged); cleared when the selected volumes change.
     """
 
     t1: vtkMRMLScalarVolumeNode
@@ -152,6 +154,7 @@ class LCKDSegmentationParameterNode:
     postprocess: bool = False
     mirrorAverage: bool = False
     rawScans: bool = False
+    trustFlags: bool = False
 
     def volumes(self) -> dict:
         """{modality: volume node} of the filled selectors, in canonical order."""
@@ -183,6 +186,7 @@ class LCKDSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         # The user's own post-processing choice beats the model card's default.
         self._postprocessChosen = False
         self._rawScansFor: tuple | None = None   # the selection the raw-scans checkbox was detected for
+        self._trustedFlags = panel.TrustedFlags()  # the selection the trust-flags box vouches for
         self._installing = False                 # dependencies being installed (Apply stays disabled)
         self._loaded: list = []                  # IDs of volumes loaded while shown, not yet assigned
         self._autoPicked: dict = {}              # modality -> node ID that auto-assignment chose
@@ -346,6 +350,7 @@ class LCKDSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             index = self.ui.modelComboBox.findData(p.model)   # "" (never chosen): the first, the default
             self.ui.modelComboBox.setCurrentIndex(max(index, 0))
             self.detectRawScans()
+            self.forgetTrustedFlagsOfOtherScans()
             self.updateState()
             self.showSelectedResult()
         finally:
@@ -381,6 +386,14 @@ class LCKDSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._parameterNode.rawScans = raw
         self.ui.rawScansCheckBox.toolTip = _("Co-register the scans and extract the brain before segmenting "
                                              "(for scans with the skull on). Detected: {reason}").format(reason=reason)
+
+    def forgetTrustedFlagsOfOtherScans(self):
+        """The trust-flags box vouches for the scans it was ticked for: when the selection
+        changes (another case, another scan in a selector) it is cleared."""
+        p = self._parameterNode
+        still = self._trustedFlags.still_trusted(panel.selection_key(self.selectedVolumes()))
+        if p is not None and p.trustFlags and not still:
+            p.trustFlags = False
 
     def selectedVolumes(self) -> dict:
         return self._parameterNode.volumes() if self._parameterNode is not None else {}
@@ -554,7 +567,7 @@ class LCKDSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                     p.volumes(), outputSegmentation=p.outputSegmentation, device=p.device.value,
                     model=p.model or None, reference=p.reference.value, keepOtherSegments=p.keepOtherSegments,
                     register=p.register, postprocess=p.postprocess, preprocess="on" if p.rawScans else "off",
-                    mirrors=2 if p.mirrorAverage else 1)
+                    mirrors=2 if p.mirrorAverage else 1, trustFlags=p.trustFlags)
                 model = self.logic.segmentation.modelInfo()
                 if model:
                     self.log(panel.model_text(model))

@@ -103,6 +103,25 @@ def model_choices() -> list[tuple[str, str, str]]:
              f"{e.name} (bundled)" if e.bundled else e.name, e.description) for e in entries]
 
 
+def selection_key(volumes: Mapping) -> tuple:
+    """The selected scans as ((modality, node ID), ...): what the trust-flags box vouches for."""
+    return tuple((m, n.GetID()) for m, n in volumes.items())
+
+
+class TrustedFlags:
+    """Remembers which selection of scans the panel's "I have checked which scan is which" box
+    was seen with, so that a tick never carries over to other scans (another case)."""
+
+    def __init__(self) -> None:
+        self.selection: tuple | None = None   # None: no selection seen yet (a reopened scene keeps its tick)
+
+    def still_trusted(self, selection: tuple) -> bool:
+        """Note `selection`; False when it differs from the one seen before (clear the box)."""
+        same = self.selection is None or selection == self.selection
+        self.selection = selection
+        return same
+
+
 def apply_enabled(selected: bool, running: bool, installing: bool, problem: str | None) -> bool:
     """Whether Apply can be pressed: scans selected, no job running, no install under way (Slicer
     5.6-5.10's pip_install runs the event loop, so a second click would start a second install),
