@@ -1,7 +1,11 @@
 """Texts of the module panel: the model line and the expected Dice (no Qt needed)."""
 from __future__ import annotations
 
+import pytest
+
 from LCKDSegmentationLib.panel import dice_text, model_text
+
+pytestmark = pytest.mark.slicer_pythons   # also run under Slicer's Python 3.9 and 3.12 (.ci/other-pythons)
 
 
 def test_model_line_names_model_version_and_scope():
