@@ -32,9 +32,10 @@ from slicer.ScriptedLoadableModule import (
 )
 from slicer.util import VTKObservationMixin
 
+from lckd.base.errors import ModelError
 from lckd.base.modalities import MODALITIES, REFERENCE_PREFERENCE
 from lckd.frontends.protocol import CANCELLED, ERROR, LOG, READY
-from LCKDSegmentationLib import dependencies, panel, sampledata
+from LCKDSegmentationLib import dependencies, models, panel, sampledata
 from LCKDSegmentationLib.logic import SegmentationLogic
 from LCKDSegmentationLib.output import TABLE_ROLE, read_quality
 from LCKDSegmentationLib.selection import (
@@ -205,11 +206,10 @@ class LCKDSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.workerStatusLabel.text = _("This module needs Slicer 5.4 or newer (slicer.parameterNodeWrapper).")
             return
 
-        # Registry entries are only known at run time, so this combo box is bound by hand.
-        for model, label, description in panel.model_choices():
-            self.ui.modelComboBox.addItem(label, model)
-            self.ui.modelComboBox.setItemData(self.ui.modelComboBox.count - 1, description, qt.Qt.ToolTipRole)
+        # Registry entries and added folders are only known at run time, so this combo box is bound by hand.
+        self.fillModelComboBox()
         self.ui.modelComboBox.connect("currentIndexChanged(int)", self.onModelChosen)
+        self.ui.addModelFolderButton.connect("clicked(bool)", self.onAddModelFolder)
         # clicked (not toggled): only a user's click, never the card's default, counts as a choice
         self.ui.postprocessCheckBox.connect("clicked(bool)", self.onPostprocessClicked)
         self.ui.applyButton.connect("clicked(bool)", self.onApply)
@@ -347,7 +347,12 @@ class LCKDSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             return
         self._updating = True
         try:
-            index = self.ui.modelComboBox.findData(p.model)   # "" (never chosen): the first, the default
+            index = self.modelIndex(p.model)   # "" (never chosen): the first, the default
+            if index < 0 and p.model:
+                # never show one model while running another: an unknown model falls back to the default
+                self.log(_("Model '{model}' is not available here; the bundled default is selected.").format(
+                    model=p.model))
+                p.model = ""
             self.ui.modelComboBox.setCurrentIndex(max(index, 0))
             self.detectRawScans()
             self.forgetTrustedFlagsOfOtherScans()
@@ -360,6 +365,54 @@ class LCKDSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if self.parent.isEntered and (worker is None or (worker.model, worker.device) != wanted) \
                 and self.workerSettings.start_wanted(StartReason.CHOICE, self.workerRunning()):
             self.prepareWorker()  # replace the running worker by one for the new model or device
+
+    def addedModelFolders(self) -> list:
+        """The model folders the user added (application settings, `models.SETTINGS_KEY`)."""
+        return models.folders_from_settings(qt.QSettings().value(models.SETTINGS_KEY))
+
+    def fillModelComboBox(self):
+        """The registry's models, then the added folders (`models.model_choices`); each entry's value
+        is what the parameter node stores and the worker loads."""
+        combo = self.ui.modelComboBox
+        updating, self._updating = self._updating, True   # refilling is no user's choice
+        try:
+            combo.clear()
+            for choice in models.model_choices(self.addedModelFolders()):
+                combo.addItem(choice.label, choice.value)
+                combo.setItemData(combo.count - 1, choice.description, qt.Qt.ToolTipRole)
+        finally:
+            self._updating = updating
+
+    def modelIndex(self, value: str) -> int:
+        """The combo box entry of a model value; a folder a loaded scene names but this user never
+        added is listed too. -1 when the value cannot be run here (unknown name, folder gone)."""
+        combo = self.ui.modelComboBox
+        index = combo.findData(value)
+        if index < 0 and value:
+            for choice in models.model_choices([value]):
+                if choice.added:
+                    combo.addItem(choice.label, choice.value)
+                    combo.setItemData(combo.count - 1, choice.description, qt.Qt.ToolTipRole)
+                    index = combo.count - 1
+        return index
+
+    def onAddModelFolder(self):
+        """Ask for a model folder, check its card and weights as the worker will, remember it
+        in the application settings and select it."""
+        folder = qt.QFileDialog.getExistingDirectory(slicer.util.mainWindow(),
+                                                     _("Model folder (a model card and its weights)"))
+        if not folder:
+            return
+        try:
+            models.check_model_folder(folder)
+        except ModelError as e:
+            slicer.util.errorDisplay(_("This folder cannot be added as a model: {error}").format(error=e))
+            return
+        folders = models.with_folder(self.addedModelFolders(), folder)
+        qt.QSettings().setValue(models.SETTINGS_KEY, folders)
+        self.fillModelComboBox()
+        if self._parameterNode is not None:
+            self._parameterNode.model = folders[-1]   # selects it (onParameterNodeModified)
 
     def onModelChosen(self, index):
         if self._parameterNode is not None and not self._updating:
@@ -423,16 +476,10 @@ class LCKDSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             "low_confidence") else ""
 
     def updateModelText(self, modalities):
+        """The selected model's card line and its expected Dice for the selected scans, read from
+        the card's JSON here (no worker, no torch needed)."""
         chosen = self._parameterNode.model if self._parameterNode is not None else ""
-        model = self.logic.segmentation.modelInfo(chosen)
-        if not model:
-            text = _("Model and expected Dice: shown once the model is loaded.") if modalities else ""
-        else:
-            lines = [panel.model_text(model)]
-            if modalities:
-                lines.append(panel.dice_text(self.logic.segmentation.expectedDice(modalities, chosen), modalities))
-            text = "\n".join(lines)
-        self.ui.expectedDiceLabel.text = text
+        self.ui.expectedDiceLabel.text = models.card_text(chosen, modalities)
 
     # -- worker ------------------------------------------------------------------------
     def prepareWorker(self, *args):

@@ -6,7 +6,6 @@ runs, what it is for and was trained on, and the Dice to expect for the chosen s
 """
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping, Sequence
 
 from lckd.base.modalities import subset_key
@@ -85,22 +84,6 @@ def quality_cell(record: Mapping | None) -> str:
         text = f"expected Dice {dice:.2f} ({lo:.2f}-{hi:.2f})" + (", LOW CONFIDENCE" if record.get("low_confidence")
                                                                    else "")
     return text + (f": {reasons}" if reasons else "")
-
-
-def model_choices() -> list[tuple[str, str, str]]:
-    """(registry name, label, description) of each registry entry, bundled default first: the
-    model combo box's items. The name is what the parameter node stores and the worker loads,
-    for every entry ('' only when the registry cannot be read: then the bundled default)."""
-    try:
-        from lckd.model.registry import list_models
-
-        entries = list_models()
-    except Exception as e:  # a registry that cannot be read must not stop the panel from opening
-        logging.info(f"LCKD Segmentation: model registry not readable yet ({e})")
-        return [("", "bundled default", "the model shipped with the extension")]
-    default = entries[0].name if entries and entries[0].bundled else None
-    return [(e.name, f"{e.name} (bundled default)" if e.name == default else
-             f"{e.name} (bundled)" if e.bundled else e.name, e.description) for e in entries]
 
 
 def selection_key(volumes: Mapping) -> tuple:
