@@ -215,6 +215,7 @@ class LCKDSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.applyButton.connect("clicked(bool)", self.onApply)
         self.ui.cancelButton.connect("clicked(bool)", self.onCancel)
         self.ui.autoAssignButton.connect("clicked(bool)", self.autoAssign)
+        self.ui.repairButton.connect("clicked(bool)", self.onRepair)
         # worker settings are the user's (application settings), not the scene's
         self.workerSettings = WorkerSettings.read(lambda key: qt.QSettings().value(key))
         self.logic.segmentation.idle.idle_minutes = self.workerSettings.idle_minutes
@@ -582,24 +583,99 @@ class LCKDSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.statusLog.appendPlainText(text)
 
     # -- apply / cancel ------------------------------------------------------------------
-    def installDependencies(self, rawScans: bool) -> bool:
-        """Install what is missing (after the user agrees), Apply disabled meanwhile; False if
-        the packages are still missing (the user was told why)."""
+    def installDependencies(self, rawScans: bool, repair: bool = False) -> bool:
+        """Install what is missing (or, `repair`, reinstall the module's packages) after one
+        confirmation that lists everything, Apply disabled meanwhile; False if the packages are
+        still missing (the user was told why). What to install is `dependencies.plan_installation`'s."""
         self._installing = True
         self.updateState()
         try:
-            dependencies.ensure()
-            if rawScans:
-                dependencies.ensure_preprocess()
-            return True
+            return self.installPlanned(dependencies.plan_installation(raw_scans=rawScans, repair=repair))
         except dependencies.DependencyError as e:
             slicer.util.errorDisplay(str(e))
         except Exception as e:  # pip failing, or Slicer's installer declined (RuntimeError): a message, no traceback
             slicer.util.errorDisplay(_("Installing the Python packages failed: {error}").format(error=e))
         finally:
             self._installing = False
+            self.ui.progressBar.setRange(0, 100)
+            self.ui.progressBar.value = 0
             self.updateState()
         return False
+
+    def installText(self, plan) -> str:
+        """The one confirmation: everything `plan` installs, and what it leaves alone."""
+        lines = [_("LCKD Segmentation will install into Slicer's Python:"), ""]
+        if plan.torch:
+            how = (_("PyTorch ({requirement}) through the PyTorch extension, which picks the build for your GPU")
+                   if plan.torch_by_extension else
+                   _("PyTorch ({requirement}) with pip (several hundred MB; for a particular CUDA build, cancel "
+                     "and install the PyTorch extension first)"))
+            lines.append("- " + how.format(requirement=", ".join(plan.torch)))
+        if plan.packages:
+            lines.append("- " + (_("reinstalled: {packages}") if plan.repair else "{packages}").format(
+                packages=", ".join(plan.packages)))
+        if plan.extractor:
+            lines.append("- " + _("brain extraction for raw scans: {packages}").format(
+                packages=", ".join(plan.extractor)))
+        if plan.pinned:
+            lines += ["", _("Slicer's own packages stay as they are: {packages}.").format(
+                packages=", ".join(pin.split("==")[0] for pin in plan.pinned))]
+        lines += ["", _("This takes a few minutes; pip's output appears in this module's log. Continue?")]
+        return "\n".join(lines)
+
+    def installPlanned(self, plan) -> bool:
+        """Ask once, install with pip's output in the panel's log, and offer a restart when a
+        package this Slicer process had already imported (torch, say) was replaced."""
+        if plan.is_empty():
+            return True
+        if not slicer.util.confirmOkCancelDisplay(self.installText(plan), _("LCKD Segmentation: Python packages")):
+            self.log(_("Installation cancelled; nothing was changed."))
+            return False
+        if plan.repair:
+            self.logic.segmentation.shutdown()   # the worker's process holds the old files open
+        self.ui.progressBar.setRange(0, 0)      # busy: pip gives no fraction
+        self.ui.progressBar.setFormat(_("Installing Python packages..."))
+        before = dependencies.installed_versions()
+        still = dependencies.run_installation(plan, self.logInstall, launch=self.launchPip)
+        replaced = dependencies.replaced_while_loaded(before, dependencies.installed_versions(),
+                                                      reinstalled=plan.packages + plan.extractor if plan.repair else ())
+        if replaced:
+            self.offerRestart(replaced)
+        if still:
+            slicer.util.errorDisplay(_("These Python packages are still missing: {packages}. Install them from a "
+                                       "terminal with: {command} , then restart Slicer.").format(
+                packages=", ".join(still), command=dependencies.manual_command()))
+            return False
+        self.log(_("Python packages installed."))
+        return True
+
+    def logInstall(self, line: str):
+        """One line of pip's output into the panel's log; the GUI stays responsive meanwhile."""
+        self.log(line)
+        slicer.app.processEvents()
+
+    def launchPip(self, command: list):
+        """pip through Slicer's launcher environment (what slicer.util.pip_install does)."""
+        return slicer.util.launchConsoleProcess(command, useStartupEnvironment=False)
+
+    def offerRestart(self, replaced: list):
+        """Packages this process had imported were replaced: it runs the old code until Slicer restarts."""
+        self.log(_("Replaced while loaded in Slicer: {packages}").format(packages="; ".join(replaced)))
+        if slicer.util.confirmYesNoDisplay(
+                _("These packages were already loaded in Slicer and were replaced: {packages}.\n\nSlicer keeps "
+                  "running the old versions (other modules using them may fail) until it restarts. "
+                  "Restart Slicer now?").format(packages="; ".join(replaced)), _("Restart Slicer")):
+            slicer.util.restart()
+
+    def onRepair(self):
+        """Reinstall the module's Python packages (after one confirmation), for an installation
+        that went wrong."""
+        if self.jobRunning() or self._installing:
+            return
+        self.ui.statusLog.clear()
+        p = self._parameterNode
+        if self.installDependencies(bool(p.rawScans) if p is not None else False, repair=True):
+            self.prepareWorker()
 
     def onApply(self):
         if self.jobRunning() or self._installing:
