@@ -598,6 +598,7 @@ class LCKDSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         finally:
             self._installing = False
             self.ui.progressBar.setRange(0, 100)
+            self.ui.progressBar.setFormat("%p%")
             self.ui.progressBar.value = 0
             self.updateState()
         return False
