@@ -32,9 +32,10 @@ from slicer.ScriptedLoadableModule import (
 )
 from slicer.util import VTKObservationMixin
 
+from lckd.base.errors import ModelError
 from lckd.base.modalities import MODALITIES, REFERENCE_PREFERENCE
 from lckd.frontends.protocol import CANCELLED, ERROR, LOG, READY
-from LCKDSegmentationLib import dependencies, panel, sampledata
+from LCKDSegmentationLib import dependencies, models, panel, sampledata
 from LCKDSegmentationLib.dicomassign import assign_volumes, dicom_file_lookup
 from LCKDSegmentationLib.logic import SegmentationLogic
 from LCKDSegmentationLib.output import TABLE_ROLE, read_quality
@@ -137,6 +138,8 @@ class LCKDSegmentationParameterNode:
     mirrorAverage: average each window with its mirror image (`--mirrors 2`; slower).
     rawScans: raw-scan preprocessing (co-registration, brain extraction); set from the core's
     auto-detection whenever the selected volumes change, until the user chooses.
+    trustFlags: the user has checked which scan is which: a run the contrast check would refuse
+    goes ahead (still warned about and flagged); cleared when the selected volumes change.
     """
 
     t1: vtkMRMLScalarVolumeNode
@@ -152,6 +155,7 @@ class LCKDSegmentationParameterNode:
     postprocess: bool = False
     mirrorAverage: bool = False
     rawScans: bool = False
+    trustFlags: bool = False
 
     def volumes(self) -> dict:
         """{modality: volume node} of the filled selectors, in canonical order."""
@@ -183,6 +187,7 @@ class LCKDSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         # The user's own post-processing choice beats the model card's default.
         self._postprocessChosen = False
         self._rawScansFor: tuple | None = None   # the selection the raw-scans checkbox was detected for
+        self._trustedFlags = panel.TrustedFlags()  # the selection the trust-flags box vouches for
         self._installing = False                 # dependencies being installed (Apply stays disabled)
         self._loaded: list = []                  # IDs of volumes loaded while shown, not yet assigned
         self._autoPicked: dict = {}              # modality -> node ID that auto-assignment chose
@@ -201,16 +206,16 @@ class LCKDSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.workerStatusLabel.text = _("This module needs Slicer 5.4 or newer (slicer.parameterNodeWrapper).")
             return
 
-        # Registry entries are only known at run time, so this combo box is bound by hand.
-        for model, label, description in panel.model_choices():
-            self.ui.modelComboBox.addItem(label, model)
-            self.ui.modelComboBox.setItemData(self.ui.modelComboBox.count - 1, description, qt.Qt.ToolTipRole)
+        # Registry entries and added folders are only known at run time, so this combo box is bound by hand.
+        self.fillModelComboBox()
         self.ui.modelComboBox.connect("currentIndexChanged(int)", self.onModelChosen)
+        self.ui.addModelFolderButton.connect("clicked(bool)", self.onAddModelFolder)
         # clicked (not toggled): only a user's click, never the card's default, counts as a choice
         self.ui.postprocessCheckBox.connect("clicked(bool)", self.onPostprocessClicked)
         self.ui.applyButton.connect("clicked(bool)", self.onApply)
         self.ui.cancelButton.connect("clicked(bool)", self.onCancel)
         self.ui.autoAssignButton.connect("clicked(bool)", self.autoAssign)
+        self.ui.repairButton.connect("clicked(bool)", self.onRepair)
         # worker settings are the user's (application settings), not the scene's
         self.workerSettings = WorkerSettings.read(lambda key: qt.QSettings().value(key))
         self.logic.segmentation.idle.idle_minutes = self.workerSettings.idle_minutes
@@ -345,9 +350,15 @@ class LCKDSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             return
         self._updating = True
         try:
-            index = self.ui.modelComboBox.findData(p.model)   # "" (never chosen): the first, the default
+            index = self.modelIndex(p.model)   # "" (never chosen): the first, the default
+            if index < 0 and p.model:
+                # never show one model while running another: an unknown model falls back to the default
+                self.log(_("Model '{model}' is not available here; the bundled default is selected.").format(
+                    model=p.model))
+                p.model = ""
             self.ui.modelComboBox.setCurrentIndex(max(index, 0))
             self.detectRawScans()
+            self.forgetTrustedFlagsOfOtherScans()
             self.updateState()
             self.showSelectedResult()
         finally:
@@ -357,6 +368,54 @@ class LCKDSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if self.parent.isEntered and (worker is None or (worker.model, worker.device) != wanted) \
                 and self.workerSettings.start_wanted(StartReason.CHOICE, self.workerRunning()):
             self.prepareWorker()  # replace the running worker by one for the new model or device
+
+    def addedModelFolders(self) -> list:
+        """The model folders the user added (application settings, `models.SETTINGS_KEY`)."""
+        return models.folders_from_settings(qt.QSettings().value(models.SETTINGS_KEY))
+
+    def fillModelComboBox(self):
+        """The registry's models, then the added folders (`models.model_choices`); each entry's value
+        is what the parameter node stores and the worker loads."""
+        combo = self.ui.modelComboBox
+        updating, self._updating = self._updating, True   # refilling is no user's choice
+        try:
+            combo.clear()
+            for choice in models.model_choices(self.addedModelFolders()):
+                combo.addItem(choice.label, choice.value)
+                combo.setItemData(combo.count - 1, choice.description, qt.Qt.ToolTipRole)
+        finally:
+            self._updating = updating
+
+    def modelIndex(self, value: str) -> int:
+        """The combo box entry of a model value; a folder a loaded scene names but this user never
+        added is listed too. -1 when the value cannot be run here (unknown name, folder gone)."""
+        combo = self.ui.modelComboBox
+        index = combo.findData(value)
+        if index < 0 and value:
+            for choice in models.model_choices([value]):
+                if choice.added:
+                    combo.addItem(choice.label, choice.value)
+                    combo.setItemData(combo.count - 1, choice.description, qt.Qt.ToolTipRole)
+                    index = combo.count - 1
+        return index
+
+    def onAddModelFolder(self):
+        """Ask for a model folder, check its card and weights as the worker will, remember it
+        in the application settings and select it."""
+        folder = qt.QFileDialog.getExistingDirectory(slicer.util.mainWindow(),
+                                                     _("Model folder (a model card and its weights)"))
+        if not folder:
+            return
+        try:
+            models.check_model_folder(folder)
+        except ModelError as e:
+            slicer.util.errorDisplay(_("This folder cannot be added as a model: {error}").format(error=e))
+            return
+        folders = models.with_folder(self.addedModelFolders(), folder)
+        qt.QSettings().setValue(models.SETTINGS_KEY, folders)
+        self.fillModelComboBox()
+        if self._parameterNode is not None:
+            self._parameterNode.model = folders[-1]   # selects it (onParameterNodeModified)
 
     def onModelChosen(self, index):
         if self._parameterNode is not None and not self._updating:
@@ -383,6 +442,14 @@ class LCKDSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._parameterNode.rawScans = raw
         self.ui.rawScansCheckBox.toolTip = _("Co-register the scans and extract the brain before segmenting "
                                              "(for scans with the skull on). Detected: {reason}").format(reason=reason)
+
+    def forgetTrustedFlagsOfOtherScans(self):
+        """The trust-flags box vouches for the scans it was ticked for: when the selection
+        changes (another case, another scan in a selector) it is cleared."""
+        p = self._parameterNode
+        still = self._trustedFlags.still_trusted(panel.selection_key(self.selectedVolumes()))
+        if p is not None and p.trustFlags and not still:
+            p.trustFlags = False
 
     def selectedVolumes(self) -> dict:
         return self._parameterNode.volumes() if self._parameterNode is not None else {}
@@ -412,16 +479,10 @@ class LCKDSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             "low_confidence") else ""
 
     def updateModelText(self, modalities):
+        """The selected model's card line and its expected Dice for the selected scans, read from
+        the card's JSON here (no worker, no torch needed)."""
         chosen = self._parameterNode.model if self._parameterNode is not None else ""
-        model = self.logic.segmentation.modelInfo(chosen)
-        if not model:
-            text = _("Model and expected Dice: shown once the model is loaded.") if modalities else ""
-        else:
-            lines = [panel.model_text(model)]
-            if modalities:
-                lines.append(panel.dice_text(self.logic.segmentation.expectedDice(modalities, chosen), modalities))
-            text = "\n".join(lines)
-        self.ui.expectedDiceLabel.text = text
+        self.ui.expectedDiceLabel.text = models.card_text(chosen, modalities)
 
     # -- worker ------------------------------------------------------------------------
     def prepareWorker(self, *args):
@@ -524,24 +585,100 @@ class LCKDSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.statusLog.appendPlainText(text)
 
     # -- apply / cancel ------------------------------------------------------------------
-    def installDependencies(self, rawScans: bool) -> bool:
-        """Install what is missing (after the user agrees), Apply disabled meanwhile; False if
-        the packages are still missing (the user was told why)."""
+    def installDependencies(self, rawScans: bool, repair: bool = False) -> bool:
+        """Install what is missing (or, `repair`, reinstall the module's packages) after one
+        confirmation that lists everything, Apply disabled meanwhile; False if the packages are
+        still missing (the user was told why). What to install is `dependencies.plan_installation`'s."""
         self._installing = True
         self.updateState()
         try:
-            dependencies.ensure()
-            if rawScans:
-                dependencies.ensure_preprocess()
-            return True
+            return self.installPlanned(dependencies.plan_installation(raw_scans=rawScans, repair=repair))
         except dependencies.DependencyError as e:
             slicer.util.errorDisplay(str(e))
         except Exception as e:  # pip failing, or Slicer's installer declined (RuntimeError): a message, no traceback
             slicer.util.errorDisplay(_("Installing the Python packages failed: {error}").format(error=e))
         finally:
             self._installing = False
+            self.ui.progressBar.setRange(0, 100)
+            self.ui.progressBar.setFormat("%p%")
+            self.ui.progressBar.value = 0
             self.updateState()
         return False
+
+    def installText(self, plan) -> str:
+        """The one confirmation: everything `plan` installs, and what it leaves alone."""
+        lines = [_("LCKD Segmentation will install into Slicer's Python:"), ""]
+        if plan.torch:
+            how = (_("PyTorch ({requirement}) through the PyTorch extension, which picks the build for your GPU")
+                   if plan.torch_by_extension else
+                   _("PyTorch ({requirement}) with pip (several hundred MB; for a particular CUDA build, cancel "
+                     "and install the PyTorch extension first)"))
+            lines.append("- " + how.format(requirement=", ".join(plan.torch)))
+        if plan.packages:
+            lines.append("- " + (_("reinstalled: {packages}") if plan.repair else "{packages}").format(
+                packages=", ".join(plan.packages)))
+        if plan.extractor:
+            lines.append("- " + _("brain extraction for raw scans: {packages}").format(
+                packages=", ".join(plan.extractor)))
+        if plan.pinned:
+            lines += ["", _("Slicer's own packages stay as they are: {packages}.").format(
+                packages=", ".join(pin.split("==")[0] for pin in plan.pinned))]
+        lines += ["", _("This takes a few minutes; pip's output appears in this module's log. Continue?")]
+        return "\n".join(lines)
+
+    def installPlanned(self, plan) -> bool:
+        """Ask once, install with pip's output in the panel's log, and offer a restart when a
+        package this Slicer process had already imported (torch, say) was replaced."""
+        if plan.is_empty():
+            return True
+        if not slicer.util.confirmOkCancelDisplay(self.installText(plan), _("LCKD Segmentation: Python packages")):
+            self.log(_("Installation cancelled; nothing was changed."))
+            return False
+        if plan.repair:
+            self.logic.segmentation.shutdown()   # the worker's process holds the old files open
+        self.ui.progressBar.setRange(0, 0)      # busy: pip gives no fraction
+        self.ui.progressBar.setFormat(_("Installing Python packages..."))
+        before = dependencies.installed_versions()
+        still = dependencies.run_installation(plan, self.logInstall, launch=self.launchPip)
+        replaced = dependencies.replaced_while_loaded(before, dependencies.installed_versions(),
+                                                      reinstalled=plan.packages + plan.extractor if plan.repair else ())
+        if replaced:
+            self.offerRestart(replaced)
+        if still:
+            slicer.util.errorDisplay(_("These Python packages are still missing: {packages}. Install them from a "
+                                       "terminal with: {command} , then restart Slicer.").format(
+                packages=", ".join(still), command=dependencies.manual_command()))
+            return False
+        self.log(_("Python packages installed."))
+        return True
+
+    def logInstall(self, line: str):
+        """One line of pip's output into the panel's log; the GUI stays responsive meanwhile."""
+        self.log(line)
+        slicer.app.processEvents()
+
+    def launchPip(self, command: list):
+        """pip through Slicer's launcher environment (what slicer.util.pip_install does)."""
+        return slicer.util.launchConsoleProcess(command, useStartupEnvironment=False)
+
+    def offerRestart(self, replaced: list):
+        """Packages this process had imported were replaced: it runs the old code until Slicer restarts."""
+        self.log(_("Replaced while loaded in Slicer: {packages}").format(packages="; ".join(replaced)))
+        if slicer.util.confirmYesNoDisplay(
+                _("These packages were already loaded in Slicer and were replaced: {packages}.\n\nSlicer keeps "
+                  "running the old versions (other modules using them may fail) until it restarts. "
+                  "Restart Slicer now?").format(packages="; ".join(replaced)), _("Restart Slicer")):
+            slicer.util.restart()
+
+    def onRepair(self):
+        """Reinstall the module's Python packages (after one confirmation), for an installation
+        that went wrong."""
+        if self.jobRunning() or self._installing:
+            return
+        self.ui.statusLog.clear()
+        p = self._parameterNode
+        if self.installDependencies(bool(p.rawScans) if p is not None else False, repair=True):
+            self.prepareWorker()
 
     def onApply(self):
         if self.jobRunning() or self._installing:
@@ -556,7 +693,7 @@ class LCKDSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                     p.volumes(), outputSegmentation=p.outputSegmentation, device=p.device.value,
                     model=p.model or None, reference=p.reference.value, keepOtherSegments=p.keepOtherSegments,
                     register=p.register, postprocess=p.postprocess, preprocess="on" if p.rawScans else "off",
-                    mirrors=2 if p.mirrorAverage else 1)
+                    mirrors=2 if p.mirrorAverage else 1, trustFlags=p.trustFlags)
                 model = self.logic.segmentation.modelInfo()
                 if model:
                     self.log(panel.model_text(model))

@@ -1,12 +1,17 @@
 """Python packages the worker needs inside Slicer: found on first use, installed after asking.
 
 Never called at import time or from the module constructor (Slicer's guidance): the
-widget calls `missing_packages()` when the module is first shown and `ensure()` when
-the user presses Apply. PyTorch goes through the PyTorch extension (`PyTorchUtils`) when
-it is installed, so the build matching the GPU and CUDA driver is chosen; everything else
-comes from the module's `Resources/requirements.txt` (where Slicer's module template
-keeps it), via `slicer.packaging` where this
-Slicer has it and `slicer.util.pip_install` otherwise.
+widget calls `missing_packages()` when the module is first shown and, when the user presses
+Apply (or *Reinstall / repair*), `plan_installation()`, the one place that decides what to
+install: torch, the requirements, the brain extractor for raw scans. The panel shows the plan
+in one confirmation and carries it out with `run_installation()`: pip runs through Slicer's
+launcher with its output in the panel's log on every Slicer version, and
+`replaced_while_loaded()` tells when a package this process had imported (torch) was replaced,
+so that the panel offers a restart. PyTorch goes through the PyTorch extension (`PyTorchUtils`)
+when it is installed, so the build matching the GPU and CUDA driver is chosen; everything else
+comes from the module's `Resources/requirements.txt` (where Slicer's module template keeps it).
+`ensure()` / `ensure_preprocess()` are the console's step-by-step equivalent (each step asks;
+`slicer.packaging.pip_ensure` where this Slicer has it, `slicer.util.pip_install` otherwise).
 
 Packages Slicer itself ships (SimpleITK built against Slicer's ITK, numpy, scipy, vtk,
 packaging, ...) are never reinstalled or upgraded: whatever version this Slicer has is
@@ -26,10 +31,12 @@ import importlib.metadata
 import importlib.util
 import os
 import re
+import sys
 import tempfile
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Callable
 
 REQUIREMENTS_FILE = Path(__file__).resolve().parents[1] / "Resources" / "requirements.txt"
 TORCH_REQUIREMENT = ">=2.0"
@@ -284,3 +291,168 @@ def ensure_preprocess(extractor: str | None = None) -> None:
                               + ". Install it from a terminal with: PythonSlicer -m pip install "
                               + " ".join(f'"{r}"' for r in still))
 
+
+
+# --------------------------------------------------------------------------- one-step install (the panel)
+
+@dataclass
+class Installation:
+    """Everything one install from the panel will do, shown in one confirmation.
+
+    torch: ["torch>=2.0"] when PyTorch is missing (or too old), else []. torch_by_extension: the
+    PyTorch extension's PyTorch Util installs it (it picks the build for the GPU and CUDA driver),
+    else pip. packages: the module's requirements to install (`Resources/requirements.txt`).
+    extractor: the brain extractor, when raw scans are selected. pinned: Slicer's own packages,
+    held at their installed versions for every step. repair: reinstall `packages` and
+    `extractor` even where present (files of an installation that went wrong are replaced).
+    """
+
+    torch: list = field(default_factory=list)
+    torch_by_extension: bool = False
+    packages: list = field(default_factory=list)
+    extractor: list = field(default_factory=list)
+    pinned: list = field(default_factory=list)
+    repair: bool = False
+
+    def is_empty(self) -> bool:
+        return not (self.torch or self.packages or self.extractor)
+
+    def pip_runs(self, constraints_file: str | Path) -> list[list[str]]:
+        """The `pip install` argument lists of the pip steps, in order (torch by the PyTorch
+        extension is not one of them). A repair first reinstalls the listed packages with
+        --force-reinstall --no-deps, so that Slicer's own packages among their dependencies are
+        never reinstalled, then installs normally, which adds any dependency that is missing."""
+        pins = ["-c", str(constraints_file)] if self.pinned else []
+        runs = []
+        if self.torch and not self.torch_by_extension:
+            runs.append(pins + self.torch)
+        wanted = self.packages + self.extractor
+        if wanted and self.repair:
+            runs.append(["--force-reinstall", "--no-deps"] + pins + wanted)
+        if wanted:
+            runs.append(pins + wanted)
+        return runs
+
+
+def pytorch_extension_installed() -> bool:
+    """Whether the PyTorch extension's PyTorchUtils module is loaded or can be imported (without importing it)."""
+    if "PyTorchUtils" in sys.modules:
+        return sys.modules["PyTorchUtils"] is not None
+    return importlib.util.find_spec("PyTorchUtils") is not None
+
+
+def plan_installation(raw_scans: bool = False, repair: bool = False, path: Sequence[str] | None = None,
+                      torch_extension: bool | None = None) -> Installation:
+    """What the panel's install step must do for this Python (or the site folders `path`): the
+    one place that decides. Missing torch first (through the PyTorch extension when it is
+    installed, `torch_extension` None: look), then the module's requirements that are missing,
+    then the brain extractor when `raw_scans`. `repair`: every requirement of the module (and the
+    extractor, when raw scans are selected or it is installed) is reinstalled; torch only if
+    missing (the PyTorch Util module repairs PyTorch). Slicer's own packages are never planned
+    for reinstallation: they are pinned."""
+    torch = "torch" + TORCH_REQUIREMENT
+    requirements = read_requirements()
+    if repair:
+        packages = [r for r in requirements if not is_bundled(r) or not _satisfied(r, path)]
+    else:
+        packages = [r for r in requirements if not _satisfied(r, path)]
+    from lckd.base.optionchecks import BRAIN_EXTRACTOR_REQUIREMENTS, DEFAULT_BRAIN_EXTRACTOR
+
+    extractor_req = BRAIN_EXTRACTOR_REQUIREMENTS[DEFAULT_BRAIN_EXTRACTOR]
+    present = _satisfied(extractor_req, path)
+    extractor = [extractor_req] if (raw_scans and not present) or (repair and (raw_scans or present)) else []
+    by_extension = pytorch_extension_installed() if torch_extension is None else torch_extension
+    return Installation(torch=[] if _satisfied(torch, path) else [torch], torch_by_extension=by_extension,
+                        packages=packages, extractor=extractor, pinned=bundled_pins(path), repair=repair)
+
+
+def installed_versions(path: Sequence[str] | None = None) -> dict[str, str]:
+    """{normalised distribution name: version} of what is installed here (or on `path`)."""
+    importlib.invalidate_caches()   # see what a pip process just changed
+    dists = importlib.metadata.distributions() if path is None else importlib.metadata.distributions(path=list(path))
+    return {re.sub(r"[-_.]+", "-", d.metadata["Name"] or "").lower(): d.version for d in dists if d.metadata["Name"]}
+
+
+def _import_names(name: str, path: Sequence[str] | None) -> set[str]:
+    """Top-level import names of distribution `name` (from its top_level.txt or file list; the
+    distribution name itself as a last resort). Works on Python 3.9 (no packages_distributions)."""
+    key = re.sub(r"[-_.]+", "-", name).lower()
+    dists = importlib.metadata.distributions() if path is None else importlib.metadata.distributions(path=list(path))
+    names = {_IMPORT_NAMES.get(key, key.replace("-", "_"))}
+    for dist in dists:
+        if re.sub(r"[-_.]+", "-", dist.metadata["Name"] or "").lower() != key:
+            continue
+        top = dist.read_text("top_level.txt")
+        if top:
+            names |= {line.strip() for line in top.splitlines() if line.strip()}
+        for f in dist.files or []:
+            first = f.parts[0]
+            if not first.endswith((".dist-info", ".data")) and first != "..":
+                names.add(first[:-3] if first.endswith(".py") else first)
+    return names
+
+
+def replaced_while_loaded(before: dict, after: dict, reinstalled: Iterable[str] = (),
+                          path: Sequence[str] | None = None) -> list[str]:
+    """Distributions this install replaced while this process had them imported: their version
+    changed between the `installed_versions` snapshots `before` and `after`, or they were in
+    `reinstalled` (a repair), and one of their import names is in `sys.modules`. The process
+    still runs the old code (a torch that another extension imported, say): Slicer must restart.
+    Returned as 'name old -> new' lines."""
+    forced = {re.sub(r"[-_.]+", "-", distribution_name(r)).lower() for r in reinstalled}
+    lines = []
+    for name, new in sorted(after.items()):
+        old = before.get(name)
+        if old == new and name not in forced:
+            continue
+        loaded = [m for m in _import_names(name, path) if sys.modules.get(m) is not None]
+        if loaded:
+            lines.append(f"{name} {old or '(not installed)'} -> {new}")
+    return lines
+
+
+def run_pip(arguments: list[str], log: Callable[[str], None],
+            launch: Callable[[list[str]], Any] | None = None, python: str | None = None) -> None:
+    """`python -m pip install ARGUMENTS`, each output line handed to `log` as it comes (the panel
+    shows it; Slicer's events are processed between lines by `log`). `launch` starts the process
+    and returns it with its output on `.stdout` (Slicer: `slicer.util.launchConsoleProcess`,
+    which gives PythonSlicer the right environment). Raises DependencyError when pip fails."""
+    import shutil
+    import subprocess
+
+    command = [python or shutil.which("PythonSlicer") or sys.executable, "-m", "pip", "install", *arguments]
+    if launch is None:
+        def launch(cmd: list[str]) -> Any:
+            return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    log("$ pip install " + " ".join(arguments))
+    proc = launch(command)
+    for line in proc.stdout:
+        log(line.rstrip())
+    code = proc.wait()
+    if code != 0:
+        raise DependencyError(f"pip install {' '.join(arguments)} failed (exit status {code}); its output is "
+                              f"in the panel's log. Manual alternative: {manual_command()}")
+
+
+def run_installation(plan: Installation, log: Callable[[str], None],
+                     launch: Callable[[list[str]], Any] | None = None) -> list[str]:
+    """Carry out a confirmed `plan` without asking again: torch through the PyTorch extension
+    (Slicer's packages pinned through PIP_CONSTRAINT / UV_CONSTRAINT) or pip, then the pip runs
+    (`Installation.pip_runs`), their output to `log`. Returns what is still missing afterwards
+    (`[]` when all is there) and raises DependencyError when a step fails or is declined."""
+    constraints = write_constraints(plan.pinned) if plan.pinned else Path(os.devnull)
+    if plan.torch and plan.torch_by_extension:
+        import PyTorchUtils
+
+        log("Installing PyTorch with the PyTorch extension (its output goes to Slicer's Python console)...")
+        with constraints_environment(plan.pinned):
+            torch = PyTorchUtils.PyTorchUtilsLogic().installTorch(askConfirmation=False,
+                                                                  torchVersionRequirement=TORCH_REQUIREMENT)
+        if torch is None:
+            raise DependencyError("PyTorch was not installed. Install it with the 'PyTorch Util' module "
+                                  "(PyTorch extension), then press Apply again.")
+    for arguments in plan.pip_runs(constraints):
+        run_pip(arguments, log, launch=launch)
+    importlib.invalidate_caches()   # let find_spec see what pip just added
+    still = missing_packages() + (missing_preprocess_packages() if plan.extractor else [])
+    return still

@@ -6,7 +6,6 @@ runs, what it is for and was trained on, and the Dice to expect for the chosen s
 """
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping, Sequence
 
 from lckd.base.modalities import subset_key
@@ -87,20 +86,23 @@ def quality_cell(record: Mapping | None) -> str:
     return text + (f": {reasons}" if reasons else "")
 
 
-def model_choices() -> list[tuple[str, str, str]]:
-    """(registry name, label, description) of each registry entry, bundled default first: the
-    model combo box's items. The name is what the parameter node stores and the worker loads,
-    for every entry ('' only when the registry cannot be read: then the bundled default)."""
-    try:
-        from lckd.model.registry import list_models
+def selection_key(volumes: Mapping) -> tuple:
+    """The selected scans as ((modality, node ID), ...): what the trust-flags box vouches for."""
+    return tuple((m, n.GetID()) for m, n in volumes.items())
 
-        entries = list_models()
-    except Exception as e:  # a registry that cannot be read must not stop the panel from opening
-        logging.info(f"LCKD Segmentation: model registry not readable yet ({e})")
-        return [("", "bundled default", "the model shipped with the extension")]
-    default = entries[0].name if entries and entries[0].bundled else None
-    return [(e.name, f"{e.name} (bundled default)" if e.name == default else
-             f"{e.name} (bundled)" if e.bundled else e.name, e.description) for e in entries]
+
+class TrustedFlags:
+    """Remembers which selection of scans the panel's "I have checked which scan is which" box
+    was seen with, so that a tick never carries over to other scans (another case)."""
+
+    def __init__(self) -> None:
+        self.selection: tuple | None = None   # None: no selection seen yet (a reopened scene keeps its tick)
+
+    def still_trusted(self, selection: tuple) -> bool:
+        """Note `selection`; False when it differs from the one seen before (clear the box)."""
+        same = self.selection is None or selection == self.selection
+        self.selection = selection
+        return same
 
 
 def apply_enabled(selected: bool, running: bool, installing: bool, problem: str | None) -> bool:

@@ -19,7 +19,8 @@ from lckd.base.segments import SEGMENTS  # noqa: E402
 from LCKDSegmentationLib.logic import SegmentationLogic, SegmentJob  # noqa: E402
 from LCKDSegmentationLib.output import BRAIN_MASK_ROLE, OutputSegmentationError  # noqa: E402
 
-pytestmark = pytest.mark.usefixtures("segmentation_converters")
+# slicer_pythons: also run under Slicer's Python 3.9 and 3.12 (.ci/other-pythons)
+pytestmark = [pytest.mark.usefixtures("segmentation_converters"), pytest.mark.slicer_pythons]
 
 
 def _volume(scene, name: str, spacing: tuple, tmp_path, values=None):

@@ -137,6 +137,7 @@ def cli_labels(files: dict, mods, out: Path, *extra: str) -> np.ndarray:
     return sitk.GetArrayFromImage(sitk.ReadImage(str(out)))
 
 
+@pytest.mark.slicer_pythons
 @pytest.mark.parametrize("mods", [("T1ce", "FLAIR"), ("T2",)], ids=["T1ce+FLAIR", "T2"])
 def test_segment_matches_cli_voxel_for_voxel(logic, scene, volumes, case_files, tmp_path, mods):
     chosen = {m: volumes[m] for m in mods}
@@ -176,6 +177,7 @@ def test_segment_matches_cli_voxel_for_voxel(logic, scene, volumes, case_files, 
     assert seg.GetAttribute("LCKD.Modalities") == "+".join(mods)
 
 
+@pytest.mark.slicer_pythons
 def test_one_request_gives_the_same_voxels_through_every_entry_point(logic, scene, volumes, case_files, tmp_path):
     """One request (non-default options, so each entry point must carry them) through the CLI,
     `lckd batch`, the worker protocol, the Slicer Logic and `Segmenter` (a `SegmentOptions`
@@ -261,6 +263,7 @@ def test_running_twice_replaces_segments_and_keeps_others_only_if_asked(logic, s
     assert scene.GetNodesByClass("vtkMRMLTableNode").GetNumberOfItems() == 1
 
 
+@pytest.mark.slicer_pythons
 @pytest.mark.parametrize("what", ["nothing", "all empty", "same node twice", "labelmap", "unknown modality",
                                   "reference not given"])
 def test_bad_selections_raise_and_change_nothing(logic, scene, volumes, case_files, what):
@@ -281,6 +284,7 @@ def test_bad_selections_raise_and_change_nothing(logic, scene, volumes, case_fil
     assert scene_state(scene) == before
 
 
+@pytest.mark.slicer_pythons
 def test_cancel_leaves_the_scene_untouched(logic, scene, volumes):
     before = scene_state(scene)
     job = logic.startSegment({"T1ce": volumes["T1ce"], "T2": volumes["T2"]}, device="cpu", model=MODEL)
@@ -299,6 +303,7 @@ def test_cancel_leaves_the_scene_untouched(logic, scene, volumes):
     assert scene_state(scene) == before
 
 
+@pytest.mark.slicer_pythons
 @pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="POSIX signals")
 def test_worker_killed_mid_run_fails_clearly_and_the_next_run_works(logic, scene, volumes):
     before = scene_state(scene)
@@ -319,6 +324,7 @@ def test_worker_killed_mid_run_fails_clearly_and_the_next_run_works(logic, scene
     assert seg.GetSegmentation().GetNumberOfSegments() == 3 and logic.worker.pid != old_pid
 
 
+@pytest.mark.slicer_pythons
 def test_batch_writes_seg_nrrd_and_nifti(logic, scene, tmp_path):
     import slicerio
 
@@ -490,6 +496,7 @@ def test_raw_scans_are_detected_and_come_back_with_a_brain_mask(logic, scene, vo
     assert "deepbet on FLAIR" in record["preprocessing"]
 
 
+@pytest.mark.slicer_pythons
 def test_the_quality_estimate_reaches_the_node_and_the_panel_line(scene, volumes, tmp_path):
     from LCKDSegmentationLib.panel import quality_text
     from test_quality_outputs import calibrated_copy

@@ -8,6 +8,8 @@ import pytest
 from lckd.base.modalities import guess_modality
 from LCKDSegmentationLib.selection import assign_modalities
 
+pytestmark = pytest.mark.slicer_pythons   # also run under Slicer's Python 3.9 and 3.12 (.ci/other-pythons)
+
 SERIES = {
     # scanner series descriptions
     "AX T1 POST GD": "T1ce", "Ax T1 FS Post Gad": "T1ce", "COR T1 +C": "T1ce", "T1 BRAVO +C": "T1ce",

@@ -17,6 +17,8 @@ from lckd.base.labels import CONVENTIONS  # noqa: E402
 from lckd.base.segments import SEGMENTS  # noqa: E402
 from LCKDSegmentationLib import output  # noqa: E402
 
+pytestmark = pytest.mark.slicer_pythons   # also run under Slicer's Python 3.9 and 3.12 (.ci/other-pythons)
+
 LABELS = CONVENTIONS["brats2018"]
 
 

@@ -1,7 +1,11 @@
 """Texts of the module panel: the model line and the expected Dice (no Qt needed)."""
 from __future__ import annotations
 
+import pytest
+
 from LCKDSegmentationLib.panel import dice_text, model_text
+
+pytestmark = pytest.mark.slicer_pythons   # also run under Slicer's Python 3.9 and 3.12 (.ci/other-pythons)
 
 
 def test_model_line_names_model_version_and_scope():
@@ -34,23 +38,21 @@ def test_every_model_choice_carries_its_own_registry_name():
     """Issue 29, defect 1: each bundled entry had the value "", so choosing lckd-lite-phantom ran
     the default while the panel showed the phantom model."""
     from lckd.model.registry import default_model_name, list_models, resolve_model
-    from LCKDSegmentationLib.panel import model_choices
+    from LCKDSegmentationLib.models import model_choices
 
     choices = model_choices()
     entries = list_models()
     assert len(entries) >= 2, "the check needs two registry entries"
-    assert [value for value, _, _ in choices] == [e.name for e in entries]
-    assert choices[0][0] == default_model_name() and "default" in choices[0][1]
-    cards = [resolve_model(value, allow_download=False) for value, _, _ in choices if value]
+    assert [c.value for c in choices] == [e.name for e in entries]
+    assert choices[0].value == default_model_name() and "default" in choices[0].label
+    cards = [resolve_model(c.value, allow_download=False) for c in choices if c.value]
     assert len(set(cards)) == len(choices)   # each choice loads a different model
 
 
 def test_the_widget_fills_the_combo_box_from_model_choices_and_stores_the_chosen_value():
-    import ast
-    from pathlib import Path
+    from module_source import calls, method
 
-    source = (Path(__file__).resolve().parents[2] / "LCKDSegmentation" / "LCKDSegmentation.py").read_text()
-    tree = ast.parse(source)
-    methods = {n.name: ast.unparse(n) for n in ast.walk(tree) if isinstance(n, ast.FunctionDef)}
-    assert "panel.model_choices()" in methods["setup"] and "modelChoices" not in source
-    assert "self.ui.modelComboBox.itemData(index)" in methods["onModelChosen"]
+    assert "self.fillModelComboBox" in calls(method("setup"))
+    fill = calls(method("fillModelComboBox"))
+    assert "models.model_choices" in fill and "combo.addItem" in fill
+    assert "self.ui.modelComboBox.itemData" in calls(method("onModelChosen"))

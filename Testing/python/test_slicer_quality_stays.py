@@ -30,7 +30,8 @@ from LCKDSegmentationLib.logic import SegmentationLogic, SegmentJob  # noqa: E40
 from LCKDSegmentationLib.output import QUALITY_COLUMN, TABLE_ROLE, read_quality  # noqa: E402
 from LCKDSegmentationLib.panel import quality_text  # noqa: E402
 
-pytestmark = pytest.mark.usefixtures("segmentation_converters")
+# slicer_pythons: also run under Slicer's Python 3.9 and 3.12 (.ci/other-pythons)
+pytestmark = [pytest.mark.usefixtures("segmentation_converters"), pytest.mark.slicer_pythons]
 
 
 LOW = {"expected_wt_dice": 0.6, "interval": [0.45, 0.7], "low_confidence": True,

@@ -15,6 +15,8 @@ slicer = pytest.importorskip("slicer")
 
 from LCKDSegmentationLib.selection import SELECTOR_NODE_CLASS, assign_modalities, selectable_volumes  # noqa: E402
 
+pytestmark = pytest.mark.slicer_pythons   # also run under Slicer's Python 3.9 and 3.12 (.ci/other-pythons)
+
 UI_FILE = Path(__file__).resolve().parents[2] / "LCKDSegmentation" / "Resources" / "UI" / "LCKDSegmentation.ui"
 MODULE_PY = UI_FILE.parents[2] / "LCKDSegmentation.py"
 HIDDEN_CLASSES = ("vtkMRMLLabelMapVolumeNode", "vtkMRMLVectorVolumeNode", "vtkMRMLDiffusionTensorVolumeNode",

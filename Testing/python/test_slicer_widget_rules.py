@@ -92,8 +92,9 @@ def test_apply_is_disabled_while_packages_are_installed():
     body = [ast.unparse(s) for s in install.body[1:]]   # the docstring aside
     assert body[:2] == ["self._installing = True", "self.updateState()"]   # before any pip runs
     attempt = next(s for s in install.body if isinstance(s, ast.Try))
-    assert "dependencies.ensure" in calls(attempt)
-    assert [ast.unparse(s) for s in attempt.finalbody] == ["self._installing = False", "self.updateState()"]
+    assert "dependencies.plan_installation" in calls(attempt) and "self.installPlanned" in calls(attempt)
+    final = [ast.unparse(s) for s in attempt.finalbody]
+    assert final[0] == "self._installing = False" and final[-1] == "self.updateState()"
     apply = method("onApply")
     assert "self._installing" in ast.unparse(apply.body[0].test)            # a second click does nothing
     assert "self.installDependencies" in calls(apply) and "dependencies.ensure" not in calls(apply)

@@ -21,6 +21,8 @@ from lckd.base.errors import Cancelled, InputError, ModelError
 from lckd.frontends import worker as worker_mod
 from LCKDSegmentationLib.workerclient import WorkerClient, WorkerError, describe_exit
 
+pytestmark = pytest.mark.slicer_pythons   # also run under Slicer's Python 3.9 and 3.12 (.ci/other-pythons)
+
 
 # -- in-process protocol tests ---------------------------------------------------------
 class _Result:

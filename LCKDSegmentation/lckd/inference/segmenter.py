@@ -306,7 +306,8 @@ class Segmenter:
         report = contrastcheck.check_scans(case.x, case.present, order, float(min(self.card.spacing)))
         if report.refuse and not trust_flags:
             raise InputError("; ".join(report.messages) + ": check which scan is which (to segment them as "
-                             "given: --trust-flags, trust_flags=True in Python, trustFlags=True in Slicer's console)")
+                             "given: --trust-flags, trust_flags=True in Python; in Slicer the Advanced section's "
+                             "'I have checked which scan is which' box, or trustFlags=True in its console)")
         return report
 
     def _quality(self, probs_crop: np.ndarray, case, rule: dict | None, images: Mapping, given: Mapping,
