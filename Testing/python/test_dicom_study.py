@@ -183,3 +183,18 @@ def test_two_studies_sharing_series_numbers_get_distinct_labels(tmp_path, case):
     study = recognise(tmp_path / "both", {"T2": "1-2"})
     assert study.chosen["T2"].uid == series[1].uid
     assert len(set(study.roles)) == 2                    # one role per series, none overwritten
+
+
+def test_a_named_pipe_in_a_study_folder_is_passed_over_not_opened(tmp_path):
+    """Opening a FIFO waits for a writer forever: the walk must look at the file type first."""
+    import os
+
+    from lckd.io.dicomseries import dicom_files, starts_like_dicom
+
+    (tmp_path / "sub").mkdir()
+    dicom = tmp_path / "sub" / "IM0001"
+    dicom.write_bytes(b"\0" * 128 + b"DICM" + b"\0" * 16)
+    (tmp_path / "notes.txt").write_text("not DICOM")
+    os.mkfifo(tmp_path / "IM0000")
+    assert list(dicom_files(tmp_path)) == [dicom]
+    assert not starts_like_dicom(tmp_path / "IM0000") and starts_like_dicom(dicom)

@@ -213,7 +213,8 @@ def find_study_cases(root: str | Path, *, ignore: Sequence[str | Path] = ()) -> 
         raise InputError(f"cannot list input folder '{printable(root)}': {e.strerror or e}") from None
     with_dicom = [f for f in folders if _holds_dicom(f)]
     uids = {_first_study_uid(f) for f in with_dicom}
-    direct = any(p.is_file() and _holds_dicom_file(p) for p in root.iterdir())
+    from ..io.dicomseries import starts_like_dicom
+    direct = any(starts_like_dicom(p) for p in root.iterdir())
     if (len(with_dicom) > 1 and len(uids) == 1 and None not in uids) or (direct and not with_dicom):
         return [BatchCase(root.name, {}, study=root)]
     cases = []
@@ -226,14 +227,6 @@ def find_study_cases(root: str | Path, *, ignore: Sequence[str | Path] = ()) -> 
     if not cases:
         raise InputError(f"input folder '{printable(root)}' holds no DICOM study (each study in its own sub-folder)")
     return cases
-
-
-def _holds_dicom_file(path: Path) -> bool:
-    try:
-        with open(path, "rb") as fh:
-            return fh.read(132)[128:132] == b"DICM"
-    except OSError:
-        return False
 
 
 def _real_paths(paths: Sequence[str | Path]) -> set:

@@ -11,6 +11,7 @@ Nothing identifying (patient name, ID, birth date) is kept.
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -79,20 +80,26 @@ HEADER_KEYS = ("Modality", "SOPClassUID", "ImageType", "SeriesDescription", "Pro
                "NumberOfTemporalPositions", "ImageComments", "BurnedInAnnotation")
 
 
+def starts_like_dicom(path: str | Path) -> bool:
+    """True for a regular file with the DICOM preamble's magic ("DICM" at byte 128).
+
+    Only regular files are opened: opening a named pipe would wait for a writer forever."""
+    try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            return False
+        with open(path, "rb") as fh:
+            return fh.read(132)[128:132] == b"DICM"
+    except OSError:
+        return False
+
+
 def dicom_files(folder: str | Path) -> Iterator[Path]:
     """Every file under `folder` (recursively, in name order) that starts like DICOM."""
     for root, dirs, files in os.walk(folder):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         for name in sorted(files):
-            if name.startswith("."):
-                continue
             path = Path(root) / name
-            try:
-                with open(path, "rb") as fh:
-                    head = fh.read(132)
-            except OSError:
-                continue
-            if head[128:132] == b"DICM":
+            if not name.startswith(".") and starts_like_dicom(path):
                 yield path
 
 

@@ -33,6 +33,7 @@ from .atomicwrite import free_bytes, no_space_reason, os_reason
 from .atomicwrite import probe_writable as probe_writable
 from .atomicwrite import remove_stale_temps as remove_stale_temps
 from .atomicwrite import stale_temp_pattern as stale_temp_pattern
+from .dicomseries import starts_like_dicom
 from .filetypes import FORMAT_NAMES, FORMATS_TEXT, WRITE_SUFFIXES, format_extension, special_file_kind
 from .headerfiles import data_file_problem, direction_problem, shear_problem, sibling_problem
 from .niftiblock import is_nifti, nifti_header_file, scan_nifti
@@ -387,14 +388,9 @@ def _unreadable_dicom_files(folder: Path, ids: list) -> list:
               for f in sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), sid)}
     stray = []
     for entry in sorted(os.scandir(folder), key=lambda e: e.name):
-        if entry.name.startswith(".") or not entry.is_file() or os.path.realpath(entry.path) in listed:
+        if entry.name.startswith(".") or os.path.realpath(entry.path) in listed:
             continue
-        try:
-            with open(entry.path, "rb") as fh:
-                head = fh.read(132)
-        except OSError:
-            continue
-        if head[128:132] == b"DICM":
+        if starts_like_dicom(entry.path):
             stray.append(entry.path)
     return stray
 
