@@ -237,12 +237,26 @@ def _install_torch(slicer) -> None:
     _pip_install_kept(slicer, ["torch" + TORCH_REQUIREMENT])
 
 
+def _pip_ensure_module(slicer):
+    """Slicer's module with `pip_ensure`: `slicer.packaging` (5.12) or `slicer.pydeps` (its name in
+    Slicer's developer guide on `main`, "new in 5.11"); None on Slicers without one."""
+    import importlib
+
+    for name in ("packaging", "pydeps"):
+        module = getattr(slicer, name, None)
+        if module is None:
+            try:
+                module = importlib.import_module(f"slicer.{name}")
+            except ImportError:
+                continue
+        if hasattr(module, "pip_ensure"):
+            return module
+    return None
+
+
 def _install_requirements(slicer, requirements: list[str]) -> None:
-    try:
-        from slicer import packaging
-    except ImportError:
-        packaging = None
-    if packaging is not None and hasattr(packaging, "pip_ensure"):
+    packaging = _pip_ensure_module(slicer)
+    if packaging is not None:
         # Checks, asks, installs with a progress dialog and offers a restart if needed;
         # Slicer's own packages held where they are, as on the older Slicers below.
         pins = bundled_pins()

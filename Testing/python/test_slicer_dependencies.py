@@ -322,10 +322,11 @@ def test_an_install_that_leaves_packages_missing_is_a_dependency_error_with_the_
     assert fake.kinds() == ["confirm", "pip_install", "confirm", "pip_install"]
 
 
-def test_slicer_packaging_pip_ensure_is_used_where_this_slicer_has_it(monkeypatch):
+@pytest.mark.parametrize("module_name", ["packaging", "pydeps"])
+def test_slicer_packaging_pip_ensure_is_used_where_this_slicer_has_it(monkeypatch, module_name):
     hide(monkeypatch, "monai")
     recorded: list = []
-    packaging = types.ModuleType("slicer.packaging")
+    packaging = types.ModuleType(f"slicer.{module_name}")
 
     def load_requirements(path):
         recorded.append(("load_requirements", path))
@@ -337,7 +338,8 @@ def test_slicer_packaging_pip_ensure_is_used_where_this_slicer_has_it(monkeypatc
 
     packaging.load_requirements = load_requirements
     packaging.pip_ensure = pip_ensure
-    fake = FakeSlicer(monkeypatch, packaging=packaging)
+    fake = FakeSlicer(monkeypatch)
+    setattr(fake.module, module_name, packaging)   # 5.12 names it slicer.packaging, Slicer's main slicer.pydeps
     deps.ensure()
     assert recorded[0] == ("load_requirements", str(deps.REQUIREMENTS_FILE))
     name, requirements, kwargs = recorded[1]
