@@ -17,6 +17,16 @@ def method(name: str, cls: str = "LCKDSegmentationWidget") -> ast.FunctionDef:
     return next(n for n in klass.body if isinstance(n, ast.FunctionDef) and n.name == name)
 
 
+def source_of(name: str, cls: str | None = None) -> str:
+    """The source text of function or method `name` (of class `cls`; anywhere in the file when None)."""
+    if cls is not None:
+        return ast.unparse(method(name, cls))
+    for node in ast.walk(module_tree()):
+        if isinstance(node, ast.FunctionDef) and node.name == name:
+            return ast.unparse(node)
+    raise AssertionError(f"no function {name} in {MODULE_PY.name}")
+
+
 def calls(node: ast.AST) -> list[str]:
     """The called expressions inside `node`, as source text."""
     return [ast.unparse(n.func) for n in ast.walk(node) if isinstance(n, ast.Call)]

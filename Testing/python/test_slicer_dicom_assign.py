@@ -10,6 +10,8 @@ from pathlib import Path
 import pydicom
 import pytest
 
+from module_source import source_of
+
 slicer = pytest.importorskip("slicer")
 
 from lckd.io.dicomseries import find_series  # noqa: E402
@@ -22,8 +24,6 @@ from LCKDSegmentationLib.dicomassign import (  # noqa: E402
     header_assignments,
 )
 from LCKDSegmentationLib.selection import assign_loaded, assign_modalities  # noqa: E402
-
-MODULE_PY = Path(__file__).resolve().parents[2] / "LCKDSegmentation" / "LCKDSegmentation.py"
 
 
 @pytest.fixture(scope="module")
@@ -110,8 +110,6 @@ def test_loaded_volumes_use_the_header_picks_and_no_database_means_names():
 
 
 def test_the_widget_assigns_through_the_headers_first():
-    source = MODULE_PY.read_text(encoding="utf-8")
-    body = source[source.index("    def autoAssign(self):"):source.index("    def onParameterNodeModified(")]
+    body = source_of("autoAssign", "LCKDSegmentationWidget")
     assert "assign_volumes(volumes, dicom_file_lookup())" in body and "assign_modalities(" not in body
-    loaded = source[source.index("    def assignLoaded(self):"):source.index("    def initializeParameterNode(")]
-    assert "picks=assign_volumes(nodes, dicom_file_lookup())" in loaded
+    assert "picks=assign_volumes(nodes, dicom_file_lookup())" in source_of("assignLoaded", "LCKDSegmentationWidget")

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from module_source import source_of
+
 ROOT = Path(__file__).resolve().parents[2]
 MODULE = ROOT / "LCKDSegmentation"
 MODULE_PY = MODULE / "LCKDSegmentation.py"
@@ -297,19 +299,10 @@ def test_the_json_entry_validates_against_the_schema_version_it_names():
 
 # --------------------------------------------------------------------------- widget details (issue 21)
 
-def _method(name: str, cls: str | None = None) -> str:
-    tree = ast.parse(MODULE_PY.read_text(encoding="utf-8"))
-    scope = tree if cls is None else next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == cls)
-    for node in ast.walk(scope):
-        if isinstance(node, ast.FunctionDef) and node.name == name:
-            return ast.unparse(node)
-    raise AssertionError(f"no method {name}")
-
-
 def test_apply_updates_the_buttons_even_when_starting_fails():
     """slicer.util.tryWithErrorDisplay shows the error and re-raises it (Base/Python/slicer/util.py):
     the call that follows it must be in a `finally`, or it is skipped."""
-    tree = ast.parse(_method("onApply"))
+    tree = ast.parse(source_of("onApply"))
     with_nodes = [n for n in ast.walk(tree) if isinstance(n, ast.With)
                   and "tryWithErrorDisplay" in ast.unparse(n.items[0].context_expr)]
     assert with_nodes, "onApply no longer uses tryWithErrorDisplay: update this test"
@@ -337,11 +330,11 @@ def test_the_device_tooltip_names_the_choices_the_combo_box_offers():
 def test_self_tests_skip_instead_of_passing_when_packages_are_missing():
     """A test that `return`s counts as passed under ctest; `skipTest` is reported as skipped."""
     for name in ("test_LogicSegment", "test_WidgetApplyAndCancel"):
-        body = _method(name)
+        body = source_of(name)
         assert "self.skipIfDependenciesMissing()" in body and "return" not in body.split("\n", 3)[1], name
-    helper = _method("skipIfDependenciesMissing")
+    helper = source_of("skipIfDependenciesMissing")
     assert "self.skipTest(" in helper
-    run_test = _method("runTest", cls="LCKDSegmentationTest")
+    run_test = source_of("runTest", cls="LCKDSegmentationTest")
     assert "unittest.SkipTest" in run_test and "self.skipTest(" in run_test
 
 

@@ -14,11 +14,11 @@ import pytest
 slicer = pytest.importorskip("slicer")
 
 from LCKDSegmentationLib.selection import SELECTOR_NODE_CLASS, assign_modalities, selectable_volumes  # noqa: E402
+from module_source import source_of  # noqa: E402
 
 pytestmark = pytest.mark.slicer_pythons   # also run under Slicer's Python 3.9 and 3.12 (.ci/other-pythons)
 
 UI_FILE = Path(__file__).resolve().parents[2] / "LCKDSegmentation" / "Resources" / "UI" / "LCKDSegmentation.ui"
-MODULE_PY = UI_FILE.parents[2] / "LCKDSegmentation.py"
 HIDDEN_CLASSES = ("vtkMRMLLabelMapVolumeNode", "vtkMRMLVectorVolumeNode", "vtkMRMLDiffusionTensorVolumeNode",
                   "vtkMRMLDiffusionWeightedVolumeNode")
 
@@ -50,8 +50,6 @@ def test_only_plain_scalar_volumes_shown_by_the_selectors_are_assigned():
 
 
 def test_the_widget_assigns_through_the_helper():
-    source = MODULE_PY.read_text(encoding="utf-8")
-    body = source[source.index("    def autoAssign(self):"):source.index("    def onParameterNodeModified(")]
+    body = source_of("autoAssign", "LCKDSegmentationWidget")
     assert "selectable_volumes(slicer.mrmlScene, used)" in body and "getNodesByClass" not in body
-    added = source[source.index("    def onNodeAdded("):source.index("    def initializeParameterNode(")]
-    assert "selectable(node)" in added
+    assert "selectable(node)" in source_of("onNodeAdded", "LCKDSegmentationWidget")
