@@ -15,15 +15,6 @@ import argparse
 from pathlib import Path
 
 
-def fold_card(cv: Path, fold: int) -> Path:
-    """The fold model's card in a crossval folder."""
-    cards = sorted((cv / f"fold-{fold}" / "model").glob("*.json"))
-    cards = [c for c in cards if not c.name.startswith("train_log")]
-    if len(cards) != 1:
-        raise SystemExit(f"{cv}/fold-{fold}/model: expected one model card, found {len(cards)}: train the fold first")
-    return cards[0]
-
-
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("data", type=Path)
@@ -36,7 +27,7 @@ def main() -> int:
 
     from lckd.inference.options import SegmentOptions
     from lckd.inference.segmenter import Segmenter
-    from lckd.research.crossval import CONDITIONS, report_path
+    from lckd.research.crossval import CONDITIONS, fold_card, report_path
     from lckd.research.evaluate import evaluate_model, write_report
 
     for k in args.folds:

@@ -55,10 +55,11 @@ def main() -> int:
     p.add_argument("--split", choices=("test", "val"), default="test")
     args = p.parse_args()
     from lckd.inference import Segmenter
+    from lckd.research.crossval import fold_card
 
     rows: dict = {s: [] for s in SUBSETS}
     for k in args.folds:
-        card = next((args.cv / f"fold-{k}" / "model").glob("*.json"))
+        card = fold_card(args.cv, k)
         seg = Segmenter.load(card, device="cpu", threads=1)
         order = list(seg.net.modalities)
         for case in select_cases(args.data, args.cv / f"fold-{k}" / "split.csv", args.split):

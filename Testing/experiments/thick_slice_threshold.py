@@ -37,14 +37,13 @@ def main() -> int:
     p.add_argument("--threads", type=int, default=1)
     args = p.parse_args()
 
-    from ensemble_on_validation import fold_card
-
     from lckd.base.labels import labels_to_regions
     from lckd.base.metrics import mask_dice
     from lckd.base.modalities import all_subsets, subset_key
     from lckd.inference.quality import case_features
     from lckd.inference.segmenter import Segmenter
     from lckd.prep.modelgrid import load_case, select_cases
+    from lckd.research.crossval import fold_card
     from lckd.research.degrade import clinical_slices
 
     rows = json.loads(args.out.read_text(encoding="utf-8")) if args.out.is_file() else []

@@ -88,6 +88,16 @@ def fold_dir(out: str | Path, fold: int) -> Path:
     return Path(out) / f"fold-{fold}"
 
 
+def fold_card(out: str | Path, fold: int) -> Path:
+    """The model card of fold `fold`'s trained model; InputError until the fold has trained."""
+    from ..base.errors import InputError
+    cards = sorted((fold_dir(out, fold) / "model").glob("*.json"))
+    if len(cards) != 1:
+        raise InputError(f"{fold_dir(out, fold) / 'model'}: expected one model card, found {len(cards)} "
+                         "(train the fold first)")
+    return cards[0]
+
+
 def aggregate(reports: Sequence[dict]) -> dict:
     """Mean and spread over folds of per-fold `evaluate_cases` reports.
 
