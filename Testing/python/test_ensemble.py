@@ -1,18 +1,15 @@
 """An ensemble (`Segmenter.add_member`): members' probabilities averaged, scans read alike, recorded."""
 from __future__ import annotations
 
-import json
-import shutil
-
 import numpy as np
 import pytest
 
 from lckd.base.errors import InputError
 from lckd.base.modalities import MODALITIES
 from lckd.inference import Segmenter
-from lckd.model.registry import resolve_model
 from lckd.prep.preprocess import prepare_case
 from lckd.research.phantom import make_phantom
+from model_copies import model_copy
 
 
 @pytest.fixture(scope="module")
@@ -37,13 +34,7 @@ def test_an_ensemble_averages_its_members(case):
 
 
 def test_a_member_that_reads_scans_otherwise_is_refused(tmp_path):
-    card = resolve_model("lckd-lite-phantom")
-    folder = tmp_path / "other-grid"
-    shutil.copytree(card.parent, folder)
-    edited = folder / card.name
-    data = json.loads(edited.read_text(encoding="utf-8"))
-    data["spacing"] = [2.0, 2.0, 2.0]
-    edited.write_text(json.dumps(data), encoding="utf-8")
+    edited = model_copy(tmp_path / "other-grid", "lckd-lite-phantom", spacing=[2.0, 2.0, 2.0])
     seg = Segmenter.load("lckd-lite-phantom", device="cpu", threads=1)
     with pytest.raises(InputError, match="model grid spacing"):
         seg.add_member(edited)

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import csv
 import json
-import shutil
 
 import pytest
 
 from conftest import TEST_MODEL
 from lckd.frontends.cli import main
 from lckd.inference.quality import FEATURES
+from model_copies import model_copy
 
 #: Expects WT Dice 0.6 of every run and flags below 0.7: every run is flagged.
 FLAG_ALL = {"features": list(FEATURES), "mean": [0.0] * len(FEATURES), "scale": [1.0] * len(FEATURES),
@@ -19,16 +19,7 @@ FLAG_ALL = {"features": list(FEATURES), "mean": [0.0] * len(FEATURES), "scale": 
 
 def calibrated_copy(folder, calibration: dict = FLAG_ALL):
     """A copy of the phantom model whose card carries `calibration` (its weights are unchanged)."""
-    from lckd.model.registry import resolve_model
-
-    source = resolve_model(TEST_MODEL, allow_download=False)
-    card = json.loads(source.read_text())
-    card["quality"] = calibration
-    folder.mkdir(parents=True, exist_ok=True)
-    shutil.copy(source.with_name(card["weights"]["file"]), folder / card["weights"]["file"])
-    path = folder / source.name
-    path.write_text(json.dumps(card))
-    return path
+    return model_copy(folder, TEST_MODEL, quality=calibration)
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,8 @@
 """BraTS regions (ET, TC, WT) <-> label values, post-processing, and region volumes."""
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
 from scipy import ndimage
 
@@ -21,10 +23,12 @@ def labels_to_regions(label: np.ndarray, convention: str = "brats2018") -> np.nd
     return np.stack([et, tc, wt])
 
 
-def regions_to_labels(probs: np.ndarray, convention: str = "brats2018", threshold: float = 0.5) -> np.ndarray:
-    """Labels from (3, ...) region probabilities, enforcing the nesting ET in TC in WT."""
+def regions_to_labels(probs: np.ndarray, convention: str = "brats2018", threshold: float = 0.5,
+                      wt_threshold: float | None = None) -> np.ndarray:
+    """Labels from (3, ...) region probabilities, enforcing the nesting ET in TC in WT;
+    `wt_threshold` (default `threshold`) is the whole tumour's own."""
     v = check_convention(convention)
-    wt = probs[2] > threshold
+    wt = probs[2] > (threshold if wt_threshold is None else wt_threshold)
     tc = wt & (probs[1] > threshold)
     et = tc & (probs[0] > threshold)
     out = np.zeros(probs.shape[1:], dtype=np.uint8)
@@ -63,6 +67,37 @@ def postprocess(label: np.ndarray, convention: str = "brats2018", *, min_compone
     if 0 < int(et.sum()) < min_et_voxels:
         out[et] = v["NCR"]
     return out
+
+
+#: The clean-up rule's key for the whole-tumour threshold of thick-slice runs (a card's
+#: `postprocessing.thick_slices`: {"min_slice_mm", "wt_threshold"}); the other keys are
+#: `postprocess`'s arguments.
+THICK_SLICES = "thick_slices"
+
+
+def labels_for_run(probs: np.ndarray, rule: Mapping | None, slice_mm: float,
+                   convention: str = "brats2018") -> np.ndarray:
+    """The labels of one run as `lckd segment` makes them, from its region probabilities.
+
+    With a clean-up `rule` (a card's `postprocessing`, None for none), a run whose thickest
+    scan has slices of `thick_slices.min_slice_mm` or more takes the whole tumour where its
+    probability exceeds `thick_slices.wt_threshold` instead of 0.5 (thick slices blur dark CSF
+    and bright tissue into what reads as tumour, so such runs over-draw), then `postprocess`.
+    """
+    if rule is None:
+        return regions_to_labels(probs, convention)
+    rest = {k: v for k, v in rule.items() if k != THICK_SLICES}
+    labels = regions_to_labels(probs, convention, wt_threshold=thick_slice_wt_threshold(rule, slice_mm))
+    return postprocess(labels, convention, **rest)
+
+
+def thick_slice_wt_threshold(rule: Mapping | None, slice_mm: float) -> float | None:
+    """The whole-tumour threshold a clean-up `rule` sets for a run whose thickest scan has
+    `slice_mm` slices, or None where the usual 0.5 holds."""
+    thick = (rule or {}).get(THICK_SLICES)
+    if thick is None or slice_mm < float(thick["min_slice_mm"]):
+        return None
+    return float(thick["wt_threshold"])
 
 
 def region_volumes_ml(label: np.ndarray, spacing, convention: str = "brats2018") -> dict[str, float]:

@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 from scipy import ndimage
 
-from ..base.labels import labels_to_regions, postprocess, regions_to_labels
+from ..base.labels import labels_for_run, labels_to_regions
 from ..base.modalities import MODALITIES
 
 #: Feature names, in the order the calibration's coefficients use.
@@ -56,13 +56,11 @@ def case_features(probs: np.ndarray, x: np.ndarray, present: np.ndarray, spacing
         spacing: (x, y, z) voxel size of the grid in mm.
         modalities: the canonical names of the scans given.
         slice_mm: the largest voxel edge of the scans before resampling.
-        cleanup: keyword arguments of `lckd.base.labels.postprocess`, or None for none.
+        cleanup: the card's clean-up rule (`lckd.base.labels.labels_for_run`), or None for none.
     Returns:
         (features, (d, h, w) uint8 labels in the BraTS 2018 convention after the clean-up).
     """
-    label = regions_to_labels(probs)
-    if cleanup is not None:
-        label = postprocess(label, **cleanup)
+    label = labels_for_run(probs, cleanup, slice_mm)
     wt = labels_to_regions(label)[2]
     brain = np.any(x[np.asarray(present, dtype=bool)] != 0, axis=0)
     return run_features(probs, wt, brain, spacing, modalities, slice_mm), label

@@ -279,13 +279,17 @@ class Segmenter:
         else:
             prob_ref = np.stack([sitk.GetArrayFromImage(geometry.resample_onto(self._like(p, grid), ref_img))
                                  for p in probs])
-        label = labels_mod.regions_to_labels(prob_ref, labels)
-        if rule is not None:
-            label = labels_mod.postprocess(label, labels, **rule)
+        # the thickest scan as given, before resampling: thick-slice runs take their own WT threshold
+        slice_mm = max(max(img.GetSpacing()) for img in checked.images.values())
+        label = labels_mod.labels_for_run(prob_ref, rule, slice_mm, labels)
+        wt_threshold = labels_mod.thick_slice_wt_threshold(rule, slice_mm)
+        if wt_threshold is not None:
+            notes.append(f"slices {slice_mm:.1f} mm thick: whole tumour where its probability exceeds "
+                         f"{wt_threshold:g}, not 0.5 (the model card's clean-up for thick-slice scans)")
         label_img = self._like(label, ref_img)
         report(0.98, "quality: how far to trust this result")
         t_quality = time.perf_counter()
-        quality = self._quality(probs_crop, case, rule, images, checked.images, doubts)
+        quality = self._quality(probs_crop, case, rule, images, slice_mm, doubts)
         timings["quality"] = time.perf_counter() - t_quality
         prob_img = None
         if opts.probabilities:
@@ -310,7 +314,7 @@ class Segmenter:
                              "'I have checked which scan is which' box, or trustFlags=True in its console)")
         return report
 
-    def _quality(self, probs_crop: np.ndarray, case, rule: dict | None, images: Mapping, given: Mapping,
+    def _quality(self, probs_crop: np.ndarray, case, rule: dict | None, images: Mapping, slice_mm: float,
                  doubts: list | None = None) -> dict:
         """The run's quality record (`lckd.inference.quality`), measured on the model grid by the
         function evaluation uses for the runs its calibration was fitted on (`quality.case_features`);
@@ -318,7 +322,6 @@ class Segmenter:
         correctly flagged scans of one patient, never saw) are reasons that set the low-confidence flag."""
         from . import quality
 
-        slice_mm = max(max(img.GetSpacing()) for img in given.values())
         feats, _ = quality.case_features(probs_crop, case.x, case.present, self.card.spacing, list(images),
                                          slice_mm, rule)
         return quality.estimate(feats, self.card.quality, doubts or ())
