@@ -43,6 +43,9 @@ def main(argv=None) -> int:
     p.add_argument("cv_dir")
     p.add_argument("--out", default="LCKDSegmentation/Resources/models/lckd-lite-brats")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--version", default=None,
+                   help="the card's version (default: the final run's); a new version for the same weights "
+                        "is a new clean-up or new tables, e.g. 2.1.0 = 2.0.0's weights with the thick-slice rule")
     p.add_argument("--data-name", default=DATA_NAME, help="what the cross-validation data is, as a user reads it")
     args = p.parse_args(argv)
     cv = Path(args.cv_dir)
@@ -52,6 +55,7 @@ def main(argv=None) -> int:
     card = seg.card
     preset = PRESETS[card.training["preset"]]
     card.postprocessing = dict(preset.postprocessing)
+    card.version = args.version or card.version
     card.scope = SCOPE
     start = card.training.get("config", {}).get("init_from")
     if start and "init_from" not in card.training:   # runs from before cards pinned the starting weights

@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Train and cross-validate the bundled default (lckd-lite-brats 2.0.0) exactly as shipped.
+# Train and cross-validate the bundled default (lckd-lite-brats 2.1.0) exactly as shipped.
+# 2.1.0 is 2.0.0's final weights (the `final` step, versioned 2.0.0) with the recipe's
+# thick-slice clean-up; its tables come from a refit of the same folds (docs/JOURNAL.md).
 #
 #   Testing/experiments/train_default.sh DATA OUT lane-a|lane-b|fold K|final|finish|wide K
 #
@@ -49,7 +51,7 @@ case "$WHAT" in
     here=$(cd "$(dirname "$0")" && pwd)
     ship="$here/../../LCKDSegmentation/Resources/models/lckd-lite-brats"
     lckd "${CV[@]}"                 # nothing left to train or score: writes OUT/cv/crossval*.json
-    python "$here/build_default_model.py" "$OUT/final" "$OUT/cv" --out "$ship"
+    python "$here/build_default_model.py" "$OUT/final" "$OUT/cv" --out "$ship" --version 2.1.0
     lckd calibrate "$OUT/cv" --update-card "$ship/lckd-lite-brats.json"
     mkdir -p "$ship/crossval"       # the evidence: every run's numbers, no fold weights
     cp "$OUT"/cv/crossval*.json "$OUT/cv/plan.json" "$OUT/cv/quality-calibration.json" "$ship/crossval/"
