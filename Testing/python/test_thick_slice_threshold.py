@@ -90,3 +90,13 @@ def test_segment_applies_the_rule_to_thick_scans_only(tmp_path, thick_and_thin):
     assert not any("thick" in n for n in plain_notes)
     (thin_plain, _), (thin_ruled, thin_notes) = run(plain, images), run(ruled, images)
     assert np.array_equal(thin_plain, thin_ruled) and not any("thick" in n for n in thin_notes)   # 1 mm: unchanged
+
+
+def test_lckd_info_states_the_rule_in_words(tmp_path, capsys):
+    from lckd.frontends.cli import main
+
+    card = model_copy(tmp_path, "lckd-lite-phantom", postprocessing={
+        "min_component_voxels": 50, "thick_slices": {"min_slice_mm": 3.0, "wt_threshold": 0.7}})
+    assert main(["info", "--model", str(card)]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "min_component_voxels 50, whole tumour above 0.7 where a scan has slices of 3 mm or more" in out

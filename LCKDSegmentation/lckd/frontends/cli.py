@@ -479,6 +479,7 @@ def dice_cell(row: dict, region: str) -> str:
 def card_text(card) -> str:
     """The readable model card `lckd info` prints: what it is, what it was trained on, its scope,
     its teachers and the expected Dice per modality subset (mean and SD over folds when given)."""
+    from ..base.labels import THICK_SLICES
     from ..inference.record import scope_line
     from ..model.modelcard import card_summary
 
@@ -491,7 +492,10 @@ def card_text(card) -> str:
         lines.append(_wrap("started from", f"{start.get('name')} {start.get('version')} "
                                            f"(weights sha256 {str(start.get('weights_sha256'))[:12]}...)"))
     if card.postprocessing:
-        lines.append(_wrap("clean-up (default)", ", ".join(f"{k} {v}" for k, v in card.postprocessing.items())))
+        lines.append(_wrap("clean-up (default)", ", ".join(
+            f"{k} {v}" if k != THICK_SLICES else
+            f"whole tumour above {v['wt_threshold']:g} where a scan has slices of {v['min_slice_mm']:g} mm or more"
+            for k, v in card.postprocessing.items())))
     teachers = card.teachers.get("elected") or []
     lines.append(_wrap("teachers", ", ".join(teachers) or "-"))
     table = card.teachers.get("table") or {}

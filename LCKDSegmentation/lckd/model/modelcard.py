@@ -59,7 +59,7 @@ class ModelCard:
     description: str = ""
     intended_use: str = "Research only. Not a medical device; not for clinical use."
     scope: str = ""                          # one line shown at every run: what the model was trained on
-    postprocessing: dict = field(default_factory=dict)  # labels.postprocess arguments applied by default ({} = none)
+    postprocessing: dict = field(default_factory=dict)  # default clean-up (labels.labels_for_run; {} = none)
     training: dict = field(default_factory=dict)       # data, preset, steps, time, hardware
     teachers: dict = field(default_factory=dict)       # elected, single-modality table, history
     evaluation: dict = field(default_factory=dict)     # per-subset Dice / HD95 on held-out cases
