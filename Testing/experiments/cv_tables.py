@@ -47,8 +47,13 @@ def recompute(rows: list[dict]) -> dict:
     return aggregate([summarise([r for r in rows if r["fold"] == k], SUBSETS) for k in folds])
 
 
+def volume_ratios(rows: list[dict]) -> np.ndarray:
+    """Each run's predicted / reference WT volume (runs without a reference tumour left out)."""
+    return np.array([r["wt_volume_ratio"] for r in rows if r.get("wt_volume_ratio") is not None])
+
+
 def volume_lines(rows: list[dict], name: str) -> list[str]:
-    ratios = np.array([r["wt_volume_ratio"] for r in rows if r.get("wt_volume_ratio") is not None])
+    ratios = volume_ratios(rows)
     inside = (ratios >= RATIO_BAND[0]) & (ratios <= RATIO_BAND[1])
     big = [f"{r['case_id']} {r['subset']} ({r['wt_volume_ratio']:.1f}x)" for r in rows
            if (r.get("wt_volume_ratio") or 0) >= 3]
@@ -74,7 +79,7 @@ def case_lines(one: list[dict], clinical: list[dict]) -> list[str]:
 
 def in_band(rows: list[dict]) -> float:
     """The share of runs whose predicted / reference WT volume lies in RATIO_BAND."""
-    ratios = np.array([r["wt_volume_ratio"] for r in rows if r.get("wt_volume_ratio") is not None])
+    ratios = volume_ratios(rows)
     return float(((ratios >= RATIO_BAND[0]) & (ratios <= RATIO_BAND[1])).mean())
 
 

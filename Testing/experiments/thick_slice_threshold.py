@@ -5,8 +5,8 @@
 For every validation and test case of the chosen folds, degraded to clinical 2D series as the
 clinical-slice table degrades them (`lckd.research.degrade.clinical_slices`), the fold's model
 (CV/fold-K/model, trained without those cases) predicts each subset once; the labels are then made
-as `lckd segment` makes them (the card's clean-up, `quality.case_features`) with the whole-tumour
-probability thresholded at each of THRESHOLDS instead of 0.5 (ET and TC unchanged). Prints, per
+as `lckd segment` makes them (the card's clean-up, `quality.case_features`) with the clean-up's
+thick-slice rule (`lckd.base.labels.labels_for_run`) set to each of THRESHOLDS for every run. Prints, per
 threshold, the mean WT Dice and the share of runs whose predicted / reference WT volume lies in
 0.67-1.5, for validation runs (where a threshold may be chosen) and test runs (reported only).
 """
@@ -21,13 +21,6 @@ import numpy as np
 THRESHOLDS = (0.5, 0.6, 0.7, 0.8)
 
 
-def with_wt_threshold(probs: np.ndarray, t: float) -> np.ndarray:
-    """Probabilities whose WT channel crosses 0.5 where the original crosses `t`."""
-    out = probs.copy()
-    out[2] = np.clip(probs[2] - t + 0.5, 0.0, 1.0)
-    return out
-
-
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("cv", type=Path)
@@ -37,7 +30,7 @@ def main() -> int:
     p.add_argument("--threads", type=int, default=1)
     args = p.parse_args()
 
-    from lckd.base.labels import labels_to_regions
+    from lckd.base.labels import THICK_SLICES, labels_to_regions
     from lckd.base.metrics import mask_dice
     from lckd.base.modalities import all_subsets, subset_key
     from lckd.inference.quality import case_features
@@ -65,8 +58,9 @@ def main() -> int:
                     ref = case.regions[2]
                     row = {"fold": k, "split": split, "case_id": case.case_id, "subset": subset_key(sub)}
                     for t in THRESHOLDS:
-                        _, label = case_features(with_wt_threshold(probs, t), case.x, present, case.spacing, sub,
-                                                 float(np.max(thick[present])), rule)
+                        at_t = dict(rule or {}, **{THICK_SLICES: {"min_slice_mm": 0.0, "wt_threshold": t}})
+                        _, label = case_features(probs, case.x, present, case.spacing, sub,
+                                                 float(np.max(thick[present])), at_t)
                         wt = labels_to_regions(label)[2]
                         row[f"dice@{t}"] = round(float(mask_dice(wt, ref)), 4)
                         row[f"ratio@{t}"] = round(float(wt.sum()) / max(float(ref.sum()), 1.0), 4)
